@@ -1,0 +1,1 @@
+//! homeaddr access point daemon (home agent)

@@ -1,0 +1,1 @@
+//! homeaddr client shim daemon (correspondent node with route optimization)

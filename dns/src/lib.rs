@@ -1,0 +1,1 @@
+//! homeaddr embedded geo-DNS (authoritative, EDNS Client Subnet)

@@ -1,0 +1,1 @@
+//! homeaddr I/O shell pieces: TUN devices with offload and batched UDP

@@ -1,0 +1,1 @@
+//! homeaddr member node daemon (mobile node)

@@ -1,0 +1,1 @@
+//! homeaddr namespace topology builder, user-space WAN emulator, and namespace tests
