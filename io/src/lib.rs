@@ -99,8 +99,8 @@ pub use counters::{TunCounters, TunStats, UdpCounters, UdpStats};
 pub use error::{PushError, TunError, UdpError};
 pub use gso::{MAX_GSO_TRAIN_BYTES, gso_segment_cap};
 pub use tun::{
-    DEFAULT_TX_QUEUE_LEN, MAX_IP_PACKET, OutgoingPacket, TUN_BATCH, TunConfig, TunDevice,
-    TunRecvBatch, TunSendBatch,
+    ADDRESS_READY_TIMEOUT, DEFAULT_TX_QUEUE_LEN, MAX_IP_PACKET, OutgoingPacket, TUN_BATCH,
+    TunConfig, TunDevice, TunRecvBatch, TunSendBatch,
 };
 pub use udp::{
     DatagramBatch, MAX_DATAGRAM, MAX_GRO_SEGMENTS, RECV_MESSAGES, RecvDatagram,

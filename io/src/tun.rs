@@ -29,6 +29,35 @@ pub const MAX_IP_PACKET: usize = 65_535;
 /// the kernel's default 500-packet queue (DATAPATH-NOTES fact 7).
 pub const DEFAULT_TX_QUEUE_LEN: u32 = 5000;
 
+/// Longest time [`TunDevice::create`] waits for its IPv6 addresses to leave
+/// the tentative state.
+pub const ADDRESS_READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Waits until a UDP socket can bind to every address (tentative addresses
+/// refuse with `EADDRNOTAVAIL`).
+fn wait_until_usable(name: &str, addresses: &[(Ipv6Addr, u8)]) {
+    let deadline = std::time::Instant::now() + ADDRESS_READY_TIMEOUT;
+    for &(address, _) in addresses {
+        loop {
+            match std::net::UdpSocket::bind((address, 0)) {
+                Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {
+                    if std::time::Instant::now() >= deadline {
+                        warn!(
+                            tun = %name, %address,
+                            "address still tentative after {ADDRESS_READY_TIMEOUT:?}; \
+                             binding to it may fail for a while"
+                        );
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                // Bound (dropped at once), or an error that waiting won't fix.
+                _ => break,
+            }
+        }
+    }
+}
+
 /// How to create a [`TunDevice`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -120,6 +149,12 @@ impl TunDevice {
     /// it up. With `config.offload` it first asks for TSO/USO offload and, if
     /// the kernel refuses, logs why and creates a plain device.
     ///
+    /// Returns once the addresses can be bound to: the kernel marks new IPv6
+    /// addresses tentative until its address work has run (no duplicate
+    /// address detection on a TUN, but still asynchronous), which can take a
+    /// few milliseconds; `create` blocks the thread for that long, at most
+    /// [`ADDRESS_READY_TIMEOUT`], then logs a warning and returns anyway.
+    ///
     /// Must be called inside a tokio runtime. The device lives in the network
     /// namespace of the calling thread.
     pub fn create(config: &TunConfig) -> Result<TunDevice, TunError> {
@@ -149,6 +184,7 @@ impl TunDevice {
             )
         };
         let name = dev.name().map_err(create_err)?;
+        wait_until_usable(&name, &config.ipv6_addresses);
         info!(
             %name, mtu = config.mtu, offload, udp_offload = dev.udp_gso(),
             tx_queue_len = config.tx_queue_len, "TUN device up"
