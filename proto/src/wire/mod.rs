@@ -15,10 +15,10 @@ pub mod option;
 
 use std::net::{IpAddr, Ipv6Addr};
 
-pub use endpoint::{ENDPOINT_LEN, emit_endpoint};
+pub use endpoint::{ENDPOINT_LEN, emit_endpoint, parse_endpoint};
 pub use frame::{FrameKind, TUNNEL_HEADER_LEN, TUNNEL_VERSION, TunnelFrame, TunnelHeader};
-pub use inner::FlowKey;
-pub use mh::{MhType, MobilityHeader, MobilityMessage};
+pub use inner::{FlowKey, InnerInfo, TcpFlags, TcpInfo};
+pub use mh::{MessageBody, MhType, MobilityHeader, MobilityMessage};
 pub use option::MobilityOption;
 
 /// A member's stable identity: the RFC 5648 Binding ID (BID).
