@@ -201,6 +201,9 @@ impl Reply<'_> {
     }
 
     /// Writes OPT and the header, then truncates to `limit` if needed.
+    // Every argument is a distinct header/OPT field; a struct would only
+    // rename them.
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         self,
         header: Header,
@@ -288,12 +291,13 @@ pub fn answer(
     let zone = &*snap.zone;
     match Query::parse(query) {
         Err(ParseError::Drop) => None,
-        Err(ParseError::Malformed {
-            header,
-            question,
-            edns,
-            ..
-        }) => {
+        Err(ParseError::Malformed(bad)) => {
+            let wire::Malformed {
+                header,
+                question,
+                edns,
+                ..
+            } = *bad;
             let reply = Reply::start(out, question.as_ref());
             let limit = size_limit(zone, edns.as_ref(), transport);
             let truncated = reply.finish(

@@ -152,17 +152,22 @@ pub enum ParseError {
     /// No reply: shorter than a header, or not a query (QR set), so
     /// answering would enable reflection.
     Drop,
-    /// Reply FORMERR.
-    Malformed {
-        /// The header of the query.
-        header: Header,
-        /// The question, when it parsed.
-        question: Option<Question>,
-        /// Whether the query carried an OPT record (then the reply does too).
-        edns: Option<Edns>,
-        /// What was wrong.
-        error: WireError,
-    },
+    /// Reply FORMERR (boxed: the error path may allocate, the query path
+    /// does not carry the weight).
+    Malformed(Box<Malformed>),
+}
+
+/// What is known of a query that gets FORMERR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed {
+    /// The header of the query.
+    pub header: Header,
+    /// The question, when it parsed.
+    pub question: Option<Question>,
+    /// Whether the query carried an OPT record (then the reply does too).
+    pub edns: Option<Edns>,
+    /// What was wrong.
+    pub error: WireError,
 }
 
 /// The parts of the header a reply needs.
@@ -611,13 +616,14 @@ impl Query {
         let ancount = be(field::ANCOUNT);
         let nscount = be(field::NSCOUNT);
         let arcount = be(field::ARCOUNT);
-        let malformed =
-            |question: Option<Question>, edns: Option<Edns>, error| ParseError::Malformed {
+        let malformed = |question: Option<Question>, edns: Option<Edns>, error| {
+            ParseError::Malformed(Box::new(Malformed {
                 header,
                 question,
                 edns,
                 error,
-            };
+            }))
+        };
         if qdcount != 1 {
             return Err(malformed(None, None, WireError::QuestionCount));
         }
@@ -767,7 +773,7 @@ mod tests {
 
     fn malformed_error(r: Result<Query, ParseError>) -> WireError {
         match r {
-            Err(ParseError::Malformed { error, .. }) => error,
+            Err(ParseError::Malformed(m)) => m.error,
             other => panic!("expected FORMERR, got {other:?}"),
         }
     }
@@ -845,15 +851,10 @@ mod tests {
     fn malformed_ecs_in_query_is_formerr_with_edns() {
         let q = query_bytes("x.", rtype::A, Some(&[0, 9, 0, 0]));
         match Query::parse(&q) {
-            Err(ParseError::Malformed {
-                error,
-                edns,
-                question,
-                ..
-            }) => {
-                assert_eq!(error, WireError::EcsFamily(9));
-                assert!(edns.is_some());
-                assert!(question.is_some());
+            Err(ParseError::Malformed(m)) => {
+                assert_eq!(m.error, WireError::EcsFamily(9));
+                assert!(m.edns.is_some());
+                assert!(m.question.is_some());
             }
             other => panic!("{other:?}"),
         }
