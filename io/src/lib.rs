@@ -100,7 +100,7 @@ pub use error::{PushError, TunError, UdpError};
 pub use gso::{MAX_GSO_TRAIN_BYTES, gso_segment_cap};
 pub use tun::{
     ADDRESS_READY_TIMEOUT, DEFAULT_TX_QUEUE_LEN, MAX_IP_PACKET, OutgoingPacket, TUN_BATCH,
-    TunConfig, TunDevice, TunRecvBatch, TunSendBatch,
+    TunConfig, TunDevice, TunRecvBatch, TunSendBatch, fit_gso_max_size,
 };
 pub use udp::{
     DatagramBatch, MAX_DATAGRAM, MAX_GRO_SEGMENTS, RECV_MESSAGES, RecvDatagram,
