@@ -1,1 +1,286 @@
-//! Role engines.
+//! The three role engines as sans-IO state machines.
+//!
+//! Every engine implements [`Engine`]: the shell (or the simulator) hands it
+//! UDP datagrams and TUN packets with the current time and gets back a
+//! [`DataAction`] for that packet; control messages the engine wants to send
+//! come out of [`Engine::poll_transmit`], packets it originates towards the
+//! local TUN (TCP resets) out of [`Engine::poll_tun`], and its one timer out
+//! of [`Engine::poll_timeout`]. No engine reads the clock or the OS.
+
+pub mod ap;
+pub mod member;
+pub mod shim;
+mod timer;
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+pub use timer::TimerQueue;
+
+use crate::crypto::{self, Kbm};
+use crate::wire::{MemberId, MobilityHeader, MobilityMessage, TUNNEL_HEADER_LEN, TunnelHeader};
+
+/// What the shell does with the packet it just handed to an engine.
+///
+/// For a TUN packet, `Encap` means: prepend `header` and send to `to`.
+/// For a UDP datagram, `Encap` means: replace the datagram's 4-byte tunnel
+/// header by `header` and send the datagram to `to` (a relay), and `ToTun`
+/// means: write the datagram without its tunnel header to the TUN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataAction {
+    /// Send the inner packet, under `header`, to the UDP endpoint `to`.
+    Encap {
+        /// Destination tunnel endpoint.
+        to: SocketAddr,
+        /// Tunnel header to put in front of the inner packet.
+        header: TunnelHeader,
+    },
+    /// Write the inner packet into the local TUN device.
+    ToTun,
+    /// A control message was consumed; replies, if any, are in `poll_transmit`.
+    Consumed,
+    /// Drop the packet; the engine has counted it.
+    Drop(DropReason),
+}
+
+/// A control datagram an engine wants sent: a whole UDP payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination endpoint.
+    pub to: SocketAddr,
+    /// UDP payload (tunnel header + Mobility Header message).
+    pub payload: Vec<u8>,
+}
+
+/// Why a packet was dropped. Every drop is counted by reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// The frame, Mobility Header or inner packet did not parse.
+    Malformed,
+    /// The tunnel version is not 1.
+    BadVersion,
+    /// The UDP source is not a peer this engine has a relation with.
+    UnknownPeer,
+    /// The inner source address is not one the tunnel peer may use.
+    SpoofedSource,
+    /// The inner destination is not the home address (or a served client).
+    UnknownHomeAddress,
+    /// No live member can serve the client.
+    NoMember,
+    /// A control message failed authentication.
+    AuthFailed,
+    /// A control message is a replay or out of sequence.
+    Replay,
+    /// A control message that this role does not accept, or not now.
+    UnexpectedMessage,
+    /// A table is full.
+    Overflow,
+}
+
+impl DropReason {
+    /// All reasons, for exporting counters.
+    pub const ALL: [DropReason; 10] = [
+        DropReason::Malformed,
+        DropReason::BadVersion,
+        DropReason::UnknownPeer,
+        DropReason::SpoofedSource,
+        DropReason::UnknownHomeAddress,
+        DropReason::NoMember,
+        DropReason::AuthFailed,
+        DropReason::Replay,
+        DropReason::UnexpectedMessage,
+        DropReason::Overflow,
+    ];
+
+    /// Stable snake_case name for logs and metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::BadVersion => "bad_version",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::SpoofedSource => "spoofed_source",
+            DropReason::UnknownHomeAddress => "unknown_home_address",
+            DropReason::NoMember => "no_member",
+            DropReason::AuthFailed => "auth_failed",
+            DropReason::Replay => "replay",
+            DropReason::UnexpectedMessage => "unexpected_message",
+            DropReason::Overflow => "overflow",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// Drop counters by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DropCounters([u64; DropReason::ALL.len()]);
+
+impl DropCounters {
+    /// Count one drop; returns the action for convenience.
+    pub fn drop(&mut self, reason: DropReason) -> DataAction {
+        self.0[reason.index()] += 1;
+        DataAction::Drop(reason)
+    }
+
+    /// Drops counted for `reason`.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason.index()]
+    }
+
+    /// Total drops.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// (reason, count) for every reason.
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.iter().map(|r| (*r, self.get(*r)))
+    }
+}
+
+/// The sans-IO interface every role engine offers its driver.
+pub trait Engine {
+    /// A UDP datagram arrived from `from`. `frame` starts at the tunnel header;
+    /// the engine may rewrite the inner packet in place (MSS clamping).
+    fn handle_udp(&mut self, now: Instant, from: SocketAddr, frame: &mut [u8]) -> DataAction;
+    /// An IPv6 packet was read from the local TUN device.
+    fn handle_tun(&mut self, now: Instant, packet: &mut [u8]) -> DataAction;
+    /// The next control datagram to send.
+    fn poll_transmit(&mut self) -> Option<Transmit>;
+    /// The next packet the engine originates towards the local TUN.
+    fn poll_tun(&mut self) -> Option<Vec<u8>>;
+    /// When `handle_timeout` should next be called.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Run the timers that are due at `now`.
+    fn handle_timeout(&mut self, now: Instant);
+}
+
+/// Registration lifetimes and refresh intervals travel in 4-second units.
+pub(crate) fn to_units(d: Duration) -> u16 {
+    (d.as_secs().div_ceil(4)).min(u16::MAX as u64) as u16
+}
+
+/// The inverse of [`to_units`].
+pub(crate) fn from_units(units: u16) -> Duration {
+    Duration::from_secs(units as u64 * 4)
+}
+
+/// RFC 1982 serial-number comparison on 16 bits, as RFC 6275 sec. 9.5.1
+/// requires for binding sequence numbers: is `a` newer than `b`?
+pub fn seq_newer(a: u16, b: u16) -> bool {
+    a != b && a.wrapping_sub(b) < 0x8000
+}
+
+/// Emit a control frame: tunnel header + Mobility Header message.
+pub(crate) fn control_frame(member: Option<MemberId>, msg: &MobilityMessage) -> Vec<u8> {
+    let mut buf = vec![0u8; TUNNEL_HEADER_LEN + msg.buffer_len()];
+    // Both emits write into a buffer sized by buffer_len(): they cannot fail.
+    let _ = TunnelHeader::control(member).emit(&mut buf[..TUNNEL_HEADER_LEN]);
+    let _ = msg.emit(&mut buf[TUNNEL_HEADER_LEN..]);
+    buf
+}
+
+fn auth_range(mh: &[u8]) -> Option<std::ops::Range<usize>> {
+    MobilityHeader::new_checked(mh).ok()?.authenticator_range()
+}
+
+/// Fill in the member <-> AP authenticator of a control frame whose last
+/// option is a Mobility Message Authentication option.
+pub(crate) fn sign_registration(frame: &mut [u8], key: &[u8], hoa: Ipv6Addr) {
+    let mh = &mut frame[TUNNEL_HEADER_LEN..];
+    if let Some(r) = auth_range(mh) {
+        let mac = crypto::registration_authenticator(key, hoa, mh, r.clone());
+        mh[r].copy_from_slice(&mac);
+    }
+}
+
+/// Check the member <-> AP authenticator of a Mobility Header.
+pub(crate) fn verify_registration(mh: &[u8], key: &[u8], hoa: Ipv6Addr) -> bool {
+    match auth_range(mh) {
+        Some(r) if r.len() == crypto::REGISTRATION_AUTH_LEN => {
+            let mac = crypto::registration_authenticator(key, hoa, mh, r.clone());
+            crypto::constant_time_eq(&mac, &mh[r])
+        }
+        _ => false,
+    }
+}
+
+/// Fill in the Binding Authorization Data of a control frame.
+pub(crate) fn sign_binding(
+    frame: &mut [u8],
+    kbm: &Kbm,
+    care_of: SocketAddr,
+    correspondent: SocketAddr,
+) {
+    let mh = &mut frame[TUNNEL_HEADER_LEN..];
+    if let Some(r) = auth_range(mh) {
+        let mac = crypto::binding_authenticator(kbm, care_of, correspondent, mh, r.clone());
+        mh[r].copy_from_slice(&mac);
+    }
+}
+
+/// Check the Binding Authorization Data of a Mobility Header.
+pub(crate) fn verify_binding(
+    mh: &[u8],
+    kbm: &Kbm,
+    care_of: SocketAddr,
+    correspondent: SocketAddr,
+) -> bool {
+    match auth_range(mh) {
+        Some(r) if r.len() == crypto::BINDING_AUTH_LEN => {
+            let mac = crypto::binding_authenticator(kbm, care_of, correspondent, mh, r.clone());
+            crypto::constant_time_eq(&mac, &mh[r])
+        }
+        _ => false,
+    }
+}
+
+/// Normalise an endpoint so that IPv4-mapped and plain IPv4 compare equal.
+pub(crate) fn canonical(ep: SocketAddr) -> SocketAddr {
+    match ep {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => ep,
+        },
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_number_arithmetic() {
+        assert!(seq_newer(1, 0));
+        assert!(!seq_newer(0, 1));
+        assert!(!seq_newer(5, 5));
+        assert!(seq_newer(0, 0xffff));
+        assert!(seq_newer(0x7fff, 0));
+        assert!(!seq_newer(0x8000, 0));
+    }
+
+    #[test]
+    fn lifetime_units_round_up() {
+        assert_eq!(to_units(Duration::from_secs(1)), 1);
+        assert_eq!(to_units(Duration::from_secs(8)), 2);
+        assert_eq!(from_units(3), Duration::from_secs(12));
+    }
+
+    #[test]
+    fn drop_counters_count_by_reason() {
+        let mut c = DropCounters::default();
+        assert_eq!(
+            c.drop(DropReason::Replay),
+            DataAction::Drop(DropReason::Replay)
+        );
+        c.drop(DropReason::Replay);
+        c.drop(DropReason::Overflow);
+        assert_eq!(c.get(DropReason::Replay), 2);
+        assert_eq!(c.total(), 3);
+        assert_eq!(c.iter().count(), DropReason::ALL.len());
+    }
+}
