@@ -474,7 +474,6 @@ fn respond(
                     &s.hoas,
                     limit_answers,
                     loc.client,
-                    |a| a.octets().to_vec(),
                 ),
                 Need::A => emit_weighted(
                     reply,
@@ -484,7 +483,6 @@ fn respond(
                     &s.ipv4,
                     limit_answers,
                     loc.client,
-                    |a| a.octets().to_vec(),
                 ),
                 Need::Discovery => {
                     reply.record(AN, &owner, rtype::TXT, ttl, &s.discovery_rdata);
@@ -532,7 +530,6 @@ enum SiteList {
 /// Emits a site's addresses; with `limit` > 0 and fewer than all, picks them
 /// by weighted rendezvous on the client prefix and returns the prefix length
 /// that choice depends on.
-#[allow(clippy::too_many_arguments)]
 fn emit_weighted<A: Copy + Into<IpAddr>>(
     reply: &mut Reply<'_>,
     owner: &[u8],
@@ -541,12 +538,14 @@ fn emit_weighted<A: Copy + Into<IpAddr>>(
     addrs: &[Weighted<A>],
     limit: usize,
     client: ClientPrefix,
-    rdata: impl Fn(A) -> Vec<u8>,
 ) -> Option<u8> {
+    let put = |reply: &mut Reply<'_>, addr: A| match addr.into() {
+        IpAddr::V4(a) => reply.record(AN, owner, rtype, ttl, &a.octets()),
+        IpAddr::V6(a) => reply.record(AN, owner, rtype, ttl, &a.octets()),
+    };
     if limit == 0 || limit >= addrs.len() {
         for a in addrs {
-            let r = rdata(a.addr);
-            reply.record(AN, owner, rtype, ttl, &r);
+            put(reply, a.addr);
         }
         return None;
     }
@@ -557,8 +556,7 @@ fn emit_weighted<A: Copy + Into<IpAddr>>(
     };
     let key = select::spread_key(client.addr, bits.min(client.known));
     for i in select::rendezvous_order(addrs, key).into_iter().take(limit) {
-        let r = rdata(addrs[i].addr);
-        reply.record(AN, owner, rtype, ttl, &r);
+        put(reply, addrs[i].addr);
     }
     Some(bits)
 }
