@@ -1,0 +1,452 @@
+//! Namespace tests of the user-space WAN emulator: latency accuracy, seeded
+//! loss, queue limits, runtime changes, extra prefixes, TCP transfers with
+//! the testapp binary, and the `homeaddr-wan` binary.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{A_WAN, B_WAN, SECOND, TESTAPP, WAN_BIN, heavy_test, sock, timing_test, wan_bed};
+use homeaddr_netns_tests::testapp::{self, GetReport, RttReport, UdpEchoReport};
+use homeaddr_netns_tests::wan::{LinkParams, WanConfig};
+use homeaddr_netns_tests::{Topology, require_root, ula};
+
+const MS: Duration = Duration::from_millis(1);
+
+#[test]
+fn latency_30ms_one_way_gives_60ms_rtt() {
+    if !require_root("latency_30ms_one_way_gives_60ms_rtt") {
+        return;
+    }
+    let _cpu = timing_test();
+    let bed = wan_bed("latency", WanConfig::default());
+    bed.wan
+        .set_link_both("a", "b", LinkParams::with_latency(30 * MS))
+        .unwrap();
+    let server = bed
+        .b
+        .enter(|| testapp::Server::start(sock(B_WAN, 7000), "b"))
+        .unwrap()
+        .unwrap();
+    let udp = bed
+        .a
+        .enter(|| testapp::udp_echo(server.local_addr(), 100, 10 * MS, 64, 2 * SECOND))
+        .unwrap()
+        .unwrap();
+    assert_eq!(udp.received, 100, "no loss configured");
+    let rtts: Vec<u64> = udp.rtt_us.iter().flatten().copied().collect();
+    let min = *rtts.iter().min().unwrap();
+    eprintln!(
+        "UDP RTT over 2 x 30 ms: min {} us, median {} us, max {} us",
+        min,
+        udp.median_us,
+        rtts.iter().max().unwrap()
+    );
+    assert!(min >= 60_000, "an RTT below the emulated 60 ms: {min} us");
+    assert!(
+        (57_000..=63_000).contains(&udp.median_us),
+        "median UDP RTT {} us not within 60 ms +- 3 ms",
+        udp.median_us
+    );
+    // The same over one TCP connection.
+    let tcp = bed
+        .a
+        .enter(|| testapp::rtt(server.local_addr(), 20, 10 * MS, 2 * SECOND))
+        .unwrap()
+        .unwrap();
+    eprintln!(
+        "TCP RTT over 2 x 30 ms: min {} us, median {} us, max {} us",
+        tcp.min_us, tcp.median_us, tcp.max_us
+    );
+    assert!(
+        (57_000..=63_000).contains(&tcp.median_us),
+        "median TCP RTT {} us not within 60 ms +- 3 ms",
+        tcp.median_us
+    );
+    let c = bed.wan.link_counters("a", "b").unwrap();
+    assert!(c.delivered >= 120, "{c:?}");
+    assert_eq!(c.dropped_loss + c.dropped_queue, 0, "{c:?}");
+}
+
+#[test]
+fn asymmetric_latency_matrix_adds_up() {
+    if !require_root("asymmetric_latency_matrix_adds_up") {
+        return;
+    }
+    let _cpu = timing_test();
+    let bed = wan_bed("asym", WanConfig::default());
+    bed.wan
+        .set_link("a", "b", LinkParams::with_latency(5 * MS))
+        .unwrap();
+    bed.wan
+        .set_link("b", "a", LinkParams::with_latency(25 * MS))
+        .unwrap();
+    let server = bed
+        .b
+        .enter(|| testapp::Server::start(sock(B_WAN, 7000), "b"))
+        .unwrap()
+        .unwrap();
+    let udp = bed
+        .a
+        .enter(|| testapp::udp_echo(server.local_addr(), 30, 5 * MS, 64, 2 * SECOND))
+        .unwrap()
+        .unwrap();
+    assert!(
+        (29_000..=33_000).contains(&udp.median_us),
+        "median {} us, expected ~30 ms",
+        udp.median_us
+    );
+}
+
+#[test]
+fn loss_10_percent_is_statistical_and_counted() {
+    if !require_root("loss_10_percent_is_statistical_and_counted") {
+        return;
+    }
+    let _cpu = timing_test();
+    let bed = wan_bed("loss", WanConfig::default());
+    bed.wan
+        .set_link(
+            "a",
+            "b",
+            LinkParams {
+                latency: 2 * MS,
+                loss: 0.10,
+                ..LinkParams::default()
+            },
+        )
+        .unwrap();
+    let server = bed
+        .b
+        .enter(|| testapp::Server::start(sock(B_WAN, 7000), "b"))
+        .unwrap()
+        .unwrap();
+    let udp: UdpEchoReport = bed
+        .a
+        .enter(|| {
+            testapp::udp_echo(
+                server.local_addr(),
+                1000,
+                Duration::from_micros(500),
+                64,
+                SECOND,
+            )
+        })
+        .unwrap()
+        .unwrap();
+    let lost = udp.sent - udp.received;
+    let c = bed.wan.link_counters("a", "b").unwrap();
+    eprintln!("10% loss a->b: lost {lost} of {}; counters {c:?}", udp.sent);
+    assert_eq!(c.offered, 1000, "{c:?}");
+    assert!(
+        (50..=150).contains(&c.dropped_loss),
+        "emulator dropped {} of 1000 at 10% loss",
+        c.dropped_loss
+    );
+    assert_eq!(
+        lost, c.dropped_loss as usize,
+        "every end-to-end loss is an emulated one, and counted"
+    );
+    assert_eq!(bed.wan.link_counters("b", "a").unwrap().dropped_loss, 0);
+}
+
+#[test]
+fn full_queue_drops_and_counts() {
+    if !require_root("full_queue_drops_and_counts") {
+        return;
+    }
+    let _cpu = timing_test();
+    let bed = wan_bed("queue", WanConfig::default());
+    bed.wan
+        .set_link(
+            "a",
+            "b",
+            LinkParams {
+                latency: 50 * MS,
+                queue_limit: 10,
+                ..LinkParams::default()
+            },
+        )
+        .unwrap();
+    let server = bed
+        .b
+        .enter(|| testapp::Server::start(sock(B_WAN, 7000), "b"))
+        .unwrap()
+        .unwrap();
+    // 100 datagrams in well under 50 ms: at most 10 can be in flight.
+    let udp = bed
+        .a
+        .enter(|| testapp::udp_echo(server.local_addr(), 100, Duration::ZERO, 64, SECOND))
+        .unwrap()
+        .unwrap();
+    let c = bed.wan.link_counters("a", "b").unwrap();
+    assert!(
+        udp.received <= 20,
+        "{} echoes got through a 10-packet queue",
+        udp.received
+    );
+    assert!(c.dropped_queue >= 80, "{c:?}");
+    assert_eq!(c.dropped_queue + c.delivered, c.offered, "{c:?}");
+}
+
+#[test]
+fn latency_change_shows_within_one_tcp_connection() {
+    if !require_root("latency_change_shows_within_one_tcp_connection") {
+        return;
+    }
+    let _cpu = timing_test();
+    let bed = wan_bed("change", WanConfig::default());
+    bed.wan.set_latency("a", "b", 5 * MS).unwrap();
+    let server = bed
+        .b
+        .enter(|| testapp::Server::start(sock(B_WAN, 7000), "b"))
+        .unwrap()
+        .unwrap();
+    let addr = server.local_addr();
+    let probe = bed
+        .a
+        .spawn_thread("rtt", move || testapp::rtt(addr, 40, 25 * MS, 2 * SECOND))
+        .unwrap();
+    std::thread::sleep(500 * MS); // pacing of the scenario, not a condition
+    bed.wan.set_latency("a", "b", 20 * MS).unwrap();
+    let report = probe.join().unwrap().unwrap();
+    let (early, late) = (&report.rtt_us[..10], &report.rtt_us[30..]);
+    let (early_median, late_median) = (testapp::median(early), testapp::median(late));
+    assert!((10_000..13_000).contains(&early_median), "early {early:?}");
+    assert!((40_000..43_000).contains(&late_median), "late {late:?}");
+    // Every sample, even one delayed by scheduling, shows the emulated floor.
+    assert!(early.iter().all(|&r| r >= 10_000), "early {early:?}");
+    assert!(late.iter().all(|&r| r >= 40_000), "late {late:?}");
+}
+
+#[test]
+fn extra_prefix_is_delivered_to_its_host() {
+    if !require_root("extra_prefix_is_delivered_to_its_host") {
+        return;
+    }
+    let topo = Topology::new("prefix").unwrap();
+    let a = topo.add_netns("a").unwrap();
+    let b = topo.add_netns("b").unwrap();
+    let wan = homeaddr_netns_tests::wan::Wan::start(WanConfig::default()).unwrap();
+    use homeaddr_netns_tests::wan::HostSpec;
+    let hoa = ula(0x100, 1);
+    wan.attach(&HostSpec::new("a", a.name(), A_WAN)).unwrap();
+    wan.attach(
+        &HostSpec::new("b", b.name(), B_WAN).with_prefix("fd00:4841:100::/64".parse().unwrap()),
+    )
+    .unwrap();
+    b.add_addr("lo", hoa, 128).unwrap();
+    let server = b
+        .enter(|| testapp::Server::start(sock(hoa, 7000), "hoa-b"))
+        .unwrap()
+        .unwrap();
+    let who = a
+        .enter(|| testapp::who(server.local_addr(), 5 * SECOND))
+        .unwrap();
+    assert_eq!(who.unwrap(), "hoa-b");
+    // Moved elsewhere at runtime: now nobody owns it.
+    assert!(wan.remove_prefix("fd00:4841:100::/64".parse().unwrap()));
+    let before = wan.counters().unroutable;
+    let err = a
+        .enter(|| testapp::who(server.local_addr(), 300 * MS))
+        .unwrap()
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(wan.counters().unroutable > before);
+    drop(wan);
+}
+
+#[test]
+fn tcp_download_with_testapp_binary_has_the_right_sha256() {
+    if !require_root("tcp_download_with_testapp_binary_has_the_right_sha256") {
+        return;
+    }
+    let _cpu = heavy_test();
+    let bed = wan_bed("download", WanConfig::default());
+    bed.wan.set_latency("a", "b", 10 * MS).unwrap();
+    let bind = sock(B_WAN, 8080).to_string();
+    let server = bed
+        .b
+        .spawn(
+            "serve",
+            TESTAPP,
+            ["serve", "--bind", bind.as_str(), "--name", "member-b"],
+        )
+        .unwrap();
+    server.wait_for_output("listening on", 10 * SECOND).unwrap();
+    let bytes: u64 = 16 << 20;
+    let out = bed
+        .a
+        .run(
+            TESTAPP,
+            [
+                "get",
+                "--connect",
+                bind.as_str(),
+                "--bytes",
+                &bytes.to_string(),
+            ],
+        )
+        .unwrap();
+    let report: GetReport = serde_json::from_str(out.trim()).unwrap();
+    eprintln!(
+        "16 MiB over 2 x 10 ms: {:.3} s, {:.0} Mbit/s",
+        report.seconds,
+        report.mbit_per_s()
+    );
+    assert_eq!(report.bytes, bytes);
+    assert_eq!(report.sha256, testapp::expected_sha256(bytes));
+    assert_eq!(report.server, "member-b");
+    // The other subcommands print what the library returns.
+    let out = bed
+        .a
+        .run(TESTAPP, ["who", "--connect", bind.as_str()])
+        .unwrap();
+    assert_eq!(out.trim(), "member-b");
+    let out = bed
+        .a
+        .run(
+            TESTAPP,
+            [
+                "rtt",
+                "--connect",
+                bind.as_str(),
+                "--count",
+                "5",
+                "--interval-ms",
+                "5",
+            ],
+        )
+        .unwrap();
+    let rtt: RttReport = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(rtt.rtt_us.len(), 5);
+    assert!((19_000..=23_000).contains(&rtt.median_us), "{rtt:?}");
+    let out = bed
+        .a
+        .run(
+            TESTAPP,
+            [
+                "udp",
+                "--connect",
+                bind.as_str(),
+                "--count",
+                "10",
+                "--interval-ms",
+                "1",
+            ],
+        )
+        .unwrap();
+    let udp: UdpEchoReport = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(udp.received, 10);
+}
+
+#[test]
+fn emulator_throughput_without_delay() {
+    if !require_root("emulator_throughput_without_delay") {
+        return;
+    }
+    let _cpu = heavy_test();
+    let bed = wan_bed("thruput", WanConfig::default());
+    let server = bed
+        .b
+        .enter(|| testapp::Server::start(sock(B_WAN, 7000), "b"))
+        .unwrap()
+        .unwrap();
+    let bytes: u64 = 128 << 20;
+    let report = bed
+        .a
+        .enter(|| testapp::get(server.local_addr(), bytes, 10 * SECOND))
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.sha256, testapp::expected_sha256(bytes));
+    let c = bed.wan.counters();
+    eprintln!(
+        "emulator throughput: {:.0} Mbit/s TCP goodput ({} MiB in {:.2} s); counters {}",
+        report.mbit_per_s(),
+        bytes >> 20,
+        report.seconds,
+        serde_json::to_string(&c).unwrap()
+    );
+    // "A few hundred Mbit/s"; the floor is low because the test shares two
+    // cores with the other tests running in parallel.
+    assert!(
+        report.mbit_per_s() > 100.0,
+        "only {:.0} Mbit/s",
+        report.mbit_per_s()
+    );
+}
+
+#[test]
+fn wan_binary_relays_with_configured_latency() {
+    if !require_root("wan_binary_relays_with_configured_latency") {
+        return;
+    }
+    let _cpu = timing_test();
+    let topo = Topology::new("wanbin").unwrap();
+    let a = topo.add_netns("a").unwrap();
+    let b = topo.add_netns("b").unwrap();
+    // The emulator process runs in a namespace of its own, so the topology
+    // stops it; it reaches the hosts' namespaces through /run/netns.
+    let emu = topo.add_netns("wan").unwrap();
+    let config = topo.dir().join("wan.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "seed = 7\nstats_interval_ms = 200\n\
+             [[host]]\nname = \"a\"\nnetns = \"{}\"\naddr = \"{A_WAN}/128\"\n\
+             [[host]]\nname = \"b\"\nnetns = \"{}\"\naddr = \"{B_WAN}/128\"\n\
+             [[link]]\nfrom = \"a\"\nto = \"b\"\nlatency_ms = 15\n",
+            a.name(),
+            b.name()
+        ),
+    )
+    .unwrap();
+    let wan = emu
+        .spawn("wan", WAN_BIN, ["--config", config.to_str().unwrap()])
+        .unwrap();
+    wan.wait_for_output("ready", 10 * SECOND).unwrap();
+    let server = b
+        .enter(|| testapp::Server::start(sock(B_WAN, 7000), "b"))
+        .unwrap()
+        .unwrap();
+    let udp = a
+        .enter(|| testapp::udp_echo(server.local_addr(), 20, 5 * MS, 64, 2 * SECOND))
+        .unwrap()
+        .unwrap();
+    assert_eq!(udp.received, 20);
+    assert!(
+        (29_000..=33_000).contains(&udp.median_us),
+        "median {} us",
+        udp.median_us
+    );
+    // SIGHUP re-reads the file: raise the latency.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("latency_ms = 15", "latency_ms = 40");
+    std::fs::write(&config, text).unwrap();
+    wan.signal(libc::SIGHUP);
+    wan.wait_for_output("configuration reloaded", 5 * SECOND)
+        .unwrap();
+    let udp = a
+        .enter(|| testapp::udp_echo(server.local_addr(), 10, 5 * MS, 64, 2 * SECOND))
+        .unwrap()
+        .unwrap();
+    assert!(
+        (79_000..=83_000).contains(&udp.median_us),
+        "median after reload {} us",
+        udp.median_us
+    );
+    // Counters come as JSON lines; SIGTERM prints a final report.
+    let started = Instant::now();
+    let status = wan.stop(5 * SECOND).expect("stops on SIGTERM");
+    assert!(status.success(), "{status:?}: {}", wan.stderr());
+    assert!(started.elapsed() < 3 * SECOND);
+    let last = wan.stdout().lines().last().unwrap_or_default().to_string();
+    let counters: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert!(
+        counters["links"].as_array().is_some_and(|l| !l.is_empty()),
+        "{last}"
+    );
+    // Its TUN devices are gone with it.
+    assert!(a.ip("link show wan0").is_err());
+}
