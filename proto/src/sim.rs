@@ -686,6 +686,19 @@ impl Sim {
         node
     }
 
+    /// Restart a client's shim: a fresh engine on a new port, as after a
+    /// crash; the application keeps its sessions.
+    pub fn restart_shim(&mut self, node: NodeId) {
+        let seed = self.rng.seed();
+        self.nodes[node].port += 1;
+        let local = self.nodes[node].endpoint();
+        let ap = self.nodes[Self::AP].endpoint();
+        let fresh = Shim::new(self.now, ShimConfig::new(ap, home_address(), local, seed));
+        if let NodeKind::Shim(shim, _) = &mut self.nodes[node].kind {
+            *shim = Box::new(fresh);
+        }
+    }
+
     /// Add a client without a shim.
     pub fn add_legacy_client(&mut self) -> NodeId {
         let node = self.add_node("legacy", 0, NodeKind::Attacker);
@@ -979,6 +992,9 @@ impl Sim {
                     (false, Some(from)) => ap.handle_udp(now, from, &mut payload),
                     _ => return,
                 };
+                // As the daemon's driver does: control messages the packet
+                // caused leave before the packet itself.
+                self.flush(to);
                 match action {
                     DataAction::Encap { to: dst, header } if native => {
                         let mut p = header.to_bytes().to_vec();
@@ -1085,7 +1101,9 @@ impl Sim {
         match &mut self.nodes[node].kind {
             NodeKind::AccessPoint(ap) => ap.handle_timeout(now),
             NodeKind::Member(m, _) => m.handle_timeout(now),
-            NodeKind::Shim(s, _) if s.poll_timeout().is_some_and(|t| t <= now) => s.handle_timeout(now),
+            NodeKind::Shim(s, _) if s.poll_timeout().is_some_and(|t| t <= now) => {
+                s.handle_timeout(now)
+            }
             _ => {}
         }
         self.flush(node);

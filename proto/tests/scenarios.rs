@@ -336,6 +336,36 @@ fn shim_flow_converges_under_one_percent_loss() {
     }
 }
 
+#[test]
+fn restarted_shim_gets_a_fresh_binding() {
+    let mut h = handoff_topology(13, 0.0);
+    let first = h.sim.start_session(h.client, 50, ms(10));
+    run_sessions(&mut h.sim, &[(h.client, first)], secs(10));
+    assert!(first_direct(&h.sim, h.client).is_some());
+    // The member still holds a binding to the old shim endpoint.
+    h.sim.restart_shim(h.client);
+    let new_ep = h.sim.nodes[h.client].endpoint();
+    let second = h.sim.start_session(h.client, 100, ms(10));
+    run_sessions(&mut h.sim, &[(h.client, second)], secs(10));
+    let s = h.sim.session(h.client, second);
+    assert_eq!(
+        s.state,
+        SessionState::Done,
+        "session after the shim restart failed"
+    );
+    assert_eq!(s.retransmissions, 0, "answers went to the dead endpoint");
+    assert!(
+        s.records.last().unwrap().rtt <= ms(5),
+        "not route-optimized again"
+    );
+    assert!(
+        h.sim
+            .member(h.member)
+            .correspondents()
+            .any(|c| c.shim == new_ep && c.binding.is_some())
+    );
+}
+
 // ----- forged binding updates -----
 
 fn bu_sequence(payload: &[u8]) -> Option<u16> {

@@ -1024,7 +1024,17 @@ impl AccessPoint {
         }
         match self.shims.get_mut(&client) {
             Some(s) => {
-                s.endpoint = from;
+                if s.endpoint != from {
+                    // The shim restarted or moved: its members must run
+                    // return routability with the new endpoint.
+                    s.endpoint = from;
+                    for st in s.members.values_mut() {
+                        *st = NoticeState {
+                            last_notice: None,
+                            rr_seen: false,
+                        };
+                    }
+                }
                 s.last_seen = now;
             }
             None => {
@@ -1217,6 +1227,9 @@ impl Engine for AccessPoint {
         let Ok(info) = inner::inspect(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
+        if super::is_local_chatter(info.flow.src, info.flow.dst) {
+            return self.counters.drops.drop(DropReason::NotTunnelled);
+        }
         if info.flow.dst != self.config.home_address {
             return self.counters.drops.drop(DropReason::UnknownHomeAddress);
         }

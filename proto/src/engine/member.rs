@@ -1159,6 +1159,9 @@ impl Engine for Member {
         let Ok((src, dst)) = inner::addresses(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
+        if super::is_local_chatter(src, dst) {
+            return self.counters.drops.drop(DropReason::NotTunnelled);
+        }
         if src != self.config.home_address {
             return self.counters.drops.drop(DropReason::SpoofedSource);
         }

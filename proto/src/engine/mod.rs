@@ -76,11 +76,14 @@ pub enum DropReason {
     UnexpectedMessage,
     /// A table is full.
     Overflow,
+    /// Link-local or multicast traffic the kernel sends on the TUN
+    /// (router solicitations, MLD): never tunnelled.
+    NotTunnelled,
 }
 
 impl DropReason {
     /// All reasons, for exporting counters.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Malformed,
         DropReason::BadVersion,
         DropReason::UnknownPeer,
@@ -91,6 +94,7 @@ impl DropReason {
         DropReason::Replay,
         DropReason::UnexpectedMessage,
         DropReason::Overflow,
+        DropReason::NotTunnelled,
     ];
 
     /// Stable snake_case name for logs and metrics labels.
@@ -106,6 +110,7 @@ impl DropReason {
             DropReason::Replay => "replay",
             DropReason::UnexpectedMessage => "unexpected_message",
             DropReason::Overflow => "overflow",
+            DropReason::NotTunnelled => "not_tunnelled",
         }
     }
 
@@ -156,6 +161,12 @@ pub trait Engine {
     fn poll_timeout(&self) -> Option<Instant>;
     /// Run the timers that are due at `now`.
     fn handle_timeout(&mut self, now: Instant);
+}
+
+/// Kernel chatter on a TUN device (link-local source or multicast
+/// destination) that no engine tunnels.
+pub(crate) fn is_local_chatter(src: Ipv6Addr, dst: Ipv6Addr) -> bool {
+    dst.is_multicast() || src.is_unicast_link_local() || src.is_unspecified()
 }
 
 /// Registration lifetimes and refresh intervals travel in 4-second units.

@@ -757,6 +757,9 @@ impl Engine for Shim {
         let Ok(info) = inner::inspect(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
+        if super::is_local_chatter(info.flow.src, info.flow.dst) {
+            return self.counters.drops.drop(DropReason::NotTunnelled);
+        }
         if info.flow.dst != self.config.home_address {
             return self.counters.drops.drop(DropReason::UnknownHomeAddress);
         }

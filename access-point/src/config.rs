@@ -1,0 +1,258 @@
+//! Access point configuration: a TOML file, overridden by flags.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use homeaddr_proto::engine::ap::{ApConfig, MemberKey};
+use serde::Deserialize;
+
+/// Command line of `homeaddr-ap`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "homeaddr-ap",
+    version,
+    about = "homeaddr access point: owns the home address and hands each client to a member"
+)]
+pub struct Cli {
+    /// TOML configuration file (flags override it).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// The home address this AP owns.
+    #[arg(long)]
+    pub home_address: Option<Ipv6Addr>,
+    /// UDP tunnel endpoint to listen on.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Registration key for SPI 1 (hex of >= 16 bytes, or text).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// TUN device name.
+    #[arg(long)]
+    pub tun: Option<String>,
+    /// Inner MTU (path MTU minus 52 bytes of tunnel overhead).
+    #[arg(long)]
+    pub mtu: Option<u16>,
+    /// Control socket path.
+    #[arg(long)]
+    pub control: Option<PathBuf>,
+    /// Log level (error, warn, info, debug, trace).
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Disable TUN offload (TSO/GRO).
+    #[arg(long)]
+    pub no_offload: bool,
+    /// Heartbeat (BRR) interval in milliseconds.
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// A member not heard from for this many milliseconds is down.
+    #[arg(long)]
+    pub dead_after_ms: Option<u64>,
+}
+
+/// One registration key in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Security Parameter Index members use to name this key.
+    pub spi: u32,
+    /// The key (hex of >= 16 bytes, or text).
+    pub key: String,
+}
+
+/// The configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The home address.
+    pub home_address: Option<Ipv6Addr>,
+    /// UDP endpoint.
+    pub listen: Option<SocketAddr>,
+    /// TUN device name.
+    pub tun: Option<String>,
+    /// Inner MTU.
+    pub mtu: Option<u16>,
+    /// Control socket path.
+    pub control: Option<PathBuf>,
+    /// Log level.
+    pub log_level: Option<String>,
+    /// TUN offload.
+    pub offload: Option<bool>,
+    /// Heartbeat interval, ms.
+    pub heartbeat_ms: Option<u64>,
+    /// Liveness deadline, ms.
+    pub dead_after_ms: Option<u64>,
+    /// Registration keys.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+}
+
+/// Everything the daemon needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Engine configuration.
+    pub engine: ApConfig,
+    /// UDP endpoint.
+    pub listen: SocketAddr,
+    /// TUN name.
+    pub tun: String,
+    /// Control socket.
+    pub control: PathBuf,
+    /// Log level.
+    pub log_level: String,
+    /// TUN offload.
+    pub offload: bool,
+}
+
+impl Settings {
+    /// Merge the file (if any) and the flags; flags win.
+    pub fn from_cli(cli: &Cli) -> anyhow::Result<Self> {
+        let file: FileConfig = match &cli.config {
+            Some(path) => homeaddr_daemon::load_toml(path)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(cli, file)
+    }
+
+    /// Merge a parsed file and the flags.
+    pub fn merge(cli: &Cli, file: FileConfig) -> anyhow::Result<Self> {
+        let home_address = cli
+            .home_address
+            .or(file.home_address)
+            .context("no home address: give --home-address or home_address in the config file")?;
+        let mut keys: Vec<MemberKey> = file
+            .keys
+            .iter()
+            .map(|k| MemberKey {
+                spi: k.spi,
+                key: homeaddr_daemon::parse_key(&k.key),
+            })
+            .collect();
+        if let Some(k) = &cli.key {
+            keys.retain(|k| k.spi != 1);
+            keys.push(MemberKey {
+                spi: 1,
+                key: homeaddr_daemon::parse_key(k),
+            });
+        }
+        if keys.is_empty() {
+            bail!(
+                "no registration key: give --key or a [[keys]] table (spi, key) in the config file"
+            );
+        }
+        if let Some(k) = keys.iter().find(|k| k.key.len() < 16) {
+            bail!(
+                "registration key for SPI {} is {} bytes; use at least 16 (e.g. 32 hex digits)",
+                k.spi,
+                k.key.len()
+            );
+        }
+        let mut engine = ApConfig::new(home_address, keys);
+        if let Some(mtu) = cli.mtu.or(file.mtu) {
+            if !(1280..=65000).contains(&mtu) {
+                bail!(
+                    "mtu {mtu} is out of range: the inner MTU must be at least 1280 (IPv6 minimum) and at most 65000"
+                );
+            }
+            engine.inner_mtu = mtu;
+        }
+        if let Some(ms) = cli.heartbeat_ms.or(file.heartbeat_ms) {
+            engine.heartbeat = Duration::from_millis(ms.max(10));
+        }
+        if let Some(ms) = cli.dead_after_ms.or(file.dead_after_ms) {
+            engine.dead_after = Duration::from_millis(ms.max(10));
+        }
+        if engine.dead_after <= engine.heartbeat {
+            bail!("dead_after_ms must be longer than heartbeat_ms, or every member flaps");
+        }
+        Ok(Self {
+            engine,
+            listen: cli
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| "[::]:4790".parse().expect("literal")),
+            tun: cli
+                .tun
+                .clone()
+                .or(file.tun)
+                .unwrap_or_else(|| "ha-ap".into()),
+            control: cli
+                .control
+                .clone()
+                .or(file.control)
+                .unwrap_or_else(|| "/run/homeaddr/ap.sock".into()),
+            log_level: cli
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            offload: !cli.no_offload && file.offload.unwrap_or(true),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::parse_from(std::iter::once("homeaddr-ap").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file: FileConfig = toml_file(
+            "home_address = \"2001:db8::1\"\nmtu = 1400\n[[keys]]\nspi = 1\nkey = \"0123456789abcdef0123456789abcdef\"\n",
+        );
+        let s = Settings::merge(&cli(&["--mtu", "1300"]), file).unwrap();
+        assert_eq!(s.engine.inner_mtu, 1300);
+        assert_eq!(
+            s.engine.home_address,
+            "2001:db8::1".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(s.engine.keys[0].key.len(), 16);
+        assert_eq!(s.listen.port(), 4790);
+    }
+
+    #[test]
+    fn bad_settings_say_what_to_do() {
+        let e = Settings::merge(&cli(&[]), FileConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--home-address"), "{e}");
+        let e = Settings::merge(
+            &cli(&["--home-address", "2001:db8::1"]),
+            FileConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--key"), "{e}");
+        let e = Settings::merge(
+            &cli(&["--home-address", "2001:db8::1", "--key", "short"]),
+            FileConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("at least 16"), "{e}");
+        let e = Settings::merge(
+            &cli(&[
+                "--home-address",
+                "2001:db8::1",
+                "--key",
+                "a long enough key!",
+                "--mtu",
+                "600",
+            ]),
+            FileConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("1280"), "{e}");
+    }
+
+    fn toml_file(text: &str) -> FileConfig {
+        homeaddr_daemon::parse_toml(std::path::Path::new("t.toml"), text).unwrap()
+    }
+}

@@ -1,0 +1,181 @@
+//! `homeaddr-ap`: see the crate documentation of `homeaddr_ap`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use homeaddr_ap::config::{Cli, Settings};
+use homeaddr_ap::status;
+use homeaddr_daemon::control::{self, ControlRequest};
+use homeaddr_daemon::driver::Driver;
+use homeaddr_daemon::netcfg::{NetConfig, sysctl};
+use homeaddr_io::{TunConfig, TunDevice, UdpTunnel};
+use homeaddr_proto::engine::ap::{AccessPoint, ApEvent};
+use homeaddr_proto::wire::MemberId;
+use serde_json::json;
+use tokio::sync::Mutex;
+use tracing::{error, info, warn};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::from_cli(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("homeaddr-ap: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = homeaddr_daemon::init_logging(&settings.log_level) {
+        eprintln!("homeaddr-ap: {e:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("homeaddr-ap: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("homeaddr-ap: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let hoa = settings.engine.home_address;
+    sysctl("net.ipv6.conf.all.forwarding", "1")
+        .context("the AP forwards packets between clients and its TUN")?;
+    let tun_config =
+        TunConfig::new(&settings.tun, settings.engine.inner_mtu).with_offload(settings.offload);
+    let tun = Arc::new(
+        TunDevice::create(&tun_config)
+            .context("cannot create the TUN device (root? /dev/net/tun?)")?,
+    );
+    let mut net = NetConfig::new();
+    let route = format!("{hoa}/128");
+    net.apply(
+        &["-6", "route", "replace", &route, "dev", tun.name()],
+        &["-6", "route", "del", &route, "dev", tun.name()],
+    )?;
+    let udp = Arc::new(
+        UdpTunnel::bind(settings.listen)
+            .with_context(|| format!("cannot listen on {}", settings.listen))?,
+    );
+    let engine =
+        AccessPoint::new(settings.engine.clone()).context("invalid access point configuration")?;
+    let engine = Arc::new(Mutex::new(engine));
+    let mut driver = Driver::start(engine.clone(), tun.clone(), udp.clone());
+    let (_control_guard, mut requests) = control::listen(&settings.control).with_context(|| {
+        format!(
+            "cannot open the control socket {}",
+            settings.control.display()
+        )
+    })?;
+    info!(
+        home_address = %hoa, listen = %udp.local_addr(), tun = tun.name(), mtu = tun.mtu(), offload = tun.offload(),
+        control = %settings.control.display(), "access point up"
+    );
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let outcome = loop {
+        tokio::select! {
+            sig = homeaddr_daemon::shutdown_signal() => break Ok(sig),
+            why = driver.failed() => break Err(anyhow::anyhow!(why)),
+            Some(req) = requests.recv() => {
+                handle(&engine, req).await;
+                driver.kick().await;
+            }
+            _ = tick.tick() => log_events(&engine).await,
+        }
+    };
+    log_events(&engine).await;
+    let summary = status::status(&*engine.lock().await, Instant::now());
+    info!(counters = %summary["counters"], "access point stopping");
+    driver.shutdown();
+    net.undo_all();
+    outcome.map(|sig| info!("stopped on {sig}"))
+}
+
+async fn log_events(engine: &Mutex<AccessPoint>) {
+    let mut ap = engine.lock().await;
+    while let Some(e) = ap.poll_event() {
+        match e {
+            ApEvent::RegistrationRefused { from, id, status } => {
+                warn!(%from, ?id, status, "refused a registration (146: wrong key; 200: member id in use; 135: replay)")
+            }
+            ApEvent::MemberDown { id } => {
+                warn!(member = %id, "member is down (no refresh in time): its clients move")
+            }
+            other => info!(event = ?other, "access point"),
+        }
+    }
+}
+
+fn member_arg(req: &ControlRequest) -> Result<MemberId, String> {
+    let v = req
+        .request
+        .get("member")
+        .ok_or("this command needs \"member\": the member id")?;
+    v.as_u64()
+        .or_else(|| {
+            v.as_str()
+                .and_then(|s| s.trim_start_matches('m').parse().ok())
+        })
+        .and_then(|n| u16::try_from(n).ok())
+        .map(MemberId)
+        .ok_or_else(|| format!("member {v} is not a member id (0-65535)"))
+}
+
+async fn handle(engine: &Mutex<AccessPoint>, req: ControlRequest) {
+    let now = Instant::now();
+    let mut ap = engine.lock().await;
+    let answer = match req.cmd() {
+        "status" => Ok(status::status(&ap, now)),
+        "members" => Ok(status::members(&ap, now)),
+        "drain" => member_arg(&req).and_then(|id| {
+            let deadline = req
+                .request
+                .get("deadline_s")
+                .and_then(|v| v.as_f64())
+                .map(Duration::from_secs_f64);
+            ap.drain(now, id, deadline)
+                .map(|()| json!({"draining": id.0}))
+                .map_err(|e| e.to_string())
+        }),
+        "undrain" => member_arg(&req).and_then(|id| {
+            ap.undrain(id)
+                .map(|()| json!({"active": id.0}))
+                .map_err(|e| e.to_string())
+        }),
+        "weight" => member_arg(&req).and_then(|id| {
+            let w = req
+                .request
+                .get("weight")
+                .and_then(|v| v.as_u64())
+                .ok_or("weight needs \"weight\": a number")?;
+            let w = u32::try_from(w).map_err(|_| "weight is too large".to_string())?;
+            ap.set_weight(id, w)
+                .map(|()| json!({"member": id.0, "weight": w}))
+                .map_err(|e| e.to_string())
+        }),
+        "remove" => member_arg(&req).and_then(|id| {
+            ap.remove(now, id)
+                .map(|()| json!({"removed": id.0}))
+                .map_err(|e| e.to_string())
+        }),
+        other => Err(format!(
+            "unknown command {other:?}: use status, members, drain, undrain, weight or remove"
+        )),
+    };
+    let _ = req.reply.send(answer);
+}

@@ -1,0 +1,227 @@
+//! Shim configuration: a TOML file, overridden by flags.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use serde::Deserialize;
+
+/// Command line of `homeaddr-shim`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "homeaddr-shim",
+    version,
+    about = "homeaddr client shim: route optimization to the home address for unmodified applications"
+)]
+pub struct Cli {
+    /// TOML configuration file (flags override it).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// The service's home address.
+    #[arg(long)]
+    pub home_address: Option<Ipv6Addr>,
+    /// The access point's tunnel endpoint (or use --dns-server and --service).
+    #[arg(long)]
+    pub access_point: Option<SocketAddr>,
+    /// A homeaddr-dns server (or resolver) to discover the nearest access point.
+    #[arg(long)]
+    pub dns_server: Option<SocketAddr>,
+    /// The service name to discover.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Local tunnel endpoint (default: the address that reaches the AP, an ephemeral port).
+    #[arg(long)]
+    pub local: Option<SocketAddr>,
+    /// TUN device name.
+    #[arg(long)]
+    pub tun: Option<String>,
+    /// Inner MTU.
+    #[arg(long)]
+    pub mtu: Option<u16>,
+    /// Control socket path.
+    #[arg(long)]
+    pub control: Option<PathBuf>,
+    /// Log level.
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Never accept binding updates (everything through the AP).
+    #[arg(long)]
+    pub no_route_optimization: bool,
+    /// Disable TUN offload.
+    #[arg(long)]
+    pub no_offload: bool,
+}
+
+/// The configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Home address.
+    pub home_address: Option<Ipv6Addr>,
+    /// AP endpoint.
+    pub access_point: Option<SocketAddr>,
+    /// DNS server for discovery.
+    pub dns_server: Option<SocketAddr>,
+    /// Service name.
+    pub service: Option<String>,
+    /// Local endpoint.
+    pub local: Option<SocketAddr>,
+    /// TUN name.
+    pub tun: Option<String>,
+    /// Inner MTU.
+    pub mtu: Option<u16>,
+    /// Control socket.
+    pub control: Option<PathBuf>,
+    /// Log level.
+    pub log_level: Option<String>,
+    /// Route optimization.
+    pub route_optimization: Option<bool>,
+    /// TUN offload.
+    pub offload: Option<bool>,
+}
+
+/// Where the AP endpoint comes from.
+#[derive(Debug, Clone)]
+pub enum AccessPointSource {
+    /// Given.
+    Fixed(SocketAddr),
+    /// From the discovery record of `service` at `server`.
+    Discover {
+        /// DNS server.
+        server: SocketAddr,
+        /// Service name.
+        service: String,
+    },
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Home address.
+    pub home_address: Ipv6Addr,
+    /// AP endpoint source.
+    pub access_point: AccessPointSource,
+    /// Local endpoint.
+    pub local: Option<SocketAddr>,
+    /// TUN name.
+    pub tun: String,
+    /// Inner MTU.
+    pub mtu: u16,
+    /// Control socket.
+    pub control: PathBuf,
+    /// Log level.
+    pub log_level: String,
+    /// Route optimization.
+    pub route_optimization: bool,
+    /// TUN offload.
+    pub offload: bool,
+}
+
+impl Settings {
+    /// Merge the file (if any) and the flags; flags win.
+    pub fn from_cli(cli: &Cli) -> anyhow::Result<Self> {
+        let file: FileConfig = match &cli.config {
+            Some(path) => homeaddr_daemon::load_toml(path)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(cli, file)
+    }
+
+    /// Merge a parsed file and the flags.
+    pub fn merge(cli: &Cli, file: FileConfig) -> anyhow::Result<Self> {
+        let access_point = match (
+            cli.access_point.or(file.access_point),
+            cli.dns_server.or(file.dns_server),
+        ) {
+            (Some(ap), _) => AccessPointSource::Fixed(ap),
+            (None, Some(server)) => AccessPointSource::Discover {
+                server,
+                service: cli
+                    .service
+                    .clone()
+                    .or(file.service)
+                    .context("--dns-server needs --service: the service name to discover")?,
+            },
+            (None, None) => bail!(
+                "no access point: give --access-point [ADDR]:PORT, or --dns-server and --service to discover it"
+            ),
+        };
+        let mtu = cli.mtu.or(file.mtu).unwrap_or(1448);
+        if !(1280..=65000).contains(&mtu) {
+            bail!(
+                "mtu {mtu} is out of range: the inner MTU must be at least 1280 (IPv6 minimum) and at most 65000"
+            );
+        }
+        Ok(Self {
+            home_address: cli
+                .home_address
+                .or(file.home_address)
+                .context("no home address: give --home-address (the service's address)")?,
+            access_point,
+            local: cli.local.or(file.local),
+            tun: cli
+                .tun
+                .clone()
+                .or(file.tun)
+                .unwrap_or_else(|| "ha-shim".into()),
+            mtu,
+            control: cli
+                .control
+                .clone()
+                .or(file.control)
+                .unwrap_or_else(|| "/run/homeaddr/shim.sock".into()),
+            log_level: cli
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            route_optimization: !cli.no_route_optimization
+                && file.route_optimization.unwrap_or(true),
+            offload: !cli.no_offload && file.offload.unwrap_or(true),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::parse_from(std::iter::once("homeaddr-shim").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn access_point_is_given_or_discovered() {
+        let e = Settings::merge(
+            &cli(&["--home-address", "2001:db8::1"]),
+            FileConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--access-point") && e.contains("--dns-server"),
+            "{e}"
+        );
+        let e = Settings::merge(
+            &cli(&["--home-address", "2001:db8::1", "--dns-server", "[::1]:53"]),
+            FileConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--service"), "{e}");
+        let s = Settings::merge(
+            &cli(&[
+                "--home-address",
+                "2001:db8::1",
+                "--dns-server",
+                "[::1]:53",
+                "--service",
+                "svc.example",
+            ]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert!(matches!(s.access_point, AccessPointSource::Discover { .. }));
+    }
+}

@@ -1,0 +1,228 @@
+//! `homeaddr-shim`: see the crate documentation of `homeaddr_shim`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use homeaddr_daemon::control::{self, ControlRequest};
+use homeaddr_daemon::driver::{Driver, source_address_for};
+use homeaddr_daemon::netcfg::NetConfig;
+use homeaddr_io::{TunConfig, TunDevice, UdpTunnel};
+use homeaddr_proto::engine::shim::{FlowPath, Shim, ShimConfig, ShimEvent};
+use homeaddr_shim::config::{AccessPointSource, Cli, Settings};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tracing::{error, info, warn};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::from_cli(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("homeaddr-shim: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = homeaddr_daemon::init_logging(&settings.log_level) {
+        eprintln!("homeaddr-shim: {e:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("homeaddr-shim: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("homeaddr-shim: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn access_point(source: &AccessPointSource) -> anyhow::Result<SocketAddr> {
+    match source {
+        AccessPointSource::Fixed(ap) => Ok(*ap),
+        AccessPointSource::Discover { server, service } => {
+            let ap = homeaddr_dns::discover::discover_ap_endpoint(*server, service)
+                .await
+                .with_context(|| {
+                    format!("cannot discover the access point of {service} from {server}")
+                })?;
+            info!(%service, %server, access_point = %ap, "discovered the nearest access point");
+            Ok(ap)
+        }
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let hoa = settings.home_address;
+    let ap = access_point(&settings.access_point).await?;
+    let local = match settings.local {
+        Some(l) => l,
+        None => {
+            let ip = source_address_for(ap)
+                .with_context(|| format!("no route to the access point {ap}; give --local"))?;
+            SocketAddr::new(ip, 0)
+        }
+    };
+    let udp = Arc::new(
+        UdpTunnel::bind(local)
+            .with_context(|| format!("cannot bind the tunnel endpoint {local}"))?,
+    );
+    let local = udp.local_addr();
+    let tun_config = TunConfig::new(&settings.tun, settings.mtu).with_offload(settings.offload);
+    let tun = Arc::new(
+        TunDevice::create(&tun_config)
+            .context("cannot create the TUN device (root? /dev/net/tun?)")?,
+    );
+    let mut net = NetConfig::new();
+    let route = format!("{hoa}/128");
+    let src = local.ip().to_string();
+    // Applications reach the home address through the TUN, from the
+    // address the tunnel leaves from (the AP checks that they match).
+    net.apply(
+        &[
+            "-6",
+            "route",
+            "replace",
+            &route,
+            "dev",
+            tun.name(),
+            "src",
+            &src,
+        ],
+        &["-6", "route", "del", &route, "dev", tun.name()],
+    )?;
+    let mut config = ShimConfig::new(ap, hoa, local, homeaddr_daemon::random_seed()?);
+    config.route_optimization = settings.route_optimization;
+    let engine = Arc::new(Mutex::new(Shim::new(Instant::now(), config)));
+    let mut driver = Driver::start(engine.clone(), tun.clone(), udp.clone());
+    let (_control_guard, mut requests) = control::listen(&settings.control).with_context(|| {
+        format!(
+            "cannot open the control socket {}",
+            settings.control.display()
+        )
+    })?;
+    info!(home_address = %hoa, access_point = %ap, local = %local, tun = tun.name(), control = %settings.control.display(), "shim up");
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let outcome = loop {
+        tokio::select! {
+            sig = homeaddr_daemon::shutdown_signal() => break Ok(sig),
+            why = driver.failed() => break Err(anyhow::anyhow!(why)),
+            Some(req) = requests.recv() => {
+                handle(&engine, req).await;
+                driver.kick().await;
+            }
+            _ = tick.tick() => log_events(&engine).await,
+        }
+    };
+    log_events(&engine).await;
+    driver.shutdown();
+    net.undo_all();
+    outcome.map(|sig| info!("stopped on {sig}"))
+}
+
+async fn log_events(engine: &Mutex<Shim>) {
+    let mut s = engine.lock().await;
+    while let Some(e) = s.poll_event() {
+        match e {
+            ShimEvent::BindingUpdated {
+                member,
+                care_of,
+                moved_from: Some(old),
+            } => {
+                info!(%member, from = %old, to = %care_of, "member moved: its flows follow")
+            }
+            ShimEvent::BindingUpdated {
+                member,
+                care_of,
+                moved_from: None,
+            } => {
+                info!(%member, %care_of, "binding accepted: route optimization to the member")
+            }
+            ShimEvent::FlowDirect { flow, member } => info!(
+                %member, src = %flow.src, src_port = flow.src_port, dst_port = flow.dst_port, "flow switched to the direct path"
+            ),
+            ShimEvent::BindingRejected { from, reason } => {
+                warn!(%from, reason = reason.name(), "rejected a binding update")
+            }
+            ShimEvent::Revoked {
+                member,
+                flows_reset,
+            } => {
+                warn!(%member, flows_reset, "the access point revoked a member; its connections were reset")
+            }
+            other => info!(event = ?other, "shim"),
+        }
+    }
+}
+
+fn status(s: &Shim) -> Value {
+    let now = Instant::now();
+    let c = s.counters();
+    let drops: serde_json::Map<String, Value> = c
+        .drops
+        .iter()
+        .map(|(r, n)| (r.name().to_string(), json!(n)))
+        .collect();
+    let bindings: Vec<Value> = s
+        .bindings()
+        .map(|(id, b)| {
+            json!({
+                "member": id.0,
+                "care_of": b.care_of.to_string(),
+                "lifetime_left_s": b.expires.saturating_duration_since(now).as_secs_f64(),
+                "draining": b.draining,
+                "flows": s.flows().filter(|(_, f)| f.member == Some(*id)).count(),
+            })
+        })
+        .collect();
+    let mut flows: Vec<(u64, Value)> = s
+        .flows()
+        .map(|(k, f)| {
+            (
+                f.bytes,
+                json!({
+                    "src": k.src.to_string(), "src_port": k.src_port, "dst_port": k.dst_port, "proto": k.proto,
+                    "member": f.member.map(|m| m.0),
+                    "path": if f.path == FlowPath::Direct { "direct" } else { "access-point" },
+                    "packets_out": f.packets_out, "packets_in": f.packets_in, "bytes": f.bytes,
+                }),
+            )
+        })
+        .collect();
+    flows.sort_by(|a, b| b.0.cmp(&a.0));
+    json!({
+        "role": "shim",
+        "home_address": s.config().home_address.to_string(),
+        "access_point": s.config().access_point.to_string(),
+        "local": s.config().local.to_string(),
+        "bindings": bindings,
+        "flows": flows.into_iter().take(100).map(|(_, v)| v).collect::<Vec<_>>(),
+        "counters": {
+            "via_ap_out": c.via_ap_out, "direct_out": c.direct_out, "via_ap_in": c.via_ap_in, "direct_in": c.direct_in,
+            "bus_accepted": c.bus_accepted, "bus_rejected": c.bus_rejected, "tests_answered": c.tests_answered,
+            "binding_errors": c.binding_errors, "resets": c.resets, "drops": drops,
+        },
+    })
+}
+
+async fn handle(engine: &Mutex<Shim>, req: ControlRequest) {
+    let answer = match req.cmd() {
+        "status" => Ok(status(&*engine.lock().await)),
+        other => Err(format!("unknown command {other:?}: use status")),
+    };
+    let _ = req.reply.send(answer);
+}

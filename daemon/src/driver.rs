@@ -1,0 +1,371 @@
+//! The driver loop: one sans-IO engine, one TUN device, one or more UDP
+//! tunnel sockets.
+//!
+//! Three kinds of task share the engine behind a `tokio::sync::Mutex`,
+//! locked once per batch (never per packet):
+//!
+//! - TUN -> UDP: read a batch from the TUN, ask the engine per packet,
+//!   write the tunnel header in place and send the batch as GSO trains;
+//! - UDP -> TUN, one per socket: read a GRO batch, ask the engine per
+//!   datagram, copy inner packets into a TUN write batch, relay datagrams
+//!   the engine forwards (the AP), and write the TUN batch;
+//! - timers: sleep until the engine's `poll_timeout`, run it; woken early
+//!   when a batch arms an earlier timer.
+//!
+//! After each batch the task sends the engine's control transmits and
+//! writes the packets it originates towards the TUN (TCP resets).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use homeaddr_io::{
+    HEADROOM, TunDevice, TunRecvBatch, TunSendBatch, UdpRecvBatch, UdpSendBatch, UdpTunnel,
+};
+use homeaddr_proto::engine::{DataAction, Engine, Transmit};
+use tokio::sync::{Mutex, Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+/// The engine, shared by the tasks of one daemon and its control socket.
+pub type Shared<E> = Arc<Mutex<E>>;
+
+/// Send sockets can be swapped at run time (a member that moves).
+#[derive(Debug)]
+pub struct SendSocket {
+    current: watch::Sender<Arc<UdpTunnel>>,
+}
+
+impl SendSocket {
+    /// Start with one socket.
+    pub fn new(socket: Arc<UdpTunnel>) -> Arc<Self> {
+        Arc::new(Self {
+            current: watch::Sender::new(socket),
+        })
+    }
+
+    /// The socket to send from now.
+    pub fn get(&self) -> Arc<UdpTunnel> {
+        self.current.borrow().clone()
+    }
+
+    /// Send from `socket` from now on.
+    pub fn replace(&self, socket: Arc<UdpTunnel>) {
+        self.current.send_replace(socket);
+    }
+}
+
+/// The running data plane of a daemon.
+#[derive(Debug)]
+pub struct Driver<E> {
+    engine: Shared<E>,
+    tun: Arc<TunDevice>,
+    send: Arc<SendSocket>,
+    wake: Arc<Notify>,
+    tasks: Vec<JoinHandle<()>>,
+    failures_tx: mpsc::UnboundedSender<String>,
+    failures: mpsc::UnboundedReceiver<String>,
+}
+
+impl<E: Engine + Send + 'static> Driver<E> {
+    /// Start the TUN, UDP and timer tasks.
+    pub fn start(engine: Shared<E>, tun: Arc<TunDevice>, udp: Arc<UdpTunnel>) -> Self {
+        let send = SendSocket::new(udp.clone());
+        let wake = Arc::new(Notify::new());
+        let (failures_tx, failures) = mpsc::unbounded_channel();
+        let mut driver = Self {
+            engine,
+            tun,
+            send,
+            wake,
+            tasks: Vec::new(),
+            failures_tx,
+            failures,
+        };
+        let t = tun_to_udp(
+            driver.engine.clone(),
+            driver.tun.clone(),
+            driver.send.clone(),
+            driver.wake.clone(),
+        );
+        driver.spawn("TUN -> UDP", t);
+        driver.add_receive_socket(udp);
+        let t = timers(
+            driver.engine.clone(),
+            driver.tun.clone(),
+            driver.send.clone(),
+            driver.wake.clone(),
+        );
+        driver.spawn("timers", t);
+        driver
+    }
+
+    fn spawn(
+        &mut self,
+        what: &'static str,
+        task: impl Future<Output = std::io::Result<()>> + Send + 'static,
+    ) -> usize {
+        let tx = self.failures_tx.clone();
+        self.tasks.push(tokio::spawn(async move {
+            let outcome = match task.await {
+                Ok(()) => format!("{what} loop ended"),
+                Err(e) => format!("{what} loop failed: {e}"),
+            };
+            let _ = tx.send(outcome);
+        }));
+        self.tasks.len() - 1
+    }
+
+    /// Also receive on `udp` (a second address during a move). Returns a
+    /// handle for [`Driver::stop_task`].
+    pub fn add_receive_socket(&mut self, udp: Arc<UdpTunnel>) -> usize {
+        let t = udp_to_tun(
+            self.engine.clone(),
+            self.tun.clone(),
+            udp,
+            self.send.clone(),
+            self.wake.clone(),
+        );
+        self.spawn("UDP -> TUN", t)
+    }
+
+    /// Stop the task `index` (from `add_receive_socket`).
+    pub fn stop_task(&mut self, index: usize) {
+        if let Some(t) = self.tasks.get(index) {
+            t.abort();
+        }
+    }
+
+    /// Send from `udp` from now on.
+    pub fn set_send_socket(&self, udp: Arc<UdpTunnel>) {
+        self.send.replace(udp);
+    }
+
+    /// The socket data and control leave from.
+    pub fn send_socket(&self) -> Arc<UdpTunnel> {
+        self.send.get()
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Shared<E> {
+        &self.engine
+    }
+
+    /// The TUN device.
+    pub fn tun(&self) -> &Arc<TunDevice> {
+        &self.tun
+    }
+
+    /// Send what an out-of-band engine call (a control command) queued,
+    /// and let the timer task see new deadlines.
+    pub async fn kick(&self) {
+        let (transmits, tun_packets) = {
+            let mut e = self.engine.lock().await;
+            drain(&mut *e)
+        };
+        emit(&self.send.get(), &self.tun, transmits, tun_packets).await;
+        self.wake.notify_one();
+    }
+
+    /// Stop every task.
+    pub fn shutdown(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+
+    /// Wait until a data-plane task ends (only on an I/O failure) and say why.
+    pub async fn failed(&mut self) -> String {
+        self.failures
+            .recv()
+            .await
+            .unwrap_or_else(|| "data plane stopped".into())
+    }
+}
+
+impl<E> Drop for Driver<E> {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn drain<E: Engine>(e: &mut E) -> (Vec<Transmit>, Vec<Vec<u8>>) {
+    let mut transmits = Vec::new();
+    while let Some(t) = e.poll_transmit() {
+        transmits.push(t);
+    }
+    let mut tun = Vec::new();
+    while let Some(p) = e.poll_tun() {
+        tun.push(p);
+    }
+    (transmits, tun)
+}
+
+async fn emit(
+    udp: &UdpTunnel,
+    tun: &TunDevice,
+    transmits: Vec<Transmit>,
+    tun_packets: Vec<Vec<u8>>,
+) {
+    for t in transmits {
+        if let Err(e) = udp.send_to(t.to, &t.payload).await {
+            debug!(to = %t.to, error = %e, "control message not sent");
+        }
+    }
+    if !tun_packets.is_empty() {
+        let mut batch = TunSendBatch::with_capacity(tun_packets.len());
+        for p in &tun_packets {
+            let _ = batch.push(p);
+        }
+        if let Err(e) = tun.send_batch(&mut batch).await {
+            warn!(error = %e, "could not write engine packets to the TUN");
+        }
+    }
+}
+
+async fn tun_to_udp<E: Engine>(
+    engine: Shared<E>,
+    tun: Arc<TunDevice>,
+    send: Arc<SendSocket>,
+    wake: Arc<Notify>,
+) -> std::io::Result<()> {
+    let mut batch = TunRecvBatch::new(tun.mtu());
+    loop {
+        tun.recv_batch(&mut batch).await?;
+        let (transmits, tun_packets) = {
+            let mut e = engine.lock().await;
+            let now = Instant::now();
+            let before = e.poll_timeout();
+            for p in batch.iter_mut() {
+                if let DataAction::Encap { to, header } = e.handle_tun(now, p.packet) {
+                    *p.header = header.to_bytes();
+                    *p.destination = Some(to);
+                }
+            }
+            if e.poll_timeout() != before {
+                wake.notify_one();
+            }
+            drain(&mut *e)
+        };
+        let udp = send.get();
+        udp.send_batch(&mut batch).await?;
+        if !transmits.is_empty() || !tun_packets.is_empty() {
+            emit(&udp, &tun, transmits, tun_packets).await;
+        }
+    }
+}
+
+async fn udp_to_tun<E: Engine>(
+    engine: Shared<E>,
+    tun: Arc<TunDevice>,
+    udp: Arc<UdpTunnel>,
+    send: Arc<SendSocket>,
+    wake: Arc<Notify>,
+) -> std::io::Result<()> {
+    let mut rx = UdpRecvBatch::new(HEADROOM + usize::from(tun.mtu()));
+    let mut to_tun = TunSendBatch::new();
+    let mut forward = UdpSendBatch::new();
+    loop {
+        udp.recv_batch(&mut rx).await?;
+        let mut guard = Some(engine.lock().await);
+        let mut before = guard.as_ref().and_then(|e| e.poll_timeout());
+        let mut now = Instant::now();
+        for d in rx.iter_mut() {
+            if guard.is_none() {
+                let e = engine.lock().await;
+                before = e.poll_timeout();
+                now = Instant::now();
+                guard = Some(e);
+            }
+            let Some(e) = guard.as_mut() else { continue };
+            match e.handle_udp(now, d.from, d.data) {
+                DataAction::ToTun => {
+                    if to_tun.is_full() {
+                        flush_engine(&mut guard, &wake, before, &send, &tun).await;
+                        tun.send_batch(&mut to_tun).await?;
+                    }
+                    let _ = to_tun.push(&d.data[HEADROOM..]);
+                }
+                DataAction::Encap { to, header } => {
+                    d.data[..HEADROOM].copy_from_slice(&header.to_bytes());
+                    if forward.push(to, d.data).is_err() {
+                        flush_engine(&mut guard, &wake, before, &send, &tun).await;
+                        send.get().send_batch(&mut forward).await?;
+                        let _ = forward.push(to, d.data);
+                    }
+                }
+                DataAction::Consumed | DataAction::Drop(_) => {}
+            }
+        }
+        flush_engine(&mut guard, &wake, before, &send, &tun).await;
+        if !to_tun.is_empty() {
+            tun.send_batch(&mut to_tun).await?;
+        }
+        if !forward.is_empty() {
+            send.get().send_batch(&mut forward).await?;
+        }
+    }
+}
+
+/// Release the engine after sending what it queued.
+async fn flush_engine<E: Engine>(
+    guard: &mut Option<tokio::sync::MutexGuard<'_, E>>,
+    wake: &Notify,
+    before: Option<Instant>,
+    send: &SendSocket,
+    tun: &TunDevice,
+) {
+    let Some(mut e) = guard.take() else { return };
+    if e.poll_timeout() != before {
+        wake.notify_one();
+    }
+    let (transmits, tun_packets) = drain(&mut *e);
+    drop(e);
+    if !transmits.is_empty() || !tun_packets.is_empty() {
+        emit(&send.get(), tun, transmits, tun_packets).await;
+    }
+}
+
+async fn timers<E: Engine>(
+    engine: Shared<E>,
+    tun: Arc<TunDevice>,
+    send: Arc<SendSocket>,
+    wake: Arc<Notify>,
+) -> std::io::Result<()> {
+    loop {
+        let deadline = engine.lock().await.poll_timeout();
+        match deadline {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                    _ = wake.notified() => continue,
+                }
+            }
+            None => {
+                wake.notified().await;
+                continue;
+            }
+        }
+        let (transmits, tun_packets) = {
+            let mut e = engine.lock().await;
+            e.handle_timeout(Instant::now());
+            drain(&mut *e)
+        };
+        emit(&send.get(), &tun, transmits, tun_packets).await;
+    }
+}
+
+/// The address the kernel would send from to reach `peer` (for a shim or
+/// member that was not told its own address).
+pub fn source_address_for(peer: SocketAddr) -> std::io::Result<std::net::IpAddr> {
+    let bind: SocketAddr = if peer.is_ipv6() {
+        "[::]:0".parse().expect("literal")
+    } else {
+        "0.0.0.0:0".parse().expect("literal")
+    };
+    let s = std::net::UdpSocket::bind(bind)?;
+    s.connect(peer)?;
+    Ok(s.local_addr()?.ip())
+}

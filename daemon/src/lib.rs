@@ -1,0 +1,127 @@
+//! # homeaddr-daemon: what the three daemons share
+//!
+//! Layer: I/O shell, between the engines (`homeaddr-proto`) with the
+//! batched I/O (`homeaddr-io`) below, and the binaries above. It holds no
+//! protocol logic: [`driver`] runs any [`Engine`](homeaddr_proto::engine::Engine)
+//! over a TUN device and UDP sockets; [`control`] is the local control
+//! socket; [`netcfg`] sets up routes and undoes them; this module loads
+//! configuration files, seeds engines and starts logging.
+
+pub mod control;
+pub mod driver;
+pub mod netcfg;
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+
+/// Read and parse a TOML configuration file. The error names the file and,
+/// for syntax and type errors, the line, column and what was expected.
+pub fn load_toml<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+    parse_toml(path, &text)
+}
+
+/// Parse TOML text that came from `path` (for error messages).
+pub fn parse_toml<T: DeserializeOwned>(path: &Path, text: &str) -> anyhow::Result<T> {
+    toml::from_str(text).map_err(|e| {
+        let location = e
+            .span()
+            .map(|span| {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                format!(":{line}")
+            })
+            .unwrap_or_default();
+        anyhow::anyhow!(
+            "invalid config {}{location}: {}",
+            path.display(),
+            e.message()
+        )
+    })
+}
+
+/// 32 bytes from the OS for an engine's random generator.
+pub fn random_seed() -> anyhow::Result<[u8; 32]> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
+    Ok(seed)
+}
+
+/// Start logging to stderr at `level` (`error`..`trace`, or a full
+/// `tracing` filter such as `homeaddr=debug`); `RUST_LOG` wins if set.
+pub fn init_logging(level: &str) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(f) if !f.is_empty() => f,
+        _ => level.to_string(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).map_err(|e| {
+        anyhow::anyhow!("invalid log level {filter:?}: {e} (use error, warn, info, debug or trace)")
+    })?;
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+    Ok(())
+}
+
+/// Parse a key given in hex (`0x...` or plain) or as text.
+pub fn parse_key(s: &str) -> Vec<u8> {
+    let hex = s.strip_prefix("0x").unwrap_or(s);
+    if hex.len() >= 32 && hex.len() % 2 == 0 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        (0..hex.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+            .collect()
+    } else {
+        s.as_bytes().to_vec()
+    }
+}
+
+/// Wait for SIGINT or SIGTERM.
+pub async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct C {
+        port: u16,
+    }
+
+    #[test]
+    fn config_errors_name_file_and_line() {
+        let e = parse_toml::<C>(Path::new("x.toml"), "\n\nport = \"no\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("invalid config x.toml:3:"), "{e}");
+        let e = parse_toml::<C>(Path::new("x.toml"), "port = 1\nbogus = 2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x.toml:2") && e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn keys_parse_as_hex_or_text() {
+        assert_eq!(parse_key("secret"), b"secret".to_vec());
+        let hex = "00112233445566778899aabbccddeeff";
+        assert_eq!(parse_key(hex).len(), 16);
+        assert_eq!(parse_key(&format!("0x{hex}"))[1], 0x11);
+    }
+}

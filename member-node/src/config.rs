@@ -1,0 +1,249 @@
+//! Member configuration: a TOML file, overridden by flags.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use serde::Deserialize;
+
+/// Command line of `homeaddr-member`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "homeaddr-member",
+    version,
+    about = "homeaddr member node: registers with the access point and serves the home address"
+)]
+pub struct Cli {
+    /// TOML configuration file (flags override it).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// This member's id (1-65535), unique in the service.
+    #[arg(long)]
+    pub id: Option<u16>,
+    /// The service's home address.
+    #[arg(long)]
+    pub home_address: Option<Ipv6Addr>,
+    /// The access point's tunnel endpoint, e.g. [2001:db8::1]:4790.
+    #[arg(long)]
+    pub access_point: Option<SocketAddr>,
+    /// This member's tunnel endpoint (default: the address that reaches the AP, port 4790).
+    #[arg(long)]
+    pub care_of: Option<SocketAddr>,
+    /// Registration key shared with the AP (hex of >= 16 bytes, or text).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// SPI naming the key at the AP.
+    #[arg(long)]
+    pub spi: Option<u32>,
+    /// Maglev weight asked for.
+    #[arg(long)]
+    pub weight: Option<u16>,
+    /// TUN device name.
+    #[arg(long)]
+    pub tun: Option<String>,
+    /// Inner MTU.
+    #[arg(long)]
+    pub mtu: Option<u16>,
+    /// Policy routing table for answers from the home address.
+    #[arg(long)]
+    pub table: Option<u32>,
+    /// Control socket path.
+    #[arg(long)]
+    pub control: Option<PathBuf>,
+    /// Log level.
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Do not offer route optimization to shims.
+    #[arg(long)]
+    pub no_route_optimization: bool,
+    /// Disable TUN offload.
+    #[arg(long)]
+    pub no_offload: bool,
+}
+
+/// The configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Member id.
+    pub id: Option<u16>,
+    /// Home address.
+    pub home_address: Option<Ipv6Addr>,
+    /// AP endpoint.
+    pub access_point: Option<SocketAddr>,
+    /// Own endpoint.
+    pub care_of: Option<SocketAddr>,
+    /// Key.
+    pub key: Option<String>,
+    /// SPI.
+    pub spi: Option<u32>,
+    /// Weight.
+    pub weight: Option<u16>,
+    /// TUN name.
+    pub tun: Option<String>,
+    /// Inner MTU.
+    pub mtu: Option<u16>,
+    /// Routing table.
+    pub table: Option<u32>,
+    /// Control socket.
+    pub control: Option<PathBuf>,
+    /// Log level.
+    pub log_level: Option<String>,
+    /// Route optimization.
+    pub route_optimization: Option<bool>,
+    /// TUN offload.
+    pub offload: Option<bool>,
+    /// Registration lifetime in seconds.
+    pub lifetime_s: Option<u64>,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Member id.
+    pub id: u16,
+    /// Home address.
+    pub home_address: Ipv6Addr,
+    /// AP endpoint.
+    pub access_point: SocketAddr,
+    /// Own endpoint, if given.
+    pub care_of: Option<SocketAddr>,
+    /// Key bytes.
+    pub key: Vec<u8>,
+    /// SPI.
+    pub spi: u32,
+    /// Weight.
+    pub weight: u16,
+    /// TUN name.
+    pub tun: String,
+    /// Inner MTU.
+    pub mtu: u16,
+    /// Routing table.
+    pub table: u32,
+    /// Control socket.
+    pub control: PathBuf,
+    /// Log level.
+    pub log_level: String,
+    /// Route optimization.
+    pub route_optimization: bool,
+    /// TUN offload.
+    pub offload: bool,
+    /// Registration lifetime.
+    pub lifetime: Duration,
+}
+
+impl Settings {
+    /// Merge the file (if any) and the flags; flags win.
+    pub fn from_cli(cli: &Cli) -> anyhow::Result<Self> {
+        let file: FileConfig = match &cli.config {
+            Some(path) => homeaddr_daemon::load_toml(path)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(cli, file)
+    }
+
+    /// Merge a parsed file and the flags.
+    pub fn merge(cli: &Cli, file: FileConfig) -> anyhow::Result<Self> {
+        let id = cli
+            .id
+            .or(file.id)
+            .context("no member id: give --id (1-65535, unique in the service)")?;
+        if id == 0 {
+            bail!("member id 0 is reserved; use 1-65535");
+        }
+        let key = cli
+            .key
+            .clone()
+            .or(file.key)
+            .context("no registration key: give --key (the AP's key)")?;
+        let key = homeaddr_daemon::parse_key(&key);
+        if key.len() < 16 {
+            bail!(
+                "the registration key is {} bytes; use at least 16 (e.g. 32 hex digits)",
+                key.len()
+            );
+        }
+        let mtu = cli.mtu.or(file.mtu).unwrap_or(1448);
+        if !(1280..=65000).contains(&mtu) {
+            bail!(
+                "mtu {mtu} is out of range: the inner MTU must be at least 1280 (IPv6 minimum) and at most 65000"
+            );
+        }
+        Ok(Self {
+            id,
+            home_address: cli.home_address.or(file.home_address).context(
+                "no home address: give --home-address (the service's address, as on the AP)",
+            )?,
+            access_point: cli
+                .access_point
+                .or(file.access_point)
+                .context("no access point: give --access-point [ADDR]:PORT")?,
+            care_of: cli.care_of.or(file.care_of),
+            key,
+            spi: cli.spi.or(file.spi).unwrap_or(1),
+            weight: cli.weight.or(file.weight).unwrap_or(100),
+            tun: cli
+                .tun
+                .clone()
+                .or(file.tun)
+                .unwrap_or_else(|| format!("ha-m{id}")),
+            mtu,
+            table: cli.table.or(file.table).unwrap_or(4790),
+            control: cli
+                .control
+                .clone()
+                .or(file.control)
+                .unwrap_or_else(|| format!("/run/homeaddr/member-{id}.sock").into()),
+            log_level: cli
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            route_optimization: !cli.no_route_optimization
+                && file.route_optimization.unwrap_or(true),
+            offload: !cli.no_offload && file.offload.unwrap_or(true),
+            lifetime: Duration::from_secs(file.lifetime_s.unwrap_or(60).clamp(8, 3600)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::parse_from(std::iter::once("homeaddr-member").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn required_settings_are_named() {
+        let e = Settings::merge(&cli(&[]), FileConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--id"), "{e}");
+        let e = Settings::merge(
+            &cli(&["--id", "1", "--key", "0123456789abcdef"]),
+            FileConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--home-address"), "{e}");
+        let s = Settings::merge(
+            &cli(&[
+                "--id",
+                "3",
+                "--key",
+                "0123456789abcdef",
+                "--home-address",
+                "2001:db8::1",
+                "--access-point",
+                "[2001:db8::2]:4790",
+            ]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!((s.tun.as_str(), s.table, s.mtu), ("ha-m3", 4790, 1448));
+    }
+}

@@ -1,0 +1,359 @@
+//! `homeaddr-member`: see the crate documentation of `homeaddr_member`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use homeaddr_daemon::control::{self, ControlRequest};
+use homeaddr_daemon::driver::{Driver, source_address_for};
+use homeaddr_daemon::netcfg::NetConfig;
+use homeaddr_io::{TunConfig, TunDevice, UdpTunnel};
+use homeaddr_member::config::{Cli, Settings};
+use homeaddr_proto::engine::member::{Member, MemberConfig, MemberEvent, RegistrationState};
+use homeaddr_proto::wire::MemberId;
+use homeaddr_proto::wire::mh::ba_status;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tracing::{error, info, warn};
+
+/// Exit status when the AP refuses the registration.
+const EXIT_REFUSED: u8 = 3;
+/// How long the old care-of endpoint keeps receiving after a move.
+const MOVE_GRACE: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::from_cli(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("homeaddr-member: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = homeaddr_daemon::init_logging(&settings.log_level) {
+        eprintln!("homeaddr-member: {e:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("homeaddr-member: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(code) => code,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("homeaddr-member: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn refusal_reason(status: u8) -> String {
+    match status {
+        ba_status::AUTHENTICATION_FAILED => {
+            "authentication failed: --key/--spi do not match a key of the access point".into()
+        }
+        ba_status::MEMBER_ID_IN_USE => {
+            "the member id is in use by another running member: choose another --id".into()
+        }
+        ba_status::NOT_HOME_AGENT => {
+            "the access point does not own this home address: check --home-address".into()
+        }
+        ba_status::ADMINISTRATIVELY_PROHIBITED => {
+            "the access point refused it administratively".into()
+        }
+        other => format!("status {other}"),
+    }
+}
+
+struct State {
+    driver: Driver<Member>,
+    net: NetConfig,
+    receive_task: usize,
+    retire: Vec<(Instant, usize)>,
+}
+
+async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
+    let hoa = settings.home_address;
+    let care_of = match settings.care_of {
+        Some(c) => c,
+        None => {
+            let ip = source_address_for(settings.access_point).with_context(|| {
+                format!(
+                    "no route to the access point {}; give --care-of",
+                    settings.access_point
+                )
+            })?;
+            SocketAddr::new(ip, 4790)
+        }
+    };
+    let tun_config = TunConfig::new(&settings.tun, settings.mtu)
+        .with_offload(settings.offload)
+        .with_ipv6(hoa, 128);
+    let tun = Arc::new(
+        TunDevice::create(&tun_config)
+            .context("cannot create the TUN device (root? /dev/net/tun?)")?,
+    );
+    let mut net = NetConfig::new();
+    let table = settings.table.to_string();
+    let from = format!("{hoa}/128");
+    // Answers from the home address go back into the TUN, to the engine.
+    net.apply(
+        &[
+            "-6",
+            "route",
+            "replace",
+            "default",
+            "dev",
+            tun.name(),
+            "table",
+            &table,
+        ],
+        &[
+            "-6",
+            "route",
+            "del",
+            "default",
+            "dev",
+            tun.name(),
+            "table",
+            &table,
+        ],
+    )?;
+    net.apply(
+        &[
+            "-6", "rule", "add", "from", &from, "lookup", &table, "priority", "1000",
+        ],
+        &[
+            "-6", "rule", "del", "from", &from, "lookup", &table, "priority", "1000",
+        ],
+    )?;
+    let udp = Arc::new(
+        UdpTunnel::bind(care_of)
+            .with_context(|| format!("cannot bind the care-of endpoint {care_of}"))?,
+    );
+    let mut config = MemberConfig::new(
+        MemberId(settings.id),
+        hoa,
+        settings.access_point,
+        udp.local_addr(),
+        settings.key.clone(),
+        homeaddr_daemon::random_seed()?,
+    );
+    config.spi = settings.spi;
+    config.weight = settings.weight;
+    config.route_optimization = settings.route_optimization;
+    config.lifetime = settings.lifetime;
+    let mut member = Member::new(config);
+    member.start(Instant::now());
+    let engine = Arc::new(Mutex::new(member));
+    let driver = Driver::start(engine.clone(), tun.clone(), udp.clone());
+    driver.kick().await;
+    let (_control_guard, mut requests) = control::listen(&settings.control).with_context(|| {
+        format!(
+            "cannot open the control socket {}",
+            settings.control.display()
+        )
+    })?;
+    info!(
+        id = settings.id, home_address = %hoa, care_of = %udp.local_addr(), access_point = %settings.access_point,
+        tun = tun.name(), offload = tun.offload(), control = %settings.control.display(), "member up, registering"
+    );
+    let mut state = State {
+        driver,
+        net,
+        receive_task: 1,
+        retire: Vec::new(),
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let exit = loop {
+        tokio::select! {
+            sig = homeaddr_daemon::shutdown_signal() => {
+                info!("{sig}: leaving the service");
+                break None;
+            }
+            why = state.driver.failed() => break Some(Err(anyhow::anyhow!(why))),
+            Some(req) = requests.recv() => {
+                let leave = req.cmd() == "leave";
+                handle(&mut state, req).await;
+                state.driver.kick().await;
+                if leave {
+                    break None;
+                }
+            }
+            _ = tick.tick() => {
+                if let Some(status) = log_events(&engine).await {
+                    break Some(Ok(status));
+                }
+                let now = Instant::now();
+                let due: Vec<usize> = state.retire.iter().filter(|(at, _)| *at <= now).map(|(_, t)| *t).collect();
+                state.retire.retain(|(at, _)| *at > now);
+                for t in due {
+                    state.driver.stop_task(t);
+                }
+            }
+        }
+    };
+    let code = match exit {
+        Some(Ok(status)) => {
+            let why = refusal_reason(status);
+            error!("the access point refused the registration: {why}");
+            eprintln!("homeaddr-member: the access point refused the registration: {why}");
+            ExitCode::from(EXIT_REFUSED)
+        }
+        Some(Err(e)) => {
+            state.net.undo_all();
+            return Err(e);
+        }
+        None => {
+            leave(&engine, &state.driver).await;
+            ExitCode::SUCCESS
+        }
+    };
+    state.driver.shutdown();
+    state.net.undo_all();
+    Ok(code)
+}
+
+/// Deregister and wait (bounded) for the AP's acknowledgement.
+async fn leave(engine: &Mutex<Member>, driver: &Driver<Member>) {
+    engine.lock().await.leave(Instant::now());
+    driver.kick().await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if engine.lock().await.state() == RegistrationState::Left {
+            info!("deregistered");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    warn!("the access point did not acknowledge the deregistration; leaving anyway");
+}
+
+/// Log engine events; returns a refusal status if the AP refused us.
+async fn log_events(engine: &Mutex<Member>) -> Option<u8> {
+    let mut m = engine.lock().await;
+    let mut refused = None;
+    while let Some(e) = m.poll_event() {
+        match e {
+            MemberEvent::Registered { care_of, lifetime } => {
+                info!(%care_of, ?lifetime, "registered with the access point")
+            }
+            MemberEvent::RegistrationRefused { status } => refused = Some(status),
+            MemberEvent::AuthFailureReported => {
+                warn!("the access point reports an authentication failure: check --key and --spi")
+            }
+            MemberEvent::RouteOptimized {
+                client,
+                shim,
+                elapsed,
+            } => {
+                info!(%client, %shim, ?elapsed, "route optimized: talking to the client's shim directly")
+            }
+            other => info!(event = ?other, "member"),
+        }
+    }
+    refused
+}
+
+fn status(m: &Member) -> Value {
+    let now = Instant::now();
+    let c = m.counters();
+    let drops: serde_json::Map<String, Value> = c
+        .drops
+        .iter()
+        .map(|(r, n)| (r.name().to_string(), json!(n)))
+        .collect();
+    let state = match m.state() {
+        RegistrationState::Registered { expires } => {
+            json!({"state": "registered", "lifetime_left_s": expires.saturating_duration_since(now).as_secs_f64()})
+        }
+        RegistrationState::Refused { status } => json!({"state": "refused", "status": status}),
+        other => json!({"state": format!("{other:?}").to_lowercase()}),
+    };
+    let bindings: Vec<Value> = m
+        .correspondents()
+        .map(|c| {
+            json!({
+                "client": c.client.to_string(),
+                "shim": c.shim.to_string(),
+                "route_optimization": format!("{:?}", c.rr),
+                "bound": c.binding.is_some_and(|b| b.expires > now),
+                "lifetime_left_s": c.binding.map(|b| b.expires.saturating_duration_since(now).as_secs_f64()),
+            })
+        })
+        .collect();
+    json!({
+        "role": "member",
+        "id": m.config().id.0,
+        "care_of": m.config().care_of.to_string(),
+        "access_point": m.config().access_point.to_string(),
+        "registration": state,
+        "draining": m.is_draining(),
+        "bindings": bindings,
+        "counters": {
+            "via_ap_in": c.via_ap_in, "direct_in": c.direct_in, "via_ap_out": c.via_ap_out, "direct_out": c.direct_out,
+            "registration_bus": c.registration_bus, "retransmissions": c.retransmissions,
+            "rr_successes": c.rr_successes, "rr_failures": c.rr_failures, "drops": drops,
+        },
+    })
+}
+
+async fn handle(state: &mut State, req: ControlRequest) {
+    let answer = match req.cmd() {
+        "status" => Ok(status(&*state.driver.engine().lock().await)),
+        "drain" | "undrain" => {
+            let on = req.cmd() == "drain";
+            state
+                .driver
+                .engine()
+                .lock()
+                .await
+                .set_draining(Instant::now(), on);
+            Ok(json!({"draining": on}))
+        }
+        "leave" => Ok(json!({"leaving": true})),
+        "move" => match req.arg("care_of").map(str::parse::<SocketAddr>) {
+            Some(Ok(to)) => move_to(state, to).await,
+            Some(Err(e)) => Err(format!("care_of is not an [ADDR]:PORT endpoint: {e}")),
+            None => Err("move needs \"care_of\": the new endpoint, e.g. [2001:db8::7]:4790".into()),
+        },
+        other => Err(format!(
+            "unknown command {other:?}: use status, drain, undrain, move or leave"
+        )),
+    };
+    let _ = req.reply.send(answer);
+}
+
+/// Re-register from a new care-of endpoint (make before break: the old
+/// endpoint keeps receiving for a while).
+async fn move_to(state: &mut State, to: SocketAddr) -> Result<Value, String> {
+    let udp = UdpTunnel::bind(to).map_err(|e| {
+        format!("cannot bind {to} (is the address configured on an interface?): {e}")
+    })?;
+    let udp = Arc::new(udp);
+    let task = state.driver.add_receive_socket(udp.clone());
+    state.driver.set_send_socket(udp.clone());
+    state
+        .retire
+        .push((Instant::now() + MOVE_GRACE, state.receive_task));
+    state.receive_task = task;
+    state
+        .driver
+        .engine()
+        .lock()
+        .await
+        .set_care_of(Instant::now(), udp.local_addr());
+    info!(care_of = %udp.local_addr(), "moved: re-registering and re-binding shims");
+    Ok(json!({"care_of": udp.local_addr().to_string()}))
+}
