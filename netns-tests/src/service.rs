@@ -1,0 +1,336 @@
+//! A whole homeaddr service in namespaces: one access point, members,
+//! shim and legacy clients, every host joined by the WAN emulator.
+//!
+//! Used by the daemon namespace tests and by the demo. Each host is a
+//! namespace with one WAN address (`fd00:4841:ffff::N`); the home address
+//! `fd00:4841:aaaa::1` is routed by the emulator to the AP host, whose
+//! daemon routes it into its TUN. Members run `homeaddr-member` and a
+//! `homeaddr-testapp serve` bound to `[::]:8080` answering with the
+//! member's name, so a client can tell which member served it.
+//!
+//! Field order matters: the emulator is dropped before the topology
+//! deletes the namespaces its TUN devices live in.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv6Addr, SocketAddr};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::Ipv6Net;
+use serde_json::{Value, json};
+
+use crate::topology::{Daemon, Netns, Topology};
+use crate::ula;
+use crate::wan::{HostSpec, WAN_SUBNET, Wan, WanConfig};
+
+/// The service's home address.
+pub const HOME_ADDRESS: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x4841, 0xaaaa, 0, 0, 0, 0, 1);
+/// The port the member servers listen on.
+pub const SERVICE_PORT: u16 = 8080;
+/// The AP's and members' tunnel port.
+pub const TUNNEL_PORT: u16 = 4790;
+/// The registration key of the test service.
+pub const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+/// How long a daemon may take to come up.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Where the workspace's binaries are: `$HOMEADDR_BIN_DIR`, else the
+/// directory of the running test executable's parent (`target/<profile>`).
+pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = match std::env::var_os("HOMEADDR_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe()?;
+            let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+            if dir.ends_with("deps") || dir.ends_with("examples") {
+                dir.pop();
+            }
+            dir
+        }
+    };
+    let path = dir.join(name);
+    if path.exists() {
+        Ok(path)
+    } else {
+        anyhow::bail!(
+            "{} not found: build the daemons first (cargo build --workspace --bins) or set HOMEADDR_BIN_DIR",
+            path.display()
+        )
+    }
+}
+
+/// One host of the service.
+#[derive(Debug)]
+pub struct Host {
+    /// Name on the WAN (and role of the namespace).
+    pub name: String,
+    /// Its namespace.
+    pub ns: Netns,
+    /// Its WAN address.
+    pub addr: Ipv6Addr,
+    /// Its homeaddr daemon, if any.
+    pub daemon: Option<Daemon>,
+    /// Other processes (the member's server).
+    pub extra: Vec<Daemon>,
+    /// The daemon's control socket.
+    pub control: PathBuf,
+}
+
+impl Host {
+    /// Send one control request to the host's daemon.
+    pub fn control(&self, request: Value) -> Result<Value, String> {
+        control_call(&self.control, &request)
+    }
+
+    /// The daemon's `status`.
+    pub fn status(&self) -> Value {
+        self.control(json!({"cmd": "status"}))
+            .unwrap_or_else(|e| json!({"error": e}))
+    }
+
+    /// The daemon, which must exist.
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("host runs a daemon")
+    }
+}
+
+/// One JSON-lines request to a daemon's control socket (see homeaddr-daemon).
+pub fn control_call(path: &Path, request: &Value) -> Result<Value, String> {
+    let mut stream =
+        UnixStream::connect(path).map_err(|e| format!("connect {}: {e}", path.display()))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    writeln!(stream, "{request}").map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_str(&line).map_err(|e| format!("bad answer {line:?}: {e}"))?;
+    if v["ok"] == json!(true) {
+        Ok(v["result"].clone())
+    } else {
+        Err(v["error"].as_str().unwrap_or("unknown error").to_string())
+    }
+}
+
+/// The service.
+#[derive(Debug)]
+pub struct Service {
+    /// The WAN emulator (dropped first).
+    pub wan: Wan,
+    /// The access point host.
+    pub ap: Host,
+    /// Members by id.
+    pub members: BTreeMap<u16, Host>,
+    /// Clients, in creation order (shim clients run `homeaddr-shim`).
+    pub clients: Vec<Host>,
+    next_host: u16,
+    /// The namespaces (dropped last).
+    pub topo: Topology,
+}
+
+/// Arguments common to every daemon of the service.
+fn log_args() -> Vec<String> {
+    vec![
+        "--log-level".into(),
+        std::env::var("HOMEADDR_TEST_LOG").unwrap_or_else(|_| "info".into()),
+    ]
+}
+
+impl Service {
+    /// Namespaces, the WAN emulator and a running access point.
+    pub fn start(tag: &str) -> anyhow::Result<Self> {
+        Self::start_with(tag, &[])
+    }
+
+    /// As [`Service::start`], with extra flags for `homeaddr-ap`.
+    pub fn start_with(tag: &str, ap_flags: &[&str]) -> anyhow::Result<Self> {
+        let topo = Topology::new(tag)?;
+        let wan = Wan::start(WanConfig::default())?;
+        let ap_ns = topo.add_netns("ap")?;
+        let mut service = Self {
+            wan,
+            ap: Host {
+                name: "ap".into(),
+                ns: ap_ns,
+                addr: ula(WAN_SUBNET, 1),
+                daemon: None,
+                extra: Vec::new(),
+                control: PathBuf::new(),
+            },
+            members: BTreeMap::new(),
+            clients: Vec::new(),
+            next_host: 2,
+            topo,
+        };
+        service.attach("ap", &service.ap.ns.name().to_string(), service.ap.addr)?;
+        service
+            .wan
+            .add_prefix("ap", Ipv6Net::new(HOME_ADDRESS, 128).expect("/128"))?;
+        let control = service.topo.dir().join("ap.sock");
+        let mut args: Vec<String> = vec![
+            "--home-address".into(),
+            HOME_ADDRESS.to_string(),
+            "--key".into(),
+            KEY.into(),
+            "--listen".into(),
+            format!("[{}]:{TUNNEL_PORT}", service.ap.addr),
+            "--control".into(),
+            control.display().to_string(),
+        ];
+        args.extend(log_args());
+        args.extend(ap_flags.iter().map(|s| s.to_string()));
+        let daemon = service
+            .ap
+            .ns
+            .spawn("homeaddr-ap", &bin("homeaddr-ap")?, &args)?;
+        daemon.wait_for_output("access point up", START_TIMEOUT)?;
+        service.ap.daemon = Some(daemon);
+        service.ap.control = control;
+        Ok(service)
+    }
+
+    fn attach(&self, name: &str, ns: &str, addr: Ipv6Addr) -> anyhow::Result<()> {
+        self.wan.attach(&HostSpec::new(name, ns, addr))?;
+        Ok(())
+    }
+
+    fn new_host(&mut self, name: &str) -> anyhow::Result<Host> {
+        let ns = self.topo.add_netns(name)?;
+        let addr = ula(WAN_SUBNET, self.next_host);
+        self.next_host += 1;
+        self.attach(name, &ns.name().to_string(), addr)?;
+        let control = self.topo.dir().join(format!("{name}.sock"));
+        Ok(Host {
+            name: name.into(),
+            ns,
+            addr,
+            daemon: None,
+            extra: Vec::new(),
+            control,
+        })
+    }
+
+    /// The AP's tunnel endpoint.
+    pub fn ap_endpoint(&self) -> SocketAddr {
+        SocketAddr::new(self.ap.addr.into(), TUNNEL_PORT)
+    }
+
+    /// The service endpoint clients connect to.
+    pub fn service_endpoint(&self) -> SocketAddr {
+        SocketAddr::new(HOME_ADDRESS.into(), SERVICE_PORT)
+    }
+
+    /// Start member `id` (daemon and server) and wait until it is registered.
+    pub fn add_member(&mut self, id: u16, flags: &[&str]) -> anyhow::Result<&Host> {
+        let name = format!("m{id}");
+        let mut host = self.new_host(&name)?;
+        let mut args: Vec<String> = vec![
+            "--id".into(),
+            id.to_string(),
+            "--home-address".into(),
+            HOME_ADDRESS.to_string(),
+            "--access-point".into(),
+            self.ap_endpoint().to_string(),
+            "--care-of".into(),
+            format!("[{}]:{TUNNEL_PORT}", host.addr),
+            "--key".into(),
+            KEY.into(),
+            "--control".into(),
+            host.control.display().to_string(),
+        ];
+        args.extend(log_args());
+        args.extend(flags.iter().map(|s| s.to_string()));
+        let daemon = host.ns.spawn(
+            &format!("homeaddr-member-{id}"),
+            &bin("homeaddr-member")?,
+            &args,
+        )?;
+        daemon.wait_for_output("registered with the access point", START_TIMEOUT)?;
+        host.daemon = Some(daemon);
+        let server = host.ns.spawn(
+            &format!("server-{id}"),
+            &bin("homeaddr-testapp")?,
+            &[
+                "serve".to_string(),
+                "--bind".into(),
+                format!("[::]:{SERVICE_PORT}"),
+                "--name".into(),
+                format!("member{id}"),
+            ],
+        )?;
+        server.wait_for_output("listening on", START_TIMEOUT)?;
+        host.extra.push(server);
+        self.members.insert(id, host);
+        Ok(&self.members[&id])
+    }
+
+    /// Add a client; with `shim`, run `homeaddr-shim` on it. Returns its index.
+    pub fn add_client(&mut self, shim: bool, flags: &[&str]) -> anyhow::Result<usize> {
+        let name = format!("c{}", self.clients.len());
+        let mut host = self.new_host(&name)?;
+        if shim {
+            let mut args: Vec<String> = vec![
+                "--home-address".into(),
+                HOME_ADDRESS.to_string(),
+                "--access-point".into(),
+                self.ap_endpoint().to_string(),
+                "--local".into(),
+                format!("[{}]:0", host.addr),
+                "--control".into(),
+                host.control.display().to_string(),
+            ];
+            args.extend(log_args());
+            args.extend(flags.iter().map(|s| s.to_string()));
+            let daemon = host.ns.spawn(
+                &format!("homeaddr-shim-{name}"),
+                &bin("homeaddr-shim")?,
+                &args,
+            )?;
+            daemon.wait_for_output("shim up", START_TIMEOUT)?;
+            host.daemon = Some(daemon);
+        }
+        self.clients.push(host);
+        Ok(self.clients.len() - 1)
+    }
+
+    /// Set the one-way latency between two hosts (by WAN name: "ap", "m1", "c0").
+    pub fn set_latency(&self, a: &str, b: &str, one_way: Duration) -> anyhow::Result<()> {
+        Ok(self.wan.set_latency(a, b, one_way)?)
+    }
+
+    /// Give member `id` a new WAN address and move its care-of endpoint
+    /// there (make before break: the old address stays until `retire_old`).
+    pub fn move_member(&mut self, id: u16) -> anyhow::Result<(Ipv6Addr, Ipv6Addr)> {
+        let new = ula(WAN_SUBNET, self.next_host);
+        self.next_host += 1;
+        let host = self.members.get_mut(&id).expect("member exists");
+        let old = host.addr;
+        host.ns.add_addr("wan0", new, 128)?;
+        self.wan
+            .add_prefix(&host.name, Ipv6Net::new(new, 128).expect("/128"))?;
+        host.control(json!({"cmd": "move", "care_of": format!("[{new}]:{TUNNEL_PORT}")}))
+            .map_err(anyhow::Error::msg)?;
+        host.addr = new;
+        Ok((old, new))
+    }
+
+    /// Stop routing a member's old address.
+    pub fn retire_address(&self, addr: Ipv6Addr) {
+        self.wan
+            .remove_prefix(Ipv6Net::new(addr, 128).expect("/128"));
+    }
+
+    /// The member the AP lists with `id`, as JSON.
+    pub fn ap_member(&self, id: u16) -> Option<Value> {
+        let members = self.ap.control(json!({"cmd": "members"})).ok()?;
+        members
+            .as_array()?
+            .iter()
+            .find(|m| m["id"] == json!(id))
+            .cloned()
+    }
+}
