@@ -86,7 +86,17 @@
 //! with a 4-byte header per segment the train can exceed what one UDP send
 //! carries, so trains are cut at
 //! `min(max_gso_segments, (65535 - 48) / stride)` segments
-//! ([`gso_segment_cap`]), e.g. 45 segments of 1452 bytes.
+//! ([`gso_segment_cap`]), e.g. 45 segments of 1452 bytes. With offload the
+//! TUN's `gso_max_size` is lowered to [`fit_gso_max_size`]`(mtu)` so that one
+//! read still leaves in one send.
+//!
+//! # Errors and counters
+//!
+//! Packets lost inside the layer (unsplittable super-packets, refused
+//! writes, failed sends) are counted in [`TunCounters`] / [`UdpCounters`];
+//! `recv_batch` and `send_batch` return `Err` only when the device or socket
+//! is unusable, so a daemon's loop can end on any `Err`. `recv_batch` is
+//! cancel safe; `send_batch` is not (await it to the end).
 
 mod counters;
 mod error;

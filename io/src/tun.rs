@@ -322,6 +322,9 @@ impl TunDevice {
     /// Super-packets tun-rs cannot split are counted in `rx_errors` and
     /// skipped. Errors only if the device is unusable; also if `batch` was
     /// made for a smaller MTU than the device's.
+    ///
+    /// Cancel safe (usable in `select!`): a read happens only inside a poll
+    /// that then returns it.
     pub async fn recv_batch(&self, batch: &mut TunRecvBatch) -> io::Result<usize> {
         if batch.mtu < usize::from(self.mtu) {
             return Err(io::Error::new(
@@ -413,6 +416,9 @@ impl TunDevice {
     /// A failed write does not stop the batch; failures are counted in
     /// `tx_errors` (and `tx_dropped` when the whole batch was refused) and
     /// logged at most once a second. Errors only if the device is unusable.
+    ///
+    /// Not cancel safe: dropping the future may leave part of the batch
+    /// unwritten (and the batch emptied).
     pub async fn send_batch(&self, batch: &mut TunSendBatch) -> io::Result<()> {
         let n = batch.count;
         if n == 0 {

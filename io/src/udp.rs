@@ -198,6 +198,9 @@ impl UdpTunnel {
     /// silently lost. The batch is empty afterwards.
     ///
     /// Errors only if the socket itself is unusable (`EBADF`, `ENOTSOCK`).
+    ///
+    /// Not cancel safe: dropping the future may leave part of the batch
+    /// unsent (and the batch full); await it to the end.
     pub async fn send_batch<B: DatagramBatch>(&self, batch: &mut B) -> io::Result<SendOutcome> {
         let mut outcome = SendOutcome::default();
         let result = self.send_trains(&*batch, &mut outcome).await;
