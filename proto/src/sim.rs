@@ -699,6 +699,23 @@ impl Sim {
         }
     }
 
+    /// Restart a member's process: a fresh engine (new instance, new
+    /// sequence numbers) on the same endpoint, registering at once.
+    pub fn restart_member(&mut self, node: NodeId) {
+        let seed = self.rng.seed();
+        let now = self.now;
+        if let NodeKind::Member(m, app) = &mut self.nodes[node].kind {
+            let mut config = m.config().clone();
+            config.seed = seed;
+            config.instance = u64::from_be_bytes(seed[..8].try_into().unwrap_or([0; 8]));
+            let mut fresh = Member::new(config);
+            fresh.start(now);
+            *m = Box::new(fresh);
+            *app = MemberApp::default();
+        }
+        self.flush(node);
+    }
+
     /// Add a client without a shim.
     pub fn add_legacy_client(&mut self) -> NodeId {
         let node = self.add_node("legacy", 0, NodeKind::Attacker);

@@ -170,7 +170,7 @@ fn member_id_clash_is_refused() {
     sim.add_member(3);
     all_active(&mut sim, &[3]);
     let imposter = sim.add_member(3);
-    sim.run_until_cond(secs(5), |s| {
+    sim.run_until_cond(secs(20), |s| {
         matches!(
             s.member(imposter).state(),
             RegistrationState::Refused { .. }
@@ -182,6 +182,50 @@ fn member_id_clash_is_refused() {
         RegistrationState::Refused { status: 200 }
     );
     assert!(active(&sim, 3));
+}
+
+#[test]
+fn operator_remove_stops_the_member_and_forged_refusals_do_not() {
+    let mut sim = Sim::new(16);
+    let m1 = sim.add_member(1);
+    let m2 = sim.add_member(2);
+    all_active(&mut sim, &[1, 2]);
+    // Off-path forged refusals (unsigned 146, guessed sequence numbers)
+    // from the AP's address: the member stays registered.
+    let attacker = sim.add_attacker();
+    let ap_ep = sim.nodes[Sim::AP].endpoint();
+    let m1_ep = sim.nodes[m1].endpoint();
+    for seq in 0..50u16 {
+        let ba = MobilityMessage::new(MessageBody::BindingAck {
+            status: 146,
+            sequence: seq * 1311,
+            lifetime: 0,
+        });
+        let mut payload = vec![0x11, 0x80, 0, 1];
+        payload.extend_from_slice(&ba.to_bytes());
+        sim.send_udp(attacker, ap_ep, m1_ep, payload);
+        sim.run_for(ms(100));
+    }
+    assert!(matches!(
+        sim.member(m1).state(),
+        RegistrationState::Registered { .. }
+    ));
+    // The operator removes member 2: it learns at once and stops.
+    sim.with_ap(|ap, now| ap.remove(now, MemberId(2)).unwrap());
+    sim.run_until_cond(secs(5), |s| {
+        matches!(s.member(m2).state(), RegistrationState::Refused { .. })
+    })
+    .expect("removed member is refused");
+    assert_eq!(
+        sim.member(m2).state(),
+        RegistrationState::Refused { status: 129 }
+    );
+    sim.run_for(secs(10));
+    assert!(
+        sim.ap().member(MemberId(2)).is_none(),
+        "removed member came back"
+    );
+    assert!(active(&sim, 1));
 }
 
 // ----- legacy clients -----
@@ -364,6 +408,71 @@ fn restarted_shim_gets_a_fresh_binding() {
             .correspondents()
             .any(|c| c.shim == new_ep && c.binding.is_some())
     );
+}
+
+#[test]
+fn route_optimization_resumes_after_a_long_pause_and_a_member_restart() {
+    let mut h = handoff_topology(14, 0.0);
+    let first = h.sim.start_session(h.client, 20, ms(10));
+    run_sessions(&mut h.sim, &[(h.client, first)], secs(10));
+    // Idle for longer than the binding lifetime: the binding lapses.
+    h.sim.run_for(secs(300));
+    let second = h.sim.start_session(h.client, 100, ms(10));
+    run_sessions(&mut h.sim, &[(h.client, second)], secs(20));
+    let last = h.sim.session(h.client, second).records.last().unwrap().rtt;
+    assert!(
+        last <= ms(5),
+        "no route optimization after the pause: {last:?}"
+    );
+    // A restarted member (same endpoint, new sequence numbers) is accepted
+    // at once and binds again, resynchronising on the shim's BA 135.
+    h.sim.restart_member(h.member);
+    h.sim
+        .run_until_cond(secs(3), |s| active(s, 1))
+        .expect("restarted member registers at once");
+    let third = h.sim.start_session(h.client, 100, ms(10));
+    run_sessions(&mut h.sim, &[(h.client, third)], secs(20));
+    let s = h.sim.session(h.client, third);
+    assert_eq!(s.state, SessionState::Done);
+    assert!(
+        s.records.last().unwrap().rtt <= ms(5),
+        "no route optimization after the restart"
+    );
+}
+
+#[test]
+fn flow_started_directly_keeps_its_member_after_the_binding_lapses() {
+    let mut sim = Sim::new(15);
+    sim.add_member(1);
+    let m2 = sim.add_member_with(2, |_| {}); // started later
+    all_active(&mut sim, &[1]);
+    let client = sim.add_shim_client();
+    // Bind the client to member 1, the only member so far.
+    let warm = sim.start_session(client, 5, ms(10));
+    run_sessions(&mut sim, &[(client, warm)], secs(5));
+    assert!(first_direct(&sim, client).is_some());
+    sim.start_member(m2);
+    all_active(&mut sim, &[1, 2]);
+    // Send new clients to member 2: Maglev now picks 2 for this client.
+    sim.with_ap(|ap, _| ap.set_weight(MemberId(1), 0).unwrap());
+    assert_eq!(
+        sim.ap().choose_member(&sim.nodes[client].addr),
+        Some(MemberId(2))
+    );
+    // A new flow starts directly at member 1 (the bound member) ...
+    let long = sim.start_session(client, 4, secs(200));
+    sim.run_until_cond(secs(5), |s| s.session(client, long).records.len() == 1)
+        .expect("first answer");
+    assert_eq!(
+        sim.session(client, long).members(),
+        BTreeSet::from([MemberId(1)])
+    );
+    // ... and after long pauses (the binding lapses, packets go through
+    // the AP) it still reaches member 1, never Maglev's member 2.
+    run_sessions(&mut sim, &[(client, long)], secs(900));
+    let s = sim.session(client, long);
+    assert_eq!(s.state, SessionState::Done, "the flow was reset");
+    assert_eq!(s.members(), BTreeSet::from([MemberId(1)]));
 }
 
 // ----- forged binding updates -----

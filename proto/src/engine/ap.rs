@@ -12,10 +12,11 @@
 //! Member states (docs/PROTOCOL.md sec. 7.1):
 //!
 //! ```text
-//!   (none) --BU ok--> Active <--BU (not draining)-- Draining
-//!   Active --BU draining / operator drain--> Draining
-//!   Active|Draining --no BU for dead_after / lifetime over--> Down --BU ok--> Active
-//!   Active|Draining|Down --BU lifetime 0 / operator remove--> (none)
+//!   (none) --BU ok--> Active, or Draining (drain flag / operator drain)
+//!   Active <--BU drain flag, operator drain / undrain--> Draining
+//!   Active|Draining --no signed BU or HoTI for dead_after, or lifetime over--> Down
+//!   Down --BU ok--> Active or Draining
+//!   any --BU lifetime 0 / operator remove (instance refused from then on)--> (none)
 //! ```
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -344,6 +345,8 @@ pub struct AccessPoint {
     events: VecDeque<ApEvent>,
     revocations: Vec<PendingRevocation>,
     revocation_seq: u16,
+    /// Member instances the operator removed: refused until they restart.
+    banned: std::collections::HashSet<(MemberId, u64)>,
     counters: ApCounters,
 }
 
@@ -369,6 +372,7 @@ impl AccessPoint {
             events: VecDeque::new(),
             revocations: Vec::new(),
             revocation_seq: 0,
+            banned: std::collections::HashSet::new(),
             counters: ApCounters::default(),
         })
     }
@@ -502,9 +506,13 @@ impl AccessPoint {
 
     /// Remove a member now: its flows end, its shims are told.
     pub fn remove(&mut self, now: Instant, id: MemberId) -> Result<(), ApError> {
-        if !self.members.contains_key(&id) {
+        let Some(m) = self.members.get(&id) else {
             return Err(ApError::UnknownMember(id));
-        }
+        };
+        // Refuse this process from now on (a restarted one may come back),
+        // and make it ask now so that it learns at once.
+        self.banned.insert((id, m.instance));
+        self.request_refresh(id);
         self.forget_member(now, id, revocation_trigger::ADMINISTRATIVE);
         Ok(())
     }
@@ -627,7 +635,7 @@ impl AccessPoint {
     ) -> DataAction {
         let from = canonical(from);
         let id = msg.binding_id().map(|(id, _)| id);
-        let Some((_, spi, _)) = msg.authentication() else {
+        let Some((AUTH_SUBTYPE_MN_HA, spi, _)) = msg.authentication() else {
             self.counters.drops.drop(DropReason::AuthFailed);
             return self.refuse(from, id, seq, ba_status::AUTHENTICATION_FAILED, None);
         };
@@ -654,10 +662,21 @@ impl AccessPoint {
         let (weight, draining, instance) = msg.member_state().unwrap_or((100, false, 0));
 
         // Sequence and instance checks against an existing entry.
+        if self.banned.contains(&(id, instance)) {
+            return self.refuse(
+                from,
+                Some(id),
+                seq,
+                ba_status::ADMINISTRATIVELY_PROHIBITED,
+                Some(spi),
+            );
+        }
         if let Some(m) = self.members.get(&id) {
             let alive = !matches!(m.state, MemberState::Down { .. }) && m.lifetime_expires > now;
             if m.instance != instance {
-                if alive {
+                // A new instance from the same endpoint is a restart: two
+                // live processes cannot own one UDP endpoint.
+                if alive && m.care_of != from {
                     return self.refuse(
                         from,
                         Some(id),
@@ -710,6 +729,15 @@ impl AccessPoint {
                     m.registered_since = now;
                     m.instance = instance;
                     m.counters = MemberCounters::default();
+                    // A new process knows none of its shims: notice it again.
+                    for shim in self.shims.values_mut() {
+                        if let Some(st) = shim.members.get_mut(&id) {
+                            *st = NoticeState {
+                                last_notice: None,
+                                rr_seen: false,
+                            };
+                        }
+                    }
                 }
                 if m.care_of != from {
                     self.events.push_back(ApEvent::MemberMoved {
@@ -899,15 +927,17 @@ impl AccessPoint {
     /// HoT from a shim: relay it to the member it names.
     fn relay_home_test(
         &mut self,
-        _now: Instant,
+        now: Instant,
         from: SocketAddr,
         msg: &MobilityMessage,
     ) -> DataAction {
         let (Some((id, _)), Some(client)) = (msg.binding_id(), msg.correspondent()) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
-        match self.shims.get(&client) {
-            Some(s) if s.endpoint == canonical(from) => {}
+        match self.shims.get_mut(&client) {
+            // Route-optimized shims send little else through the AP: their
+            // home tests keep them known (for revocations).
+            Some(s) if s.endpoint == canonical(from) => s.last_seen = now,
             _ => return self.counters.drops.drop(DropReason::SpoofedSource),
         }
         let Some(m) = self.members.get(&id) else {
@@ -931,11 +961,16 @@ impl AccessPoint {
     }
 
     /// Forward a packet of a new or known flow to its member.
+    ///
+    /// `pinned` is the member a shim says the flow belongs to (its tag):
+    /// a flow that began directly at a member is unknown here, and when its
+    /// binding lapses it must still reach that member, not a Maglev pick.
     fn route_to_member(
         &mut self,
         now: Instant,
         info: &InnerInfo,
         len: usize,
+        pinned: Option<MemberId>,
     ) -> Option<(MemberId, SocketAddr)> {
         let Self {
             affinity,
@@ -947,7 +982,13 @@ impl AccessPoint {
         let client = info.flow.src;
         let id =
             affinity.lookup_or_insert(now, &info.flow, info.tcp.map(|t| t.flags), len, || {
-                maglev.lookup_client(&client)
+                pinned
+                    .filter(|p| {
+                        members
+                            .get(p)
+                            .is_some_and(|m| !matches!(m.state, MemberState::Down { .. }))
+                    })
+                    .or_else(|| maglev.lookup_client(&client))
             })?;
         let m = members.get_mut(&id)?;
         if matches!(m.state, MemberState::Down { .. }) {
@@ -1010,7 +1051,13 @@ impl AccessPoint {
         }
     }
 
-    fn data_from_shim(&mut self, now: Instant, from: SocketAddr, frame: &mut [u8]) -> DataAction {
+    fn data_from_shim(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        header: TunnelHeader,
+        frame: &mut [u8],
+    ) -> DataAction {
         let packet = &mut frame[TUNNEL_HEADER_LEN..];
         let Ok(info) = inner::inspect(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
@@ -1055,7 +1102,7 @@ impl AccessPoint {
             }
         }
         let len = packet.len();
-        let Some((id, to)) = self.route_to_member(now, &info, len) else {
+        let Some((id, to)) = self.route_to_member(now, &info, len, header.member) else {
             return self.counters.drops.drop(DropReason::NoMember);
         };
         self.maybe_notice(now, client, from, id);
@@ -1218,7 +1265,7 @@ impl Engine for AccessPoint {
             FrameKind::Control => self.handle_control(now, from, &frame[TUNNEL_HEADER_LEN..]),
             FrameKind::Data => match self.by_care_of.get(&canonical(from)).copied() {
                 Some(id) => self.data_from_member(now, id, header, frame),
-                None => self.data_from_shim(now, canonical(from), frame),
+                None => self.data_from_shim(now, canonical(from), header, frame),
             },
         }
     }
@@ -1233,7 +1280,7 @@ impl Engine for AccessPoint {
         if info.flow.dst != self.config.home_address {
             return self.counters.drops.drop(DropReason::UnknownHomeAddress);
         }
-        let Some((id, to)) = self.route_to_member(now, &info, packet.len()) else {
+        let Some((id, to)) = self.route_to_member(now, &info, packet.len(), None) else {
             return self.counters.drops.drop(DropReason::NoMember);
         };
         self.clamp(packet, &info);

@@ -13,7 +13,7 @@
 //!
 //! ```text
 //! Idle --start--> Registering --BA ok--> Registered --BRR/refresh--> Registered
-//! Registering|Registered --BA 129/133/200 (signed) or 3x 146--> Refused
+//! Registering|Registered --signed BA 129/133, 4x 200, or 3x unsigned 146 (for our BU)--> Refused
 //! Registered --lifetime over without BA--> Registering
 //! any --leave--> Deregistering --BA / 3 tries--> Left
 //! ```
@@ -21,10 +21,12 @@
 //! Route optimization per client (sec. 7.3):
 //!
 //! ```text
-//! Idle --Shim Notice--> Testing --HoT+CoT--> BindingSent --BA ok--> Idle, binding active
-//! Testing|BindingSent --max tries / BA error--> Backoff --notice or timer--> Testing
-//! binding active --80% lifetime and traffic--> Testing (binding still used)
-//! binding active --CoA change--> Testing (CoTI only while home token fresh), binding dropped
+//! Idle --Shim Notice--> Testing --HoT+CoT--> BindingSent --BA 0--> Idle, binding active
+//! Testing --no tokens: resend with backoff; client idle--> Idle
+//! BindingSent --3 tries or BA 136-138--> Testing;  --BA 135--> BindingSent (resync)
+//! BindingSent --other BA error--> Backoff --timer or notice--> Testing
+//! binding active --80% of its lifetime, client active--> Testing (binding still used)
+//! binding active --CoA change or BE from the shim--> Testing, binding dropped
 //! ```
 
 use std::collections::{HashMap, VecDeque};
@@ -51,6 +53,10 @@ const EXPIRED_NONCE_STATUSES: std::ops::RangeInclusive<u8> =
     ba_status::EXPIRED_HOME_NONCE_INDEX..=ba_status::EXPIRED_NONCES;
 /// Negative BAs with status 146 that are believed before the member gives up.
 const AUTH_FAILURES_BEFORE_REFUSAL: u32 = 3;
+/// Signed "id in use" refusals (status 200) before the member gives up: a
+/// restarted member may meet its previous registration until the AP
+/// declares it dead.
+const ID_IN_USE_BEFORE_REFUSAL: u32 = 4;
 /// Deregistration attempts before the member leaves anyway.
 const DEREGISTRATION_ATTEMPTS: u32 = 3;
 
@@ -211,7 +217,6 @@ pub struct Correspondent {
     care_of_cookie: Token,
     home: Option<GotToken>,
     care_of: Option<GotToken>,
-    next_seq: u16,
     deadline: Option<Instant>,
     rr_started: Instant,
 }
@@ -316,6 +321,9 @@ pub struct Member {
     pending: Option<PendingBu>,
     auth_failures: u32,
     registered_care_of: Option<SocketAddr>,
+    id_in_use: u32,
+    ro_seq: u16,
+    binding_errors_sent: HashMap<SocketAddr, Instant>,
     correspondents: HashMap<Ipv6Addr, Correspondent>,
     timers: TimerQueue<MemberTimer>,
     transmits: VecDeque<Transmit>,
@@ -338,6 +346,9 @@ impl Member {
             pending: None,
             auth_failures: 0,
             registered_care_of: None,
+            id_in_use: 0,
+            binding_errors_sent: HashMap::new(),
+            ro_seq: next_seq.rotate_left(8),
             correspondents: HashMap::new(),
             timers: TimerQueue::default(),
             transmits: VecDeque::new(),
@@ -444,8 +455,8 @@ impl Member {
                 continue;
             };
             if let Some(b) = c.binding.take() {
-                let seq = c.next_seq;
-                c.next_seq = c.next_seq.wrapping_add(1);
+                let seq = self.ro_seq;
+                self.ro_seq = self.ro_seq.wrapping_add(1);
                 let shim = c.shim;
                 self.send_binding_update(shim, seq, 0, &b.kbm, b.nonces, false);
             }
@@ -556,33 +567,38 @@ impl Member {
         status: u8,
         seq: u16,
         lifetime: u16,
-    ) -> DataAction {
+    ) -> (DataAction, bool) {
         let Some(p) = self.pending.clone() else {
-            return self.counters.drops.drop(DropReason::UnexpectedMessage);
+            return (
+                self.counters.drops.drop(DropReason::UnexpectedMessage),
+                false,
+            );
         };
         if !signed {
             // Only a refusal for a wrong key can come unsigned. Believe it
-            // only after several, since anyone could send one.
-            if status == ba_status::AUTHENTICATION_FAILED {
+            // only for our outstanding BU (an off-path sender does not know
+            // its random sequence number), and only after several.
+            if status == ba_status::AUTHENTICATION_FAILED && seq == p.seq {
                 self.auth_failures += 1;
                 self.events.push_back(MemberEvent::AuthFailureReported);
                 if self.auth_failures >= AUTH_FAILURES_BEFORE_REFUSAL {
                     self.refused(status);
                 }
-                return DataAction::Consumed;
+                return (DataAction::Consumed, false);
             }
-            return self.counters.drops.drop(DropReason::AuthFailed);
+            return (self.counters.drops.drop(DropReason::AuthFailed), false);
         }
         self.auth_failures = 0;
-        match status {
+        let action = match status {
             ba_status::ACCEPTED if seq == p.seq => {
                 self.pending = None;
                 self.timers.cancel(MemberTimer::Retransmit);
                 if p.lifetime == 0 {
                     self.state = RegistrationState::Left;
                     self.events.push_back(MemberEvent::Left);
-                    return DataAction::Consumed;
+                    return (DataAction::Consumed, true);
                 }
+                self.id_in_use = 0;
                 let granted = from_units(lifetime);
                 let was_registered = matches!(self.state, RegistrationState::Registered { .. });
                 self.state = RegistrationState::Registered {
@@ -597,7 +613,7 @@ impl Member {
                         lifetime: granted,
                     });
                 }
-                DataAction::Consumed
+                return (DataAction::Consumed, true);
             }
             ba_status::ACCEPTED => self.counters.drops.drop(DropReason::Replay),
             ba_status::SEQUENCE_OUT_OF_WINDOW => {
@@ -607,11 +623,20 @@ impl Member {
                 self.send_registration(now, lifetime);
                 DataAction::Consumed
             }
+            // A refusal that is not for our outstanding BU is a replay.
+            _ if seq != p.seq => self.counters.drops.drop(DropReason::Replay),
+            ba_status::MEMBER_ID_IN_USE if self.id_in_use + 1 < ID_IN_USE_BEFORE_REFUSAL => {
+                // Maybe our own previous process, not yet declared dead:
+                // the retransmission timer tries again.
+                self.id_in_use += 1;
+                DataAction::Consumed
+            }
             _ => {
                 self.refused(status);
                 DataAction::Consumed
             }
-        }
+        };
+        (action, false)
     }
 
     fn refused(&mut self, status: u8) {
@@ -729,8 +754,10 @@ impl Member {
             return;
         };
         let kbm = crypto::kbm(&home.token, &care_of.token);
-        let seq = c.next_seq;
-        c.next_seq = c.next_seq.wrapping_add(1);
+        // One counter for all shims: a new correspondent entry never starts
+        // behind what a shim remembers of this member.
+        let seq = self.ro_seq;
+        self.ro_seq = self.ro_seq.wrapping_add(1);
         c.rr = RoState::BindingSent { seq, attempt: 1 };
         let shim = c.shim;
         let lifetime = to_units(self.config.binding_lifetime);
@@ -887,6 +914,9 @@ impl Member {
     }
 
     fn handle_shim_notice(&mut self, now: Instant, client: Ipv6Addr, shim: SocketAddr) {
+        if !self.config.route_optimization {
+            return;
+        }
         let shim = canonical(shim);
         match self.correspondents.get_mut(&client) {
             Some(c) if c.shim == shim => {
@@ -900,7 +930,6 @@ impl Member {
                 }
             }
             _ => {
-                let next_seq = self.rng.next_u16();
                 self.correspondents.insert(
                     client,
                     Correspondent {
@@ -913,7 +942,6 @@ impl Member {
                         care_of_cookie: [0; 8],
                         home: None,
                         care_of: None,
-                        next_seq,
                         deadline: None,
                         rr_started: now,
                     },
@@ -931,17 +959,19 @@ impl Member {
         let from = canonical(from);
         if from == canonical(self.config.access_point) {
             let signed = verify_registration(mh, &self.config.key, self.config.home_address);
+            // Every AP message names its member: one key may serve many members.
+            if msg.binding_id().is_some_and(|(id, _)| id != self.config.id) {
+                return self.counters.drops.drop(DropReason::UnexpectedMessage);
+            }
             if let MessageBody::BindingAck {
                 status,
                 sequence,
                 lifetime,
             } = msg.body
             {
-                let action = self.handle_registration_ack(now, signed, status, sequence, lifetime);
-                if signed
-                    && status == ba_status::ACCEPTED
-                    && let Some((_, draining, _)) = msg.member_state()
-                {
+                let (action, accepted) =
+                    self.handle_registration_ack(now, signed, status, sequence, lifetime);
+                if accepted && let Some((_, draining, _)) = msg.member_state() {
                     self.apply_operator_drain(now, draining);
                 }
                 return action;
@@ -1066,6 +1096,19 @@ impl Member {
         let (Some(home), Some(care_of)) = (c.home, c.care_of) else {
             return self.counters.drops.drop(DropReason::UnexpectedMessage);
         };
+        if status == ba_status::SEQUENCE_OUT_OF_WINDOW {
+            // RFC 6275 sec. 11.7.2: the shim names the last number it
+            // accepted from us (signed with this run's Kbm); continue above it.
+            let kbm = crypto::kbm(&home.token, &care_of.token);
+            if !verify_binding(mh, &kbm, self.config.care_of, c.shim) {
+                return self.counters.drops.drop(DropReason::AuthFailed);
+            }
+            if crate::engine::seq_newer(seq.wrapping_add(1), self.ro_seq) {
+                self.ro_seq = seq.wrapping_add(1);
+            }
+            self.tokens_complete(now, client);
+            return DataAction::Consumed;
+        }
         if seq != sent {
             return self.counters.drops.drop(DropReason::Replay);
         }
@@ -1098,9 +1141,6 @@ impl Member {
         if EXPIRED_NONCE_STATUSES.contains(&status) {
             c.home = None;
             self.start_rr(now, client);
-        } else if status == ba_status::SEQUENCE_OUT_OF_WINDOW {
-            c.next_seq = seq.wrapping_add(1);
-            self.tokens_complete(now, client);
         } else {
             let until = now + self.config.max_retransmit;
             c.rr = RoState::Backoff { until };
@@ -1132,8 +1172,43 @@ impl Member {
                 DataAction::ToTun
             }
             Some(_) => self.counters.drops.drop(DropReason::SpoofedSource),
-            None => self.counters.drops.drop(DropReason::UnknownPeer),
+            None => {
+                // A shim still bound to us from before a restart: tell it
+                // (RFC 6275 sec. 6.1.9 status 1) so that it falls back to
+                // the AP, which notices us and we bind again.
+                self.send_binding_error(now, from);
+                self.counters.drops.drop(DropReason::UnknownPeer)
+            }
         }
+    }
+
+    fn send_binding_error(&mut self, now: Instant, to: SocketAddr) {
+        if self
+            .binding_errors_sent
+            .get(&to)
+            .is_some_and(|t| now < *t + Duration::from_secs(1))
+        {
+            return;
+        }
+        if self.binding_errors_sent.len() > 1024 {
+            self.binding_errors_sent
+                .retain(|_, t| now < *t + Duration::from_secs(1));
+        }
+        self.binding_errors_sent.insert(to, now);
+        let be = MobilityMessage::new(MessageBody::BindingError {
+            status: crate::wire::mh::be_status::UNKNOWN_BINDING,
+            home_address: self.config.home_address,
+        })
+        .with(MobilityOption::BindingId {
+            id: self.config.id,
+            status: 0,
+            flags: 0,
+            care_of: None,
+        });
+        self.transmits.push_back(Transmit {
+            to,
+            payload: control_frame(Some(self.config.id), &be),
+        });
     }
 }
 

@@ -464,6 +464,7 @@ impl Shim {
         match msg.body {
             MessageBody::HomeTestInit { cookie } if from_ap => self.answer_home_test(&msg, cookie),
             MessageBody::BindingRevocation { .. } if from_ap => self.revoke(&msg),
+            MessageBody::BindingError { .. } if !from_ap => self.binding_error(from),
             MessageBody::CareOfTestInit { cookie } if !from_ap => {
                 self.answer_care_of_test(from, cookie)
             }
@@ -648,6 +649,19 @@ impl Shim {
         if ack {
             send_ba(self, ba_status::ACCEPTED, seq, to_units(granted));
         }
+        DataAction::Consumed
+    }
+
+    /// A member says it has no binding with us (it restarted): drop ours,
+    /// so that its flows go through the AP (which keeps them on it) until
+    /// it binds again. Only the member's registered care-of endpoint counts.
+    fn binding_error(&mut self, from: SocketAddr) -> DataAction {
+        let Some(member) = self.by_care_of.remove(&from) else {
+            return self.counters.drops.drop(DropReason::UnknownPeer);
+        };
+        self.bindings.remove(&member);
+        self.timers.cancel(ShimTimer::BindingExpiry(member));
+        self.events.push_back(ShimEvent::BindingRemoved { member });
         DataAction::Consumed
     }
 
