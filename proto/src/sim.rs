@@ -695,7 +695,7 @@ impl Sim {
         let ap = self.nodes[Self::AP].endpoint();
         let fresh = Shim::new(self.now, ShimConfig::new(ap, home_address(), local, seed));
         if let NodeKind::Shim(shim, _) = &mut self.nodes[node].kind {
-            *shim = Box::new(fresh);
+            **shim = fresh;
         }
     }
 
@@ -710,7 +710,7 @@ impl Sim {
             config.instance = u64::from_be_bytes(seed[..8].try_into().unwrap_or([0; 8]));
             let mut fresh = Member::new(config);
             fresh.start(now);
-            *m = Box::new(fresh);
+            **m = fresh;
             *app = MemberApp::default();
         }
         self.flush(node);
