@@ -31,11 +31,7 @@ fn main() -> ExitCode {
         eprintln!("homeaddr-ap: {e:#}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match homeaddr_daemon::runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("homeaddr-ap: cannot start the runtime: {e}");
@@ -57,7 +53,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     sysctl("net.ipv6.conf.all.forwarding", "1")
         .context("the AP forwards packets between clients and its TUN")?;
     let tun_config =
-        TunConfig::new(&settings.tun, settings.engine.inner_mtu).with_offload(settings.offload);
+        // The AP's TUN receives forwarded traffic: super-packets as large
+        // as the clients' TSO made them (64 KiB). A smaller gso_max_size
+        // makes the kernel split each in software: one TUN read per packet.
+        TunConfig::new(&settings.tun, settings.engine.inner_mtu)
+            .with_offload(settings.offload)
+            .with_gso_max_size(65536);
     let tun = Arc::new(
         TunDevice::create(&tun_config)
             .context("cannot create the TUN device (root? /dev/net/tun?)")?,
@@ -92,7 +93,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             sig = homeaddr_daemon::shutdown_signal() => break Ok(sig),
             why = driver.failed() => break Err(anyhow::anyhow!(why)),
             Some(req) = requests.recv() => {
-                handle(&engine, req).await;
+                handle(&engine, req, driver.io_status()).await;
                 driver.kick().await;
             }
             _ = tick.tick() => log_events(&engine).await,
@@ -136,11 +137,15 @@ fn member_arg(req: &ControlRequest) -> Result<MemberId, String> {
         .ok_or_else(|| format!("member {v} is not a member id (0-65535)"))
 }
 
-async fn handle(engine: &Mutex<AccessPoint>, req: ControlRequest) {
+async fn handle(engine: &Mutex<AccessPoint>, req: ControlRequest, io: serde_json::Value) {
     let now = Instant::now();
     let mut ap = engine.lock().await;
     let answer = match req.cmd() {
-        "status" => Ok(status::status(&ap, now)),
+        "status" => {
+            let mut v = status::status(&ap, now);
+            v["io"] = io;
+            Ok(v)
+        }
         "members" => Ok(status::members(&ap, now)),
         "drain" => member_arg(&req).and_then(|id| {
             let deadline = req

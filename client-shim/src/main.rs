@@ -30,11 +30,7 @@ fn main() -> ExitCode {
         eprintln!("homeaddr-shim: {e:#}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match homeaddr_daemon::runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("homeaddr-shim: cannot start the runtime: {e}");
@@ -122,7 +118,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             sig = homeaddr_daemon::shutdown_signal() => break Ok(sig),
             why = driver.failed() => break Err(anyhow::anyhow!(why)),
             Some(req) = requests.recv() => {
-                handle(&engine, req).await;
+                handle(&engine, req, driver.io_status()).await;
                 driver.kick().await;
             }
             _ = tick.tick() => log_events(&engine).await,
@@ -203,7 +199,7 @@ fn status(s: &Shim) -> Value {
             )
         })
         .collect();
-    flows.sort_by(|a, b| b.0.cmp(&a.0));
+    flows.sort_by_key(|f| std::cmp::Reverse(f.0));
     json!({
         "role": "shim",
         "home_address": s.config().home_address.to_string(),
@@ -219,9 +215,13 @@ fn status(s: &Shim) -> Value {
     })
 }
 
-async fn handle(engine: &Mutex<Shim>, req: ControlRequest) {
+async fn handle(engine: &Mutex<Shim>, req: ControlRequest, io: Value) {
     let answer = match req.cmd() {
-        "status" => Ok(status(&*engine.lock().await)),
+        "status" => {
+            let mut v = status(&*engine.lock().await);
+            v["io"] = io;
+            Ok(v)
+        }
         other => Err(format!("unknown command {other:?}: use status")),
     };
     let _ = req.reply.send(answer);

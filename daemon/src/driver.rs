@@ -141,6 +141,22 @@ impl<E: Engine + Send + 'static> Driver<E> {
         self.send.replace(udp);
     }
 
+    /// Apply `change` to the engine and send from `udp` from now on, such
+    /// that what `change` queues (a member's re-registration from a new
+    /// care-of endpoint) leaves from `udp` before any data does: the engine
+    /// stays locked until it is sent, so no data batch is processed in
+    /// between. A receiver that accepts data from an endpoint only once it
+    /// knows the endpoint (the AP) then never sees data overtake it.
+    pub async fn move_send_socket(&self, udp: Arc<UdpTunnel>, change: impl FnOnce(&mut E)) {
+        let mut e = self.engine.lock().await;
+        change(&mut e);
+        let (transmits, tun_packets) = drain(&mut *e);
+        emit(&udp, &self.tun, transmits, tun_packets).await;
+        self.send.replace(udp);
+        drop(e);
+        self.wake.notify_one();
+    }
+
     /// The socket data and control leave from.
     pub fn send_socket(&self) -> Arc<UdpTunnel> {
         self.send.get()
@@ -154,6 +170,24 @@ impl<E: Engine + Send + 'static> Driver<E> {
     /// The TUN device.
     pub fn tun(&self) -> &Arc<TunDevice> {
         &self.tun
+    }
+
+    /// Counters of the TUN device and of the socket data leaves from, for
+    /// `status`: batching shows as packets per read and datagrams per syscall.
+    pub fn io_status(&self) -> serde_json::Value {
+        let t = self.tun.counters().snapshot();
+        let u = self.send.get().counters().snapshot();
+        serde_json::json!({
+            "tun": {
+                "rx_packets": t.rx_packets, "rx_bytes": t.rx_bytes, "rx_reads": t.rx_reads, "rx_errors": t.rx_errors,
+                "tx_packets": t.tx_packets, "tx_bytes": t.tx_bytes, "tx_errors": t.tx_errors, "tx_dropped": t.tx_dropped,
+            },
+            "udp": {
+                "rx_datagrams": u.rx_datagrams, "rx_bytes": u.rx_bytes, "rx_syscalls": u.rx_syscalls, "rx_errors": u.rx_errors,
+                "tx_datagrams": u.tx_datagrams, "tx_bytes": u.tx_bytes, "tx_syscalls": u.tx_syscalls,
+                "tx_errors": u.tx_errors, "tx_dropped": u.tx_dropped,
+            },
+        })
     }
 
     /// Send what an out-of-band engine call (a control command) queued,

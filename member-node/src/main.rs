@@ -37,11 +37,7 @@ fn main() -> ExitCode {
         eprintln!("homeaddr-member: {e:#}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match homeaddr_daemon::runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("homeaddr-member: cannot start the runtime: {e}");
@@ -311,7 +307,11 @@ fn status(m: &Member) -> Value {
 
 async fn handle(state: &mut State, req: ControlRequest) {
     let answer = match req.cmd() {
-        "status" => Ok(status(&*state.driver.engine().lock().await)),
+        "status" => {
+            let mut v = status(&*state.driver.engine().lock().await);
+            v["io"] = state.driver.io_status();
+            Ok(v)
+        }
         "drain" | "undrain" => {
             let on = req.cmd() == "drain";
             state
@@ -343,17 +343,17 @@ async fn move_to(state: &mut State, to: SocketAddr) -> Result<Value, String> {
     })?;
     let udp = Arc::new(udp);
     let task = state.driver.add_receive_socket(udp.clone());
-    state.driver.set_send_socket(udp.clone());
+    // The re-registration leaves from the new endpoint before any data:
+    // the AP drops data from an endpoint until it has registered it.
+    let care_of = udp.local_addr();
+    state
+        .driver
+        .move_send_socket(udp.clone(), |m| m.set_care_of(Instant::now(), care_of))
+        .await;
     state
         .retire
         .push((Instant::now() + MOVE_GRACE, state.receive_task));
     state.receive_task = task;
-    state
-        .driver
-        .engine()
-        .lock()
-        .await
-        .set_care_of(Instant::now(), udp.local_addr());
     info!(care_of = %udp.local_addr(), "moved: re-registering and re-binding shims");
     Ok(json!({"care_of": udp.local_addr().to_string()}))
 }

@@ -166,7 +166,7 @@ impl Service {
             next_host: 2,
             topo,
         };
-        service.attach("ap", &service.ap.ns.name().to_string(), service.ap.addr)?;
+        service.attach("ap", service.ap.ns.name(), service.ap.addr)?;
         service
             .wan
             .add_prefix("ap", Ipv6Net::new(HOME_ADDRESS, 128).expect("/128"))?;
@@ -202,7 +202,7 @@ impl Service {
         let ns = self.topo.add_netns(name)?;
         let addr = ula(WAN_SUBNET, self.next_host);
         self.next_host += 1;
-        self.attach(name, &ns.name().to_string(), addr)?;
+        self.attach(name, ns.name(), addr)?;
         let control = self.topo.dir().join(format!("{name}.sock"));
         Ok(Host {
             name: name.into(),
