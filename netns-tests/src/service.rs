@@ -273,16 +273,17 @@ impl Service {
         let name = format!("c{}", self.clients.len());
         let mut host = self.new_host(&name)?;
         if shim {
-            let mut args: Vec<String> = vec![
-                "--home-address".into(),
-                HOME_ADDRESS.to_string(),
-                "--access-point".into(),
-                self.ap_endpoint().to_string(),
+            let mut args: Vec<String> = vec!["--home-address".into(), HOME_ADDRESS.to_string()];
+            // With --dns-server the shim discovers the AP itself.
+            if !flags.contains(&"--dns-server") {
+                args.extend(["--access-point".into(), self.ap_endpoint().to_string()]);
+            }
+            args.extend([
                 "--local".into(),
                 format!("[{}]:0", host.addr),
                 "--control".into(),
                 host.control.display().to_string(),
-            ];
+            ]);
             args.extend(log_args());
             args.extend(flags.iter().map(|s| s.to_string()));
             let daemon = host.ns.spawn(
