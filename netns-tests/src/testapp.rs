@@ -7,13 +7,14 @@
 //! | `WHO`        | the server's configured name and `\n`; the connection stays open |
 //! | `GET <n>`    | exactly `n` bytes of [`PayloadStream`] data, then the server closes |
 //! | `ECHO`       | from then on every line is echoed back until the client closes |
+//! | `PUT <n>`    | the client sends exactly `n` bytes; the server answers the lower-case hex SHA-256 of them and `\n`, then closes |
 //!
 //! Anything else is answered with `ERR ...` and the connection is closed.
 //! The same port also echoes UDP datagrams. The payload is the same for
 //! every `GET`, so a test knows the SHA-256 of a correct download without
 //! the server: [`expected_sha256`].
 //!
-//! The clients ([`get`], [`rtt`], [`who`], [`udp_echo`]) put a timeout on
+//! The clients ([`get`], [`put`], [`rtt`], [`who`], [`udp_echo`]) put a timeout on
 //! every socket operation and return JSON-serialisable reports; the
 //! `homeaddr-testapp` binary is a thin command-line wrapper around them.
 //! In-process use inside a namespace: `ns.enter(|| testapp::get(...))`.
@@ -392,6 +393,30 @@ fn serve_connection(stream: &TcpStream, name: &str) -> io::Result<()> {
                 writer.flush()?;
                 return writer.shutdown(Shutdown::Write);
             }
+            (Some("PUT"), Some(n), None) => {
+                let Ok(n) = n.parse::<u64>() else {
+                    writer.write_all(b"ERR PUT needs a byte count\n")?;
+                    return Ok(());
+                };
+                let mut hasher = Sha256::new();
+                let mut left = n;
+                while left > 0 {
+                    let chunk = reader.fill_buf()?;
+                    if chunk.is_empty() {
+                        writer.write_all(
+                            format!("ERR closed after {} of {n} bytes\n", n - left).as_bytes(),
+                        )?;
+                        return Ok(());
+                    }
+                    let k = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    hasher.update(&chunk[..k]);
+                    reader.consume(k);
+                    left -= k as u64;
+                }
+                writer.write_all(format!("{}\n", hex(&hasher.finalize())).as_bytes())?;
+                writer.flush()?;
+                return writer.shutdown(Shutdown::Write);
+            }
             (Some("ECHO"), None, _) => {
                 while let Some(line) = read_line(&mut reader)? {
                     writer.write_all(format!("{line}\n").as_bytes())?;
@@ -399,7 +424,9 @@ fn serve_connection(stream: &TcpStream, name: &str) -> io::Result<()> {
                 return Ok(());
             }
             _ => {
-                writer.write_all(b"ERR unknown request; use WHO, GET <bytes> or ECHO\n")?;
+                writer.write_all(
+                    b"ERR unknown request; use WHO, GET <bytes>, PUT <bytes> or ECHO\n",
+                )?;
                 return Ok(());
             }
         }
@@ -407,11 +434,26 @@ fn serve_connection(stream: &TcpStream, name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Echoes datagrams back. An IPv6 socket answers from the address each
+/// datagram was sent to (`IPV6_PKTINFO`), not from whatever source the
+/// kernel would pick for the peer: a server bound to `[::]` on a host with
+/// several addresses (a member: its WAN address and the home address) must
+/// answer from the home address, or the client's connected socket drops
+/// the answer and the answer skips the tunnel.
 fn udp_echo_loop(socket: &UdpSocket, stop: &AtomicBool) {
+    let pktinfo = socket.local_addr().is_ok_and(|a| a.is_ipv6()) && enable_pktinfo(socket).is_ok();
     let mut buf = vec![0u8; 65_536];
     while !stop.load(Ordering::Relaxed) {
-        match socket.recv_from(&mut buf) {
-            Ok((n, peer)) => {
+        let received = if pktinfo {
+            recv_with_destination(socket, &mut buf)
+        } else {
+            socket.recv_from(&mut buf).map(|(n, peer)| (n, peer, None))
+        };
+        match received {
+            Ok((n, peer, Some(destination))) => {
+                let _ = send_from(socket, &buf[..n], peer, destination);
+            }
+            Ok((n, peer, None)) => {
                 let _ = socket.send_to(&buf[..n], peer);
             }
             Err(e)
@@ -427,6 +469,129 @@ fn udp_echo_loop(socket: &UdpSocket, stop: &AtomicBool) {
             }
         }
     }
+}
+
+fn enable_pktinfo(socket: &UdpSocket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with a valid int option value on an open socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_RECVPKTINFO,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Room for one `in6_pktinfo` control message, aligned for `cmsghdr`.
+type ControlBuffer = [u64; 8];
+
+/// One datagram, its sender, and the local address it was sent to.
+fn recv_with_destination(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<libc::in6_pktinfo>)> {
+    // SAFETY: all-zero is a valid sockaddr_in6 and msghdr.
+    let mut peer: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    let mut control: ControlBuffer = [0; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut peer as *mut libc::sockaddr_in6).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of::<ControlBuffer>();
+    // SAFETY: msg points at live buffers of the given sizes for the call.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut destination = None;
+    // SAFETY: the CMSG macros walk the control buffer the kernel filled in,
+    // within msg_controllen; the payload is read unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::IPPROTO_IPV6 && (*cmsg).cmsg_type == libc::IPV6_PKTINFO {
+                destination = Some(std::ptr::read_unaligned(
+                    libc::CMSG_DATA(cmsg).cast::<libc::in6_pktinfo>(),
+                ));
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    let peer = SocketAddr::V6(std::net::SocketAddrV6::new(
+        std::net::Ipv6Addr::from(peer.sin6_addr.s6_addr),
+        u16::from_be(peer.sin6_port),
+        peer.sin6_flowinfo,
+        peer.sin6_scope_id,
+    ));
+    Ok((n as usize, peer, destination))
+}
+
+/// Sends `data` to `peer` from the local address in `from`.
+fn send_from(
+    socket: &UdpSocket,
+    data: &[u8],
+    peer: SocketAddr,
+    from: libc::in6_pktinfo,
+) -> io::Result<()> {
+    let SocketAddr::V6(peer) = peer else {
+        return socket.send_to(data, peer).map(drop);
+    };
+    // SAFETY: all-zero is a valid sockaddr_in6 and msghdr.
+    let mut to: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    to.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    to.sin6_port = peer.port().to_be();
+    to.sin6_addr.s6_addr = peer.ip().octets();
+    to.sin6_flowinfo = peer.flowinfo();
+    to.sin6_scope_id = peer.scope_id();
+    let mut control: ControlBuffer = [0; 8];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut to as *mut libc::sockaddr_in6).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic; the control buffer
+    // is large enough for one in6_pktinfo message (checked by the assert),
+    // and sendmsg only reads the buffers msg points at.
+    unsafe {
+        let space = libc::CMSG_SPACE(std::mem::size_of::<libc::in6_pktinfo>() as u32) as usize;
+        assert!(space <= std::mem::size_of::<ControlBuffer>());
+        msg.msg_controllen = space;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::IPPROTO_IPV6;
+        (*cmsg).cmsg_type = libc::IPV6_PKTINFO;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::in6_pktinfo>() as u32) as usize;
+        // Interface 0: let routing pick it; only the source address is fixed.
+        let info = libc::in6_pktinfo {
+            ipi6_addr: from.ipi6_addr,
+            ipi6_ifindex: 0,
+        };
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::in6_pktinfo>(), info);
+        if libc::sendmsg(socket.as_raw_fd(), &msg, 0) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -531,6 +696,62 @@ pub fn get(server: SocketAddr, bytes: u64, timeout: Duration) -> Result<GetRepor
         bytes: received,
         sha256: hex(&hasher.finalize()),
         seconds,
+        server: name,
+        peer: server,
+    })
+}
+
+/// Result of [`put`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PutReport {
+    /// Bytes sent.
+    pub bytes: u64,
+    /// The server's lower-case hex SHA-256 of what it received (compare
+    /// with [`expected_sha256`]).
+    pub sha256: String,
+    /// Seconds from the start of the connect to the server's answer.
+    pub seconds: f64,
+    /// The server's name (its `WHO` answer on the same connection).
+    pub server: String,
+    /// The address connected to.
+    pub peer: SocketAddr,
+}
+
+impl PutReport {
+    /// Goodput in Mbit/s.
+    pub fn mbit_per_s(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.seconds.max(1e-9) / 1e6
+    }
+}
+
+/// Uploads the first `bytes` bytes of the payload stream to the server at
+/// `server` (after asking its name on the same connection) and returns the
+/// SHA-256 the server computed over what it received; every read and write
+/// times out after `timeout`.
+pub fn put(server: SocketAddr, bytes: u64, timeout: Duration) -> Result<PutReport, TestAppError> {
+    let start = Instant::now();
+    let mut stream = connect(server, timeout)?;
+    stream
+        .write_all(format!("WHO\nPUT {bytes}\n").as_bytes())
+        .map_err(io_ctx(format!("sending the request to {server}")))?;
+    let mut payload = PayloadStream::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut sent = 0u64;
+    while sent < bytes {
+        let k = (bytes - sent).min(buf.len() as u64) as usize;
+        payload.fill(&mut buf[..k]);
+        stream.write_all(&buf[..k]).map_err(io_ctx(format!(
+            "uploading to {server} after {sent} of {bytes} bytes (timeout {timeout:?})"
+        )))?;
+        sent += k as u64;
+    }
+    let mut reader = BufReader::new(stream);
+    let name = expect_line(&mut reader, server, timeout, "the server name")?;
+    let sha256 = expect_line(&mut reader, server, timeout, "the server's SHA-256")?;
+    Ok(PutReport {
+        bytes,
+        sha256,
+        seconds: start.elapsed().as_secs_f64(),
         server: name,
         peer: server,
     })
@@ -799,6 +1020,11 @@ mod tests {
         let json = serde_json::to_string(&report).unwrap();
         assert_eq!(serde_json::from_str::<GetReport>(&json).unwrap(), report);
         assert_eq!(who(addr, t).unwrap(), "m1");
+        let up = put(addr, 2_345_678, t).unwrap();
+        assert_eq!(
+            (up.sha256.as_str(), up.server.as_str()),
+            (expected_sha256(2_345_678).as_str(), "m1")
+        );
         let r = rtt(addr, 5, Duration::from_millis(1), t).unwrap();
         assert_eq!((r.rtt_us.len(), r.server.as_str()), (5, "m1"));
         let u = udp_echo(
@@ -810,6 +1036,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!((u.sent, u.received), (20, 20));
+    }
+
+    #[test]
+    fn udp_echo_answers_from_the_address_it_was_sent_to() {
+        // Bound to [::], reached at ::1: the answer must come from ::1 for
+        // the client's connected socket to accept it (also with a large,
+        // locally fragmented datagram).
+        let Ok(server) = Server::start("[::]:0".parse().unwrap(), "any") else {
+            return; // no IPv6 on this machine
+        };
+        let addr: SocketAddr = format!("[::1]:{}", server.local_addr().port())
+            .parse()
+            .unwrap();
+        for size in [64, 3000] {
+            let u = udp_echo(
+                addr,
+                10,
+                Duration::from_micros(100),
+                size,
+                Duration::from_millis(500),
+            )
+            .unwrap();
+            assert_eq!((u.sent, u.received), (10, 10), "size {size}");
+        }
     }
 
     #[test]
