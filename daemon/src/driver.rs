@@ -266,6 +266,8 @@ async fn tun_to_udp<E: Engine>(
     wake: Arc<Notify>,
 ) -> std::io::Result<()> {
     let mut batch = TunRecvBatch::new(tun.mtu());
+    // Packets the engine hands back to the kernel (direct server return).
+    let mut back = TunSendBatch::new();
     loop {
         tun.recv_batch(&mut batch).await?;
         let (transmits, tun_packets) = {
@@ -273,9 +275,17 @@ async fn tun_to_udp<E: Engine>(
             let now = Instant::now();
             let before = e.poll_timeout();
             for p in batch.iter_mut() {
-                if let DataAction::Encap { to, header } = e.handle_tun(now, p.packet) {
-                    *p.header = header.to_bytes();
-                    *p.destination = Some(to);
+                match e.handle_tun(now, p.packet) {
+                    DataAction::Encap { to, header } => {
+                        *p.header = header.to_bytes();
+                        *p.destination = Some(to);
+                    }
+                    // At most one TUN batch worth per read: the read batch is
+                    // no larger than the write batch.
+                    DataAction::ToTun => {
+                        let _ = back.push(p.packet);
+                    }
+                    DataAction::Consumed | DataAction::Drop(_) => {}
                 }
             }
             if e.poll_timeout() != before {
@@ -285,6 +295,9 @@ async fn tun_to_udp<E: Engine>(
         };
         let udp = send.get();
         udp.send_batch(&mut batch).await?;
+        if !back.is_empty() {
+            tun.send_batch(&mut back).await?;
+        }
         if !transmits.is_empty() || !tun_packets.is_empty() {
             emit(&udp, &tun, transmits, tun_packets).await;
         }

@@ -61,6 +61,10 @@ pub struct Cli {
     /// Disable TUN offload.
     #[arg(long)]
     pub no_offload: bool,
+    /// Direct server return: answer clients without a shim natively, from
+    /// the home address, instead of through the access point.
+    #[arg(long)]
+    pub direct_return: bool,
 }
 
 /// The configuration file.
@@ -97,6 +101,8 @@ pub struct FileConfig {
     pub offload: Option<bool>,
     /// Registration lifetime in seconds.
     pub lifetime_s: Option<u64>,
+    /// Direct server return.
+    pub direct_return: Option<bool>,
 }
 
 /// Validated settings.
@@ -132,6 +138,8 @@ pub struct Settings {
     pub offload: bool,
     /// Registration lifetime.
     pub lifetime: Duration,
+    /// Direct server return.
+    pub direct_return: bool,
 }
 
 impl Settings {
@@ -205,6 +213,7 @@ impl Settings {
                 && file.route_optimization.unwrap_or(true),
             offload: !cli.no_offload && file.offload.unwrap_or(true),
             lifetime: Duration::from_secs(file.lifetime_s.unwrap_or(60).clamp(8, 3600)),
+            direct_return: cli.direct_return || file.direct_return.unwrap_or(false),
         })
     }
 }

@@ -1035,7 +1035,12 @@ impl Sim {
                     let id = m.config().id;
                     if let Some(mut answer) = app.receive(id, &payload[TUNNEL_HEADER_LEN..]) {
                         let action = m.handle_tun(now, &mut answer);
-                        self.encap(to, src, action, &answer);
+                        if action == DataAction::ToTun {
+                            // Direct server return: the member's kernel routes it.
+                            self.send_native(to, answer);
+                        } else {
+                            self.encap(to, src, action, &answer);
+                        }
                     }
                 }
             }

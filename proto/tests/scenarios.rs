@@ -284,6 +284,34 @@ fn legacy_flows_keep_their_member_while_members_join_and_leave() {
     assert_eq!(all.len(), unique.len(), "a flow is held by two members");
 }
 
+#[test]
+fn direct_server_return_skips_the_access_point_on_the_way_back() {
+    let mut sim = Sim::new(17);
+    let m = sim.add_member_with(1, |c| c.direct_return = true);
+    sim.start_member(m);
+    let c = sim.add_legacy_client();
+    sim.set_latency(c, Sim::AP, ms(30));
+    sim.set_latency(c, m, ms(2));
+    sim.set_latency(Sim::AP, m, ms(2));
+    all_active(&mut sim, &[1]);
+    let s = sim.start_session(c, 20, ms(10));
+    run_sessions(&mut sim, &[(c, s)], secs(10));
+    let session = sim.session(c, s);
+    assert_eq!(session.state, SessionState::Done);
+    // Client -> AP (30) -> member (2) -> client directly (2): 34 ms, not 64.
+    let (first, last) = session.first_last_rtt().unwrap();
+    assert!(
+        first >= ms(34) && last <= ms(35),
+        "RTT {first:?} .. {last:?}"
+    );
+    assert_eq!(
+        sim.ap().counters().legacy_out,
+        0,
+        "answers went through the AP"
+    );
+    assert!(sim.member(m).counters().direct_return >= 20);
+}
+
 // ----- route optimization -----
 
 struct Handoff {

@@ -89,6 +89,11 @@ pub struct MemberConfig {
     pub max_retransmit: Duration,
     /// Offer route optimization to shim clients.
     pub route_optimization: bool,
+    /// Direct server return: answers to clients without a shim leave
+    /// natively from this host with the HoA as source (LVS-TUN style)
+    /// instead of back through the AP. The network must let this host send
+    /// from the HoA.
+    pub direct_return: bool,
     /// Seed of the engine's random generator.
     pub seed: [u8; 32],
 }
@@ -129,6 +134,7 @@ impl MemberConfig {
             initial_retransmit: Duration::from_secs(1),
             max_retransmit: Duration::from_secs(32),
             route_optimization: true,
+            direct_return: false,
             seed,
         }
     }
@@ -299,6 +305,8 @@ pub struct MemberCounters {
     pub via_ap_out: u64,
     /// Packets sent directly to shims.
     pub direct_out: u64,
+    /// Packets to legacy clients returned natively (direct server return).
+    pub direct_return: u64,
     /// Registration BUs sent, retransmissions included.
     pub registration_bus: u64,
     /// Registration retransmissions.
@@ -1247,6 +1255,12 @@ impl Engine for Member {
                 self.counters.direct_out += 1;
                 return DataAction::Encap { to: c.shim, header };
             }
+        }
+        if self.config.direct_return && !self.correspondents.contains_key(&dst) {
+            // Back to the kernel, which routes it natively (the shell's
+            // source rule only catches locally generated packets).
+            self.counters.direct_return += 1;
+            return DataAction::ToTun;
         }
         self.counters.via_ap_out += 1;
         DataAction::Encap {

@@ -22,7 +22,9 @@ use crate::wire::{MemberId, MobilityHeader, MobilityMessage, TUNNEL_HEADER_LEN, 
 
 /// What the shell does with the packet it just handed to an engine.
 ///
-/// For a TUN packet, `Encap` means: prepend `header` and send to `to`.
+/// For a TUN packet, `Encap` means: prepend `header` and send to `to`, and
+/// `ToTun` means: write it back to the TUN for the kernel to route
+/// natively (a member's direct server return).
 /// For a UDP datagram, `Encap` means: replace the datagram's 4-byte tunnel
 /// header by `header` and send the datagram to `to` (a relay), and `ToTun`
 /// means: write the datagram without its tunnel header to the TUN.
