@@ -126,14 +126,21 @@ async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
             &table,
         ],
     )?;
+    // `iif lo`: only locally generated answers; packets the engine writes
+    // back for direct server return come in on the TUN and are routed
+    // natively.
     net.apply(
         &[
-            "-6", "rule", "add", "from", &from, "lookup", &table, "priority", "1000",
+            "-6", "rule", "add", "from", &from, "iif", "lo", "lookup", &table, "priority", "1000",
         ],
         &[
-            "-6", "rule", "del", "from", &from, "lookup", &table, "priority", "1000",
+            "-6", "rule", "del", "from", &from, "iif", "lo", "lookup", &table, "priority", "1000",
         ],
     )?;
+    if settings.direct_return {
+        homeaddr_daemon::netcfg::sysctl("net.ipv6.conf.all.forwarding", "1")
+            .context("direct server return forwards answers out of the TUN")?;
+    }
     let udp = Arc::new(
         UdpTunnel::bind(care_of)
             .with_context(|| format!("cannot bind the care-of endpoint {care_of}"))?,
@@ -149,6 +156,7 @@ async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
     config.spi = settings.spi;
     config.weight = settings.weight;
     config.route_optimization = settings.route_optimization;
+    config.direct_return = settings.direct_return;
     config.lifetime = settings.lifetime;
     let mut member = Member::new(config);
     member.start(Instant::now());
@@ -298,7 +306,7 @@ fn status(m: &Member) -> Value {
         "draining": m.is_draining(),
         "bindings": bindings,
         "counters": {
-            "via_ap_in": c.via_ap_in, "direct_in": c.direct_in, "via_ap_out": c.via_ap_out, "direct_out": c.direct_out,
+            "direct_return": c.direct_return, "via_ap_in": c.via_ap_in, "direct_in": c.direct_in, "via_ap_out": c.via_ap_out, "direct_out": c.direct_out,
             "registration_bus": c.registration_bus, "retransmissions": c.retransmissions,
             "rr_successes": c.rr_successes, "rr_failures": c.rr_failures, "drops": drops,
         },
