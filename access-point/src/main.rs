@@ -88,6 +88,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         control = %settings.control.display(), "access point up"
     );
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut drop_log = homeaddr_daemon::DropLog::default();
     let outcome = loop {
         tokio::select! {
             sig = homeaddr_daemon::shutdown_signal() => break Ok(sig),
@@ -96,10 +97,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 handle(&engine, req, driver.io_status()).await;
                 driver.kick().await;
             }
-            _ = tick.tick() => log_events(&engine).await,
+            _ = tick.tick() => log_events(&engine, &mut drop_log).await,
         }
     };
-    log_events(&engine).await;
+    log_events(&engine, &mut drop_log).await;
     let summary = status::status(&*engine.lock().await, Instant::now());
     info!(counters = %summary["counters"], "access point stopping");
     driver.shutdown();
@@ -107,8 +108,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     outcome.map(|sig| info!("stopped on {sig}"))
 }
 
-async fn log_events(engine: &Mutex<AccessPoint>) {
+async fn log_events(engine: &Mutex<AccessPoint>, drop_log: &mut homeaddr_daemon::DropLog) {
     let mut ap = engine.lock().await;
+    drop_log.observe(&ap.counters().drops);
     while let Some(e) = ap.poll_event() {
         match e {
             ApEvent::RegistrationRefused { from, id, status } => {

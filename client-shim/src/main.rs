@@ -113,6 +113,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     })?;
     info!(home_address = %hoa, access_point = %ap, local = %local, tun = tun.name(), control = %settings.control.display(), "shim up");
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut drop_log = homeaddr_daemon::DropLog::default();
     let outcome = loop {
         tokio::select! {
             sig = homeaddr_daemon::shutdown_signal() => break Ok(sig),
@@ -121,17 +122,18 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 handle(&engine, req, driver.io_status()).await;
                 driver.kick().await;
             }
-            _ = tick.tick() => log_events(&engine).await,
+            _ = tick.tick() => log_events(&engine, &mut drop_log).await,
         }
     };
-    log_events(&engine).await;
+    log_events(&engine, &mut drop_log).await;
     driver.shutdown();
     net.undo_all();
     outcome.map(|sig| info!("stopped on {sig}"))
 }
 
-async fn log_events(engine: &Mutex<Shim>) {
+async fn log_events(engine: &Mutex<Shim>, drop_log: &mut homeaddr_daemon::DropLog) {
     let mut s = engine.lock().await;
+    drop_log.observe(&s.counters().drops);
     while let Some(e) = s.poll_event() {
         match e {
             ShimEvent::BindingUpdated {

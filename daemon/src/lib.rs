@@ -71,7 +71,8 @@ pub fn init_logging(level: &str) -> anyhow::Result<()> {
 /// Parse a key given in hex (`0x...` or plain) or as text.
 pub fn parse_key(s: &str) -> Vec<u8> {
     let hex = s.strip_prefix("0x").unwrap_or(s);
-    if hex.len() >= 32 && hex.len().is_multiple_of(2) && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if hex.len() >= 32 && hex.len().is_multiple_of(2) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         (0..hex.len())
             .step_by(2)
             .filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
@@ -96,6 +97,55 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         _ => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
+    }
+}
+
+/// Rate-limited logging of dropped packets: at most one line per
+/// interval, with the drops of that interval by reason.
+#[derive(Debug)]
+pub struct DropLog {
+    last: homeaddr_proto::engine::DropCounters,
+    last_log: std::time::Instant,
+    interval: std::time::Duration,
+}
+
+impl Default for DropLog {
+    fn default() -> Self {
+        Self::new(std::time::Duration::from_secs(10))
+    }
+}
+
+impl DropLog {
+    /// Log at most once per `interval`.
+    pub fn new(interval: std::time::Duration) -> Self {
+        Self {
+            last: Default::default(),
+            last_log: std::time::Instant::now(),
+            interval,
+        }
+    }
+
+    /// Look at the engine's counters; log what was dropped since the last line.
+    pub fn observe(&mut self, drops: &homeaddr_proto::engine::DropCounters) {
+        let now = std::time::Instant::now();
+        if now < self.last_log + self.interval {
+            return;
+        }
+        let delta: Vec<String> = drops
+            .iter()
+            .zip(self.last.iter())
+            .filter(|((_, n), (_, before))| n > before)
+            .map(|((reason, n), (_, before))| format!("{}={}", reason.name(), n - before))
+            .collect();
+        if !delta.is_empty() {
+            tracing::warn!(
+                seconds = self.interval.as_secs(),
+                dropped = %delta.join(" "),
+                "dropped packets (malformed, spoofed, unknown peers...): see status counters"
+            );
+        }
+        self.last = drops.clone();
+        self.last_log = now;
     }
 }
 

@@ -180,6 +180,7 @@ async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
         retire: Vec::new(),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut drop_log = homeaddr_daemon::DropLog::default();
     let exit = loop {
         tokio::select! {
             sig = homeaddr_daemon::shutdown_signal() => {
@@ -196,7 +197,7 @@ async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
                 }
             }
             _ = tick.tick() => {
-                if let Some(status) = log_events(&engine).await {
+                if let Some(status) = log_events(&engine, &mut drop_log).await {
                     break Some(Ok(status));
                 }
                 let now = Instant::now();
@@ -245,8 +246,9 @@ async fn leave(engine: &Mutex<Member>, driver: &Driver<Member>) {
 }
 
 /// Log engine events; returns a refusal status if the AP refused us.
-async fn log_events(engine: &Mutex<Member>) -> Option<u8> {
+async fn log_events(engine: &Mutex<Member>, drop_log: &mut homeaddr_daemon::DropLog) -> Option<u8> {
     let mut m = engine.lock().await;
+    drop_log.observe(&m.counters().drops);
     let mut refused = None;
     while let Some(e) = m.poll_event() {
         match e {
