@@ -33,7 +33,6 @@ use crate::wire::inner::{self, InnerInfo};
 use crate::wire::mh::{MessageBody, ba_status, revocation_trigger};
 use crate::wire::{
     FrameKind, MemberId, MobilityMessage, MobilityOption, TUNNEL_HEADER_LEN, TunnelHeader,
-    WireError,
 };
 
 pub use crate::wire::option::AUTH_SUBTYPE_MN_HA;
@@ -1254,12 +1253,9 @@ impl AccessPoint {
 
 impl Engine for AccessPoint {
     fn handle_udp(&mut self, now: Instant, from: SocketAddr, frame: &mut [u8]) -> DataAction {
-        let header = match TunnelHeader::parse(frame) {
+        let header = match super::parse_header(frame, &mut self.counters.drops) {
             Ok(h) => h,
-            Err(WireError::UnsupportedVersion(_)) => {
-                return self.counters.drops.drop(DropReason::BadVersion);
-            }
-            Err(_) => return self.counters.drops.drop(DropReason::Malformed),
+            Err(action) => return action,
         };
         match header.kind {
             FrameKind::Control => self.handle_control(now, from, &frame[TUNNEL_HEADER_LEN..]),

@@ -43,7 +43,6 @@ use crate::wire::inner;
 use crate::wire::mh::{MessageBody, ba_status};
 use crate::wire::{
     FrameKind, MemberId, MobilityMessage, MobilityOption, TUNNEL_HEADER_LEN, TunnelHeader,
-    WireError,
 };
 
 /// RFC 6275 sec. 12: MAX_TOKEN_LIFETIME, how long a keygen token may be reused.
@@ -331,7 +330,7 @@ pub struct Member {
     registered_care_of: Option<SocketAddr>,
     id_in_use: u32,
     ro_seq: u16,
-    binding_errors_sent: HashMap<SocketAddr, Instant>,
+    binding_errors_sent: super::PerPeerLimit,
     correspondents: HashMap<Ipv6Addr, Correspondent>,
     timers: TimerQueue<MemberTimer>,
     transmits: VecDeque<Transmit>,
@@ -355,7 +354,7 @@ impl Member {
             auth_failures: 0,
             registered_care_of: None,
             id_in_use: 0,
-            binding_errors_sent: HashMap::new(),
+            binding_errors_sent: super::PerPeerLimit::default(),
             ro_seq: next_seq.rotate_left(8),
             correspondents: HashMap::new(),
             timers: TimerQueue::default(),
@@ -1191,18 +1190,9 @@ impl Member {
     }
 
     fn send_binding_error(&mut self, now: Instant, to: SocketAddr) {
-        if self
-            .binding_errors_sent
-            .get(&to)
-            .is_some_and(|t| now < *t + Duration::from_secs(1))
-        {
+        if !self.binding_errors_sent.allow(now, to) {
             return;
         }
-        if self.binding_errors_sent.len() > 1024 {
-            self.binding_errors_sent
-                .retain(|_, t| now < *t + Duration::from_secs(1));
-        }
-        self.binding_errors_sent.insert(to, now);
         let be = MobilityMessage::new(MessageBody::BindingError {
             status: crate::wire::mh::be_status::UNKNOWN_BINDING,
             home_address: self.config.home_address,
@@ -1222,12 +1212,9 @@ impl Member {
 
 impl Engine for Member {
     fn handle_udp(&mut self, now: Instant, from: SocketAddr, frame: &mut [u8]) -> DataAction {
-        let header = match TunnelHeader::parse(frame) {
+        let header = match super::parse_header(frame, &mut self.counters.drops) {
             Ok(h) => h,
-            Err(WireError::UnsupportedVersion(_)) => {
-                return self.counters.drops.drop(DropReason::BadVersion);
-            }
-            Err(_) => return self.counters.drops.drop(DropReason::Malformed),
+            Err(action) => return action,
         };
         if header.member.is_some_and(|m| m != self.config.id) {
             return self.counters.drops.drop(DropReason::UnknownPeer);

@@ -171,6 +171,40 @@ pub(crate) fn is_local_chatter(src: Ipv6Addr, dst: Ipv6Addr) -> bool {
     dst.is_multicast() || src.is_unicast_link_local() || src.is_unspecified()
 }
 
+/// At most one message per peer per second (binding errors: RFC 6275
+/// sec. 9.3.3), with bounded memory.
+#[derive(Debug, Default)]
+pub(crate) struct PerPeerLimit {
+    last: std::collections::HashMap<SocketAddr, Instant>,
+}
+
+impl PerPeerLimit {
+    const GAP: Duration = Duration::from_secs(1);
+
+    /// May we send to `peer` now? Records the send if so.
+    pub(crate) fn allow(&mut self, now: Instant, peer: SocketAddr) -> bool {
+        if self.last.get(&peer).is_some_and(|t| now < *t + Self::GAP) {
+            return false;
+        }
+        if self.last.len() > 1024 {
+            self.last.retain(|_, t| now < *t + Self::GAP);
+        }
+        self.last.insert(peer, now);
+        true
+    }
+}
+
+/// Parse the tunnel header of a received datagram, counting a bad one.
+pub(crate) fn parse_header(
+    frame: &[u8],
+    drops: &mut DropCounters,
+) -> Result<TunnelHeader, DataAction> {
+    TunnelHeader::parse(frame).map_err(|e| match e {
+        crate::wire::WireError::UnsupportedVersion(_) => drops.drop(DropReason::BadVersion),
+        _ => drops.drop(DropReason::Malformed),
+    })
+}
+
 /// Registration lifetimes and refresh intervals travel in 4-second units.
 pub(crate) fn to_units(d: Duration) -> u16 {
     (d.as_secs().div_ceil(4)).min(u16::MAX as u64) as u16

@@ -222,7 +222,7 @@ pub struct Shim {
     by_care_of: HashMap<SocketAddr, MemberId>,
     last_seq: HashMap<MemberId, u16>,
     flows: HashMap<FlowKey, FlowEntry>,
-    binding_errors_sent: HashMap<SocketAddr, Instant>,
+    binding_errors_sent: super::PerPeerLimit,
     timers: TimerQueue<ShimTimer>,
     transmits: VecDeque<Transmit>,
     to_tun: VecDeque<Vec<u8>>,
@@ -245,7 +245,7 @@ impl Shim {
             by_care_of: HashMap::new(),
             last_seq: HashMap::new(),
             flows: HashMap::new(),
-            binding_errors_sent: HashMap::new(),
+            binding_errors_sent: super::PerPeerLimit::default(),
             timers: TimerQueue::default(),
             transmits: VecDeque::new(),
             to_tun: VecDeque::new(),
@@ -703,18 +703,9 @@ impl Shim {
 
     fn send_binding_error(&mut self, now: Instant, to: SocketAddr, status: u8) {
         // At most one per endpoint per second (RFC 6275 sec. 9.3.3 rate limit).
-        if self
-            .binding_errors_sent
-            .get(&to)
-            .is_some_and(|t| now < *t + Duration::from_secs(1))
-        {
+        if !self.binding_errors_sent.allow(now, to) {
             return;
         }
-        if self.binding_errors_sent.len() > 1024 {
-            self.binding_errors_sent
-                .retain(|_, t| now < *t + Duration::from_secs(1));
-        }
-        self.binding_errors_sent.insert(to, now);
         let be = MobilityMessage::new(MessageBody::BindingError {
             status,
             home_address: self.config.home_address,
@@ -729,12 +720,9 @@ impl Shim {
 
 impl Engine for Shim {
     fn handle_udp(&mut self, now: Instant, from: SocketAddr, frame: &mut [u8]) -> DataAction {
-        let header = match TunnelHeader::parse(frame) {
+        let header = match super::parse_header(frame, &mut self.counters.drops) {
             Ok(h) => h,
-            Err(WireError::UnsupportedVersion(_)) => {
-                return self.counters.drops.drop(DropReason::BadVersion);
-            }
-            Err(_) => return self.counters.drops.drop(DropReason::Malformed),
+            Err(action) => return action,
         };
         let from = canonical(from);
         if header.kind == FrameKind::Control {
