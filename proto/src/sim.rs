@@ -164,12 +164,17 @@ pub struct MemberApp {
     pub duplicate_requests: u64,
     /// Resets sent for segments of unknown flows.
     pub resets_sent: u64,
+    /// Packets that are not TCP segments (e.g. fragments), as received.
+    pub other: Vec<Vec<u8>>,
     seen: HashSet<(FlowKey, u32)>,
 }
 
 impl MemberApp {
     fn receive(&mut self, id: MemberId, packet: &[u8]) -> Option<Vec<u8>> {
-        let s = parse_segment(packet)?;
+        let Some(s) = parse_segment(packet) else {
+            self.other.push(packet.to_vec());
+            return None;
+        };
         let flow = FlowKey {
             src: *s.src.ip(),
             dst: *s.dst.ip(),
@@ -905,6 +910,12 @@ impl Sim {
         for mut p in packets {
             self.packet_from_app(node, &mut p);
         }
+    }
+
+    /// An application on `node` sends `packet` (an IPv6 packet to the
+    /// HoA): through its shim, or natively for a legacy client.
+    pub fn send_from_app(&mut self, node: NodeId, mut packet: Vec<u8>) {
+        self.packet_from_app(node, &mut packet);
     }
 
     fn packet_from_app(&mut self, node: NodeId, packet: &mut [u8]) {

@@ -889,3 +889,132 @@ fn engines_survive_garbage() {
     }
     assert!(sim.ap().counters().drops.total() > 0);
 }
+
+// ----- fragments -----
+
+/// The two fragments of one UDP datagram from `src` to the HoA, port
+/// `port`, identification `id`: the first holds the UDP header.
+fn udp_fragments(src: std::net::Ipv6Addr, port: u16, id: u32) -> [Vec<u8>; 2] {
+    let hoa = homeaddr_proto::sim::home_address();
+    let fragment = |offset_units: u16, more: bool, payload: &[u8]| {
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&[44, 64]);
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&hoa.octets());
+        p.extend_from_slice(&[17, 0]);
+        p.extend_from_slice(&(offset_units << 3 | u16::from(more)).to_be_bytes());
+        p.extend_from_slice(&id.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    };
+    let mut first = Vec::new();
+    first.extend_from_slice(&port.to_be_bytes());
+    first.extend_from_slice(&8080u16.to_be_bytes());
+    first.extend_from_slice(&1508u16.to_be_bytes());
+    first.extend_from_slice(&[0, 0]);
+    first.extend_from_slice(&[0xab; 1000]);
+    // 1008 bytes = 126 units of 8.
+    [
+        fragment(0, true, &first),
+        fragment(126, false, &[0xcd; 500]),
+    ]
+}
+
+/// Send a datagram's fragments from `client`'s application and return the
+/// members that received each (in fragment order).
+fn send_fragmented(sim: &mut Sim, client: NodeId, port: u16, id: u32) -> Vec<BTreeSet<u16>> {
+    let src = sim.nodes[client].addr;
+    let fragments = udp_fragments(src, port, id);
+    for f in &fragments {
+        sim.send_from_app(client, f.clone());
+    }
+    sim.run_for(ms(100));
+    fragments
+        .iter()
+        .map(|f| {
+            (0..sim.nodes.len())
+                .filter(|&n| matches!(sim.nodes[n].kind, homeaddr_proto::sim::NodeKind::Member(..)))
+                .filter(|&n| sim.member_app(n).other.iter().any(|p| p == f))
+                .map(|n| sim.member(n).config().id.0)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn fragments_of_a_legacy_datagram_reach_one_member_after_a_join() {
+    let mut sim = Sim::new(31);
+    sim.add_member(1);
+    all_active(&mut sim, &[1]);
+    let clients: Vec<NodeId> = (0..16).map(|_| sim.add_legacy_client()).collect();
+    // Each client's first fragmented datagram: both fragments at member 1,
+    // and the AP now has an entry for the portless key of its fragments.
+    for &c in &clients {
+        let got = send_fragmented(&mut sim, c, 5000, 1);
+        assert_eq!(got, vec![BTreeSet::from([1]), BTreeSet::from([1])]);
+    }
+    sim.add_member(2);
+    all_active(&mut sim, &[1, 2]);
+    let moved: Vec<NodeId> = clients
+        .iter()
+        .copied()
+        .filter(|c| sim.ap().choose_member(&sim.nodes[*c].addr) == Some(MemberId(2)))
+        .collect();
+    assert!(!moved.is_empty(), "no client hashes to the new member");
+    for c in moved {
+        // A new datagram flow goes to the new member, all of it.
+        let got = send_fragmented(&mut sim, c, 5001, 2);
+        assert_eq!(
+            got,
+            vec![BTreeSet::from([2]), BTreeSet::from([2])],
+            "client {c}: the fragments of one datagram went to different members"
+        );
+        // The old flow stays on member 1, all of it.
+        let got = send_fragmented(&mut sim, c, 5000, 3);
+        assert_eq!(got, vec![BTreeSet::from([1]), BTreeSet::from([1])]);
+    }
+}
+
+#[test]
+fn fragments_of_a_shim_datagram_reach_one_member_after_a_second_binding() {
+    let mut sim = Sim::new(32);
+    sim.add_member(1);
+    sim.add_member(2);
+    all_active(&mut sim, &[1, 2]);
+    let shim = sim.add_shim_client();
+    let first = sim
+        .ap()
+        .choose_member(&sim.nodes[shim].addr)
+        .expect("a member");
+    let other = MemberId(3 - first.0);
+    let s = sim.start_session(shim, 3, ms(10));
+    run_sessions(&mut sim, &[(shim, s)], secs(5));
+    sim.run_until_cond(secs(5), |s| {
+        s.shim(shim).bindings().any(|(id, _)| *id == first)
+    })
+    .expect("binding to the first member");
+    let got = send_fragmented(&mut sim, shim, 5000, 1);
+    assert_eq!(got, vec![BTreeSet::from([first.0]); 2]);
+    // Drained, the first member is no longer preferred; a new connection
+    // through the AP binds the shim to the other member too.
+    sim.with_ap(|ap, now| ap.drain(now, first, None).expect("member exists"));
+    sim.run_until_cond(secs(10), |s| {
+        s.shim(shim)
+            .bindings()
+            .any(|(id, b)| *id == first && b.draining)
+    })
+    .expect("the shim learns of the drain");
+    let s = sim.start_session(shim, 3, ms(10));
+    run_sessions(&mut sim, &[(shim, s)], secs(5));
+    sim.run_until_cond(secs(5), |s| {
+        s.shim(shim).bindings().any(|(id, _)| *id == other)
+    })
+    .expect("binding to the other member");
+    let got = send_fragmented(&mut sim, shim, 5001, 2);
+    assert_eq!(
+        got,
+        vec![BTreeSet::from([other.0]); 2],
+        "the fragments of one datagram went to different members"
+    );
+}

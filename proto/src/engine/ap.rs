@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use super::fragments::FragmentRoutes;
 use super::{
     DataAction, DropCounters, DropReason, Engine, TimerQueue, Transmit, canonical, control_frame,
     from_units, seq_newer, sign_registration, to_units, verify_registration,
@@ -346,6 +347,8 @@ pub struct AccessPoint {
     revocation_seq: u16,
     /// Member instances the operator removed: refused until they restart.
     banned: std::collections::HashSet<(MemberId, u64)>,
+    /// The member each recent first fragment went to.
+    fragments: FragmentRoutes<MemberId>,
     counters: ApCounters,
 }
 
@@ -372,6 +375,7 @@ impl AccessPoint {
             revocations: Vec::new(),
             revocation_seq: 0,
             banned: std::collections::HashSet::new(),
+            fragments: FragmentRoutes::default(),
             counters: ApCounters::default(),
         })
     }
@@ -976,19 +980,37 @@ impl AccessPoint {
             maglev,
             members,
             timers,
+            fragments,
             ..
         } = self;
         let client = info.flow.src;
-        let id =
-            affinity.lookup_or_insert(now, &info.flow, info.tcp.map(|t| t.flags), len, || {
-                pinned
-                    .filter(|p| {
-                        members
-                            .get(p)
-                            .is_some_and(|m| !matches!(m.state, MemberState::Down { .. }))
-                    })
-                    .or_else(|| maglev.lookup_client(&client))
-            })?;
+        // A later fragment has no ports: it goes where its first fragment
+        // went, not where its portless flow key leads.
+        let first_went = info
+            .fragment
+            .filter(|f| f.is_later())
+            .and_then(|f| fragments.later(now, client, f));
+        let id = match first_went {
+            Some(id) => id,
+            None => affinity.lookup_or_insert(
+                now,
+                &info.flow,
+                info.tcp.map(|t| t.flags),
+                len,
+                || {
+                    pinned
+                        .filter(|p| {
+                            members
+                                .get(p)
+                                .is_some_and(|m| !matches!(m.state, MemberState::Down { .. }))
+                        })
+                        .or_else(|| maglev.lookup_client(&client))
+                },
+            )?,
+        };
+        if let Some(f) = info.fragment.filter(|f| f.is_first()) {
+            fragments.first(now, client, f, id);
+        }
         let m = members.get_mut(&id)?;
         if matches!(m.state, MemberState::Down { .. }) {
             return None;

@@ -8,6 +8,7 @@
 //! of [`Engine::poll_timeout`]. No engine reads the clock or the OS.
 
 pub mod ap;
+mod fragments;
 pub mod member;
 pub mod shim;
 mod timer;

@@ -24,6 +24,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
+use super::fragments::FragmentRoutes;
 use super::{
     DataAction, DropCounters, DropReason, Engine, TimerQueue, Transmit, canonical, control_frame,
     from_units, seq_newer, sign_binding, to_units, verify_binding,
@@ -222,6 +223,8 @@ pub struct Shim {
     by_care_of: HashMap<SocketAddr, MemberId>,
     last_seq: HashMap<MemberId, u16>,
     flows: HashMap<FlowKey, FlowEntry>,
+    /// The member (if any) each recent first fragment was sent for.
+    fragments: FragmentRoutes<Option<MemberId>>,
     binding_errors_sent: super::PerPeerLimit,
     timers: TimerQueue<ShimTimer>,
     transmits: VecDeque<Transmit>,
@@ -245,6 +248,7 @@ impl Shim {
             by_care_of: HashMap::new(),
             last_seq: HashMap::new(),
             flows: HashMap::new(),
+            fragments: FragmentRoutes::default(),
             binding_errors_sent: super::PerPeerLimit::default(),
             timers: TimerQueue::default(),
             transmits: VecDeque::new(),
@@ -765,13 +769,25 @@ impl Engine for Shim {
         if info.flow.dst != self.config.home_address {
             return self.counters.drops.drop(DropReason::UnknownHomeAddress);
         }
-        let member = match self.track_outgoing(now, &info, packet.len()) {
-            Ok(m) => m,
-            Err(reason) => {
-                self.counters.drops.drop(reason);
-                None
-            }
+        // A later fragment has no ports: it goes the way its first fragment
+        // went, not where its portless flow key is pinned.
+        let first_went = info
+            .fragment
+            .filter(|f| f.is_later())
+            .and_then(|f| self.fragments.later(now, info.flow.src, f));
+        let member = match first_went {
+            Some(m) => m,
+            None => match self.track_outgoing(now, &info, packet.len()) {
+                Ok(m) => m,
+                Err(reason) => {
+                    self.counters.drops.drop(reason);
+                    None
+                }
+            },
         };
+        if let Some(f) = info.fragment.filter(|f| f.is_first()) {
+            self.fragments.first(now, info.flow.src, f, member);
+        }
         if let Some(m) = member
             && let Some(b) = self.valid_binding(m, now)
         {

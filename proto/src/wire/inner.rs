@@ -49,6 +49,8 @@ mod field {
     pub const EXT_LEN: usize = 1;
     /// Fragment header: offset (13 bits) and flags.
     pub const FRAG_OFFSET: Range<usize> = 2..4;
+    /// Fragment header: identification.
+    pub const FRAG_ID: Range<usize> = 4..8;
     /// Fragment header length.
     pub const FRAG_HEADER_LEN: usize = 8;
     /// UDP/TCP source port.
@@ -137,6 +139,36 @@ pub struct InnerInfo {
     pub flow: FlowKey,
     /// TCP details, for TCP segments that are not non-first fragments.
     pub tcp: Option<TcpInfo>,
+    /// The fragment header, if the packet is a fragment.
+    pub fragment: Option<Fragment>,
+}
+
+/// The fragment header of a fragment (RFC 8200 sec. 4.5).
+///
+/// Only the first fragment (offset 0) holds the upper-layer header, so a
+/// later fragment's [`FlowKey`] has no ports: it is the same for every
+/// fragmented packet of a source. Where a later fragment goes must follow
+/// its first fragment, found by the identification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fragment {
+    /// Identification, the same in every fragment of one original packet.
+    pub id: u32,
+    /// Offset in 8-octet units; 0 for the first fragment.
+    pub offset: u16,
+    /// More fragments follow (the M flag).
+    pub more: bool,
+}
+
+impl Fragment {
+    /// The first fragment of a packet that has more: later ones follow it.
+    pub fn is_first(&self) -> bool {
+        self.offset == 0 && self.more
+    }
+
+    /// A fragment after the first, without the upper-layer header.
+    pub fn is_later(&self) -> bool {
+        self.offset != 0
+    }
 }
 
 /// TCP header details of an inner segment.
@@ -188,6 +220,8 @@ struct UpperLayer {
     end: usize,
     /// A fragment with a non-zero offset: no upper-layer header here.
     later_fragment: bool,
+    /// The fragment header, if any.
+    fragment: Option<Fragment>,
 }
 
 /// Walks the extension headers (RFC 8200 sec. 4): hop-by-hop (0), routing
@@ -203,6 +237,7 @@ fn upper_layer(packet: &[u8]) -> Result<UpperLayer, WireError> {
     let mut proto = u8::from(ip.next_header());
     let mut offset = IPV6_HEADER_LEN;
     let mut walked = 0;
+    let mut fragment = None;
     loop {
         let rest = &packet[offset..end];
         let is_extension = matches!(
@@ -218,6 +253,7 @@ fn upper_layer(packet: &[u8]) -> Result<UpperLayer, WireError> {
                 offset,
                 end,
                 later_fragment: false,
+                fragment,
             });
         }
         if walked == MAX_EXTENSION_HEADERS {
@@ -232,12 +268,21 @@ fn upper_layer(packet: &[u8]) -> Result<UpperLayer, WireError> {
             }
             proto = rest[field::EXT_NEXT_HEADER];
             offset += field::FRAG_HEADER_LEN;
-            if be16(rest, field::FRAG_OFFSET) >> 3 != 0 {
+            let offset_flags = be16(rest, field::FRAG_OFFSET);
+            let id = &rest[field::FRAG_ID];
+            let frag = Fragment {
+                id: u32::from_be_bytes([id[0], id[1], id[2], id[3]]),
+                offset: offset_flags >> 3,
+                more: offset_flags & 1 == 1,
+            };
+            fragment = Some(frag);
+            if frag.is_later() {
                 return Ok(UpperLayer {
                     proto,
                     offset,
                     end,
                     later_fragment: true,
+                    fragment,
                 });
             }
         } else {
@@ -274,7 +319,11 @@ pub fn inspect(packet: &[u8]) -> Result<InnerInfo, WireError> {
         dst_port: 0,
     };
     if upper.later_fragment {
-        return Ok(InnerInfo { flow, tcp: None });
+        return Ok(InnerInfo {
+            flow,
+            tcp: None,
+            fragment: upper.fragment,
+        });
     }
     let l4 = &packet[upper.offset..upper.end];
     let mut tcp = None;
@@ -319,7 +368,11 @@ pub fn inspect(packet: &[u8]) -> Result<InnerInfo, WireError> {
         }
         _ => {}
     }
-    Ok(InnerInfo { flow, tcp })
+    Ok(InnerInfo {
+        flow,
+        tcp,
+        fragment: upper.fragment,
+    })
 }
 
 /// Adds `a` to the ones' complement sum `sum` (RFC 1071).
@@ -611,6 +664,9 @@ mod tests {
         first.extend_from_slice(&[0x12, 0x34, 0, 53, 0x05, 0xdc, 0, 0]);
         let info = inspect(&ipv6(next_header::FRAGMENT, &first)).unwrap();
         assert_eq!((info.flow.src_port, info.flow.dst_port), (0x1234, 53));
+        let frag = info.fragment.unwrap();
+        assert_eq!((frag.id, frag.offset, frag.more), (7, 0, true));
+        assert!(frag.is_first() && !frag.is_later());
         // A later fragment (offset 185 * 8): ports 0, proto from the
         // fragment header.
         let mut later = vec![17, 0, 0x05, 0xc8, 0, 0, 0, 7];
@@ -620,6 +676,12 @@ mod tests {
             (info.flow.proto, info.flow.src_port, info.flow.dst_port),
             (17, 0, 0)
         );
+        let frag = info.fragment.unwrap();
+        assert_eq!((frag.id, frag.offset, frag.more), (7, 185, false));
+        assert!(frag.is_later() && !frag.is_first());
+        // Not a fragment.
+        let udp = ipv6(next_header::UDP, &[0x12, 0x34, 0, 53, 0, 8, 0, 0]);
+        assert_eq!(inspect(&udp).unwrap().fragment, None);
     }
 
     #[test]

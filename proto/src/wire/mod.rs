@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 pub use endpoint::{ENDPOINT_LEN, emit_endpoint, parse_endpoint};
 pub use frame::{FrameKind, TUNNEL_HEADER_LEN, TUNNEL_VERSION, TunnelFrame, TunnelHeader};
-pub use inner::{FlowKey, InnerInfo, TcpFlags, TcpInfo};
+pub use inner::{FlowKey, Fragment, InnerInfo, TcpFlags, TcpInfo};
 pub use mh::{MessageBody, MhType, MobilityHeader, MobilityMessage};
 pub use option::MobilityOption;
 
