@@ -643,6 +643,90 @@ fn full_size_and_fragmented_datagrams_cross_both_ways() {
     );
 }
 
+/// Test 4 (datagrams), with the member set changing: only the first
+/// fragment of a datagram holds the ports, so the later ones must follow
+/// it to its member. Legacy clients whose new flows move to a member that
+/// joined, and a shim client that bound a second member after its first
+/// one was drained, still get their fragmented datagrams echoed whole.
+#[test]
+fn fragmented_datagrams_stay_whole_when_the_members_change() {
+    if !require_root("fragmented_datagrams_stay_whole_when_the_members_change") {
+        return;
+    }
+    let _cpu = common::timing_test();
+    let mut svc = Service::start("fragmove").expect("service starts");
+    svc.add_member(1, &[]).expect("member starts");
+    let legacy: Vec<usize> = (0..6)
+        .map(|_| svc.add_client(false, &[]).expect("legacy client"))
+        .collect();
+    let server = svc.service_endpoint();
+    let echo = |svc: &Service, client: usize| {
+        let report = in_ns(&svc.clients[client], || {
+            testapp::udp_echo(server, 20, 10 * MS, 3000, Duration::from_secs(2))
+        })
+        .unwrap_or_else(|e| panic!("c{client}: {e}"));
+        report.received
+    };
+    // The first oversized datagram of a legacy client draws the Packet Too
+    // Big; the rest arrive.
+    for &c in &legacy {
+        assert!(echo(&svc, c) >= 19, "c{c} before the join");
+    }
+    svc.add_member(2, &[]).expect("member 2 joins");
+    let moved: Vec<usize> = legacy
+        .iter()
+        .copied()
+        .filter(|&c| who(&svc, c) == "member2")
+        .collect();
+    assert!(!moved.is_empty(), "no legacy client moved to member 2");
+    for &c in &moved {
+        let received = echo(&svc, c);
+        println!("legacy c{c}, now on member 2: {received}/20 fragmented datagrams echoed");
+        assert_eq!(
+            received,
+            20,
+            "c{c}: fragments split between members\n{}",
+            dump(&svc)
+        );
+    }
+
+    let shim = svc.add_client(true, &[]).expect("shim client");
+    let first_name = who(&svc, shim);
+    let first: u16 = first_name["member".len()..].parse().expect("member<id>");
+    let other = 3 - first;
+    wait_until(
+        Duration::from_secs(5),
+        POLL,
+        "a binding at the shim",
+        || shim_binding(&svc.clients[shim], first).is_some(),
+    )
+    .expect("route optimization");
+    assert_eq!(echo(&svc, shim), 20, "shim client, one binding");
+    svc.ap
+        .control(json!({"cmd": "drain", "member": first}))
+        .expect("drain accepted");
+    wait_until(
+        Duration::from_secs(5),
+        POLL,
+        "the shim's binding to show the drain",
+        || shim_binding(&svc.clients[shim], first).is_some_and(|b| b["draining"] == true),
+    )
+    .expect("drain reaches the shim");
+    assert_eq!(who(&svc, shim), format!("member{other}"));
+    wait_until(Duration::from_secs(5), POLL, "a second binding", || {
+        shim_binding(&svc.clients[shim], other).is_some()
+    })
+    .expect("route optimization to the other member");
+    let received = echo(&svc, shim);
+    println!("shim client bound to both members: {received}/20 fragmented datagrams echoed");
+    assert_eq!(
+        received,
+        20,
+        "shim: fragments split between members\n{}",
+        dump(&svc)
+    );
+}
+
 /// Bad input: garbage, truncated and wrong-version frames, and data frames
 /// with spoofed inner sources, sent from a client namespace to the AP's,
 /// a member's and a shim's tunnel ports. The daemons drop and count them,
