@@ -149,6 +149,18 @@ async fn handle(engine: &Mutex<AccessPoint>, req: ControlRequest, io: serde_json
             Ok(v)
         }
         "members" => Ok(status::members(&ap, now)),
+        "flows" => {
+            let top = req
+                .request
+                .get("top")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(10);
+            Ok(status::flows(
+                &ap,
+                now,
+                usize::try_from(top).unwrap_or(usize::MAX),
+            ))
+        }
         "drain" => member_arg(&req).and_then(|id| {
             let deadline = req
                 .request
@@ -181,7 +193,7 @@ async fn handle(engine: &Mutex<AccessPoint>, req: ControlRequest, io: serde_json
                 .map_err(|e| e.to_string())
         }),
         other => Err(format!(
-            "unknown command {other:?}: use status, members, drain, undrain, weight or remove"
+            "unknown command {other:?}: use status, members, flows, drain, undrain, weight or remove"
         )),
     };
     let _ = req.reply.send(answer);

@@ -47,6 +47,41 @@ pub fn members(ap: &AccessPoint, now: Instant) -> Value {
     Value::Array(rows)
 }
 
+/// A client's flows in the affinity table, counted per member id.
+fn flows_by_member(ap: &AccessPoint, client: &std::net::Ipv6Addr) -> Value {
+    let mut counts = serde_json::Map::new();
+    for (_, e) in ap.affinity().iter().filter(|(k, _)| k.src == *client) {
+        let n = counts.entry(e.member.0.to_string()).or_insert(json!(0));
+        *n = json!(n.as_u64().unwrap_or(0) + 1);
+    }
+    Value::Object(counts)
+}
+
+/// The `top` largest flows of the affinity table by bytes, and how many
+/// there are.
+pub fn flows(ap: &AccessPoint, now: Instant, top: usize) -> Value {
+    let mut all: Vec<_> = ap.affinity().iter().collect();
+    all.sort_by_key(|(_, e)| std::cmp::Reverse(e.bytes));
+    let rows: Vec<Value> = all
+        .iter()
+        .take(top)
+        .map(|(k, e)| {
+            json!({
+                "client": k.src.to_string(),
+                "client_port": k.src_port,
+                "port": k.dst_port,
+                "proto": k.proto,
+                "member": e.member.0,
+                "state": format!("{:?}", e.state()).to_lowercase(),
+                "packets": e.packets,
+                "bytes": e.bytes,
+                "idle_s": now.saturating_duration_since(e.last_seen).as_secs_f64(),
+            })
+        })
+        .collect();
+    json!({"total": all.len(), "flows": rows})
+}
+
 /// Everything: members, shim clients, counters.
 pub fn status(ap: &AccessPoint, now: Instant) -> Value {
     let c = ap.counters();
@@ -62,6 +97,7 @@ pub fn status(ap: &AccessPoint, now: Instant) -> Value {
                 "client": client.to_string(),
                 "endpoint": s.endpoint.to_string(),
                 "members": s.members.keys().map(|m| m.0).collect::<Vec<_>>(),
+                "flows_by_member": flows_by_member(ap, client),
                 "idle_s": now.saturating_duration_since(s.last_seen).as_secs_f64(),
             })
         })

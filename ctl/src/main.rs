@@ -1,0 +1,374 @@
+//! # homeaddr-ctl: the operator's command line
+//!
+//! Layer: binary, above the daemons' control sockets (JSON lines over a
+//! Unix socket, see `homeaddr_daemon::control`). It holds no state and no
+//! protocol logic: each command is one or two requests to a running
+//! daemon, printed as an aligned table (or, with `--json`, as JSON).
+//!
+//! Contract: exit status 0 when the daemon did what was asked; 1 when it
+//! refused (unknown member, invalid config on reload...) or a local tool
+//! failed; 2 for a usage error; 3 when no daemon could be reached (not
+//! running, wrong socket path, permission denied). docs/OPERATING.md shows
+//! every command with real output.
+
+mod client;
+mod table;
+mod topology;
+mod views;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+use client::{CtlError, call};
+
+/// Control socket of the access point unless told otherwise.
+const DEFAULT_CONTROL: &str = "/run/homeaddr/ap.sock";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "homeaddr-ctl",
+    version,
+    about = "Operate a homeaddr service: members, bindings, flows, stats; drain, weight, remove; move, leave; reload; metrics; topology",
+    after_help = "Talks to the access point (/run/homeaddr/ap.sock) unless --member ID or --control PATH says otherwise.\n\
+                  Exit status: 0 done; 1 the daemon refused (e.g. unknown member) or a local tool failed; 2 usage error;\n\
+                  3 no daemon reachable (not running, wrong socket, permission denied)."
+)]
+struct Cli {
+    /// The daemon's control socket.
+    #[arg(long, visible_alias = "socket", value_name = "PATH", global = true)]
+    control: Option<PathBuf>,
+    /// Talk to member ID's daemon (/run/homeaddr/member-ID.sock).
+    #[arg(long, value_name = "ID", global = true, conflicts_with = "control")]
+    member: Option<u16>,
+    /// Print JSON instead of tables (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The daemon's state at a glance (any daemon).
+    Status,
+    /// The AP's members: care-of, state (with the drain countdown), weight, age, lifetime left, clients, flows, traffic.
+    Members,
+    /// Route-optimization bindings: per shim client (AP), per correspondent (member), per member (shim).
+    Bindings,
+    /// The largest flows by bytes (AP: its affinity table; shim: its flow table).
+    Flows {
+        /// How many flows to show.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        top: usize,
+    },
+    /// Counters: traffic, drops by reason, retransmissions, return-routability successes and failures.
+    Stats,
+    /// Drain: no new clients, open flows go on. With MEMBER on the AP; without, on a member (--member ID).
+    Drain {
+        /// The member to drain (AP only).
+        #[arg(value_name = "MEMBER", value_parser = member_id)]
+        target: Option<u16>,
+        /// Cut the remaining flows after this many seconds (AP only; default: never).
+        #[arg(long, value_name = "SECONDS")]
+        deadline: Option<f64>,
+    },
+    /// Undo a drain. With MEMBER on the AP; without, on a member (--member ID).
+    Undrain {
+        /// The member (AP only).
+        #[arg(value_name = "MEMBER", value_parser = member_id)]
+        target: Option<u16>,
+    },
+    /// Set a member's Maglev weight (AP; 0 = no new clients).
+    Weight {
+        /// The member.
+        #[arg(value_name = "MEMBER", value_parser = member_id)]
+        target: u16,
+        /// The weight.
+        weight: u32,
+    },
+    /// Remove a member now: its flows end, its shim clients are told (AP).
+    Remove {
+        /// The member.
+        #[arg(value_name = "MEMBER", value_parser = member_id)]
+        target: u16,
+    },
+    /// Move a member to a new care-of endpoint (member, with --member ID).
+    Move {
+        /// The new endpoint, e.g. [2001:db8::7]:4790 (the address must be configured).
+        #[arg(long, value_name = "[ADDR]:PORT")]
+        care_of: SocketAddr,
+    },
+    /// Deregister a member and stop its daemon (member, with --member ID).
+    Leave,
+    /// Reload the AP's config file now (as SIGHUP does); says why if it is invalid.
+    Reload,
+    /// The daemon's metrics in Prometheus text format.
+    Metrics,
+    /// The service as a graph: AP, members, clients, traffic (Graphviz DOT).
+    Topology {
+        /// Print DOT (the default).
+        #[arg(long)]
+        dot: bool,
+        /// Render to an SVG file with Graphviz `dot`.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
+}
+
+/// A member id as the operator writes it: `3` or `m3`.
+fn member_id(s: &str) -> Result<u16, String> {
+    s.strip_prefix('m')
+        .unwrap_or(s)
+        .parse()
+        .map_err(|_| format!("{s:?} is not a member id (a number 0-65535, e.g. 3 or m3)"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let socket = match (&cli.control, cli.member) {
+        (Some(path), _) => path.clone(),
+        (None, Some(id)) => PathBuf::from(format!("/run/homeaddr/member-{id}.sock")),
+        (None, None) => PathBuf::from(DEFAULT_CONTROL),
+    };
+    match run(&cli, &socket) {
+        Ok(out) => {
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(out.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("homeaddr-ctl: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Output for `--json` or a table.
+fn show(json: bool, value: &Value, table: impl FnOnce() -> String) -> String {
+    if json {
+        let mut s = serde_json::to_string_pretty(value).unwrap_or_default();
+        s.push('\n');
+        s
+    } else {
+        table()
+    }
+}
+
+fn run(cli: &Cli, socket: &Path) -> Result<String, CtlError> {
+    let ask = |request: Value| call(socket, &request);
+    let done = |value: Value, what: String| Ok(show(cli.json, &value, || format!("{what}\n")));
+    match &cli.command {
+        Command::Status => {
+            let s = ask(json!({"cmd": "status"}))?;
+            Ok(show(cli.json, &s, || views::status(&s).render()))
+        }
+        Command::Members => {
+            let m = ask(json!({"cmd": "members"}))?;
+            Ok(show(cli.json, &m, || {
+                let t = views::members(&m);
+                if t.is_empty() {
+                    "no members registered\n".into()
+                } else {
+                    t.render()
+                }
+            }))
+        }
+        Command::Bindings => {
+            let s = ask(json!({"cmd": "status"}))?;
+            let (rows, t) = views::bindings(&s);
+            Ok(show(cli.json, &rows, || {
+                if t.is_empty() {
+                    "no bindings\n".into()
+                } else {
+                    t.render()
+                }
+            }))
+        }
+        Command::Flows { top } => {
+            let s = ask(json!({"cmd": "status"}))?;
+            match views::role(&s) {
+                "access-point" => {
+                    let f = ask(json!({"cmd": "flows", "top": top}))?;
+                    Ok(show(cli.json, &f, || {
+                        format!(
+                            "{}{} of {} flows\n",
+                            views::ap_flows(&f).render(),
+                            f["flows"].as_array().map_or(0, Vec::len),
+                            f["total"]
+                        )
+                    }))
+                }
+                "shim" => {
+                    let (rows, t) = views::shim_flows(&s, *top);
+                    Ok(show(cli.json, &rows, || t.render()))
+                }
+                _ => Err(CtlError::Daemon(
+                    "a member keeps no flow table: ask the access point (homeaddr-ctl flows) or a shim".into(),
+                )),
+            }
+        }
+        Command::Stats => {
+            let s = ask(json!({"cmd": "status"}))?;
+            let (flat, t) = views::stats(&s);
+            Ok(show(cli.json, &flat, || t.render()))
+        }
+        Command::Drain { target, deadline } => {
+            let mut req = json!({"cmd": "drain"});
+            if let Some(id) = target {
+                req["member"] = json!(id);
+            }
+            if let Some(d) = deadline {
+                if target.is_none() {
+                    return Err(CtlError::Local(
+                        "--deadline is set on the access point: homeaddr-ctl drain MEMBER --deadline S".into(),
+                    ));
+                }
+                req["deadline_s"] = json!(d);
+            }
+            let v = ask(req)?;
+            let what = match (target, deadline) {
+                (Some(id), Some(d)) => format!(
+                    "member {id} is draining: no new clients; flows still open in {d} s are cut"
+                ),
+                (Some(id), None) => {
+                    format!("member {id} is draining: no new clients; open flows go on")
+                }
+                (None, _) => "this member is draining: no new clients; open flows go on".into(),
+            };
+            done(v, what)
+        }
+        Command::Undrain { target } => {
+            let mut req = json!({"cmd": "undrain"});
+            if let Some(id) = target {
+                req["member"] = json!(id);
+            }
+            let v = ask(req)?;
+            let what = match target {
+                Some(id) => format!("member {id} is active again"),
+                None => "this member is active again".into(),
+            };
+            done(v, what)
+        }
+        Command::Weight { target, weight } => {
+            let v = ask(json!({"cmd": "weight", "member": target, "weight": weight}))?;
+            done(v, format!("member {target} now has weight {weight}"))
+        }
+        Command::Remove { target } => {
+            let v = ask(json!({"cmd": "remove", "member": target}))?;
+            done(
+                v,
+                format!("member {target} removed: its flows ended, its shim clients were told"),
+            )
+        }
+        Command::Move { care_of } => {
+            let v = ask(json!({"cmd": "move", "care_of": care_of.to_string()}))?;
+            let to = v["care_of"].as_str().unwrap_or("?").to_string();
+            done(v, format!("moved to {to}: re-registering, shims follow"))
+        }
+        Command::Leave => {
+            let v = ask(json!({"cmd": "leave"}))?;
+            done(v, "leaving: the member deregisters and stops".into())
+        }
+        Command::Reload => {
+            let v = ask(json!({"cmd": "reload"}))?;
+            let what = format!(
+                "reloaded {}",
+                v["config"].as_str().unwrap_or("the configuration")
+            );
+            done(v, what)
+        }
+        Command::Metrics => {
+            let v = ask(json!({"cmd": "metrics"}))?;
+            Ok(v.as_str().unwrap_or_default().to_string())
+        }
+        Command::Topology { dot: _, svg } => {
+            let s = ask(json!({"cmd": "status"}))?;
+            if views::role(&s) != "access-point" {
+                return Err(CtlError::Daemon(
+                    "topology is drawn from the access point's view: leave out --member/--control or point it at the AP's socket".into(),
+                ));
+            }
+            let f = ask(json!({"cmd": "flows", "top": 100_000}))?;
+            let dot = topology::dot(&s, &f);
+            match svg {
+                None => Ok(dot),
+                Some(file) => {
+                    render_svg(&dot, file).map(|()| format!("wrote {}\n", file.display()))
+                }
+            }
+        }
+    }
+}
+
+/// Render DOT to `file` with Graphviz.
+fn render_svg(dot: &str, file: &Path) -> Result<(), CtlError> {
+    let mut child = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .arg("-o")
+        .arg(file)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            CtlError::Local(format!(
+                "cannot run Graphviz `dot` ({e}): install it (apt-get install graphviz) or use --dot and render elsewhere"
+            ))
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(dot.as_bytes())
+            .map_err(|e| CtlError::Local(format!("cannot feed dot: {e}")))?;
+    }
+    let status = child
+        .wait()
+        .map_err(|e| CtlError::Local(format!("dot did not finish: {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(CtlError::Local(format!(
+            "dot failed ({status}) writing {}",
+            file.display()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_ids_read_as_numbers_or_m_names() {
+        assert_eq!(member_id("3"), Ok(3));
+        assert_eq!(member_id("m12"), Ok(12));
+        assert!(member_id("x").unwrap_err().contains("not a member id"));
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::parse_from(["homeaddr-ctl", "drain", "m2", "--deadline", "30", "--json"]);
+        assert!(cli.json);
+        assert!(
+            matches!(cli.command, Command::Drain { target: Some(2), deadline: Some(d) } if d == 30.0)
+        );
+        let cli = Cli::parse_from(["homeaddr-ctl", "--member", "4", "drain"]);
+        assert_eq!(cli.member, Some(4));
+        assert!(matches!(cli.command, Command::Drain { target: None, .. }));
+    }
+
+    #[test]
+    fn no_daemon_means_exit_3() {
+        let e = call(
+            Path::new("/nonexistent/homeaddr.sock"),
+            &json!({"cmd": "status"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 3);
+        assert!(e.to_string().contains("is it running?"), "{e}");
+    }
+}
