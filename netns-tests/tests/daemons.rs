@@ -291,6 +291,14 @@ fn member_move_keeps_the_session_and_traffic_follows_the_new_care_of() {
     .expect("route optimization");
     let old_care_of = endpoint(svc.members[&1].addr);
 
+    let via_ap = |svc: &Service| {
+        let c = svc.clients[shim].status();
+        (
+            num(&c, "/counters/via_ap_out"),
+            num(&c, "/counters/via_ap_in"),
+        )
+    };
+    let via_ap_before = via_ap(&svc);
     let session = spawn_in(&svc.clients[shim], "rtt", move || {
         testapp::rtt(server, 150, 20 * MS, OP_TIMEOUT)
     });
@@ -340,9 +348,11 @@ fn member_move_keeps_the_session_and_traffic_follows_the_new_care_of() {
         moved_at.elapsed()
     );
     println!(
-        "stall: longest round trip {stall:.1} ms (sample {stall_at} of {}), median {:.1} ms; all: {}",
+        "stall: longest round trip {stall:.1} ms (sample {stall_at} of {}), median {:.1} ms; shim packets through the AP out/in {:?} -> {:?}; all: {}",
         ms.len(),
         testapp::median(&report.rtt_us) as f64 / 1000.0,
+        via_ap_before,
+        via_ap(&svc),
         fmt_ms(&ms)
     );
     assert_eq!(report.rtt_us.len(), 150);
