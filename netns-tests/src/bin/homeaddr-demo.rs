@@ -794,7 +794,7 @@ fn step_route_optimization(svc: &mut Service, report: &mut Report) -> anyhow::Re
         "path of the request (the shim's flow table)".into(),
     ]];
     let first_direct = session.trips.iter().position(|t| t.path == "direct");
-    let shown = first_direct.map_or(session.trips.len(), |i| (i + 3).min(session.trips.len()));
+    let shown = first_direct.map_or(5, |i| i + 3).min(session.trips.len());
     for t in &session.trips[..shown] {
         rows.push(vec![
             t.what.clone(),
@@ -844,15 +844,26 @@ fn step_route_optimization(svc: &mut Service, report: &mut Report) -> anyhow::Re
         ));
     }
     let direct_at = first_direct.map(|i| session.trips[i].sent);
-    say(&format!(
-        "the shim accepted {}'s binding update {} after the connection's first packet (return routability",
-        session.server,
-        session.bound_at.map_or("never".into(), ms),
-    ));
-    say(&format!(
-        "ran meanwhile; nothing waited for it); the first round trip on the direct path started at {}",
-        direct_at.map_or("never".into(), ms)
-    ));
+    match (session.bound_at, direct_at) {
+        (Some(bound), Some(direct)) => {
+            say(&format!(
+                "the shim accepted {}'s binding update {} after the connection's first packet (return routability",
+                session.server,
+                ms(bound),
+            ));
+            say(&format!(
+                "ran meanwhile; nothing waited for it); the first round trip on the direct path started at {}",
+                ms(direct)
+            ));
+        }
+        (bound, _) => say(&format!(
+            "NO route optimization: {}; no round trip took the direct path",
+            bound.map_or(
+                "the shim never accepted a binding update".into(),
+                |b| format!("the shim accepted a binding update at {}", ms(b))
+            )
+        )),
+    }
     say(&format!(
         "RTT {} via the access point -> {} direct (the emulated WAN paths: {} and {})",
         if via.is_empty() {
@@ -917,7 +928,12 @@ fn step_route_optimization(svc: &mut Service, report: &mut Report) -> anyhow::Re
         mbit(get.bytes, Duration::from_secs_f64(get.seconds))
     ));
     say(&format!(
-        "packets the shim sent: {direct_pk} direct, {via_ap} via the access point (a new flow starts at the bound member)"
+        "packets the shim sent: {direct_pk} direct, {via_ap} via the access point{}",
+        if via_ap == 0 && direct_pk > 0 {
+            " (a new flow starts at the bound member)"
+        } else {
+            ""
+        }
     ));
     report.check(
         "download over the direct path, SHA-256",
@@ -1050,7 +1066,12 @@ fn step_move(svc: &mut Service, report: &mut Report, member: u16) -> anyhow::Res
     let via_ap_sent =
         shim_counter(&member_after, "via_ap_out") - shim_counter(&member_before, "via_ap_out");
     say(&format!(
-        "until its new binding was in place the member sent {via_ap_sent} packets the long way, through the access point"
+        "{} the member sent {via_ap_sent} packets the long way, through the access point",
+        if rebound {
+            "until its new binding was in place"
+        } else {
+            "during the download"
+        }
     ));
     say(&format!(
         "({} one way instead of {}); packets dropped by the access point, the member and the shim meanwhile: {dropped}",
@@ -1071,6 +1092,9 @@ fn step_move(svc: &mut Service, report: &mut Report, member: u16) -> anyhow::Res
         .and_then(|m| m["care_of"].as_str().map(str::to_string))
         .unwrap_or_default();
     let new_ep = format!("[{new}]:4790");
+    let shim_care_of = shim_binding(&shim_status(&control), member)
+        .and_then(|b| b["care_of"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "(no binding)".into());
     say(&format!(
         "old address {old} retired; a new connection is served by {who} ({via_ap} packets via the access point); the access point lists its care-of as {ap_care_of}"
     ));
@@ -1086,8 +1110,16 @@ fn step_move(svc: &mut Service, report: &mut Report, member: u16) -> anyhow::Res
     );
     report.check(
         "bindings follow the move",
-        rebound && ap_care_of == new_ep && who == format!("member{member}") && via_ap == 0,
-        format!("AP and shim at {new_ep}, old address retired"),
+        rebound
+            && ap_care_of == new_ep
+            && shim_care_of == new_ep
+            && who == format!("member{member}")
+            && via_ap == 0,
+        if ap_care_of == new_ep && shim_care_of == new_ep {
+            format!("AP and shim at {new_ep}, old address retired")
+        } else {
+            format!("AP at {ap_care_of}, shim at {shim_care_of}, moved to {new_ep}")
+        },
     );
     Ok(())
 }
@@ -1246,8 +1278,10 @@ fn step_drain(
             && legacy_now != member
             && (legacy_member == member || legacy_now == legacy_member),
         format!(
-            "member {member} {} (weight {}); new: shim -> {shim_who}, legacy -> {legacy_who}",
-            state.0, state.1
+            "member {member} {} (weight {}){}; new: shim -> {shim_who}, legacy -> {legacy_who}",
+            state.0,
+            state.1,
+            if told.is_ok() { "" } else { ", shim not told" }
         ),
     );
     report.check("drain: the open connection finishes", open_ok, open_numbers);
@@ -1289,7 +1323,17 @@ fn leave(svc: &Service) {
 }
 
 fn run(report: &mut Report, started: Instant) -> anyhow::Result<()> {
-    let mut svc = Service::start("demo").context("starting the access point")?;
+    let mut svc = match Service::start("demo") {
+        Ok(svc) => svc,
+        Err(e) => {
+            let e = e.context("starting the access point");
+            println!("\n    [FAILED] {e:#}");
+            report.not_run = STEPS.to_vec();
+            println!("\nSummary ({} in all)", secs(started.elapsed()));
+            report.print();
+            return Err(e);
+        }
+    };
     let logs = svc.topo.dir().to_path_buf();
     println!("daemon logs: {} (kept if anything fails)", logs.display());
     let result = steps(&mut svc, report);
