@@ -31,7 +31,7 @@ pub fn ap_member(svc: &Service, id: u16) -> Value {
             "the AP does not list member {id}: {}",
             svc.ap
                 .control(serde_json::json!({"cmd": "members"}))
-                .unwrap_or_else(|e| Value::String(e))
+                .unwrap_or_else(Value::String)
         )
     })
 }
