@@ -41,6 +41,9 @@ pub struct Cli {
     /// Log level (error, warn, info, debug, trace).
     #[arg(long)]
     pub log_level: Option<String>,
+    /// Serve Prometheus metrics on [ADDR]:PORT (e.g. [::1]:9470 or :9470); off by default.
+    #[arg(long, value_name = "[ADDR]:PORT", value_parser = homeaddr_daemon::metrics::parse_listen)]
+    pub metrics: Option<SocketAddr>,
     /// Disable TUN offload (TSO/GRO).
     #[arg(long)]
     pub no_offload: bool,

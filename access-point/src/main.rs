@@ -38,7 +38,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings)) {
+    match runtime.block_on(run(settings, cli.metrics)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -48,7 +48,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: Settings) -> anyhow::Result<()> {
+async fn run(settings: Settings, metrics: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     let hoa = settings.engine.home_address;
     sysctl("net.ipv6.conf.all.forwarding", "1")
         .context("the AP forwards packets between clients and its TUN")?;
@@ -83,6 +83,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             settings.control.display()
         )
     })?;
+    let mut metrics = homeaddr_daemon::metrics::MetricsServer::listen(metrics)
+        .await
+        .context("cannot listen for --metrics")?;
+    if let Some(at) = metrics.local_addr {
+        info!(%at, "metrics on http://{at}/metrics");
+    }
     info!(
         home_address = %hoa, listen = %udp.local_addr(), tun = tun.name(), mtu = tun.mtu(), offload = tun.offload(),
         control = %settings.control.display(), "access point up"
@@ -97,6 +103,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 handle(&engine, req, driver.io_status()).await;
                 driver.kick().await;
             }
+            Some(req) = metrics.recv() => handle(&engine, req, driver.io_status()).await,
             _ = tick.tick() => log_events(&engine, &mut drop_log).await,
         }
     };
@@ -149,6 +156,7 @@ async fn handle(engine: &Mutex<AccessPoint>, req: ControlRequest, io: serde_json
             Ok(v)
         }
         "members" => Ok(status::members(&ap, now)),
+        "metrics" => Ok(serde_json::Value::String(status::metrics(&ap, now, &io))),
         "flows" => {
             let top = req
                 .request
@@ -193,7 +201,7 @@ async fn handle(engine: &Mutex<AccessPoint>, req: ControlRequest, io: serde_json
                 .map_err(|e| e.to_string())
         }),
         other => Err(format!(
-            "unknown command {other:?}: use status, members, flows, drain, undrain, weight or remove"
+            "unknown command {other:?}: use status, members, flows, metrics, drain, undrain, weight or remove"
         )),
     };
     let _ = req.reply.send(answer);

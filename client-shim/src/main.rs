@@ -37,7 +37,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings)) {
+    match runtime.block_on(run(settings, cli.metrics)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -62,7 +62,7 @@ async fn access_point(source: &AccessPointSource) -> anyhow::Result<SocketAddr> 
     }
 }
 
-async fn run(settings: Settings) -> anyhow::Result<()> {
+async fn run(settings: Settings, metrics: Option<SocketAddr>) -> anyhow::Result<()> {
     let hoa = settings.home_address;
     let ap = access_point(&settings.access_point).await?;
     let local = match settings.local {
@@ -111,6 +111,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             settings.control.display()
         )
     })?;
+    let mut metrics = homeaddr_daemon::metrics::MetricsServer::listen(metrics)
+        .await
+        .context("cannot listen for --metrics")?;
+    if let Some(at) = metrics.local_addr {
+        info!(%at, "metrics on http://{at}/metrics");
+    }
     info!(home_address = %hoa, access_point = %ap, local = %local, tun = tun.name(), control = %settings.control.display(), "shim up");
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut drop_log = homeaddr_daemon::DropLog::default();
@@ -122,6 +128,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 handle(&engine, req, driver.io_status()).await;
                 driver.kick().await;
             }
+            Some(req) = metrics.recv() => handle(&engine, req, driver.io_status()).await,
             _ = tick.tick() => log_events(&engine, &mut drop_log).await,
         }
     };
@@ -224,7 +231,70 @@ async fn handle(engine: &Mutex<Shim>, req: ControlRequest, io: Value) {
             v["io"] = io;
             Ok(v)
         }
-        other => Err(format!("unknown command {other:?}: use status")),
+        "metrics" => Ok(Value::String(metrics_text(&*engine.lock().await, &io))),
+        other => Err(format!("unknown command {other:?}: use status or metrics")),
     };
     let _ = req.reply.send(answer);
+}
+
+/// Prometheus text of the shim (docs/OPERATING.md lists the metrics).
+fn metrics_text(s: &Shim, io: &Value) -> String {
+    let now = Instant::now();
+    let c = s.counters();
+    let mut e = homeaddr_daemon::metrics::Exposition::default();
+    let name = "homeaddr_shim_packets_total";
+    e.family(
+        name,
+        "counter",
+        "Data packets by path: through the AP or direct to a member.",
+    );
+    for (path, n) in [
+        ("via_ap_out", c.via_ap_out),
+        ("via_ap_in", c.via_ap_in),
+        ("direct_out", c.direct_out),
+        ("direct_in", c.direct_in),
+    ] {
+        e.sample(name, &[("path", path)], n as f64);
+    }
+    let name = "homeaddr_shim_binding_updates_total";
+    e.family(name, "counter", "Binding updates from members, by result.")
+        .sample(name, &[("result", "accepted")], c.bus_accepted as f64)
+        .sample(name, &[("result", "rejected")], c.bus_rejected as f64);
+    e.single(
+        "homeaddr_shim_tests_answered_total",
+        "counter",
+        "Home and care-of tests answered.",
+        c.tests_answered as f64,
+    );
+    e.single(
+        "homeaddr_shim_binding_errors_total",
+        "counter",
+        "Binding errors sent.",
+        c.binding_errors as f64,
+    );
+    e.single(
+        "homeaddr_shim_resets_total",
+        "counter",
+        "TCP resets sent to local applications (member revoked).",
+        c.resets as f64,
+    );
+    let name = "homeaddr_shim_binding_lifetime_seconds";
+    e.family(name, "gauge", "Lifetime left of each member binding.");
+    for (id, b) in s.bindings() {
+        let id = id.0.to_string();
+        e.sample(
+            name,
+            &[("member", id.as_str())],
+            b.expires.saturating_duration_since(now).as_secs_f64(),
+        );
+    }
+    e.single(
+        "homeaddr_shim_flows",
+        "gauge",
+        "Flows in the flow table.",
+        s.flows().count() as f64,
+    );
+    e.drops("homeaddr_shim_dropped_packets_total", &c.drops);
+    e.io(io);
+    e.finish()
 }

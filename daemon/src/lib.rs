@@ -4,11 +4,13 @@
 //! batched I/O (`homeaddr-io`) below, and the binaries above. It holds no
 //! protocol logic: [`driver`] runs any [`Engine`](homeaddr_proto::engine::Engine)
 //! over a TUN device and UDP sockets; [`control`] is the local control
-//! socket; [`netcfg`] sets up routes and undoes them; this module loads
+//! socket; [`metrics`] the Prometheus endpoint; [`netcfg`] sets up routes
+//! and undoes them; this module loads
 //! configuration files, seeds engines and starts logging.
 
 pub mod control;
 pub mod driver;
+pub mod metrics;
 pub mod netcfg;
 
 use std::path::Path;

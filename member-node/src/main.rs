@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use homeaddr_daemon::control::{self, ControlRequest};
 use homeaddr_daemon::driver::{Driver, source_address_for};
+use homeaddr_daemon::metrics::{Exposition, Histogram};
 use homeaddr_daemon::netcfg::NetConfig;
 use homeaddr_io::{TunConfig, TunDevice, UdpTunnel};
 use homeaddr_member::config::{Cli, Settings};
@@ -44,7 +45,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings)) {
+    match runtime.block_on(run(settings, cli.metrics)) {
         Ok(code) => code,
         Err(e) => {
             error!("{e:#}");
@@ -77,9 +78,21 @@ struct State {
     net: NetConfig,
     receive_task: usize,
     retire: Vec<(Instant, usize)>,
+    timings: Timings,
 }
 
-async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
+/// Histograms for the metrics endpoint, fed from engine events.
+struct Timings {
+    /// Return routability with a new correspondent: start to the shim's BA.
+    rr: Histogram,
+    /// After a move: return routability restart to the shim's BA, i.e. how
+    /// long a bound shim's flows go through the AP until they are direct again.
+    handoff: Histogram,
+    /// Clients bound when the member last moved, whose re-binding is a handoff.
+    moving: std::collections::HashSet<std::net::Ipv6Addr>,
+}
+
+async fn run(settings: Settings, metrics: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
     let hoa = settings.home_address;
     let care_of = match settings.care_of {
         Some(c) => c,
@@ -178,7 +191,18 @@ async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
         net,
         receive_task: 1,
         retire: Vec::new(),
+        timings: Timings {
+            rr: Histogram::latency(),
+            handoff: Histogram::latency(),
+            moving: Default::default(),
+        },
     };
+    let mut metrics = homeaddr_daemon::metrics::MetricsServer::listen(metrics)
+        .await
+        .context("cannot listen for --metrics")?;
+    if let Some(at) = metrics.local_addr {
+        info!(%at, "metrics on http://{at}/metrics");
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut drop_log = homeaddr_daemon::DropLog::default();
     let exit = loop {
@@ -196,8 +220,9 @@ async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
                     break None;
                 }
             }
+            Some(req) = metrics.recv() => handle(&mut state, req).await,
             _ = tick.tick() => {
-                if let Some(status) = log_events(&engine, &mut drop_log).await {
+                if let Some(status) = log_events(&engine, &mut drop_log, &mut state.timings).await {
                     break Some(Ok(status));
                 }
                 let now = Instant::now();
@@ -246,7 +271,11 @@ async fn leave(engine: &Mutex<Member>, driver: &Driver<Member>) {
 }
 
 /// Log engine events; returns a refusal status if the AP refused us.
-async fn log_events(engine: &Mutex<Member>, drop_log: &mut homeaddr_daemon::DropLog) -> Option<u8> {
+async fn log_events(
+    engine: &Mutex<Member>,
+    drop_log: &mut homeaddr_daemon::DropLog,
+    timings: &mut Timings,
+) -> Option<u8> {
     let mut m = engine.lock().await;
     drop_log.observe(&m.counters().drops);
     let mut refused = None;
@@ -264,6 +293,11 @@ async fn log_events(engine: &Mutex<Member>, drop_log: &mut homeaddr_daemon::Drop
                 shim,
                 elapsed,
             } => {
+                if timings.moving.remove(&client) {
+                    timings.handoff.observe(elapsed);
+                } else {
+                    timings.rr.observe(elapsed);
+                }
                 info!(%client, %shim, ?elapsed, "route optimized: talking to the client's shim directly")
             }
             other => info!(event = ?other, "member"),
@@ -333,13 +367,18 @@ async fn handle(state: &mut State, req: ControlRequest) {
             Ok(json!({"draining": on}))
         }
         "leave" => Ok(json!({"leaving": true})),
+        "metrics" => {
+            let io = state.driver.io_status();
+            let m = state.driver.engine().lock().await;
+            Ok(Value::String(metrics_text(&m, &state.timings, &io)))
+        }
         "move" => match req.arg("care_of").map(str::parse::<SocketAddr>) {
             Some(Ok(to)) => move_to(state, to).await,
             Some(Err(e)) => Err(format!("care_of is not an [ADDR]:PORT endpoint: {e}")),
             None => Err("move needs \"care_of\": the new endpoint, e.g. [2001:db8::7]:4790".into()),
         },
         other => Err(format!(
-            "unknown command {other:?}: use status, drain, undrain, move or leave"
+            "unknown command {other:?}: use status, metrics, drain, undrain, move or leave"
         )),
     };
     let _ = req.reply.send(answer);
@@ -356,6 +395,15 @@ async fn move_to(state: &mut State, to: SocketAddr) -> Result<Value, String> {
     // The re-registration leaves from the new endpoint before any data:
     // the AP drops data from an endpoint until it has registered it.
     let care_of = udp.local_addr();
+    {
+        let now = Instant::now();
+        let m = state.driver.engine().lock().await;
+        state.timings.moving = m
+            .correspondents()
+            .filter(|c| c.binding.is_some_and(|b| b.expires > now))
+            .map(|c| c.client)
+            .collect();
+    }
     state
         .driver
         .move_send_socket(udp.clone(), |m| m.set_care_of(Instant::now(), care_of))
@@ -366,4 +414,110 @@ async fn move_to(state: &mut State, to: SocketAddr) -> Result<Value, String> {
     state.receive_task = task;
     info!(care_of = %udp.local_addr(), "moved: re-registering and re-binding shims");
     Ok(json!({"care_of": udp.local_addr().to_string()}))
+}
+
+/// Prometheus text of the member (docs/OPERATING.md lists the metrics).
+fn metrics_text(m: &Member, timings: &Timings, io: &Value) -> String {
+    let now = Instant::now();
+    let c = m.counters();
+    let id = m.config().id.0.to_string();
+    let member = [("member", id.as_str())];
+    let mut e = Exposition::default();
+    let (registered, left) = match m.state() {
+        RegistrationState::Registered { expires } => {
+            (1u8, expires.saturating_duration_since(now).as_secs_f64())
+        }
+        _ => (0, 0.0),
+    };
+    e.family(
+        "homeaddr_member_registered",
+        "gauge",
+        "1 while registered with the access point.",
+    )
+    .sample("homeaddr_member_registered", &member, registered);
+    e.family(
+        "homeaddr_member_lifetime_seconds",
+        "gauge",
+        "Registration lifetime left.",
+    )
+    .sample("homeaddr_member_lifetime_seconds", &member, left);
+    e.family(
+        "homeaddr_member_draining",
+        "gauge",
+        "1 while the member drains.",
+    )
+    .sample(
+        "homeaddr_member_draining",
+        &member,
+        u8::from(m.is_draining()),
+    );
+    let bound = m
+        .correspondents()
+        .filter(|c| c.binding.is_some_and(|b| b.expires > now))
+        .count();
+    e.family(
+        "homeaddr_member_bindings",
+        "gauge",
+        "Shim clients with a binding in force (route optimized).",
+    )
+    .sample("homeaddr_member_bindings", &member, bound as f64);
+    let name = "homeaddr_member_packets_total";
+    e.family(name, "counter", "Data packets by path: in/out through the AP or direct with shims, and direct server return.");
+    for (path, n) in [
+        ("via_ap_in", c.via_ap_in),
+        ("via_ap_out", c.via_ap_out),
+        ("direct_in", c.direct_in),
+        ("direct_out", c.direct_out),
+        ("direct_return", c.direct_return),
+    ] {
+        e.sample(name, &[("member", id.as_str()), ("path", path)], n as f64);
+    }
+    e.family(
+        "homeaddr_member_registration_updates_total",
+        "counter",
+        "Binding updates sent to the access point.",
+    )
+    .sample(
+        "homeaddr_member_registration_updates_total",
+        &member,
+        c.registration_bus as f64,
+    );
+    e.family(
+        "homeaddr_member_retransmissions_total",
+        "counter",
+        "Control messages sent again after a timeout.",
+    )
+    .sample(
+        "homeaddr_member_retransmissions_total",
+        &member,
+        c.retransmissions as f64,
+    );
+    e.family(
+        "homeaddr_member_return_routability_total",
+        "counter",
+        "Return routability runs with shims, by result.",
+    )
+    .sample(
+        "homeaddr_member_return_routability_total",
+        &[("member", id.as_str()), ("result", "success")],
+        c.rr_successes as f64,
+    )
+    .sample(
+        "homeaddr_member_return_routability_total",
+        &[("member", id.as_str()), ("result", "failure")],
+        c.rr_failures as f64,
+    );
+    e.drops("homeaddr_member_dropped_packets_total", &c.drops);
+    e.histogram(
+        "homeaddr_member_return_routability_seconds",
+        "Return routability with a new shim client: first test sent to the shim's binding acknowledgement.",
+        &timings.rr,
+    );
+    e.histogram(
+        "homeaddr_member_handoff_seconds",
+        "After a move: from re-testing a bound shim to its acknowledgement of the new care-of address.",
+        &timings.handoff,
+    );
+    e.io(io);
+    e.finish()
 }

@@ -399,3 +399,130 @@ fn topology_dot_shows_members_clients_and_traffic() {
         println!("Graphviz not installed: --svg not exercised");
     }
 }
+
+/// `GET /metrics` from inside `host`'s namespace (the endpoint listens there).
+fn scrape(ns: &Netns, port: u16) -> String {
+    use std::io::{Read, Write};
+    let answer = ns
+        .enter(move || -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect(("::1", port))?;
+            s.set_read_timeout(Some(OP_TIMEOUT))?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        })
+        .expect("enter the namespace")
+        .expect("scrape the metrics endpoint");
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(answer.contains("text/plain; version=0.0.4"), "{answer}");
+    answer.split_once("\r\n\r\n").expect("a body").1.to_string()
+}
+
+/// The value of the sample `series` (name with labels, as printed).
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
+
+/// Issue: a Prometheus endpoint on each daemon; counters move with traffic;
+/// histograms of return-routability latency and handoff time fill.
+#[test]
+fn metrics_counters_move_with_traffic_and_histograms_fill() {
+    if !require_root("metrics_counters_move_with_traffic_and_histograms_fill") {
+        return;
+    }
+    let mut svc = Service::start_with("metrics", &["--metrics", ":9470"]).expect("service");
+    svc.add_member(1, &["--metrics", ":9471"])
+        .expect("member 1");
+    let legacy = svc.add_client(false, &[]).expect("legacy client");
+    let shim = svc
+        .add_client(true, &["--metrics", "[::1]:9472"])
+        .expect("shim client");
+    let before = scrape(&svc.ap.ns, 9470);
+    assert!(
+        before.contains("# TYPE homeaddr_ap_member_bytes_total counter"),
+        "{before}"
+    );
+    assert_eq!(
+        metric(
+            &before,
+            "homeaddr_ap_member_state{member=\"1\",state=\"active\"}"
+        ),
+        1.0
+    );
+    let to_m1 = "homeaddr_ap_member_bytes_total{member=\"1\",direction=\"to\"}";
+    let legacy_in = "homeaddr_ap_forwarded_packets_total{path=\"legacy_in\"}";
+
+    let server = svc.service_endpoint();
+    let bytes = 1 << 20;
+    let report = svc.clients[legacy]
+        .ns
+        .enter(|| testapp::put(server, bytes, Duration::from_secs(30)))
+        .unwrap()
+        .expect("upload through the AP");
+    assert_eq!(report.server, "member1");
+    let after = scrape(&svc.ap.ns, 9470);
+    assert!(
+        metric(&after, to_m1) >= metric(&before, to_m1) + bytes as f64,
+        "bytes to member 1 did not grow by the upload"
+    );
+    assert!(metric(&after, legacy_in) > metric(&before, legacy_in) + 100.0);
+    assert_eq!(metric(&after, "homeaddr_ap_members"), 1.0);
+    // homeaddr-ctl metrics reads the same families over the control socket.
+    let via_ctl = ctl(&svc, &["metrics"]).stdout;
+    assert!(
+        via_ctl.contains("# TYPE homeaddr_ap_flows gauge"),
+        "{via_ctl}"
+    );
+
+    // Route optimization of the shim client: return-routability latency.
+    svc.clients[shim]
+        .ns
+        .enter(|| testapp::who(server, OP_TIMEOUT))
+        .unwrap()
+        .expect("shim client reaches member 1");
+    let m1 = &svc.members[&1];
+    wait_until(
+        Duration::from_secs(10),
+        POLL,
+        "an RR latency sample",
+        || {
+            metric(
+                &scrape(&m1.ns, 9471),
+                "homeaddr_member_return_routability_seconds_count",
+            ) >= 1.0
+        },
+    )
+    .expect("RR histogram fills");
+    let text = scrape(&m1.ns, 9471);
+    assert!(
+        metric(
+            &text,
+            "homeaddr_member_return_routability_total{member=\"1\",result=\"success\"}"
+        ) >= 1.0
+    );
+    assert!(metric(&text, "homeaddr_member_bindings{member=\"1\"}") >= 1.0);
+    let shim_text = scrape(&svc.clients[shim].ns, 9472);
+    assert!(
+        metric(
+            &shim_text,
+            "homeaddr_shim_binding_updates_total{result=\"accepted\"}"
+        ) >= 1.0
+    );
+
+    // A move: the bound shim's re-binding is a handoff sample.
+    svc.move_member(1).expect("member 1 moves");
+    let m1 = &svc.members[&1];
+    wait_until(Duration::from_secs(15), POLL, "a handoff sample", || {
+        metric(
+            &scrape(&m1.ns, 9471),
+            "homeaddr_member_handoff_seconds_count",
+        ) >= 1.0
+    })
+    .expect("handoff histogram fills");
+    let text = scrape(&m1.ns, 9471);
+    let sum = metric(&text, "homeaddr_member_handoff_seconds_sum");
+    assert!(sum > 0.0 && sum < 10.0, "{text}");
+}
