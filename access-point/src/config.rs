@@ -65,6 +65,88 @@ pub struct KeyConfig {
     pub key: String,
 }
 
+/// Operator policy for one member id, applied when it registers and on
+/// every reload (SIGHUP).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberPolicy {
+    /// The member id.
+    pub id: u16,
+    /// Maglev weight (overrides the weight the member advertises).
+    pub weight: Option<u32>,
+    /// Drain it: no new clients, open flows go on.
+    #[serde(default)]
+    pub drain: bool,
+}
+
+/// What a reload (SIGHUP) changes, read from the file with the flags on top.
+#[derive(Debug, Clone)]
+pub struct Reloadable {
+    /// Registration keys.
+    pub keys: Vec<MemberKey>,
+    /// Log level.
+    pub log_level: String,
+    /// Per-member weights and drains.
+    pub members: Vec<MemberPolicy>,
+}
+
+impl Reloadable {
+    /// Read `path` again; flags still win. The error names the file, and
+    /// the line for syntax and type errors.
+    pub fn load(cli: &Cli, path: &std::path::Path) -> anyhow::Result<Self> {
+        let file: FileConfig = homeaddr_daemon::load_toml(path)?;
+        Self::from_file(cli, &file).with_context(|| format!("invalid config {}", path.display()))
+    }
+
+    fn from_file(cli: &Cli, file: &FileConfig) -> anyhow::Result<Self> {
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = file.member.iter().find(|m| !seen.insert(m.id)) {
+            bail!(
+                "[[member]] id {} appears twice; give each member one table",
+                dup.id
+            );
+        }
+        Ok(Self {
+            keys: keys(cli, file)?,
+            log_level: cli
+                .log_level
+                .clone()
+                .or(file.log_level.clone())
+                .unwrap_or_else(|| "info".into()),
+            members: file.member.clone(),
+        })
+    }
+}
+
+fn keys(cli: &Cli, file: &FileConfig) -> anyhow::Result<Vec<MemberKey>> {
+    let mut keys: Vec<MemberKey> = file
+        .keys
+        .iter()
+        .map(|k| MemberKey {
+            spi: k.spi,
+            key: homeaddr_daemon::parse_key(&k.key),
+        })
+        .collect();
+    if let Some(k) = &cli.key {
+        keys.retain(|k| k.spi != 1);
+        keys.push(MemberKey {
+            spi: 1,
+            key: homeaddr_daemon::parse_key(k),
+        });
+    }
+    if keys.is_empty() {
+        bail!("no registration key: give --key or a [[keys]] table (spi, key) in the config file");
+    }
+    if let Some(k) = keys.iter().find(|k| k.key.len() < 16) {
+        bail!(
+            "registration key for SPI {} is {} bytes; use at least 16 (e.g. 32 hex digits)",
+            k.spi,
+            k.key.len()
+        );
+    }
+    Ok(keys)
+}
+
 /// The configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +172,9 @@ pub struct FileConfig {
     /// Registration keys.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
+    /// Per-member weights and drains (`[[member]]` tables).
+    #[serde(default)]
+    pub member: Vec<MemberPolicy>,
 }
 
 /// Everything the daemon needs, validated.
@@ -107,6 +192,8 @@ pub struct Settings {
     pub log_level: String,
     /// TUN offload.
     pub offload: bool,
+    /// Per-member weights and drains from the file.
+    pub members: Vec<MemberPolicy>,
 }
 
 impl Settings {
@@ -125,34 +212,8 @@ impl Settings {
             .home_address
             .or(file.home_address)
             .context("no home address: give --home-address or home_address in the config file")?;
-        let mut keys: Vec<MemberKey> = file
-            .keys
-            .iter()
-            .map(|k| MemberKey {
-                spi: k.spi,
-                key: homeaddr_daemon::parse_key(&k.key),
-            })
-            .collect();
-        if let Some(k) = &cli.key {
-            keys.retain(|k| k.spi != 1);
-            keys.push(MemberKey {
-                spi: 1,
-                key: homeaddr_daemon::parse_key(k),
-            });
-        }
-        if keys.is_empty() {
-            bail!(
-                "no registration key: give --key or a [[keys]] table (spi, key) in the config file"
-            );
-        }
-        if let Some(k) = keys.iter().find(|k| k.key.len() < 16) {
-            bail!(
-                "registration key for SPI {} is {} bytes; use at least 16 (e.g. 32 hex digits)",
-                k.spi,
-                k.key.len()
-            );
-        }
-        let mut engine = ApConfig::new(home_address, keys);
+        let reloadable = Reloadable::from_file(cli, &file)?;
+        let mut engine = ApConfig::new(home_address, reloadable.keys.clone());
         if let Some(mtu) = cli.mtu.or(file.mtu) {
             if !(1280..=65000).contains(&mtu) {
                 bail!(
@@ -192,6 +253,7 @@ impl Settings {
                 .or(file.log_level)
                 .unwrap_or_else(|| "info".into()),
             offload: !cli.no_offload && file.offload.unwrap_or(true),
+            members: reloadable.members,
         })
     }
 }
@@ -253,6 +315,39 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("1280"), "{e}");
+    }
+
+    #[test]
+    fn member_policies_parse_and_duplicates_are_refused() {
+        let text = "home_address = \"2001:db8::1\"\n[[keys]]\nspi = 1\nkey = \"0123456789abcdef0123456789abcdef\"\n\
+                    [[member]]\nid = 2\nweight = 3\n[[member]]\nid = 4\ndrain = true\n";
+        let s = Settings::merge(&cli(&[]), toml_file(text)).unwrap();
+        assert_eq!(
+            s.members,
+            vec![
+                MemberPolicy {
+                    id: 2,
+                    weight: Some(3),
+                    drain: false
+                },
+                MemberPolicy {
+                    id: 4,
+                    weight: None,
+                    drain: true
+                }
+            ]
+        );
+        let e = Settings::merge(&cli(&[]), toml_file(&format!("{text}[[member]]\nid = 2\n")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("id 2 appears twice"), "{e}");
+        let e = homeaddr_daemon::parse_toml::<FileConfig>(
+            std::path::Path::new("ap.toml"),
+            &format!("{text}[[member]]\nid = 5\nweight = \"heavy\"\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("invalid config ap.toml:13:"), "{e}");
     }
 
     fn toml_file(text: &str) -> FileConfig {

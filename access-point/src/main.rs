@@ -1,13 +1,15 @@
 //! `homeaddr-ap`: see the crate documentation of `homeaddr_ap`.
 
+use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use homeaddr_ap::config::{Cli, Settings};
+use homeaddr_ap::config::{Cli, MemberPolicy, Reloadable, Settings};
 use homeaddr_ap::status;
+use homeaddr_daemon::LogLevel;
 use homeaddr_daemon::control::{self, ControlRequest};
 use homeaddr_daemon::driver::Driver;
 use homeaddr_daemon::netcfg::{NetConfig, sysctl};
@@ -27,10 +29,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = homeaddr_daemon::init_logging(&settings.log_level) {
-        eprintln!("homeaddr-ap: {e:#}");
-        return ExitCode::from(2);
-    }
+    let log = match homeaddr_daemon::init_reloadable_logging(&settings.log_level) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("homeaddr-ap: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match homeaddr_daemon::runtime() {
         Ok(r) => r,
         Err(e) => {
@@ -38,7 +43,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings, cli.metrics)) {
+    match runtime.block_on(run(settings, &cli, log)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -48,7 +53,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: Settings, metrics: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+async fn run(settings: Settings, cli: &Cli, log: LogLevel) -> anyhow::Result<()> {
+    let metrics = cli.metrics;
     let hoa = settings.engine.home_address;
     sysctl("net.ipv6.conf.all.forwarding", "1")
         .context("the AP forwards packets between clients and its TUN")?;
@@ -95,19 +101,39 @@ async fn run(settings: Settings, metrics: Option<std::net::SocketAddr>) -> anyho
     );
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut drop_log = homeaddr_daemon::DropLog::default();
+    let mut policy = Policy {
+        members: settings.members.clone(),
+        drained: BTreeSet::new(),
+    };
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot watch SIGHUP")?;
     let outcome = loop {
         tokio::select! {
             sig = homeaddr_daemon::shutdown_signal() => break Ok(sig),
             why = driver.failed() => break Err(anyhow::anyhow!(why)),
             Some(req) = requests.recv() => {
-                handle(&engine, req, driver.io_status()).await;
+                if req.cmd() == "reload" {
+                    let answer = reload(cli, &log, &engine, &mut policy).await;
+                    let _ = req.reply.send(answer);
+                } else {
+                    handle(&engine, req, driver.io_status()).await;
+                }
                 driver.kick().await;
             }
             Some(req) = metrics.recv() => handle(&engine, req, driver.io_status()).await,
-            _ = tick.tick() => log_events(&engine, &mut drop_log).await,
+            Some(()) = hangup.recv() => {
+                info!("SIGHUP: reloading the configuration");
+                let _ = reload(cli, &log, &engine, &mut policy).await;
+                driver.kick().await;
+            }
+            _ = tick.tick() => {
+                if log_events(&engine, &mut drop_log, &mut policy).await {
+                    driver.kick().await;
+                }
+            }
         }
     };
-    log_events(&engine, &mut drop_log).await;
+    log_events(&engine, &mut drop_log, &mut policy).await;
     let summary = status::status(&*engine.lock().await, Instant::now());
     info!(counters = %summary["counters"], "access point stopping");
     driver.shutdown();
@@ -115,11 +141,101 @@ async fn run(settings: Settings, metrics: Option<std::net::SocketAddr>) -> anyho
     outcome.map(|sig| info!("stopped on {sig}"))
 }
 
-async fn log_events(engine: &Mutex<AccessPoint>, drop_log: &mut homeaddr_daemon::DropLog) {
+/// The operator's per-member policy from the config file.
+struct Policy {
+    members: Vec<MemberPolicy>,
+    /// Members drained because the config said so (a reload undrains them
+    /// when it no longer does; drains by command are left alone).
+    drained: BTreeSet<u16>,
+}
+
+impl Policy {
+    /// Apply the policy for `id`, if it is registered; true if anything changed.
+    fn apply(&mut self, ap: &mut AccessPoint, now: Instant, id: MemberId) -> bool {
+        let Some(entry) = ap.member(id) else {
+            return false;
+        };
+        let admin_drain = entry.admin_drain;
+        let p = self.members.iter().find(|p| p.id == id.0).cloned();
+        let mut changed = false;
+        if let Some(w) = p.as_ref().and_then(|p| p.weight) {
+            changed |= ap.set_weight(id, w).is_ok();
+        }
+        if p.as_ref().is_some_and(|p| p.drain) {
+            if !admin_drain && ap.drain(now, id, None).is_ok() {
+                self.drained.insert(id.0);
+                changed = true;
+            }
+        } else if self.drained.remove(&id.0) {
+            changed |= ap.undrain(id).is_ok();
+        }
+        if changed {
+            info!(member = %id, weight = ?p.as_ref().and_then(|p| p.weight), drain = p.is_some_and(|p| p.drain), "applied the config's member policy");
+        }
+        changed
+    }
+}
+
+/// Reload the config file: keys, log level, member weights and drains.
+/// Nothing changes unless the whole file is valid; flows are untouched.
+async fn reload(
+    cli: &Cli,
+    log: &LogLevel,
+    engine: &Mutex<AccessPoint>,
+    policy: &mut Policy,
+) -> Result<serde_json::Value, String> {
+    let outcome = async {
+        let path = cli.config.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("no config file to reload: start homeaddr-ap with --config FILE")
+        })?;
+        let r = Reloadable::load(cli, path)?;
+        LogLevel::parse(&r.log_level)?;
+        let mut ap = engine.lock().await;
+        ap.set_keys(r.keys.clone())?;
+        log.set(&r.log_level)?;
+        policy.members = r.members;
+        let now = Instant::now();
+        let ids: Vec<MemberId> = ap.members().map(|m| m.id).collect();
+        for id in ids {
+            policy.apply(&mut ap, now, id);
+        }
+        anyhow::Ok(json!({
+            "config": path.display().to_string(),
+            "keys": r.keys.len(),
+            "log_level": r.log_level,
+            "member_policies": policy.members.len(),
+        }))
+    }
+    .await;
+    match outcome {
+        Ok(v) => {
+            info!(config = %v["config"], keys = %v["keys"], log_level = %v["log_level"], member_policies = %v["member_policies"], "configuration reloaded");
+            Ok(v)
+        }
+        Err(e) => {
+            let e = format!("{e:#}");
+            warn!(error = %e, "configuration reload rejected: the old configuration stays in force");
+            Err(format!("{e}; the old configuration stays in force"))
+        }
+    }
+}
+
+/// Log engine events and apply the member policy to members that
+/// register; true if a policy was applied (the caller sends what it queued).
+async fn log_events(
+    engine: &Mutex<AccessPoint>,
+    drop_log: &mut homeaddr_daemon::DropLog,
+    policy: &mut Policy,
+) -> bool {
     let mut ap = engine.lock().await;
     drop_log.observe(&ap.counters().drops);
+    let mut applied = false;
     while let Some(e) = ap.poll_event() {
         match e {
+            ApEvent::MemberRegistered { id, .. } => {
+                info!(event = ?e, "access point");
+                applied |= policy.apply(&mut ap, Instant::now(), id);
+            }
             ApEvent::RegistrationRefused { from, id, status } => {
                 warn!(%from, ?id, status, "refused a registration (146: wrong key; 200: member id in use; 135: replay)")
             }
@@ -129,6 +245,7 @@ async fn log_events(engine: &Mutex<AccessPoint>, drop_log: &mut homeaddr_daemon:
             other => info!(event = ?other, "access point"),
         }
     }
+    applied
 }
 
 fn member_arg(req: &ControlRequest) -> Result<MemberId, String> {

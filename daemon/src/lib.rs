@@ -53,21 +53,59 @@ pub fn random_seed() -> anyhow::Result<[u8; 32]> {
 /// Start logging to stderr at `level` (`error`..`trace`, or a full
 /// `tracing` filter such as `homeaddr=debug`); `RUST_LOG` wins if set.
 pub fn init_logging(level: &str) -> anyhow::Result<()> {
+    init_reloadable_logging(level).map(drop)
+}
+
+/// Changes the log level of a running daemon (config reload).
+pub struct LogLevel {
+    set: Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync>,
+}
+
+impl std::fmt::Debug for LogLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogLevel")
+    }
+}
+
+impl LogLevel {
+    /// Check `level` without applying it.
+    pub fn parse(level: &str) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+        tracing_subscriber::EnvFilter::try_new(level).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid log level {level:?}: {e} (use error, warn, info, debug or trace)"
+            )
+        })
+    }
+
+    /// Log at `level` from now on, unless `RUST_LOG` is set (it wins).
+    pub fn set(&self, level: &str) -> anyhow::Result<()> {
+        let filter = Self::parse(level)?;
+        if std::env::var("RUST_LOG").is_ok_and(|f| !f.is_empty()) {
+            return Ok(());
+        }
+        (self.set)(filter).map_err(|e| anyhow::anyhow!("cannot change the log level: {e}"))
+    }
+}
+
+/// As [`init_logging`], returning a handle to change the level later.
+pub fn init_reloadable_logging(level: &str) -> anyhow::Result<LogLevel> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(f) if !f.is_empty() => f,
         _ => level.to_string(),
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter).map_err(|e| {
-        anyhow::anyhow!("invalid log level {filter:?}: {e} (use error, warn, info, debug or trace)")
-    })?;
+    let filter = LogLevel::parse(&filter)?;
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
-        .init();
-    Ok(())
+        .with_filter_reloading();
+    let handle = builder.reload_handle();
+    builder.init();
+    Ok(LogLevel {
+        set: Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())),
+    })
 }
 
 /// Parse a key given in hex (`0x...` or plain) or as text.

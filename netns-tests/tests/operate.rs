@@ -526,3 +526,157 @@ fn metrics_counters_move_with_traffic_and_histograms_fill() {
     let sum = metric(&text, "homeaddr_member_handoff_seconds_sum");
     assert!(sum > 0.0 && sum < 10.0, "{text}");
 }
+
+/// Sum of the AP's drop counters but `not_tunnelled` (the kernel's own
+/// router solicitations and MLD reports on the TUN, never data).
+fn ap_drops(svc: &Service) -> u64 {
+    svc.ap.status()["counters"]["drops"]
+        .as_object()
+        .map(|d| {
+            d.iter()
+                .filter(|(reason, _)| *reason != "not_tunnelled")
+                .filter_map(|(_, n)| n.as_u64())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Issue: config reload (SIGHUP or `homeaddr-ctl reload`) changes weights,
+/// drain lists and keys without touching established flows; a broken file
+/// is rejected with file, line and reason and the old config stays.
+#[test]
+fn reload_changes_weights_drains_and_keys_and_rejects_a_broken_line() {
+    if !require_root("reload_changes_weights_drains_and_keys_and_rejects_a_broken_line") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("homeaddr-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ap.toml");
+    std::fs::write(&file, "# homeaddr-ap\n").unwrap();
+    let config = file.display().to_string();
+    let mut svc = Service::start_with("reload", &["--config", &config]).expect("service");
+    for id in 1..=2 {
+        svc.add_member(id, &[]).expect("member");
+    }
+    for _ in 0..4 {
+        svc.add_client(false, &[]).expect("legacy client");
+    }
+    let homes: Vec<String> = (0..4).map(|c| who(&svc, c)).collect();
+    let c = homes
+        .iter()
+        .position(|w| w == "member1")
+        .unwrap_or_else(|| panic!("no client on member 1: {homes:?}"));
+    let drops = ap_drops(&svc);
+    let open = session(&svc, c, 60);
+    wait_until(
+        Duration::from_secs(10),
+        POLL,
+        "the session on member 1",
+        || member_num(&svc, 1, "flows") >= 1,
+    )
+    .expect("session starts");
+
+    // Weight 0 for member 1 by `homeaddr-ctl reload`: new connections leave it.
+    std::fs::write(&file, "[[member]]\nid = 1\nweight = 0\n").unwrap();
+    let out = ctl(&svc, &["reload", "--json"]).json();
+    assert_eq!(out["member_policies"], 1, "{out}");
+    assert_eq!(member_num(&svc, 1, "weight"), 0);
+    assert_eq!(who(&svc, c), "member2");
+
+    // A broken line: rejected with file and line, the old config stays.
+    std::fs::write(&file, "[[member]]\nid = 1\nweight = \"heavy\"\n").unwrap();
+    let bad = ctl_at(&svc.ap.control, &["reload"]);
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(
+        bad.stderr.contains(&format!("{config}:3"))
+            && bad.stderr.contains("the old configuration stays in force"),
+        "{bad:?}"
+    );
+    svc.ap.daemon().signal(libc::SIGHUP);
+    wait_until(
+        Duration::from_secs(10),
+        POLL,
+        "the AP to log the rejection",
+        || {
+            svc.ap
+                .daemon()
+                .stderr()
+                .lines()
+                .filter(|l| l.contains("configuration reload rejected"))
+                .count()
+                >= 2
+        },
+    )
+    .expect("rejection logged");
+    assert!(svc.ap.daemon().stderr().contains(&format!("{config}:3")));
+    assert_eq!(
+        member_num(&svc, 1, "weight"),
+        0,
+        "the broken file changed the weight"
+    );
+
+    // SIGHUP with a valid file: weight 3, member 2 drained by the drain list.
+    std::fs::write(
+        &file,
+        "[[member]]\nid = 1\nweight = 3\n\n[[member]]\nid = 2\ndrain = true\n",
+    )
+    .unwrap();
+    svc.ap.daemon().signal(libc::SIGHUP);
+    wait_until(
+        Duration::from_secs(10),
+        POLL,
+        "weight 3 and member 2 draining",
+        || {
+            member_num(&svc, 1, "weight") == 3
+                && member_row(&svc, 2).is_some_and(|m| m["state"] == "draining")
+        },
+    )
+    .expect("SIGHUP reload applied");
+    let report = open
+        .join()
+        .expect("session thread")
+        .expect("the open connection survives every reload");
+    assert_eq!(
+        (report.server.as_str(), report.rtt_us.len()),
+        ("member1", 60)
+    );
+    assert_eq!(ap_drops(&svc), drops, "packets dropped during the reloads");
+
+    // Off the drain list: active again. A new key: a member using it joins.
+    let key2 = "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf";
+    std::fs::write(
+        &file,
+        format!("[[keys]]\nspi = 2\nkey = \"{key2}\"\n\n[[member]]\nid = 1\nweight = 3\n"),
+    )
+    .unwrap();
+    ctl(&svc, &["reload"]);
+    assert_eq!(member_row(&svc, 2).unwrap()["state"], "active");
+    let (ns, addr) = bare_host(&svc, "newkey", 200);
+    let m5 = ns
+        .spawn(
+            "homeaddr-member-5",
+            bin("homeaddr-member").unwrap(),
+            [
+                "--id",
+                "5",
+                "--home-address",
+                &HOME_ADDRESS.to_string(),
+                "--access-point",
+                &svc.ap_endpoint().to_string(),
+                "--care-of",
+                &SocketAddr::new(addr.into(), TUNNEL_PORT).to_string(),
+                "--spi",
+                "2",
+                "--key",
+                key2,
+                "--control",
+                &svc.topo.dir().join("m5.sock").display().to_string(),
+            ],
+        )
+        .expect("member 5 starts");
+    m5.wait_for_output("registered with the access point", Duration::from_secs(20))
+        .expect("a member with the reloaded key registers");
+    assert!(member_row(&svc, 5).is_some());
+    drop(m5);
+    let _ = std::fs::remove_dir_all(&dir);
+}
