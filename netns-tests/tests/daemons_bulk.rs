@@ -324,12 +324,12 @@ fn shim_transfer_survives_a_member_move() {
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", dump(&svc)));
     let still_running = !transfer.is_finished();
+    let legacy_still_running = !legacy_transfer.is_finished();
     let report = transfer
         .join()
         .expect("get thread")
         .unwrap_or_else(|e| panic!("the transfer broke at the move: {e}\n{}", dump(&svc)));
     assert_eq!(report.sha256, testapp::expected_sha256(BYTES));
-    let legacy_still_running = !legacy_transfer.is_finished();
     let legacy_report = legacy_transfer
         .join()
         .expect("get thread")
