@@ -335,3 +335,21 @@ impl Service {
             .cloned()
     }
 }
+
+impl Drop for Service {
+    /// Members leave while the WAN still carries their deregistration:
+    /// otherwise each one waits for an answer that cannot come and is
+    /// killed after the stop grace (2 s per member).
+    fn drop(&mut self) {
+        for host in self.members.values() {
+            if host.daemon.as_ref().is_some_and(|d| d.is_running()) {
+                let _ = host.control(json!({"cmd": "leave"}));
+            }
+        }
+        for host in self.members.values() {
+            if let Some(d) = host.daemon.as_ref() {
+                let _ = d.wait_timeout(Duration::from_secs(3));
+            }
+        }
+    }
+}
