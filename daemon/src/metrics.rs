@@ -321,10 +321,10 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    /// Buckets for protocol exchanges over a WAN: 5 ms to 10 s.
+    /// Buckets for protocol exchanges, from a LAN to a slow WAN: 1 ms to 10 s.
     pub fn latency() -> Self {
         Self::new(&[
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ])
     }
 

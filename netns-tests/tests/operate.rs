@@ -341,6 +341,7 @@ fn wrong_key_and_id_clash_are_refused_and_the_ap_logs_who_tried() {
     let wrong = KEY.replace('0', "f");
     let (code, log, addr, _ns1) = try_member("badkey", 200, 7, &wrong);
     assert_eq!(code, Some(3), "{log}");
+    println!("wrong key:\n{log}");
     assert!(log.contains("authentication failed"), "{log}");
     let (code, log, addr2, _ns2) = try_member("clash", 201, 1, KEY);
     assert_eq!(code, Some(3), "{log}");
@@ -351,6 +352,7 @@ fn wrong_key_and_id_clash_are_refused_and_the_ap_logs_who_tried() {
         .lines()
         .filter(|l| l.contains("refused a registration"))
         .collect();
+    println!("AP log:\n{}", refusals.join("\n"));
     assert!(
         refusals.iter().any(|l| l.contains(&addr.to_string())),
         "the AP did not log the wrong-key attempt from {addr}: {ap_log}"
@@ -390,6 +392,32 @@ fn topology_dot_shows_members_clients_and_traffic() {
     assert!(dot.contains(&svc.clients[0].addr.to_string()), "{dot}");
     assert!(dot.contains("shim client"), "{dot}");
     assert!(dot.contains("ap -> m1"), "{dot}");
+
+    // The tables behind the picture, from the AP, a member and the shim.
+    let shim_addr = svc.clients[1].addr.to_string();
+    assert!(ctl(&svc, &["bindings"]).stdout.contains(&shim_addr));
+    assert!(ctl(&svc, &["flows", "-n", "5"]).stdout.contains("of"));
+    assert!(
+        ctl(&svc, &["stats"])
+            .stdout
+            .contains("drops.spoofed_source")
+    );
+    let served_by = svc.ap.status()["shim_clients"][0]["members"][0]
+        .as_u64()
+        .expect("the shim client has a member") as u16;
+    let member = &svc.members[&served_by].control;
+    let b = ctl_at(member, &["bindings"]);
+    assert!(b.code == 0 && b.stdout.contains(&shim_addr), "{b:?}");
+    for args in [["drain"], ["undrain"]] {
+        assert_eq!(ctl_at(member, &args).code, 0);
+    }
+    assert_eq!(ctl_at(member, &["status"]).code, 0);
+    let shim = ctl_at(&svc.clients[1].control, &["bindings"]);
+    assert!(
+        shim.code == 0 && shim.stdout.contains("CARE-OF"),
+        "{shim:?}"
+    );
+    assert_eq!(ctl_at(&svc.clients[1].control, &["flows"]).code, 0);
     if Command::new("dot").arg("-V").output().is_ok() {
         let svg = svc.topo.dir().join("topology.svg");
         ctl(&svc, &["topology", "--svg", svg.to_str().unwrap()]);
@@ -525,6 +553,7 @@ fn metrics_counters_move_with_traffic_and_histograms_fill() {
     let text = scrape(&m1.ns, 9471);
     let sum = metric(&text, "homeaddr_member_handoff_seconds_sum");
     assert!(sum > 0.0 && sum < 10.0, "{text}");
+    assert_eq!(ctl_at(&m1.control, &["metrics"]).code, 0);
 }
 
 /// Sum of the AP's drop counters but `not_tunnelled` (the kernel's own
