@@ -58,7 +58,7 @@ location = {{ lat = 50.11, lon = 8.68 }}
         .ns
         .spawn(
             "homeaddr-dns",
-            &bin("homeaddr-dns").expect("homeaddr-dns built"),
+            bin("homeaddr-dns").expect("homeaddr-dns built"),
             &[
                 "--config".to_string(),
                 zone_path.display().to_string(),
