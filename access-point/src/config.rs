@@ -215,12 +215,7 @@ impl Settings {
         let reloadable = Reloadable::from_file(cli, &file)?;
         let mut engine = ApConfig::new(home_address, reloadable.keys.clone());
         if let Some(mtu) = cli.mtu.or(file.mtu) {
-            if !(1280..=65000).contains(&mtu) {
-                bail!(
-                    "mtu {mtu} is out of range: the inner MTU must be at least 1280 (IPv6 minimum) and at most 65000"
-                );
-            }
-            engine.inner_mtu = mtu;
+            engine.inner_mtu = homeaddr_daemon::inner_mtu(Some(mtu))?;
         }
         if let Some(ms) = cli.heartbeat_ms.or(file.heartbeat_ms) {
             engine.heartbeat = Duration::from_millis(ms.max(10));

@@ -18,39 +18,16 @@ use homeaddr_proto::engine::ap::{AccessPoint, ApEvent};
 use homeaddr_proto::wire::MemberId;
 use serde_json::json;
 use tokio::sync::Mutex;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::from_cli(&cli) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("homeaddr-ap: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let log = match homeaddr_daemon::init_reloadable_logging(&settings.log_level) {
-        Ok(log) => log,
-        Err(e) => {
-            eprintln!("homeaddr-ap: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match homeaddr_daemon::runtime() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("homeaddr-ap: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(settings, &cli, log)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("{e:#}");
-            eprintln!("homeaddr-ap: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    homeaddr_daemon::daemon_main(
+        "homeaddr-ap",
+        Settings::from_cli(&cli),
+        |s| s.log_level.clone(),
+        |settings, log| async { run(settings, &cli, log).await.map(|()| ExitCode::SUCCESS) },
+    )
 }
 
 async fn run(settings: Settings, cli: &Cli, log: LogLevel) -> anyhow::Result<()> {

@@ -150,12 +150,7 @@ impl Settings {
                 "no access point: give --access-point [ADDR]:PORT, or --dns-server and --service to discover it"
             ),
         };
-        let mtu = cli.mtu.or(file.mtu).unwrap_or(1448);
-        if !(1280..=65000).contains(&mtu) {
-            bail!(
-                "mtu {mtu} is out of range: the inner MTU must be at least 1280 (IPv6 minimum) and at most 65000"
-            );
-        }
+        let mtu = homeaddr_daemon::inner_mtu(cli.mtu.or(file.mtu))?;
         Ok(Self {
             home_address: cli
                 .home_address

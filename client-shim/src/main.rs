@@ -15,36 +15,16 @@ use homeaddr_proto::engine::shim::{FlowPath, Shim, ShimConfig, ShimEvent};
 use homeaddr_shim::config::{AccessPointSource, Cli, Settings};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::from_cli(&cli) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("homeaddr-shim: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Err(e) = homeaddr_daemon::init_logging(&settings.log_level) {
-        eprintln!("homeaddr-shim: {e:#}");
-        return ExitCode::from(2);
-    }
-    let runtime = match homeaddr_daemon::runtime() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("homeaddr-shim: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(settings, cli.metrics)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("{e:#}");
-            eprintln!("homeaddr-shim: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    homeaddr_daemon::daemon_main(
+        "homeaddr-shim",
+        Settings::from_cli(&cli),
+        |s| s.log_level.clone(),
+        |settings, _log| async move { run(settings, cli.metrics).await.map(|()| ExitCode::SUCCESS) },
+    )
 }
 
 async fn access_point(source: &AccessPointSource) -> anyhow::Result<SocketAddr> {

@@ -108,6 +108,19 @@ pub fn init_reloadable_logging(level: &str) -> anyhow::Result<LogLevel> {
     })
 }
 
+/// The inner MTU a daemon is configured with (default 1448: a 1500-byte
+/// path minus the 52 bytes of tunnel overhead), checked.
+pub fn inner_mtu(configured: Option<u16>) -> anyhow::Result<u16> {
+    let mtu = configured.unwrap_or(1448);
+    if !(1280..=65000).contains(&mtu) {
+        anyhow::bail!(
+            "mtu {mtu} is out of range: the inner MTU must be at least 1280 (IPv6 minimum) and at most 65000 \
+             (it is the path MTU minus 52 bytes of tunnel overhead)"
+        );
+    }
+    Ok(mtu)
+}
+
 /// Parse a key given in hex (`0x...` or plain) or as text.
 pub fn parse_key(s: &str) -> Vec<u8> {
     let hex = s.strip_prefix("0x").unwrap_or(s);
@@ -186,6 +199,51 @@ impl DropLog {
         }
         self.last = drops.clone();
         self.last_log = now;
+    }
+}
+
+/// Everything a daemon's `main` does once its settings are parsed: start
+/// logging, build the runtime, run, and turn errors into a message on
+/// stderr and an exit status (2: bad arguments or configuration, 1: a
+/// failure at run time; `run` chooses its own status otherwise).
+pub fn daemon_main<S, Fut>(
+    name: &str,
+    settings: anyhow::Result<S>,
+    log_level: impl FnOnce(&S) -> String,
+    run: impl FnOnce(S, LogLevel) -> Fut,
+) -> std::process::ExitCode
+where
+    Fut: std::future::Future<Output = anyhow::Result<std::process::ExitCode>>,
+{
+    use std::process::ExitCode;
+    let settings = match settings {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let log = match init_reloadable_logging(&log_level(&settings)) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings, log)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

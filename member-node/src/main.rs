@@ -27,32 +27,12 @@ const MOVE_GRACE: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::from_cli(&cli) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("homeaddr-member: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Err(e) = homeaddr_daemon::init_logging(&settings.log_level) {
-        eprintln!("homeaddr-member: {e:#}");
-        return ExitCode::from(2);
-    }
-    let runtime = match homeaddr_daemon::runtime() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("homeaddr-member: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(settings, cli.metrics)) {
-        Ok(code) => code,
-        Err(e) => {
-            error!("{e:#}");
-            eprintln!("homeaddr-member: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    homeaddr_daemon::daemon_main(
+        "homeaddr-member",
+        Settings::from_cli(&cli),
+        |s| s.log_level.clone(),
+        |settings, _log| run(settings, cli.metrics),
+    )
 }
 
 fn refusal_reason(status: u8) -> String {
