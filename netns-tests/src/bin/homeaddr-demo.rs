@@ -1077,18 +1077,27 @@ fn step_move(svc: &mut Service, report: &mut Report, member: u16) -> anyhow::Res
     ));
     let via_ap_sent =
         shim_counter(&member_after, "via_ap_out") - shim_counter(&member_before, "via_ap_out");
-    say(&format!(
-        "{} the member sent {via_ap_sent} packets the long way, through the access point",
-        if rebound {
-            "until its new binding was in place"
-        } else {
-            "during the download"
-        }
-    ));
-    say(&format!(
-        "({} one way instead of {}); packets dropped by the access point, the member and the shim meanwhile: {dropped}",
+    let long_way = format!(
+        "{} one way instead of {}",
         ms(one_way(&m, "ap") + one_way("ap", SHIM)),
         ms(one_way(&m, SHIM))
+    );
+    if via_ap_sent == 0 && rebound {
+        say(&format!(
+            "the member held its answers until the new binding was in place: none took the long way through the access point ({long_way})"
+        ));
+    } else {
+        say(&format!(
+            "{} the member sent {via_ap_sent} packets the long way, through the access point ({long_way})",
+            if rebound {
+                "until its new binding was in place"
+            } else {
+                "during the download"
+            }
+        ));
+    }
+    say(&format!(
+        "packets dropped by the access point, the member and the shim meanwhile: {dropped}"
     ));
     // The old address goes away; the member must be reachable at the new one only.
     svc.retire_address(old);

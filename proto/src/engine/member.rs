@@ -56,6 +56,12 @@ const AUTH_FAILURES_BEFORE_REFUSAL: u32 = 3;
 /// restarted member may meet its previous registration until the AP
 /// declares it dead.
 const ID_IN_USE_BEFORE_REFUSAL: u32 = 4;
+/// After a move, answers to a bound shim wait this long at most for the
+/// new binding (instead of detouring through the AP, where they would
+/// arrive late and out of order); then they go through the AP.
+pub const MOVE_HOLD: Duration = Duration::from_millis(100);
+/// Answers held per shim during a move, at most.
+const MOVE_HOLD_PACKETS: usize = 512;
 /// Deregistration attempts before the member leaves anyway.
 const DEREGISTRATION_ATTEMPTS: u32 = 3;
 
@@ -224,6 +230,9 @@ pub struct Correspondent {
     care_of: Option<GotToken>,
     deadline: Option<Instant>,
     rr_started: Instant,
+    /// Answers held while re-binding after a move, and until when.
+    held: VecDeque<Vec<u8>>,
+    hold_until: Option<Instant>,
 }
 
 /// Something the member wants its operator to know.
@@ -418,8 +427,13 @@ impl Member {
         let clients: Vec<Ipv6Addr> = self.correspondents.keys().copied().collect();
         for client in clients {
             if let Some(c) = self.correspondents.get_mut(&client) {
-                // The old care-of token is worthless now; the binding is stale.
-                c.binding = None;
+                // The old care-of token is worthless now; the binding is
+                // stale. Hold the answers for a bound shim until the new
+                // binding is in place (a care-of test and a BU: about two
+                // round trips to the shim), rather than detour via the AP.
+                if c.binding.take().is_some() {
+                    c.hold_until = Some(now + MOVE_HOLD);
+                }
                 c.care_of = None;
             }
             self.start_rr(now, client);
@@ -742,10 +756,10 @@ impl Member {
                 b.expires.max(now + Duration::from_millis(1))
             }
         });
-        let at = match (deadline, refresh) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let at = [deadline, refresh, c.hold_until]
+            .into_iter()
+            .flatten()
+            .min();
         match at {
             Some(at) => self.timers.set(MemberTimer::Correspondent(client), at),
             None => self.timers.cancel(MemberTimer::Correspondent(client)),
@@ -826,6 +840,16 @@ impl Member {
     }
 
     fn correspondent_timer(&mut self, now: Instant, client: Ipv6Addr) {
+        let Some(c) = self.correspondents.get_mut(&client) else {
+            return;
+        };
+        if c.hold_until.is_some_and(|t| t <= now) {
+            // The new binding is late: what was held goes through the AP.
+            c.hold_until = None;
+            let held = std::mem::take(&mut c.held);
+            let ap = self.config.access_point;
+            self.release_held(ap, held);
+        }
         let Some(c) = self.correspondents.get_mut(&client) else {
             return;
         };
@@ -951,6 +975,8 @@ impl Member {
                         care_of: None,
                         deadline: None,
                         rr_started: now,
+                        held: VecDeque::new(),
+                        hold_until: None,
                     },
                 );
                 self.start_rr(now, client);
@@ -1048,6 +1074,22 @@ impl Member {
         }
     }
 
+    /// Send answers held during a move to `to` (the shim, or the AP).
+    fn release_held(&mut self, to: SocketAddr, held: VecDeque<Vec<u8>>) {
+        let header = TunnelHeader::data(Some(self.config.id)).to_bytes();
+        for packet in held {
+            let mut payload = Vec::with_capacity(header.len() + packet.len());
+            payload.extend_from_slice(&header);
+            payload.extend_from_slice(&packet);
+            if to == self.config.access_point {
+                self.counters.via_ap_out += 1;
+            } else {
+                self.counters.direct_out += 1;
+            }
+            self.transmits.push_back(Transmit { to, payload });
+        }
+    }
+
     fn handle_test(
         &mut self,
         now: Instant,
@@ -1131,7 +1173,10 @@ impl Member {
                 expires: now + from_units(lifetime),
             });
             c.rr = RoState::Idle;
+            c.hold_until = None;
+            let held = std::mem::take(&mut c.held);
             let (shim, elapsed) = (c.shim, now - c.rr_started);
+            self.release_held(shim, held);
             self.counters.rr_successes += 1;
             self.events.push_back(MemberEvent::RouteOptimized {
                 client,
@@ -1241,6 +1286,12 @@ impl Engine for Member {
             if c.binding.is_some_and(|b| b.expires > now) {
                 self.counters.direct_out += 1;
                 return DataAction::Encap { to: c.shim, header };
+            }
+            // Past the hold deadline, too, until the timer (due now) sends
+            // everything held through the AP in order.
+            if c.hold_until.is_some() && c.held.len() < MOVE_HOLD_PACKETS {
+                c.held.push_back(packet.to_vec());
+                return DataAction::Consumed;
             }
         }
         if self.config.direct_return && !self.correspondents.contains_key(&dst) {
