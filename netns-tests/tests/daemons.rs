@@ -315,23 +315,7 @@ fn member_move_keeps_the_session_and_traffic_follows_the_new_care_of() {
     let moved_at = Instant::now();
     let (old, new) = svc.move_member(1).expect("member moves");
     let new_care_of = endpoint(new);
-    let at_ap = wait_until(
-        Duration::from_secs(5),
-        POLL,
-        "the AP to list the new care-of",
-        || ap_member(&svc, 1)["care_of"] == new_care_of.as_str(),
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&svc)));
-    let at_shim = wait_until(
-        Duration::from_secs(5),
-        POLL,
-        "the shim's binding to follow",
-        || {
-            shim_binding(&svc.clients[shim], 1)
-                .is_some_and(|b| b["care_of"] == new_care_of.as_str())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&svc)));
+    let (at_ap, at_shim) = await_move(&svc, shim, 1, &new_care_of);
     let report = session
         .join()
         .expect("rtt thread")

@@ -306,23 +306,7 @@ fn shim_transfer_survives_a_member_move() {
     .unwrap_or_else(|e| panic!("{e}\n{}", dump(&svc)));
     let (old, new) = svc.move_member(1).expect("member moves");
     let new_care_of = endpoint(new);
-    let at_ap = wait_until(
-        Duration::from_secs(5),
-        POLL,
-        "the AP to list the new care-of",
-        || ap_member(&svc, 1)["care_of"] == new_care_of.as_str(),
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&svc)));
-    let at_shim = wait_until(
-        Duration::from_secs(5),
-        POLL,
-        "the shim's binding to follow",
-        || {
-            shim_binding(&svc.clients[client], 1)
-                .is_some_and(|b| b["care_of"] == new_care_of.as_str())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&svc)));
+    let (at_ap, at_shim) = await_move(&svc, client, 1, &new_care_of);
     let still_running = !transfer.is_finished();
     let legacy_still_running = !legacy_transfer.is_finished();
     let report = transfer

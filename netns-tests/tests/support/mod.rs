@@ -71,6 +71,26 @@ pub fn shim_binding(shim: &Host, id: u16) -> Option<Value> {
 }
 
 /// The care-of endpoint string the daemons print for `addr`.
+/// Wait until the AP lists member `id` at `care_of` and then until the
+/// shim client `shim` binds it there; returns how long each took.
+pub fn await_move(svc: &Service, shim: usize, id: u16, care_of: &str) -> (Duration, Duration) {
+    let at_ap = homeaddr_netns_tests::wait_until(
+        Duration::from_secs(5),
+        POLL,
+        "the AP to list the new care-of",
+        || ap_member(svc, id)["care_of"] == care_of,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(svc)));
+    let at_shim = homeaddr_netns_tests::wait_until(
+        Duration::from_secs(5),
+        POLL,
+        "the shim's binding to follow",
+        || shim_binding(&svc.clients[shim], id).is_some_and(|b| b["care_of"] == care_of),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(svc)));
+    (at_ap, at_shim)
+}
+
 pub fn endpoint(addr: Ipv6Addr) -> String {
     SocketAddr::new(addr.into(), homeaddr_netns_tests::service::TUNNEL_PORT).to_string()
 }
