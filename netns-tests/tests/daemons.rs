@@ -374,13 +374,7 @@ fn drained_member_finishes_open_connections_and_gets_no_new_ones() {
         return;
     }
     let _cpu = common::timing_test();
-    let mut svc = Service::start("drain").expect("service starts");
-    svc.add_member(1, &[]).expect("member starts");
-    svc.add_member(2, &[]).expect("member starts");
-    let shim = svc.add_client(true, &[]).expect("shim client");
-    let legacy: Vec<usize> = (0..6)
-        .map(|_| svc.add_client(false, &[]).expect("legacy client"))
-        .collect();
+    let (svc, shim, legacy) = two_member_pool("drain");
     let server = svc.service_endpoint();
     // Drain the shim's member; some legacy clients are on it too.
     let drained_name = who(&svc, shim);
@@ -472,13 +466,7 @@ fn killed_member_is_declared_down_and_its_clients_recover() {
         return;
     }
     let _cpu = common::timing_test();
-    let mut svc = Service::start("kill").expect("service starts");
-    svc.add_member(1, &[]).expect("member starts");
-    svc.add_member(2, &[]).expect("member starts");
-    let shim = svc.add_client(true, &[]).expect("shim client");
-    let legacy: Vec<usize> = (0..6)
-        .map(|_| svc.add_client(false, &[]).expect("legacy client"))
-        .collect();
+    let (svc, shim, legacy) = two_member_pool("kill");
     let server = svc.service_endpoint();
     let victim_name = who(&svc, shim);
     let victim: u16 = victim_name["member".len()..].parse().expect("member<id>");

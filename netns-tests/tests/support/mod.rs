@@ -91,6 +91,19 @@ pub fn await_move(svc: &Service, shim: usize, id: u16, care_of: &str) -> (Durati
     (at_ap, at_shim)
 }
 
+/// Two members, one shim client and six legacy clients: returns the
+/// service, the shim client's index and the legacy clients' indices.
+pub fn two_member_pool(tag: &str) -> (Service, usize, Vec<usize>) {
+    let mut svc = Service::start(tag).expect("service starts");
+    svc.add_member(1, &[]).expect("member starts");
+    svc.add_member(2, &[]).expect("member starts");
+    let shim = svc.add_client(true, &[]).expect("shim client");
+    let legacy = (0..6)
+        .map(|_| svc.add_client(false, &[]).expect("legacy client"))
+        .collect();
+    (svc, shim, legacy)
+}
+
 pub fn endpoint(addr: Ipv6Addr) -> String {
     SocketAddr::new(addr.into(), homeaddr_netns_tests::service::TUNNEL_PORT).to_string()
 }
