@@ -276,6 +276,19 @@ impl Name {
         }
     }
 
+    /// Whether this name is `origin` or below it. Compares wire bytes on
+    /// label boundaries (`badexample.com.` is not within `example.com.`), so
+    /// both names must have the same case.
+    pub fn is_within(&self, origin: &Name) -> bool {
+        let (n, o) = (self.as_wire(), origin.as_wire());
+        if n.len() < o.len() || !n.ends_with(o) {
+            return false;
+        }
+        // The suffix must start at a label boundary.
+        let start = n.len() - o.len();
+        start == 0 || self.label_offsets().any(|off| off == start)
+    }
+
     /// Dotted text form, with a trailing dot; bytes outside printable ASCII
     /// are escaped as `\DDD`.
     pub fn to_dotted(&self) -> String {
@@ -709,7 +722,7 @@ pub fn put_rr_header(
 }
 
 /// A compression pointer to `offset` (RFC 1035 sec. 4.1.4).
-pub fn pointer(offset: usize) -> [u8; 2] {
+pub const fn pointer(offset: usize) -> [u8; 2] {
     debug_assert!(offset < 0x4000);
     [0xc0 | ((offset >> 8) as u8 & 0x3f), (offset & 0xff) as u8]
 }
@@ -943,5 +956,14 @@ mod tests {
             mask("2001:db8::1".parse().unwrap(), 128),
             "2001:db8::1".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn within_respects_label_boundaries() {
+        let o = Name::from_dotted("example.com.").unwrap();
+        assert!(Name::from_dotted("a.example.com.").unwrap().is_within(&o));
+        assert!(o.is_within(&o));
+        assert!(!Name::from_dotted("badexample.com.").unwrap().is_within(&o));
+        assert!(!Name::from_dotted("com.").unwrap().is_within(&o));
     }
 }
