@@ -221,3 +221,100 @@ impl Network {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{TcpControl, tcp_segment};
+    use std::net::SocketAddrV6;
+
+    const CONTROL: [u8; 4] = [0x11, 0x80, 0, 1];
+    const DATA: [u8; 4] = [0x10, 0x00, 0, 1];
+
+    /// A network with nodes 0, 1, 2 attached at fresh addresses.
+    fn three_nodes() -> (Network, [SocketAddr; 3]) {
+        let mut net = Network::new(1);
+        let eps = [0, 1, 2].map(|n| {
+            let addr = net.fresh_addr();
+            net.attach(addr, n);
+            SocketAddr::new(IpAddr::V6(addr), 4790)
+        });
+        (net, eps)
+    }
+
+    fn v6(ep: SocketAddr) -> Ipv6Addr {
+        match ep.ip() {
+            IpAddr::V6(a) => a,
+            IpAddr::V4(_) => unreachable!("the simulation is IPv6 only"),
+        }
+    }
+
+    fn arrivals(net: &mut Network) -> Vec<(Instant, NodeId)> {
+        let mut out = Vec::new();
+        while let Some(at) = net.next_arrival() {
+            let d = net.pop_arrival().expect("peeked");
+            out.push((at, d.to()));
+        }
+        out
+    }
+
+    #[test]
+    fn packets_arrive_after_their_link_latency_in_due_order() {
+        let (mut net, eps) = three_nodes();
+        net.set_latency(0, 1, Duration::from_millis(5));
+        let t = Instant::now();
+        net.send_udp(t, 0, eps[0], eps[1], DATA.to_vec());
+        net.send_udp(t, 0, eps[0], eps[2], DATA.to_vec());
+        // The reverse direction has the same latency.
+        net.send_udp(t, 2, eps[2], eps[1], DATA.to_vec());
+        net.send_udp(t, 1, eps[1], eps[0], DATA.to_vec());
+        let ms = Duration::from_millis;
+        assert_eq!(
+            arrivals(&mut net),
+            vec![
+                (t + ms(1), 2),
+                (t + ms(1), 1),
+                (t + ms(5), 1),
+                (t + ms(5), 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn loss_drops_and_counts_and_unknown_addresses_are_unroutable() {
+        let (mut net, eps) = three_nodes();
+        let t = Instant::now();
+        net.loss = 1.0;
+        net.send_udp(t, 0, eps[0], eps[1], DATA.to_vec());
+        assert_eq!((net.lost, net.next_arrival()), (1, None));
+        net.loss = 0.0;
+        net.detach(v6(eps[2]));
+        net.send_udp(t, 0, eps[0], eps[2], DATA.to_vec());
+        assert_eq!((net.unroutable, net.next_arrival()), (1, None));
+    }
+
+    #[test]
+    fn only_control_datagrams_are_captured_with_their_claimed_source() {
+        let (mut net, eps) = three_nodes();
+        let t = Instant::now();
+        net.send_udp(t, 2, eps[0], eps[1], CONTROL.to_vec());
+        net.send_udp(t, 0, eps[0], eps[1], DATA.to_vec());
+        let captured = net.captured_between(eps[0], eps[1]);
+        assert_eq!(captured.len(), 1);
+        assert_eq!(captured[0].payload, CONTROL);
+        // Captured or not, both are delivered.
+        assert_eq!(arrivals(&mut net).len(), 2);
+    }
+
+    #[test]
+    fn native_packets_to_the_home_address_go_to_the_access_point() {
+        let (mut net, eps) = three_nodes();
+        let t = Instant::now();
+        let src = SocketAddrV6::new(v6(eps[2]), 10000, 0, 0);
+        let dst = SocketAddrV6::new(home_address(), 80, 0, 0);
+        net.send_native(t, 2, tcp_segment(src, dst, TcpControl::Syn, 0, None, &[]));
+        net.send_native(t, 0, tcp_segment(dst, src, TcpControl::Rst, 0, None, &[]));
+        let to: Vec<NodeId> = arrivals(&mut net).into_iter().map(|(_, n)| n).collect();
+        assert_eq!(to, vec![Sim::AP, 2]);
+    }
+}
