@@ -299,3 +299,58 @@ pub(crate) fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant>
         (a, b) => a.or(b),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::Sim;
+    use homeaddr_proto::engine::ap::MemberState;
+    use homeaddr_proto::wire::MobilityMessage;
+    use homeaddr_proto::wire::mh::MessageBody;
+
+    /// What a datagram to a member is: Some(body) for control, None for data.
+    fn control_body(payload: &[u8]) -> Option<MessageBody> {
+        (payload[0] & 0x0f == 1).then(|| {
+            MobilityMessage::parse(&payload[TUNNEL_HEADER_LEN..])
+                .expect("a control frame the AP sent parses")
+                .body
+        })
+    }
+
+    /// As the daemon's driver does, the AP sends the Shim Notice the
+    /// shim's first packet caused before it forwards the packet.
+    #[test]
+    fn the_ap_sends_the_control_a_packet_caused_before_the_packet() {
+        let mut sim = Sim::new(1);
+        let m = sim.add_member(1);
+        sim.run_until_cond(Duration::from_secs(5), |s| {
+            s.ap()
+                .member(MemberId(1))
+                .is_some_and(|e| e.state == MemberState::Active)
+        })
+        .expect("member registers");
+        let c = sim.add_shim_client();
+        sim.start_session(c, 1, Duration::from_millis(10));
+        // Shim -> AP is 1 ms: after it the AP's output is in flight.
+        sim.run_for(Duration::from_millis(1));
+        let mut to_member = Vec::new();
+        while let Some(d) = sim.net.pop_arrival() {
+            if let Delivery::Udp { to, payload, .. } = d
+                && to == m
+            {
+                to_member.push(control_body(&payload));
+            }
+        }
+        let notice = to_member
+            .iter()
+            .position(|b| matches!(b, Some(MessageBody::ShimNotice { .. })))
+            .expect("the AP told the member about the shim");
+        let data = to_member
+            .iter()
+            .position(Option::is_none)
+            .expect("the AP forwarded the SYN");
+        assert!(notice < data, "data before its notice: {to_member:?}");
+    }
+}
