@@ -1,6 +1,7 @@
 //! `homeaddr-member`: see the crate documentation of `homeaddr_member`.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,10 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 use homeaddr_daemon::common::CommonSettings;
+use homeaddr_daemon::common::RUN_DIR;
 use homeaddr_daemon::control::ControlRequest;
 use homeaddr_daemon::driver::{Driver, source_address_for};
 use homeaddr_daemon::metrics::{Exposition, Histogram};
-use homeaddr_daemon::netcfg::NetConfig;
+use homeaddr_daemon::netcfg::{Claim, NetConfig, ip, ip_output};
 use homeaddr_daemon::shell::{self, Context, Role, Stop, StopHandle};
 use homeaddr_io::{TunConfig, TunDevice, UdpTunnel};
 use homeaddr_member::config::{Cli, Settings};
@@ -55,6 +57,8 @@ fn refusal_reason(status: u8) -> String {
 struct MemberNode {
     driver: Driver<Member>,
     net: NetConfig,
+    /// The routing table is ours until the network setup is undone.
+    _claim: Claim,
     receive_task: usize,
     retire: Vec<(Instant, usize)>,
     timings: Arc<std::sync::Mutex<Timings>>,
@@ -95,16 +99,45 @@ impl Role for MemberNode {
             }
         };
         let common = &settings.common;
+        let table = settings.table.to_string();
+        // Before anything on the host changes: is the table another live
+        // member's? A member killed with -9 leaves its claim and its rule.
+        let claim = Claim::take(
+            Path::new(RUN_DIR),
+            &format!("routing table {table}"),
+            "--table",
+        )?;
+        // A table nobody has used yet does not exist.
+        let routes = ip_output(&["-6", "route", "show", "table", &table]).or_else(|e| {
+            if e.to_string().contains("does not exist") {
+                Ok(String::new())
+            } else {
+                Err(e)
+            }
+        })?;
+        if !routes.trim().is_empty() {
+            anyhow::bail!(
+                "policy routing table {table} already has routes ({}): another program uses it; give another --table",
+                routes.trim().replace('\n', "; ")
+            );
+        }
         let tun_config = TunConfig::new(&common.tun, common.mtu)
             .with_offload(common.offload)
             .with_ipv6(hoa, 128);
-        let tun = Arc::new(
-            TunDevice::create(&tun_config)
-                .context("cannot create the TUN device (root? /dev/net/tun?)")?,
-        );
+        let tun = Arc::new(TunDevice::create(&tun_config).with_context(|| {
+            format!(
+                "cannot create the TUN device {} (root? /dev/net/tun? another daemon's: give another --tun)",
+                common.tun
+            )
+        })?);
         let mut net = NetConfig::new();
-        let table = settings.table.to_string();
         let from = format!("{hoa}/128");
+        let rule = [
+            "-6", "rule", "del", "from", &from, "iif", "lo", "lookup", &table, "priority", "1000",
+        ];
+        if claim.stale && ip(&rule).is_ok() {
+            info!(table = %table, "removed the source rule a dead member left behind");
+        }
         // Answers from the home address go back into the TUN, to the engine.
         net.apply(
             &[
@@ -181,6 +214,7 @@ impl Role for MemberNode {
         Ok(Self {
             driver,
             net,
+            _claim: claim,
             receive_task: 1,
             retire: Vec::new(),
             timings,
