@@ -79,6 +79,21 @@ pub struct MemberPolicy {
     pub drain: bool,
 }
 
+impl From<&MemberPolicy> for homeaddr_proto::engine::ap::MemberPolicy {
+    fn from(p: &MemberPolicy) -> Self {
+        Self {
+            id: homeaddr_proto::wire::MemberId(p.id),
+            weight: p.weight,
+            drain: p.drain,
+        }
+    }
+}
+
+/// The engine's form of the file's member policies.
+pub fn engine_policies(members: &[MemberPolicy]) -> Vec<homeaddr_proto::engine::ap::MemberPolicy> {
+    members.iter().map(Into::into).collect()
+}
+
 /// What a reload (SIGHUP) changes, read from the file with the flags on top.
 #[derive(Debug, Clone)]
 pub struct Reloadable {
@@ -214,6 +229,7 @@ impl Settings {
             .context("no home address: give --home-address or home_address in the config file")?;
         let reloadable = Reloadable::from_file(cli, &file)?;
         let mut engine = ApConfig::new(home_address, reloadable.keys.clone());
+        engine.member_policies = engine_policies(&reloadable.members);
         if let Some(mtu) = cli.mtu.or(file.mtu) {
             engine.inner_mtu = homeaddr_daemon::inner_mtu(Some(mtu))?;
         }

@@ -1,13 +1,12 @@
 //! `homeaddr-ap`: see the crate documentation of `homeaddr_ap`.
 
-use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use homeaddr_ap::config::{Cli, MemberPolicy, Reloadable, Settings};
+use homeaddr_ap::config::{Cli, Reloadable, Settings, engine_policies};
 use homeaddr_ap::status;
 use homeaddr_daemon::LogLevel;
 use homeaddr_daemon::control::{self, ControlRequest};
@@ -78,10 +77,6 @@ async fn run(settings: Settings, cli: &Cli, log: LogLevel) -> anyhow::Result<()>
     );
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut drop_log = homeaddr_daemon::DropLog::default();
-    let mut policy = Policy {
-        members: settings.members.clone(),
-        drained: BTreeSet::new(),
-    };
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot watch SIGHUP")?;
     let outcome = loop {
@@ -90,7 +85,7 @@ async fn run(settings: Settings, cli: &Cli, log: LogLevel) -> anyhow::Result<()>
             why = driver.failed() => break Err(anyhow::anyhow!(why)),
             Some(req) = requests.recv() => {
                 if req.cmd() == "reload" {
-                    let answer = reload(cli, &log, &engine, &mut policy).await;
+                    let answer = reload(cli, &log, &engine).await;
                     let _ = req.reply.send(answer);
                 } else {
                     handle(&engine, req, driver.io_status()).await;
@@ -100,57 +95,18 @@ async fn run(settings: Settings, cli: &Cli, log: LogLevel) -> anyhow::Result<()>
             Some(req) = metrics.recv() => handle(&engine, req, driver.io_status()).await,
             Some(()) = hangup.recv() => {
                 info!("SIGHUP: reloading the configuration");
-                let _ = reload(cli, &log, &engine, &mut policy).await;
+                let _ = reload(cli, &log, &engine).await;
                 driver.kick().await;
             }
-            _ = tick.tick() => {
-                if log_events(&engine, &mut drop_log, &mut policy).await {
-                    driver.kick().await;
-                }
-            }
+            _ = tick.tick() => log_events(&engine, &mut drop_log).await,
         }
     };
-    log_events(&engine, &mut drop_log, &mut policy).await;
+    log_events(&engine, &mut drop_log).await;
     let summary = status::status(&*engine.lock().await, Instant::now());
     info!(counters = %summary["counters"], "access point stopping");
     driver.shutdown();
     net.undo_all();
     outcome.map(|sig| info!("stopped on {sig}"))
-}
-
-/// The operator's per-member policy from the config file.
-struct Policy {
-    members: Vec<MemberPolicy>,
-    /// Members drained because the config said so (a reload undrains them
-    /// when it no longer does; drains by command are left alone).
-    drained: BTreeSet<u16>,
-}
-
-impl Policy {
-    /// Apply the policy for `id`, if it is registered; true if anything changed.
-    fn apply(&mut self, ap: &mut AccessPoint, now: Instant, id: MemberId) -> bool {
-        let Some(entry) = ap.member(id) else {
-            return false;
-        };
-        let admin_drain = entry.admin_drain;
-        let p = self.members.iter().find(|p| p.id == id.0).cloned();
-        let mut changed = false;
-        if let Some(w) = p.as_ref().and_then(|p| p.weight) {
-            changed |= ap.set_weight(id, w).is_ok();
-        }
-        if p.as_ref().is_some_and(|p| p.drain) {
-            if !admin_drain && ap.drain(now, id, None).is_ok() {
-                self.drained.insert(id.0);
-                changed = true;
-            }
-        } else if self.drained.remove(&id.0) {
-            changed |= ap.undrain(id).is_ok();
-        }
-        if changed {
-            info!(member = %id, weight = ?p.as_ref().and_then(|p| p.weight), drain = p.is_some_and(|p| p.drain), "applied the config's member policy");
-        }
-        changed
-    }
 }
 
 /// Reload the config file: keys, log level, member weights and drains.
@@ -159,7 +115,6 @@ async fn reload(
     cli: &Cli,
     log: &LogLevel,
     engine: &Mutex<AccessPoint>,
-    policy: &mut Policy,
 ) -> Result<serde_json::Value, String> {
     let outcome = async {
         let path = cli.config.as_ref().ok_or_else(|| {
@@ -170,17 +125,12 @@ async fn reload(
         let mut ap = engine.lock().await;
         ap.set_keys(r.keys.clone())?;
         log.set(&r.log_level)?;
-        policy.members = r.members;
-        let now = Instant::now();
-        let ids: Vec<MemberId> = ap.members().map(|m| m.id).collect();
-        for id in ids {
-            policy.apply(&mut ap, now, id);
-        }
+        ap.set_member_policies(Instant::now(), engine_policies(&r.members));
         anyhow::Ok(json!({
             "config": path.display().to_string(),
             "keys": r.keys.len(),
             "log_level": r.log_level,
-            "member_policies": policy.members.len(),
+            "member_policies": r.members.len(),
         }))
     }
     .await;
@@ -197,21 +147,14 @@ async fn reload(
     }
 }
 
-/// Log engine events and apply the member policy to members that
-/// register; true if a policy was applied (the caller sends what it queued).
-async fn log_events(
-    engine: &Mutex<AccessPoint>,
-    drop_log: &mut homeaddr_daemon::DropLog,
-    policy: &mut Policy,
-) -> bool {
+/// Log engine events.
+async fn log_events(engine: &Mutex<AccessPoint>, drop_log: &mut homeaddr_daemon::DropLog) {
     let mut ap = engine.lock().await;
     drop_log.observe(&ap.counters().drops);
-    let mut applied = false;
     while let Some(e) = ap.poll_event() {
         match e {
-            ApEvent::MemberRegistered { id, .. } => {
-                info!(event = ?e, "access point");
-                applied |= policy.apply(&mut ap, Instant::now(), id);
+            ApEvent::PolicyApplied { id, weight, drain } => {
+                info!(member = %id, ?weight, drain, "applied the config's member policy")
             }
             ApEvent::RegistrationRefused { from, id, status } => {
                 warn!(%from, ?id, status, "refused a registration (146: wrong key; 200: member id in use; 135: replay)")
@@ -222,7 +165,6 @@ async fn log_events(
             other => info!(event = ?other, "access point"),
         }
     }
-    applied
 }
 
 fn member_arg(req: &ControlRequest) -> Result<MemberId, String> {
