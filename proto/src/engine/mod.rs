@@ -11,6 +11,8 @@ pub mod ap;
 mod fragments;
 pub mod member;
 pub mod shim;
+#[cfg(test)]
+mod testutil;
 mod timer;
 
 use std::net::{Ipv6Addr, SocketAddr};

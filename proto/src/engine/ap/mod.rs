@@ -26,6 +26,8 @@ mod policy;
 mod registration;
 pub mod state;
 mod table;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{Ipv6Addr, SocketAddr};
