@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 pub use timer::TimerQueue;
 
 use crate::crypto::{self, Kbm};
-use crate::wire::{MemberId, MobilityHeader, MobilityMessage, TUNNEL_HEADER_LEN, TunnelHeader};
+use crate::wire::{
+    MemberId, MobilityHeader, MobilityMessage, MobilityOption, TUNNEL_HEADER_LEN, TunnelHeader,
+};
 
 /// What the shell does with the packet it just handed to an engine.
 ///
@@ -222,6 +224,16 @@ pub(crate) fn from_units(units: u16) -> Duration {
 /// requires for binding sequence numbers: is `a` newer than `b`?
 pub fn seq_newer(a: u16, b: u16) -> bool {
     a != b && a.wrapping_sub(b) < 0x8000
+}
+
+/// A Binding ID option naming `id` alone (no care-of address).
+pub(crate) fn binding_id(id: MemberId) -> MobilityOption {
+    MobilityOption::BindingId {
+        id,
+        status: 0,
+        flags: 0,
+        care_of: None,
+    }
 }
 
 /// Emit a control frame: tunnel header + Mobility Header message.

@@ -115,15 +115,7 @@ pub fn unsigned(member: Option<MemberId>, msg: &MobilityMessage) -> Vec<u8> {
     control_frame(member, msg)
 }
 
-/// The Binding ID option naming `id`.
-pub fn bid(id: MemberId) -> MobilityOption {
-    MobilityOption::BindingId {
-        id,
-        status: 0,
-        flags: 0,
-        care_of: None,
-    }
-}
+pub(crate) use super::binding_id as bid;
 
 /// Everything the engine queued for UDP.
 pub fn transmits(engine: &mut impl Engine) -> Vec<Transmit> {

@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 
 use super::fragments::FragmentRoutes;
 use super::{
-    DataAction, DropCounters, DropReason, Engine, TimerQueue, Transmit, canonical, control_frame,
-    sign_registration,
+    DataAction, DropCounters, DropReason, Engine, TimerQueue, Transmit, binding_id, canonical,
+    control_frame, sign_registration,
 };
 use crate::affinity::{AffinityConfig, AffinityTable};
 use crate::maglev::{DEFAULT_TABLE_SIZE, Maglev};
@@ -428,16 +428,6 @@ impl AccessPoint {
             MessageBody::HomeTest { .. } => self.relay_home_test(now, from, &msg),
             _ => self.counters.drops.drop(DropReason::UnexpectedMessage),
         }
-    }
-}
-
-/// A Binding ID option naming `id` alone.
-fn binding_id(id: MemberId) -> MobilityOption {
-    MobilityOption::BindingId {
-        id,
-        status: 0,
-        flags: 0,
-        care_of: None,
     }
 }
 

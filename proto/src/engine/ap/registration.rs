@@ -11,11 +11,9 @@ use std::time::{Duration, Instant};
 
 use super::state::{DrainedBy, MemberState};
 use super::table::{MemberCounters, MemberEntry};
-use super::{
-    AUTH_SUBTYPE_MN_HA, AccessPoint, ApConfig, ApEvent, ApTimer, DEFAULT_WEIGHT, binding_id,
-};
+use super::{AUTH_SUBTYPE_MN_HA, AccessPoint, ApConfig, ApEvent, ApTimer, DEFAULT_WEIGHT};
 use crate::engine::{
-    DataAction, DropReason, Transmit, control_frame, from_units, seq_newer, to_units,
+    DataAction, DropReason, Transmit, binding_id, control_frame, from_units, seq_newer, to_units,
     verify_registration,
 };
 use crate::wire::mh::{MessageBody, ba_status, revocation_trigger};
