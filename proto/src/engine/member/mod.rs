@@ -42,6 +42,8 @@ mod correspondents;
 mod data;
 mod hold;
 mod registration;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddr};
