@@ -170,6 +170,23 @@ pub trait Engine {
     fn handle_timeout(&mut self, now: Instant);
 }
 
+/// A binding update as it arrived, at the AP (registration) or a shim.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReceivedBu<'a> {
+    /// UDP source, canonical: the member's care-of endpoint.
+    pub from: SocketAddr,
+    /// The Mobility Header, for the authenticator.
+    pub mh: &'a [u8],
+    /// The parsed message.
+    pub msg: &'a MobilityMessage,
+    /// Sequence number.
+    pub seq: u16,
+    /// The A flag: the sender wants a BA.
+    pub ack: bool,
+    /// Lifetime in 4-second units (0: delete the binding).
+    pub lifetime: u16,
+}
+
 /// Kernel chatter on a TUN device (link-local source or multicast
 /// destination) that no engine tunnels.
 pub(crate) fn is_local_chatter(src: Ipv6Addr, dst: Ipv6Addr) -> bool {

@@ -413,7 +413,7 @@ impl AccessPoint {
                 lifetime,
             } => self.handle_registration(
                 now,
-                &registration::RegistrationRequest {
+                &super::ReceivedBu {
                     from: canonical(from),
                     mh,
                     msg: &msg,

@@ -13,28 +13,11 @@ use super::state::{DrainedBy, MemberState};
 use super::table::{MemberCounters, MemberEntry};
 use super::{AUTH_SUBTYPE_MN_HA, AccessPoint, ApConfig, ApEvent, ApTimer, DEFAULT_WEIGHT};
 use crate::engine::{
-    DataAction, DropReason, Transmit, binding_id, control_frame, from_units, seq_newer, to_units,
-    verify_registration,
+    DataAction, DropReason, ReceivedBu, Transmit, binding_id, control_frame, from_units, seq_newer,
+    to_units, verify_registration,
 };
 use crate::wire::mh::{MessageBody, ba_status, revocation_trigger};
 use crate::wire::{MemberId, MobilityMessage, MobilityOption};
-
-/// A registration BU as it arrived.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct RegistrationRequest<'a> {
-    /// UDP source, canonical.
-    pub from: SocketAddr,
-    /// The Mobility Header, for the authenticator.
-    pub mh: &'a [u8],
-    /// The parsed message.
-    pub msg: &'a MobilityMessage,
-    /// BU sequence number.
-    pub seq: u16,
-    /// The A flag: the member wants a BA.
-    pub ack: bool,
-    /// Lifetime asked for, in 4-second units (0: deregistration).
-    pub lifetime: u16,
-}
 
 /// A registration that passed every check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +86,7 @@ pub(super) fn check_registration(
     members: &BTreeMap<MemberId, MemberEntry>,
     banned: &HashSet<(MemberId, u64)>,
     now: Instant,
-    req: &RegistrationRequest<'_>,
+    req: &ReceivedBu<'_>,
 ) -> Result<Accepted, Refusal> {
     let (seq, msg) = (req.seq, req.msg);
     let id = msg.binding_id().map(|(id, _)| id);
@@ -167,11 +150,7 @@ pub(super) fn check_registration(
 }
 
 impl AccessPoint {
-    pub(super) fn handle_registration(
-        &mut self,
-        now: Instant,
-        req: &RegistrationRequest<'_>,
-    ) -> DataAction {
+    pub(super) fn handle_registration(&mut self, now: Instant, req: &ReceivedBu<'_>) -> DataAction {
         match check_registration(&self.config, &self.members, &self.banned, now, req) {
             Err(refusal) => self.refuse(req.from, refusal),
             Ok(Accepted {
@@ -268,7 +247,7 @@ impl AccessPoint {
     /// that it stops its shims from starting new flows at it (sec. 7.1).
     fn acknowledge(
         &mut self,
-        req: &RegistrationRequest<'_>,
+        req: &ReceivedBu<'_>,
         id: MemberId,
         spi: u32,
         lifetime: u16,
