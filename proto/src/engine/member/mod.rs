@@ -33,13 +33,15 @@
 //! the AP), `correspondents` (return routability per shim client),
 //! `bindings` (BUs to shims, their BAs and timers), `hold` (a move of the
 //! care-of endpoint, answers held meanwhile), `data` (the data path),
-//! `control` (dispatch of control messages).
+//! `control` (dispatch of control messages), `events` (events and
+//! counters).
 
 mod bindings;
 mod config;
 mod control;
 mod correspondents;
 mod data;
+mod events;
 mod hold;
 mod registration;
 #[cfg(test)]
@@ -49,7 +51,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::{DataAction, DropCounters, DropReason, Engine, TimerQueue, Transmit, canonical};
+use super::{DataAction, DropReason, Engine, TimerQueue, Transmit, canonical};
 use crate::crypto::{Drbg, Kbm, Token};
 use crate::wire::mh::ba_status;
 use crate::wire::{FrameKind, MobilityMessage, MobilityOption, TUNNEL_HEADER_LEN};
@@ -58,6 +60,7 @@ pub use self::config::{
     DEFAULT_BINDING_LIFETIME, DEFAULT_INITIAL_RETRANSMIT, DEFAULT_LIFETIME, DEFAULT_MAX_RETRANSMIT,
     DEFAULT_SPI, DEFAULT_WEIGHT, MemberConfig,
 };
+pub use self::events::{MemberCounters, MemberEvent};
 
 /// RFC 6275 sec. 12: MAX_TOKEN_LIFETIME, how long a keygen token may be reused.
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(210);
@@ -168,51 +171,6 @@ pub struct Correspondent {
     hold_until: Option<Instant>,
 }
 
-/// Something the member wants its operator to know.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MemberEvent {
-    /// The AP accepted the registration.
-    Registered {
-        /// Care-of endpoint registered.
-        care_of: SocketAddr,
-        /// Lifetime granted.
-        lifetime: Duration,
-    },
-    /// The AP refused the registration; the member will not retry.
-    RegistrationRefused {
-        /// BA status.
-        status: u8,
-    },
-    /// The AP reported an authentication failure (unsigned, so not yet believed).
-    AuthFailureReported,
-    /// The registration lapsed without a refresh.
-    RegistrationLost,
-    /// Deregistration finished.
-    Left,
-    /// Return routability started with a shim.
-    ReturnRoutabilityStarted {
-        /// Client.
-        client: Ipv6Addr,
-    },
-    /// The shim acknowledged our binding: direct path in use.
-    RouteOptimized {
-        /// Client.
-        client: Ipv6Addr,
-        /// Its shim.
-        shim: SocketAddr,
-        /// From starting return routability to the BA.
-        elapsed: Duration,
-    },
-    /// The shim rejected or lost our binding.
-    BindingRejected {
-        /// Client.
-        client: Ipv6Addr,
-        /// BA or BE status.
-        status: u8,
-    },
-}
-
 /// Every timer of the member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MemberTimer {
@@ -231,31 +189,6 @@ struct PendingBu {
     seq: u16,
     lifetime: u16,
     attempt: u32,
-}
-
-/// Member counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MemberCounters {
-    /// Drops by reason.
-    pub drops: DropCounters,
-    /// Packets received through the AP.
-    pub via_ap_in: u64,
-    /// Packets received directly from shims.
-    pub direct_in: u64,
-    /// Packets sent through the AP.
-    pub via_ap_out: u64,
-    /// Packets sent directly to shims.
-    pub direct_out: u64,
-    /// Packets to legacy clients returned natively (direct server return).
-    pub direct_return: u64,
-    /// Registration BUs sent, retransmissions included.
-    pub registration_bus: u64,
-    /// Registration retransmissions.
-    pub retransmissions: u64,
-    /// Return routability runs that ended in a binding.
-    pub rr_successes: u64,
-    /// Return routability runs that gave up or were rejected.
-    pub rr_failures: u64,
 }
 
 /// Who asks this member to drain: itself (operator command at the member),
