@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::state::{DrainedBy, MemberState};
+use super::state::{Change, DrainCause, DrainedBy, MemberState};
 use super::table::{MemberCounters, MemberEntry};
 use super::{AUTH_SUBTYPE_MN_HA, AccessPoint, ApConfig, ApEvent, ApTimer, DEFAULT_WEIGHT};
 use crate::engine::{
@@ -280,33 +280,7 @@ impl AccessPoint {
     /// or back from Down.
     fn register(&mut self, now: Instant, r: &Registered) -> bool {
         let Some(m) = self.members.get_mut(&r.id) else {
-            self.members.insert(
-                r.id,
-                MemberEntry {
-                    id: r.id,
-                    care_of: r.from,
-                    state: MemberState::registered(
-                        now,
-                        DrainedBy {
-                            member: r.draining,
-                            ..DrainedBy::NONE
-                        },
-                    ),
-                    advertised_weight: r.weight,
-                    weight_override: None,
-                    instance: r.instance,
-                    spi: r.spi,
-                    last_seq: r.seq,
-                    registered_since: now,
-                    lifetime_expires: now + r.granted,
-                    last_heard: now,
-                    counters: MemberCounters::default(),
-                },
-            );
-            self.events.push_back(ApEvent::MemberRegistered {
-                id: r.id,
-                care_of: r.from,
-            });
+            self.insert_member(now, r);
             return true;
         };
         let restarted = m.instance != r.instance;
@@ -335,17 +309,15 @@ impl AccessPoint {
                 id: r.id,
                 care_of: r.from,
             });
-            super::state::Change::None
+            Change::None
         } else if r.draining {
             // Cannot fail: the member is up.
             m.state
-                .drain(now, super::state::DrainCause::Member)
-                .unwrap_or(super::state::Change::None)
+                .drain(now, DrainCause::Member)
+                .unwrap_or(Change::None)
         } else {
             // Not drained by itself: nothing to undo.
-            m.state
-                .undrain(super::state::DrainCause::Member)
-                .unwrap_or(super::state::Change::None)
+            m.state.undrain(DrainCause::Member).unwrap_or(Change::None)
         };
         self.announce(r.id, change);
         if restarted {
@@ -357,6 +329,37 @@ impl AccessPoint {
             }
         }
         back
+    }
+
+    /// A member registers for the first time (or after it left).
+    fn insert_member(&mut self, now: Instant, r: &Registered) {
+        self.members.insert(
+            r.id,
+            MemberEntry {
+                id: r.id,
+                care_of: r.from,
+                state: MemberState::registered(
+                    now,
+                    DrainedBy {
+                        member: r.draining,
+                        ..DrainedBy::NONE
+                    },
+                ),
+                advertised_weight: r.weight,
+                weight_override: None,
+                instance: r.instance,
+                spi: r.spi,
+                last_seq: r.seq,
+                registered_since: now,
+                lifetime_expires: now + r.granted,
+                last_heard: now,
+                counters: MemberCounters::default(),
+            },
+        );
+        self.events.push_back(ApEvent::MemberRegistered {
+            id: r.id,
+            care_of: r.from,
+        });
     }
 }
 

@@ -21,52 +21,19 @@ impl Member {
         };
         let from = canonical(from);
         if from == canonical(self.config.access_point) {
-            let signed = verify_registration(mh, &self.config.key, self.config.home_address);
-            // Every AP message names its member: one key may serve many members.
-            if msg.binding_id().is_some_and(|(id, _)| id != self.config.id) {
-                return self.counters.drops.drop(DropReason::UnexpectedMessage);
-            }
-            if let MessageBody::BindingAck {
-                status,
-                sequence,
-                lifetime,
-            } = msg.body
-            {
-                let (action, accepted) =
-                    self.handle_registration_ack(now, signed, status, sequence, lifetime);
-                if accepted && let Some((_, draining, _)) = msg.member_state() {
-                    self.apply_operator_drain(now, draining);
-                }
-                return action;
-            }
-            if !signed {
-                return self.counters.drops.drop(DropReason::AuthFailed);
-            }
-            return match msg.body {
-                MessageBody::BindingRefreshRequest => {
-                    if matches!(self.state, RegistrationState::Registered { .. }) {
-                        self.send_registration(now, to_units(self.config.lifetime));
-                    }
-                    DataAction::Consumed
-                }
-                MessageBody::ShimNotice { client, shim } => {
-                    self.handle_shim_notice(now, client, shim);
-                    DataAction::Consumed
-                }
-                MessageBody::HomeTest {
-                    nonce_index,
-                    cookie,
-                    token,
-                } => {
-                    let Some(client) = msg.correspondent() else {
-                        return self.counters.drops.drop(DropReason::Malformed);
-                    };
-                    self.handle_test(now, client, true, nonce_index, cookie, token)
-                }
-                _ => self.counters.drops.drop(DropReason::UnexpectedMessage),
-            };
+            return self.ap_control(now, mh, &msg);
         }
-        // Everything else comes from shims.
+        self.shim_control(now, from, mh, &msg)
+    }
+
+    /// A control message from a shim: the care-of test, BAs, errors.
+    fn shim_control(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        mh: &[u8],
+        msg: &MobilityMessage,
+    ) -> DataAction {
         let Some(client) = self
             .correspondents
             .values()
@@ -99,6 +66,55 @@ impl Member {
             MessageBody::BindingRefreshRequest => {
                 self.start_rr(now, client);
                 DataAction::Consumed
+            }
+            _ => self.counters.drops.drop(DropReason::UnexpectedMessage),
+        }
+    }
+
+    /// A control message from the AP: BAs (signed, or an unsigned 146),
+    /// and signed BRRs, Shim Notices and HoTs.
+    fn ap_control(&mut self, now: Instant, mh: &[u8], msg: &MobilityMessage) -> DataAction {
+        let signed = verify_registration(mh, &self.config.key, self.config.home_address);
+        // Every AP message names its member: one key may serve many members.
+        if msg.binding_id().is_some_and(|(id, _)| id != self.config.id) {
+            return self.counters.drops.drop(DropReason::UnexpectedMessage);
+        }
+        if let MessageBody::BindingAck {
+            status,
+            sequence,
+            lifetime,
+        } = msg.body
+        {
+            let (action, accepted) =
+                self.handle_registration_ack(now, signed, status, sequence, lifetime);
+            if accepted && let Some((_, draining, _)) = msg.member_state() {
+                self.apply_operator_drain(now, draining);
+            }
+            return action;
+        }
+        if !signed {
+            return self.counters.drops.drop(DropReason::AuthFailed);
+        }
+        match msg.body {
+            MessageBody::BindingRefreshRequest => {
+                if matches!(self.state, RegistrationState::Registered { .. }) {
+                    self.send_registration(now, to_units(self.config.lifetime));
+                }
+                DataAction::Consumed
+            }
+            MessageBody::ShimNotice { client, shim } => {
+                self.handle_shim_notice(now, client, shim);
+                DataAction::Consumed
+            }
+            MessageBody::HomeTest {
+                nonce_index,
+                cookie,
+                token,
+            } => {
+                let Some(client) = msg.correspondent() else {
+                    return self.counters.drops.drop(DropReason::Malformed);
+                };
+                self.handle_test(now, client, true, nonce_index, cookie, token)
             }
             _ => self.counters.drops.drop(DropReason::UnexpectedMessage),
         }
