@@ -126,8 +126,7 @@ impl Member {
                 expires: now + from_units(lifetime),
             });
             c.rr = RoState::Idle;
-            c.hold_until = None;
-            let held = std::mem::take(&mut c.held);
+            let held = c.hold.take().map(|h| h.packets).unwrap_or_default();
             let (shim, elapsed) = (c.shim, now - c.rr_started);
             self.release_held(shim, held);
             self.counters.rr_successes += 1;

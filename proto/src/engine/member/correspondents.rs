@@ -2,7 +2,6 @@
 //! the Shim Notice that starts it, the home test through the AP and the
 //! care-of test direct, and the keygen tokens they bring back.
 
-use std::collections::VecDeque;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -46,8 +45,7 @@ impl Member {
                         care_of: None,
                         deadline: None,
                         rr_started: now,
-                        held: VecDeque::new(),
-                        hold_until: None,
+                        hold: None,
                     },
                 );
                 self.start_rr(now, client);
@@ -135,7 +133,7 @@ impl Member {
                 b.expires.max(now + Duration::from_millis(1))
             }
         });
-        let at = [deadline, refresh, c.hold_until]
+        let at = [deadline, refresh, c.hold.as_ref().map(|h| h.until)]
             .into_iter()
             .flatten()
             .min();

@@ -84,8 +84,10 @@ impl Member {
             }
             // Past the hold deadline, too, until the timer (due now) sends
             // everything held through the AP in order.
-            if c.hold_until.is_some() && c.held.len() < MOVE_HOLD_PACKETS {
-                c.held.push_back(packet.to_vec());
+            if let Some(hold) = c.hold.as_mut()
+                && hold.packets.len() < MOVE_HOLD_PACKETS
+            {
+                hold.packets.push_back(packet.to_vec());
                 return DataAction::Consumed;
             }
         }

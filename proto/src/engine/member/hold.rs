@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
-use super::{MOVE_HOLD, Member, RegistrationState};
+use super::{Hold, MOVE_HOLD, Member, RegistrationState};
 use crate::engine::{Transmit, canonical, to_units};
 use crate::wire::TunnelHeader;
 
@@ -32,7 +32,10 @@ impl Member {
                 // binding is in place (a care-of test and a BU: about two
                 // round trips to the shim), rather than detour via the AP.
                 if c.binding.take().is_some() {
-                    c.hold_until = Some(now + MOVE_HOLD);
+                    c.hold = Some(Hold {
+                        until: now + MOVE_HOLD,
+                        packets: c.hold.take().map(|h| h.packets).unwrap_or_default(),
+                    });
                 }
                 c.care_of = None;
             }
@@ -62,11 +65,11 @@ impl Member {
         let Some(c) = self.correspondents.get_mut(&client) else {
             return;
         };
-        if c.hold_until.is_some_and(|t| t <= now) {
-            c.hold_until = None;
-            let held = std::mem::take(&mut c.held);
+        if c.hold.as_ref().is_some_and(|h| h.until <= now)
+            && let Some(hold) = c.hold.take()
+        {
             let ap = self.config.access_point;
-            self.release_held(ap, held);
+            self.release_held(ap, hold.packets);
         }
     }
 }

@@ -166,9 +166,16 @@ pub struct Correspondent {
     care_of: Option<GotToken>,
     deadline: Option<Instant>,
     rr_started: Instant,
-    /// Answers held while re-binding after a move, and until when.
-    held: VecDeque<Vec<u8>>,
-    hold_until: Option<Instant>,
+    /// Answers held while re-binding after a move.
+    hold: Option<Hold>,
+}
+
+/// Answers to a shim held while the member re-binds after a move: sent
+/// direct once the new binding is acknowledged, or through the AP at `until`.
+#[derive(Debug, Clone)]
+struct Hold {
+    until: Instant,
+    packets: VecDeque<Vec<u8>>,
 }
 
 /// Every timer of the member.
