@@ -61,6 +61,21 @@ pub struct MemberPolicy {
     pub drain: bool,
 }
 
+impl From<&MemberPolicy> for homeaddr_proto::engine::ap::MemberPolicy {
+    fn from(p: &MemberPolicy) -> Self {
+        Self {
+            id: homeaddr_proto::wire::MemberId(p.id),
+            weight: p.weight,
+            drain: p.drain,
+        }
+    }
+}
+
+/// The engine's form of the file's member policies.
+pub fn engine_policies(members: &[MemberPolicy]) -> Vec<homeaddr_proto::engine::ap::MemberPolicy> {
+    members.iter().map(Into::into).collect()
+}
+
 /// What a reload (SIGHUP) changes, read from the file with the flags on top.
 #[derive(Debug, Clone)]
 pub struct Reloadable {
@@ -182,6 +197,7 @@ impl Settings {
         let common = CommonSettings::resolve(&cli.common, &file.common, "ap", "ha-ap")?;
         let mut engine = ApConfig::new(home_address, reloadable.keys.clone());
         engine.inner_mtu = common.mtu;
+        engine.member_policies = engine_policies(&reloadable.members);
         if let Some(ms) = cli.heartbeat_ms.or(file.heartbeat_ms) {
             engine.heartbeat = Duration::from_millis(ms.max(10));
         }

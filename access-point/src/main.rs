@@ -1,13 +1,12 @@
 //! `homeaddr-ap`: see the crate documentation of `homeaddr_ap`.
 
-use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use homeaddr_ap::config::{Cli, MemberPolicy, Reloadable, Settings};
+use homeaddr_ap::config::{Cli, Reloadable, Settings, engine_policies};
 use homeaddr_ap::status;
 use homeaddr_daemon::LogLevel;
 use homeaddr_daemon::control::ControlRequest;
@@ -34,7 +33,6 @@ struct Ap {
     engine: Arc<Mutex<AccessPoint>>,
     driver: Driver<AccessPoint>,
     net: NetConfig,
-    policy: Arc<std::sync::Mutex<Policy>>,
 }
 
 impl Role for Ap {
@@ -76,12 +74,7 @@ impl Role for Ap {
         let engine = AccessPoint::new(settings.engine.clone())
             .context("invalid access point configuration")?;
         let engine = Arc::new(Mutex::new(engine));
-        let policy = Arc::new(std::sync::Mutex::new(Policy {
-            members: settings.members.clone(),
-            drained: BTreeSet::new(),
-        }));
-        let hook_policy = policy.clone();
-        let hook = Arc::new(move |ap: &mut AccessPoint| on_events(ap, &hook_policy));
+        let hook = Arc::new(on_events);
         let driver = Driver::start(engine.clone(), hook, tun.clone(), udp.clone());
         info!(
             home_address = %hoa, listen = %udp.local_addr(), tun = tun.name(), mtu = tun.mtu(), offload = tun.offload(),
@@ -92,7 +85,6 @@ impl Role for Ap {
             engine,
             driver,
             net,
-            policy,
         })
     }
 
@@ -106,7 +98,7 @@ impl Role for Ap {
 
     async fn control(&mut self, req: ControlRequest, cx: &Context) {
         if req.cmd() == "reload" {
-            let answer = reload(&self.cli, &cx.log, &self.engine, &self.policy).await;
+            let answer = reload(&self.cli, &cx.log, &self.engine).await;
             let _ = req.reply.send(answer);
         } else {
             handle(&self.engine, req, self.driver.io_status()).await;
@@ -114,7 +106,7 @@ impl Role for Ap {
     }
 
     async fn reload(&mut self, cx: &Context) {
-        let _ = reload(&self.cli, &cx.log, &self.engine, &self.policy).await;
+        let _ = reload(&self.cli, &cx.log, &self.engine).await;
     }
 
     async fn stop(mut self, _why: &Stop) {
@@ -125,48 +117,12 @@ impl Role for Ap {
     }
 }
 
-/// The operator's per-member policy from the config file.
-struct Policy {
-    members: Vec<MemberPolicy>,
-    /// Members drained because the config said so (a reload undrains them
-    /// when it no longer does; drains by command are left alone).
-    drained: BTreeSet<u16>,
-}
-
-impl Policy {
-    /// Apply the policy for `id`, if it is registered; true if anything changed.
-    fn apply(&mut self, ap: &mut AccessPoint, now: Instant, id: MemberId) -> bool {
-        let Some(entry) = ap.member(id) else {
-            return false;
-        };
-        let admin_drain = entry.admin_drain;
-        let p = self.members.iter().find(|p| p.id == id.0).cloned();
-        let mut changed = false;
-        if let Some(w) = p.as_ref().and_then(|p| p.weight) {
-            changed |= ap.set_weight(id, w).is_ok();
-        }
-        if p.as_ref().is_some_and(|p| p.drain) {
-            if !admin_drain && ap.drain(now, id, None).is_ok() {
-                self.drained.insert(id.0);
-                changed = true;
-            }
-        } else if self.drained.remove(&id.0) {
-            changed |= ap.undrain(id).is_ok();
-        }
-        if changed {
-            info!(member = %id, weight = ?p.as_ref().and_then(|p| p.weight), drain = p.is_some_and(|p| p.drain), "applied the config's member policy");
-        }
-        changed
-    }
-}
-
 /// Reload the config file: keys, log level, member weights and drains.
 /// Nothing changes unless the whole file is valid; flows are untouched.
 async fn reload(
     cli: &Cli,
     log: &LogLevel,
     engine: &Mutex<AccessPoint>,
-    policy: &std::sync::Mutex<Policy>,
 ) -> Result<serde_json::Value, String> {
     let outcome = async {
         let path = cli.common.config.as_ref().ok_or_else(|| {
@@ -177,18 +133,14 @@ async fn reload(
         let mut ap = engine.lock().await;
         ap.set_keys(r.keys.clone())?;
         log.set(&r.log_level)?;
-        let mut policy = policy.lock().unwrap_or_else(|p| p.into_inner());
-        policy.members = r.members;
-        let now = Instant::now();
-        let ids: Vec<MemberId> = ap.members().map(|m| m.id).collect();
-        for id in ids {
-            policy.apply(&mut ap, now, id);
-        }
+        let policies = engine_policies(&r.members);
+        let member_policies = policies.len();
+        ap.set_member_policies(Instant::now(), policies);
         anyhow::Ok(json!({
             "config": path.display().to_string(),
             "keys": r.keys.len(),
             "log_level": r.log_level,
-            "member_policies": policy.members.len(),
+            "member_policies": member_policies,
         }))
     }
     .await;
@@ -205,18 +157,12 @@ async fn reload(
     }
 }
 
-/// Log engine events and apply the member policy to members as they
-/// register, in the batch that registered them (the driver sends what the
-/// policy queued with that batch).
-fn on_events(ap: &mut AccessPoint, policy: &std::sync::Mutex<Policy>) {
+/// Log engine events, in the batch that caused them.
+fn on_events(ap: &mut AccessPoint) {
     while let Some(e) = ap.poll_event() {
         match e {
-            ApEvent::MemberRegistered { id, .. } => {
-                info!(event = ?e, "access point");
-                policy
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .apply(ap, Instant::now(), id);
+            ApEvent::PolicyApplied { id, weight, drain } => {
+                info!(member = %id, ?weight, drain, "applied the config's member policy")
             }
             ApEvent::RegistrationRefused { from, id, status } => {
                 warn!(%from, ?id, status, "refused a registration (146: wrong key; 200: member id in use; 135: replay)")

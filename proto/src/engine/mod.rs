@@ -11,6 +11,8 @@ pub mod ap;
 mod fragments;
 pub mod member;
 pub mod shim;
+#[cfg(test)]
+mod testutil;
 mod timer;
 
 use std::net::{Ipv6Addr, SocketAddr};
@@ -19,7 +21,9 @@ use std::time::{Duration, Instant};
 pub use timer::TimerQueue;
 
 use crate::crypto::{self, Kbm};
-use crate::wire::{MemberId, MobilityHeader, MobilityMessage, TUNNEL_HEADER_LEN, TunnelHeader};
+use crate::wire::{
+    MemberId, MobilityHeader, MobilityMessage, MobilityOption, TUNNEL_HEADER_LEN, TunnelHeader,
+};
 
 /// What the shell does with the packet it just handed to an engine.
 ///
@@ -166,6 +170,23 @@ pub trait Engine {
     fn handle_timeout(&mut self, now: Instant);
 }
 
+/// A binding update as it arrived, at the AP (registration) or a shim.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReceivedBu<'a> {
+    /// UDP source, canonical: the member's care-of endpoint.
+    pub from: SocketAddr,
+    /// The Mobility Header, for the authenticator.
+    pub mh: &'a [u8],
+    /// The parsed message.
+    pub msg: &'a MobilityMessage,
+    /// Sequence number.
+    pub seq: u16,
+    /// The A flag: the sender wants a BA.
+    pub ack: bool,
+    /// Lifetime in 4-second units (0: delete the binding).
+    pub lifetime: u16,
+}
+
 /// Kernel chatter on a TUN device (link-local source or multicast
 /// destination) that no engine tunnels.
 pub(crate) fn is_local_chatter(src: Ipv6Addr, dst: Ipv6Addr) -> bool {
@@ -220,6 +241,16 @@ pub(crate) fn from_units(units: u16) -> Duration {
 /// requires for binding sequence numbers: is `a` newer than `b`?
 pub fn seq_newer(a: u16, b: u16) -> bool {
     a != b && a.wrapping_sub(b) < 0x8000
+}
+
+/// A Binding ID option naming `id` alone (no care-of address).
+pub(crate) fn binding_id(id: MemberId) -> MobilityOption {
+    MobilityOption::BindingId {
+        id,
+        status: 0,
+        flags: 0,
+        care_of: None,
+    }
 }
 
 /// Emit a control frame: tunnel header + Mobility Header message.

@@ -1,0 +1,120 @@
+//! The access point's configuration, its defaults and its errors.
+
+use std::net::Ipv6Addr;
+use std::time::Duration;
+
+use super::MemberPolicy;
+use crate::affinity::AffinityConfig;
+use crate::maglev::DEFAULT_TABLE_SIZE;
+use crate::wire::MemberId;
+
+/// The Maglev weight of a member whose BU carries no Member State option.
+pub const DEFAULT_WEIGHT: u16 = 100;
+/// Interval of the BRR heartbeat to every member.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+/// A member not heard from for this long is down.
+pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(3);
+/// Longest registration lifetime granted.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(600);
+/// A shim client not heard from for this long is forgotten.
+pub const DEFAULT_SHIM_IDLE: Duration = Duration::from_secs(300);
+/// Least time between two Shim Notices for one client and member.
+pub const DEFAULT_NOTICE_INTERVAL: Duration = Duration::from_secs(1);
+/// Inner MTU of the tunnels on a 1500-byte path (52 bytes of tunnel).
+pub const DEFAULT_INNER_MTU: u16 = 1448;
+/// How often a Binding Revocation Indication is sent.
+pub const DEFAULT_REVOCATION_REPEATS: u8 = 3;
+/// Gap between repeated revocations.
+pub const DEFAULT_REVOCATION_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A registration key, named by its Security Parameter Index.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MemberKey {
+    /// Mobility SPI (RFC 4285) the member puts in its authentication option.
+    pub spi: u32,
+    /// Shared secret.
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for MemberKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberKey")
+            .field("spi", &self.spi)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Access point configuration.
+#[derive(Debug, Clone)]
+pub struct ApConfig {
+    /// The home address this AP owns.
+    pub home_address: Ipv6Addr,
+    /// Accepted registration keys.
+    pub keys: Vec<MemberKey>,
+    /// Interval of the BRR heartbeat to every member.
+    pub heartbeat: Duration,
+    /// A member not heard from for this long is down.
+    pub dead_after: Duration,
+    /// Longest registration lifetime granted.
+    pub max_lifetime: Duration,
+    /// Maglev lookup table size (prime).
+    pub maglev_table_size: usize,
+    /// Affinity table limits and idle timeouts.
+    pub affinity: AffinityConfig,
+    /// A shim client not heard from for this long is forgotten.
+    pub shim_idle: Duration,
+    /// Least time between two Shim Notices for one client and member
+    /// before the member has started return routability.
+    pub notice_interval: Duration,
+    /// Inner MTU of the tunnels; TCP SYNs are clamped to `inner_mtu - 60`.
+    pub inner_mtu: u16,
+    /// How often a Binding Revocation Indication is sent (it is not acknowledged).
+    pub revocation_repeats: u8,
+    /// Gap between repeated revocations.
+    pub revocation_interval: Duration,
+    /// Per-member weights and drains (the configuration file's), applied
+    /// when a member registers; replace them with
+    /// [`AccessPoint::set_member_policies`].
+    pub member_policies: Vec<MemberPolicy>,
+}
+
+impl ApConfig {
+    /// Defaults for a home address and one key.
+    pub fn new(home_address: Ipv6Addr, keys: Vec<MemberKey>) -> Self {
+        Self {
+            home_address,
+            keys,
+            heartbeat: DEFAULT_HEARTBEAT,
+            dead_after: DEFAULT_DEAD_AFTER,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
+            maglev_table_size: DEFAULT_TABLE_SIZE,
+            affinity: AffinityConfig::default(),
+            shim_idle: DEFAULT_SHIM_IDLE,
+            notice_interval: DEFAULT_NOTICE_INTERVAL,
+            inner_mtu: DEFAULT_INNER_MTU,
+            revocation_repeats: DEFAULT_REVOCATION_REPEATS,
+            revocation_interval: DEFAULT_REVOCATION_INTERVAL,
+            member_policies: Vec::new(),
+        }
+    }
+
+    /// The key with this SPI.
+    pub(super) fn key(&self, spi: u32) -> Option<&[u8]> {
+        self.keys
+            .iter()
+            .find(|k| k.spi == spi)
+            .map(|k| k.key.as_slice())
+    }
+}
+
+/// Errors of operator commands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApError {
+    /// No member with that id is registered.
+    #[error("unknown member {0}: list members to see the registered ids")]
+    UnknownMember(MemberId),
+    /// The configuration cannot be used.
+    #[error("invalid access point configuration: {0}")]
+    Config(String),
+}

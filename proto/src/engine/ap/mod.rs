@@ -1,0 +1,384 @@
+//! The access point engine: the home agent of RFC 6275 sec. 10, for a home
+//! address shared by many members.
+//!
+//! It keeps the member table (authenticated registrations with lifetimes and
+//! a BRR heartbeat), picks a member per client by Maglev with an affinity
+//! table in front (an established flow never changes member), forwards
+//! native and shim-tunnelled packets to members, returns members' answers
+//! to legacy clients (TUN) or shims (tagged with the member id), relays the
+//! home test of return routability, tells members which clients run a shim,
+//! and revokes a gone member at the shims it served.
+//!
+//! By concern:
+//! - `config`: configuration, defaults, errors;
+//! - [`state`]: a member's life (Active, Draining, Down) as one state machine;
+//! - `registration`: the checks of a registration BU as a pure function, and
+//!   the steps that apply an accepted one;
+//! - `table`: the member table, Maglev and the operator's commands;
+//! - `policy`: the configuration file's per-member weights and drains;
+//! - `data`: the data path (legacy clients, shims, members' answers);
+//! - `home_test`: the relay of the home test of return routability;
+//! - `liveness`: heartbeat, members declared down, revocations.
+
+mod config;
+mod data;
+mod home_test;
+mod liveness;
+mod policy;
+mod registration;
+pub mod state;
+mod table;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::{Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::fragments::FragmentRoutes;
+use super::{
+    DataAction, DropCounters, DropReason, Engine, TimerQueue, Transmit, binding_id, canonical,
+    control_frame, sign_registration,
+};
+use crate::affinity::AffinityTable;
+use crate::maglev::Maglev;
+use crate::wire::inner;
+use crate::wire::mh::{MessageBody, revocation_trigger};
+use crate::wire::{FrameKind, MemberId, MobilityMessage, MobilityOption, TUNNEL_HEADER_LEN};
+
+pub use self::config::{
+    ApConfig, ApError, DEFAULT_DEAD_AFTER, DEFAULT_HEARTBEAT, DEFAULT_INNER_MTU,
+    DEFAULT_MAX_LIFETIME, DEFAULT_NOTICE_INTERVAL, DEFAULT_REVOCATION_INTERVAL,
+    DEFAULT_REVOCATION_REPEATS, DEFAULT_SHIM_IDLE, DEFAULT_WEIGHT, MemberKey,
+};
+pub use self::data::{NoticeState, ShimClient};
+pub use self::policy::MemberPolicy;
+pub use self::state::{DrainCause, DrainedBy, IllegalTransition, MemberState};
+pub use self::table::{MemberCounters, MemberEntry, WeightOverride};
+pub use crate::wire::option::AUTH_SUBTYPE_MN_HA;
+
+/// Something the AP wants its operator to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ApEvent {
+    /// A member (instance) registered.
+    MemberRegistered {
+        /// Member.
+        id: MemberId,
+        /// Its care-of endpoint.
+        care_of: SocketAddr,
+    },
+    /// A registered member re-registered from a new care-of endpoint.
+    MemberMoved {
+        /// Member.
+        id: MemberId,
+        /// Old endpoint.
+        from: SocketAddr,
+        /// New endpoint.
+        to: SocketAddr,
+    },
+    /// A registration was refused.
+    RegistrationRefused {
+        /// Who tried.
+        from: SocketAddr,
+        /// The id it claimed, if any.
+        id: Option<MemberId>,
+        /// BA status sent.
+        status: u8,
+    },
+    /// A member started draining.
+    MemberDraining {
+        /// Member.
+        id: MemberId,
+    },
+    /// A draining member is active again.
+    MemberUndrained {
+        /// Member.
+        id: MemberId,
+    },
+    /// A member was declared down.
+    MemberDown {
+        /// Member.
+        id: MemberId,
+    },
+    /// A member deregistered or was removed.
+    MemberLeft {
+        /// Member.
+        id: MemberId,
+    },
+    /// A new shim client appeared.
+    ShimClientSeen {
+        /// Client address.
+        client: Ipv6Addr,
+        /// Its tunnel endpoint.
+        endpoint: SocketAddr,
+    },
+    /// A shim was told that a member is gone.
+    Revoked {
+        /// Client address.
+        client: Ipv6Addr,
+        /// Member revoked.
+        member: MemberId,
+    },
+    /// The configuration's policy changed a member's weight or drain.
+    PolicyApplied {
+        /// Member.
+        id: MemberId,
+        /// The weight the policy sets, if any.
+        weight: Option<u32>,
+        /// The policy drains it.
+        drain: bool,
+    },
+}
+
+/// Every timer of the AP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ApTimer {
+    /// Send the BRR heartbeat to every member.
+    Heartbeat,
+    /// A member's liveness deadline.
+    Liveness(MemberId),
+    /// A member's registration lifetime ends.
+    Lifetime(MemberId),
+    /// A draining member's flows are cut.
+    DrainDeadline(MemberId),
+    /// Expire idle affinity entries.
+    AffinitySweep,
+    /// Forget idle shim clients.
+    ShimSweep,
+    /// Send due repeated revocations.
+    Revocations,
+}
+
+/// AP-wide counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApCounters {
+    /// Drops by reason.
+    pub drops: DropCounters,
+    /// Native packets from legacy clients forwarded to members.
+    pub legacy_in: u64,
+    /// Packets from shims forwarded to members.
+    pub shim_in: u64,
+    /// Member answers written to the TUN (legacy clients).
+    pub legacy_out: u64,
+    /// Member answers relayed to shims.
+    pub shim_out: u64,
+    /// Home tests relayed (HoTI + HoT).
+    pub home_tests_relayed: u64,
+    /// Shim Notices sent.
+    pub notices: u64,
+    /// Revocations sent (each repeat counts).
+    pub revocations: u64,
+    /// Registrations accepted (including refreshes).
+    pub registrations: u64,
+    /// TCP SYNs whose MSS was clamped.
+    pub mss_clamped: u64,
+}
+
+/// The access point engine.
+#[derive(Debug)]
+pub struct AccessPoint {
+    config: ApConfig,
+    members: BTreeMap<MemberId, MemberEntry>,
+    by_care_of: HashMap<SocketAddr, MemberId>,
+    maglev: Maglev,
+    affinity: AffinityTable,
+    shims: HashMap<Ipv6Addr, ShimClient>,
+    timers: TimerQueue<ApTimer>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<ApEvent>,
+    revocations: Vec<liveness::PendingRevocation>,
+    revocation_seq: u16,
+    /// Member instances the operator removed: refused until they restart.
+    banned: HashSet<(MemberId, u64)>,
+    /// The member each recent first fragment went to.
+    fragments: FragmentRoutes<MemberId>,
+    counters: ApCounters,
+}
+
+impl AccessPoint {
+    /// A new AP with no members.
+    pub fn new(config: ApConfig) -> Result<Self, ApError> {
+        if config.keys.is_empty() {
+            return Err(ApError::Config(
+                "no registration key configured: add at least one [[keys]] entry".into(),
+            ));
+        }
+        let maglev =
+            Maglev::new(config.maglev_table_size).map_err(|e| ApError::Config(e.to_string()))?;
+        Ok(Self {
+            affinity: AffinityTable::new(config.affinity),
+            maglev,
+            config,
+            members: BTreeMap::new(),
+            by_care_of: HashMap::new(),
+            shims: HashMap::new(),
+            timers: TimerQueue::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            revocations: Vec::new(),
+            revocation_seq: 0,
+            banned: HashSet::new(),
+            fragments: FragmentRoutes::default(),
+            counters: ApCounters::default(),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ApConfig {
+        &self.config
+    }
+
+    /// Replace the registration keys (config reload). Registered members keep
+    /// their registration until their next message, which must use a key in force.
+    pub fn set_keys(&mut self, keys: Vec<MemberKey>) -> Result<(), ApError> {
+        if keys.is_empty() {
+            return Err(ApError::Config("no registration key configured".into()));
+        }
+        self.config.keys = keys;
+        Ok(())
+    }
+
+    /// The member table.
+    pub fn members(&self) -> impl Iterator<Item = &MemberEntry> {
+        self.members.values()
+    }
+
+    /// One member.
+    pub fn member(&self, id: MemberId) -> Option<&MemberEntry> {
+        self.members.get(&id)
+    }
+
+    /// Known shim clients.
+    pub fn shim_clients(&self) -> impl Iterator<Item = (&Ipv6Addr, &ShimClient)> {
+        self.shims.iter()
+    }
+
+    /// The affinity table.
+    pub fn affinity(&self) -> &AffinityTable {
+        &self.affinity
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &ApCounters {
+        &self.counters
+    }
+
+    /// The member Maglev would give a new client, if any.
+    pub fn choose_member(&self, client: &Ipv6Addr) -> Option<MemberId> {
+        self.maglev.lookup_client(client)
+    }
+
+    /// The next event for the operator.
+    pub fn poll_event(&mut self) -> Option<ApEvent> {
+        self.events.pop_front()
+    }
+
+    /// Emit, sign and queue a control message to a member.
+    fn send_to_member(&mut self, to: SocketAddr, id: MemberId, spi: u32, msg: MobilityMessage) {
+        let msg = msg.with(MobilityOption::Authentication {
+            subtype: AUTH_SUBTYPE_MN_HA,
+            spi,
+            data: [0; 16],
+        });
+        let mut payload = control_frame(Some(id), &msg);
+        if let Some(key) = self.config.key(spi) {
+            sign_registration(&mut payload, key, self.config.home_address);
+        }
+        self.transmits.push_back(Transmit { to, payload });
+    }
+
+    /// The Binding ID and Home Address options every message names a member by.
+    fn member_id_options(&self, id: MemberId) -> [MobilityOption; 2] {
+        [
+            binding_id(id),
+            MobilityOption::HomeAddress(self.config.home_address),
+        ]
+    }
+
+    fn handle_control(&mut self, now: Instant, from: SocketAddr, mh: &[u8]) -> DataAction {
+        let msg = match MobilityMessage::parse(mh) {
+            Ok(m) => m,
+            Err(_) => return self.counters.drops.drop(DropReason::Malformed),
+        };
+        match msg.body {
+            MessageBody::BindingUpdate {
+                sequence,
+                ack,
+                home: true,
+                lifetime,
+            } => self.handle_registration(
+                now,
+                &super::ReceivedBu {
+                    from: canonical(from),
+                    mh,
+                    msg: &msg,
+                    seq: sequence,
+                    ack,
+                    lifetime,
+                },
+            ),
+            MessageBody::HomeTestInit { cookie } => {
+                self.relay_home_test_init(now, from, mh, &msg, cookie)
+            }
+            MessageBody::HomeTest { .. } => self.relay_home_test(now, from, &msg),
+            _ => self.counters.drops.drop(DropReason::UnexpectedMessage),
+        }
+    }
+}
+
+impl Engine for AccessPoint {
+    fn handle_udp(&mut self, now: Instant, from: SocketAddr, frame: &mut [u8]) -> DataAction {
+        let header = match super::parse_header(frame, &mut self.counters.drops) {
+            Ok(h) => h,
+            Err(action) => return action,
+        };
+        match header.kind {
+            FrameKind::Control => self.handle_control(now, from, &frame[TUNNEL_HEADER_LEN..]),
+            FrameKind::Data => match self.by_care_of.get(&canonical(from)).copied() {
+                Some(id) => self.data_from_member(now, id, header, frame),
+                None => self.data_from_shim(now, canonical(from), header, frame),
+            },
+        }
+    }
+
+    fn handle_tun(&mut self, now: Instant, packet: &mut [u8]) -> DataAction {
+        self.data_from_tun(now, packet)
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    fn poll_tun(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                ApTimer::Heartbeat => self.heartbeat(now),
+                ApTimer::Liveness(id) => self.check_liveness(now, id),
+                ApTimer::Lifetime(id) => self.check_lifetime(now, id),
+                ApTimer::DrainDeadline(id) => {
+                    self.member_gone(now, id, revocation_trigger::ADMINISTRATIVE)
+                }
+                ApTimer::AffinitySweep => {
+                    self.affinity.expire(now);
+                    if let Some(at) = self.affinity.next_expiry() {
+                        self.timers.set(
+                            ApTimer::AffinitySweep,
+                            at.max(now + Duration::from_millis(100)),
+                        );
+                    }
+                }
+                ApTimer::ShimSweep => self.sweep_shims(now),
+                ApTimer::Revocations => self.send_revocations(now),
+            }
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Bindings at the shims (RFC 6275 sec. 11.7.2): the BU once both tokens
+//! are in, its BA, refresh and retransmission on the correspondent timer.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::time::Instant;
+
+use super::{
+    ActiveBinding, EXPIRED_NONCE_STATUSES, MAX_TOKEN_LIFETIME, Member, MemberEvent, MemberTimer,
+    RoState,
+};
+use crate::crypto::{self, Kbm};
+use crate::engine::{
+    DataAction, DropReason, Transmit, control_frame, from_units, sign_binding, to_units,
+    verify_binding,
+};
+use crate::wire::mh::{MessageBody, ba_status};
+use crate::wire::{MobilityMessage, MobilityOption};
+
+impl Member {
+    /// Both tokens are in: derive Kbm and send the BU (RFC 6275 sec. 11.7.2).
+    pub(super) fn tokens_complete(&mut self, now: Instant, client: Ipv6Addr) {
+        let Some(c) = self.correspondents.get_mut(&client) else {
+            return;
+        };
+        let (Some(home), Some(care_of)) = (c.home, c.care_of) else {
+            return;
+        };
+        let kbm = crypto::kbm(&home.token, &care_of.token);
+        // One counter for all shims: a new correspondent entry never starts
+        // behind what a shim remembers of this member.
+        let seq = self.ro_seq;
+        self.ro_seq = self.ro_seq.wrapping_add(1);
+        c.rr = RoState::BindingSent { seq, attempt: 1 };
+        let shim = c.shim;
+        let lifetime = to_units(self.config.binding_lifetime);
+        self.send_binding_update(shim, seq, lifetime, &kbm, (home.index, care_of.index), true);
+        self.arm_correspondent(now, client, Some(now + self.config.initial_retransmit));
+    }
+
+    pub(super) fn send_binding_update(
+        &mut self,
+        shim: SocketAddr,
+        seq: u16,
+        lifetime: u16,
+        kbm: &Kbm,
+        nonces: (u16, u16),
+        ack: bool,
+    ) {
+        let c = &self.config;
+        let msg = MobilityMessage::new(MessageBody::BindingUpdate {
+            sequence: seq,
+            ack,
+            home: false,
+            lifetime,
+        });
+        let msg = self
+            .with_bu_options(msg, self.drain.any())
+            .with(MobilityOption::NonceIndices {
+                home: nonces.0,
+                care_of: nonces.1,
+            })
+            .with(MobilityOption::BindingAuthorization([0; 12]));
+        let mut payload = control_frame(Some(c.id), &msg);
+        sign_binding(&mut payload, kbm, c.care_of, shim);
+        self.transmits.push_back(Transmit { to: shim, payload });
+    }
+
+    /// Send a fresh BU with the tokens we hold (drain flag change), or run
+    /// return routability again if they are too old.
+    pub(super) fn rebind(&mut self, now: Instant, client: Ipv6Addr) {
+        let Some(c) = self.correspondents.get(&client) else {
+            return;
+        };
+        let fresh = c.home.is_some_and(|h| now < h.at + MAX_TOKEN_LIFETIME)
+            && c.care_of.is_some_and(|t| now < t.at + MAX_TOKEN_LIFETIME);
+        if fresh && c.binding.is_some() {
+            self.tokens_complete(now, client);
+        } else if c.binding.is_some() || !matches!(c.rr, RoState::Idle | RoState::Backoff { .. }) {
+            self.start_rr(now, client);
+        }
+    }
+
+    pub(super) fn handle_binding_ack(
+        &mut self,
+        now: Instant,
+        client: Ipv6Addr,
+        mh: &[u8],
+        status: u8,
+        seq: u16,
+        lifetime: u16,
+    ) -> DataAction {
+        let Some(c) = self.correspondents.get_mut(&client) else {
+            return self.counters.drops.drop(DropReason::UnknownPeer);
+        };
+        let RoState::BindingSent { seq: sent, .. } = c.rr else {
+            return self.counters.drops.drop(DropReason::UnexpectedMessage);
+        };
+        let (Some(home), Some(care_of)) = (c.home, c.care_of) else {
+            return self.counters.drops.drop(DropReason::UnexpectedMessage);
+        };
+        if status == ba_status::SEQUENCE_OUT_OF_WINDOW {
+            // RFC 6275 sec. 11.7.2: the shim names the last number it
+            // accepted from us (signed with this run's Kbm); continue above it.
+            let kbm = crypto::kbm(&home.token, &care_of.token);
+            if !verify_binding(mh, &kbm, self.config.care_of, c.shim) {
+                return self.counters.drops.drop(DropReason::AuthFailed);
+            }
+            if crate::engine::seq_newer(seq.wrapping_add(1), self.ro_seq) {
+                self.ro_seq = seq.wrapping_add(1);
+            }
+            self.tokens_complete(now, client);
+            return DataAction::Consumed;
+        }
+        if seq != sent {
+            return self.counters.drops.drop(DropReason::Replay);
+        }
+        if status == ba_status::ACCEPTED {
+            let kbm = crypto::kbm(&home.token, &care_of.token);
+            if !verify_binding(mh, &kbm, self.config.care_of, c.shim) {
+                return self.counters.drops.drop(DropReason::AuthFailed);
+            }
+            c.binding = Some(ActiveBinding {
+                seq,
+                kbm,
+                nonces: (home.index, care_of.index),
+                expires: now + from_units(lifetime),
+            });
+            c.rr = RoState::Idle;
+            let held = c.hold.take().map(|h| h.packets).unwrap_or_default();
+            let (shim, elapsed) = (c.shim, now - c.rr_started);
+            self.release_held(shim, held);
+            self.counters.rr_successes += 1;
+            self.events.push_back(MemberEvent::RouteOptimized {
+                client,
+                shim,
+                elapsed,
+            });
+            self.arm_correspondent(now, client, None);
+            return DataAction::Consumed;
+        }
+        // Errors come unauthenticated (the shim may not have our tokens).
+        self.counters.rr_failures += 1;
+        self.events
+            .push_back(MemberEvent::BindingRejected { client, status });
+        if EXPIRED_NONCE_STATUSES.contains(&status) {
+            c.home = None;
+            self.start_rr(now, client);
+        } else {
+            let until = now + self.config.max_retransmit;
+            c.rr = RoState::Backoff { until };
+            self.arm_correspondent(now, client, Some(until));
+        }
+        DataAction::Consumed
+    }
+
+    pub(super) fn correspondent_timer(&mut self, now: Instant, client: Ipv6Addr) {
+        self.release_if_late(now, client);
+        let Some(c) = self.correspondents.get_mut(&client) else {
+            return;
+        };
+        if let Some(b) = c.binding
+            && b.expires <= now
+        {
+            c.binding = None;
+        }
+        let due = c.deadline.is_some_and(|d| d <= now);
+        let lifetime = self.config.binding_lifetime;
+        let idle = now.saturating_duration_since(c.last_activity) > lifetime;
+        match c.rr {
+            RoState::Testing { attempt } if due => {
+                if idle {
+                    c.rr = RoState::Idle;
+                    self.counters.rr_failures += 1;
+                } else {
+                    c.rr = RoState::Testing {
+                        attempt: attempt + 1,
+                    };
+                    self.counters.retransmissions += 1;
+                    self.send_tests(now, client);
+                    return;
+                }
+            }
+            RoState::BindingSent { seq, attempt } if due => {
+                if attempt >= 3 {
+                    // The tokens may be stale at the shim: start over.
+                    self.counters.rr_failures += 1;
+                    if idle {
+                        c.rr = RoState::Idle;
+                    } else {
+                        self.start_rr(now, client);
+                        return;
+                    }
+                } else {
+                    self.resend_binding_update(now, client, seq, attempt + 1);
+                    return;
+                }
+            }
+            RoState::Backoff { until } if until <= now && !idle => {
+                self.start_rr(now, client);
+                return;
+            }
+            _ => {}
+        }
+        // Refresh an active binding that is in use before it lapses.
+        let Some(c) = self.correspondents.get(&client) else {
+            return;
+        };
+        if let Some(b) = c.binding
+            && now + lifetime / 5 >= b.expires
+            && matches!(c.rr, RoState::Idle)
+        {
+            if idle {
+                // Unused: let it lapse at the shim.
+                self.correspondents.remove(&client);
+                self.timers.cancel(MemberTimer::Correspondent(client));
+                return;
+            }
+            self.start_rr(now, client);
+            return;
+        }
+        if c.binding.is_none() && matches!(c.rr, RoState::Idle) && idle {
+            self.correspondents.remove(&client);
+            self.timers.cancel(MemberTimer::Correspondent(client));
+            return;
+        }
+        let deadline = match c.rr {
+            RoState::Backoff { until } => Some(until),
+            _ => c.deadline.filter(|d| *d > now),
+        };
+        self.arm_correspondent(now, client, deadline);
+    }
+
+    /// Send the outstanding BU to `client`'s shim again (attempt `attempt`).
+    fn resend_binding_update(&mut self, now: Instant, client: Ipv6Addr, seq: u16, attempt: u32) {
+        let Some(c) = self.correspondents.get_mut(&client) else {
+            return;
+        };
+        c.rr = RoState::BindingSent { seq, attempt };
+        let (shim, home, care_of) = (c.shim, c.home, c.care_of);
+        if let (Some(h), Some(co)) = (home, care_of) {
+            let kbm = crypto::kbm(&h.token, &co.token);
+            let lifetime = to_units(self.config.binding_lifetime);
+            self.counters.retransmissions += 1;
+            self.send_binding_update(shim, seq, lifetime, &kbm, (h.index, co.index), true);
+        }
+        let at = now + self.backoff(attempt);
+        self.arm_correspondent(now, client, Some(at));
+    }
+}

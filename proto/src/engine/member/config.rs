@@ -1,0 +1,98 @@
+//! The member's configuration and its defaults.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::wire::MemberId;
+
+pub use crate::engine::ap::DEFAULT_WEIGHT;
+/// Registration lifetime asked for.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
+/// Route optimization binding lifetime asked for.
+pub const DEFAULT_BINDING_LIFETIME: Duration = Duration::from_secs(120);
+/// First retransmission timeout (RFC 6275 INITIAL_BINDACK_TIMEOUT).
+pub const DEFAULT_INITIAL_RETRANSMIT: Duration = Duration::from_secs(1);
+/// Largest retransmission timeout (RFC 6275 MAX_BINDACK_TIMEOUT).
+pub const DEFAULT_MAX_RETRANSMIT: Duration = Duration::from_secs(32);
+/// The SPI of the registration key when none is configured.
+pub const DEFAULT_SPI: u32 = 1;
+
+/// Member node configuration.
+#[derive(Clone)]
+pub struct MemberConfig {
+    /// This member's id (Binding ID).
+    pub id: MemberId,
+    /// The shared home address.
+    pub home_address: Ipv6Addr,
+    /// The access point's tunnel endpoint.
+    pub access_point: SocketAddr,
+    /// This member's tunnel endpoint.
+    pub care_of: SocketAddr,
+    /// Mobility SPI of the registration key.
+    pub spi: u32,
+    /// Registration key shared with the AP.
+    pub key: Vec<u8>,
+    /// Weight asked for in Maglev.
+    pub weight: u16,
+    /// Random id of this process, so the AP can tell a restart from a clash.
+    pub instance: u64,
+    /// Registration lifetime asked for.
+    pub lifetime: Duration,
+    /// Route optimization binding lifetime asked for (at most 420 s at a shim).
+    pub binding_lifetime: Duration,
+    /// First retransmission timeout (RFC 6275 INITIAL_BINDACK_TIMEOUT).
+    pub initial_retransmit: Duration,
+    /// Largest retransmission timeout (RFC 6275 MAX_BINDACK_TIMEOUT).
+    pub max_retransmit: Duration,
+    /// Offer route optimization to shim clients.
+    pub route_optimization: bool,
+    /// Direct server return: answers to clients without a shim leave
+    /// natively from this host with the HoA as source (LVS-TUN style)
+    /// instead of back through the AP. The network must let this host send
+    /// from the HoA.
+    pub direct_return: bool,
+    /// Seed of the engine's random generator.
+    pub seed: [u8; 32],
+}
+
+impl std::fmt::Debug for MemberConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberConfig")
+            .field("id", &self.id)
+            .field("home_address", &self.home_address)
+            .field("access_point", &self.access_point)
+            .field("care_of", &self.care_of)
+            .field("spi", &self.spi)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemberConfig {
+    /// Defaults for the given identity and endpoints.
+    pub fn new(
+        id: MemberId,
+        home_address: Ipv6Addr,
+        access_point: SocketAddr,
+        care_of: SocketAddr,
+        key: Vec<u8>,
+        seed: [u8; 32],
+    ) -> Self {
+        Self {
+            id,
+            home_address,
+            access_point,
+            care_of,
+            spi: DEFAULT_SPI,
+            key,
+            weight: DEFAULT_WEIGHT,
+            instance: u64::from_be_bytes(seed[..8].try_into().unwrap_or([0; 8])),
+            lifetime: DEFAULT_LIFETIME,
+            binding_lifetime: DEFAULT_BINDING_LIFETIME,
+            initial_retransmit: DEFAULT_INITIAL_RETRANSMIT,
+            max_retransmit: DEFAULT_MAX_RETRANSMIT,
+            route_optimization: true,
+            direct_return: false,
+            seed,
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Return routability with each shim client (RFC 6275 sec. 5.2, 11.6):
+//! the Shim Notice that starts it, the home test through the AP and the
+//! care-of test direct, and the keygen tokens they bring back.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::{
+    Correspondent, GotToken, MAX_TOKEN_LIFETIME, Member, MemberEvent, MemberTimer, RoState,
+};
+use crate::crypto::{self, Token};
+use crate::engine::{DataAction, DropReason, Transmit, binding_id, canonical, control_frame};
+use crate::wire::mh::MessageBody;
+use crate::wire::{MobilityMessage, MobilityOption};
+
+impl Member {
+    pub(super) fn handle_shim_notice(&mut self, now: Instant, client: Ipv6Addr, shim: SocketAddr) {
+        if !self.config.route_optimization {
+            return;
+        }
+        let shim = canonical(shim);
+        match self.correspondents.get_mut(&client) {
+            Some(c) if c.shim == shim => {
+                c.last_activity = now;
+                if let RoState::Backoff { until } = c.rr
+                    && until <= now
+                {
+                    self.start_rr(now, client);
+                } else if matches!(c.rr, RoState::Idle) && c.binding.is_none() {
+                    self.start_rr(now, client);
+                }
+            }
+            _ => {
+                self.correspondents.insert(
+                    client,
+                    Correspondent {
+                        client,
+                        shim,
+                        rr: RoState::Idle,
+                        binding: None,
+                        last_activity: now,
+                        home_cookie: [0; 8],
+                        care_of_cookie: [0; 8],
+                        home: None,
+                        care_of: None,
+                        deadline: None,
+                        rr_started: now,
+                        hold: None,
+                    },
+                );
+                self.start_rr(now, client);
+            }
+        }
+    }
+
+    pub(super) fn start_rr(&mut self, now: Instant, client: Ipv6Addr) {
+        if !self.config.route_optimization {
+            return;
+        }
+        let home_cookie = self.rng.token();
+        let care_of_cookie = self.rng.token();
+        let Some(c) = self.correspondents.get_mut(&client) else {
+            return;
+        };
+        c.home_cookie = home_cookie;
+        c.care_of_cookie = care_of_cookie;
+        // RFC 6275 sec. 5.2.7: a home keygen token may be reused while fresh.
+        if c.home.is_some_and(|h| now >= h.at + MAX_TOKEN_LIFETIME) {
+            c.home = None;
+        }
+        c.care_of = None;
+        c.rr = RoState::Testing { attempt: 1 };
+        c.rr_started = now;
+        self.events
+            .push_back(MemberEvent::ReturnRoutabilityStarted { client });
+        self.send_tests(now, client);
+    }
+
+    pub(super) fn send_tests(&mut self, now: Instant, client: Ipv6Addr) {
+        let Some(c) = self.correspondents.get(&client) else {
+            return;
+        };
+        let (shim, home_cookie, care_of_cookie, need_home) =
+            (c.shim, c.home_cookie, c.care_of_cookie, c.home.is_none());
+        let attempt = match c.rr {
+            RoState::Testing { attempt } => attempt,
+            _ => 1,
+        };
+        if need_home {
+            let msg = MobilityMessage::new(MessageBody::HomeTestInit {
+                cookie: home_cookie,
+            })
+            .with(binding_id(self.config.id))
+            .with(MobilityOption::HomeAddress(self.config.home_address))
+            .with(MobilityOption::Correspondent(client));
+            self.send_to_ap(msg);
+        }
+        let coti = MobilityMessage::new(MessageBody::CareOfTestInit {
+            cookie: care_of_cookie,
+        })
+        .with(binding_id(self.config.id));
+        self.transmits.push_back(Transmit {
+            to: shim,
+            payload: control_frame(Some(self.config.id), &coti),
+        });
+        self.arm_correspondent(now, client, Some(now + self.backoff(attempt)));
+    }
+
+    pub(super) fn backoff(&self, attempt: u32) -> Duration {
+        (self.config.initial_retransmit * 2u32.saturating_pow(attempt.saturating_sub(1)))
+            .min(self.config.max_retransmit)
+    }
+
+    pub(super) fn arm_correspondent(
+        &mut self,
+        now: Instant,
+        client: Ipv6Addr,
+        deadline: Option<Instant>,
+    ) {
+        let Some(c) = self.correspondents.get_mut(&client) else {
+            return;
+        };
+        c.deadline = deadline;
+        // The refresh point of an active binding also needs the timer, while
+        // no return routability run is under way; once passed, the binding's
+        // expiry is the next thing to look at.
+        let total = self.config.binding_lifetime;
+        let refresh = c.binding.map(|b| {
+            let refresh_at = b.expires - total / 5;
+            if refresh_at > now && matches!(c.rr, RoState::Idle) {
+                refresh_at
+            } else {
+                b.expires.max(now + Duration::from_millis(1))
+            }
+        });
+        let at = [deadline, refresh, c.hold.as_ref().map(|h| h.until)]
+            .into_iter()
+            .flatten()
+            .min();
+        match at {
+            Some(at) => self.timers.set(MemberTimer::Correspondent(client), at),
+            None => self.timers.cancel(MemberTimer::Correspondent(client)),
+        }
+    }
+
+    pub(super) fn handle_test(
+        &mut self,
+        now: Instant,
+        client: Ipv6Addr,
+        home: bool,
+        index: u16,
+        cookie: Token,
+        token: Token,
+    ) -> DataAction {
+        let Some(c) = self.correspondents.get_mut(&client) else {
+            return self.counters.drops.drop(DropReason::UnknownPeer);
+        };
+        if !matches!(c.rr, RoState::Testing { .. }) {
+            return self.counters.drops.drop(DropReason::UnexpectedMessage);
+        }
+        let expected = if home {
+            c.home_cookie
+        } else {
+            c.care_of_cookie
+        };
+        if !crypto::constant_time_eq(&expected, &cookie) {
+            return self.counters.drops.drop(DropReason::AuthFailed);
+        }
+        let got = Some(GotToken {
+            index,
+            token,
+            at: now,
+        });
+        if home {
+            c.home = got;
+        } else {
+            c.care_of = got;
+        }
+        self.tokens_complete(now, client);
+        DataAction::Consumed
+    }
+}

@@ -1,0 +1,75 @@
+//! A move of the member's care-of endpoint (RFC 6275 sec. 11.7.1, 11.7.2):
+//! re-register, re-bind every shim, and hold the answers to bound shims
+//! until the new binding is acknowledged (at most [`MOVE_HOLD`]).
+
+use std::collections::VecDeque;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::time::Instant;
+
+use super::{Hold, MOVE_HOLD, Member, RegistrationState};
+use crate::engine::{Transmit, canonical, to_units};
+use crate::wire::TunnelHeader;
+
+impl Member {
+    /// The care-of endpoint changed: re-register and re-bind every shim
+    /// (RFC 6275 sec. 11.7.1 and 11.7.2).
+    pub fn set_care_of(&mut self, now: Instant, care_of: SocketAddr) {
+        if canonical(care_of) == canonical(self.config.care_of) {
+            return;
+        }
+        self.config.care_of = care_of;
+        if matches!(
+            self.state,
+            RegistrationState::Registered { .. } | RegistrationState::Registering
+        ) {
+            self.send_registration(now, to_units(self.config.lifetime));
+        }
+        let clients: Vec<Ipv6Addr> = self.correspondents.keys().copied().collect();
+        for client in clients {
+            if let Some(c) = self.correspondents.get_mut(&client) {
+                // The old care-of token is worthless now; the binding is
+                // stale. Hold the answers for a bound shim until the new
+                // binding is in place (a care-of test and a BU: about two
+                // round trips to the shim), rather than detour via the AP.
+                if c.binding.take().is_some() {
+                    c.hold = Some(Hold {
+                        until: now + MOVE_HOLD,
+                        packets: c.hold.take().map(|h| h.packets).unwrap_or_default(),
+                    });
+                }
+                c.care_of = None;
+            }
+            self.start_rr(now, client);
+        }
+    }
+
+    /// Send answers held during a move to `to` (the shim, or the AP).
+    pub(super) fn release_held(&mut self, to: SocketAddr, held: VecDeque<Vec<u8>>) {
+        let header = TunnelHeader::data(Some(self.config.id)).to_bytes();
+        for packet in held {
+            let mut payload = Vec::with_capacity(header.len() + packet.len());
+            payload.extend_from_slice(&header);
+            payload.extend_from_slice(&packet);
+            if to == self.config.access_point {
+                self.counters.via_ap_out += 1;
+            } else {
+                self.counters.direct_out += 1;
+            }
+            self.transmits.push_back(Transmit { to, payload });
+        }
+    }
+
+    /// The hold deadline passed without a new binding: what was held goes
+    /// through the AP, in order.
+    pub(super) fn release_if_late(&mut self, now: Instant, client: Ipv6Addr) {
+        let Some(c) = self.correspondents.get_mut(&client) else {
+            return;
+        };
+        if c.hold.as_ref().is_some_and(|h| h.until <= now)
+            && let Some(hold) = c.hold.take()
+        {
+            let ap = self.config.access_point;
+            self.release_held(ap, hold.packets);
+        }
+    }
+}

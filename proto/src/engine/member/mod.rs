@@ -1,0 +1,354 @@
+//! The member node engine: the mobile node of RFC 6275 sec. 11, one of many
+//! sharing the home address, identified by its Binding ID.
+//!
+//! It registers its care-of endpoint with the access point (authenticated
+//! BU with retransmission and exponential backoff, refreshed on the AP's BRR
+//! heartbeat), serves packets for the HoA (decapsulated into the TUN), sends
+//! answers back through the AP (reverse tunnelling, RFC 6275 sec. 5.5) or,
+//! once route optimization is done, straight to the client's shim; runs
+//! return routability and binding updates per shim client; re-registers and
+//! re-binds when its care-of endpoint changes; drains and leaves on request.
+//!
+//! Registration states (docs/PROTOCOL.md sec. 7.2):
+//!
+//! ```text
+//! Idle --start--> Registering --BA ok--> Registered --BRR/refresh--> Registered
+//! Registering|Registered --signed BA 129/133, 4x 200, or 3x unsigned 146 (for our BU)--> Refused
+//! Registered --lifetime over without BA--> Registering
+//! any --leave--> Deregistering --BA / 3 tries--> Left
+//! ```
+//!
+//! Route optimization per client (sec. 7.3):
+//!
+//! ```text
+//! Idle --Shim Notice--> Testing --HoT+CoT--> BindingSent --BA 0--> Idle, binding active
+//! Testing --no tokens: resend with backoff; client idle--> Idle
+//! BindingSent --3 tries or BA 136-138--> Testing;  --BA 135--> BindingSent (resync)
+//! BindingSent --other BA error--> Backoff --timer or notice--> Testing
+//! binding active --80% of its lifetime, client active--> Testing (binding still used)
+//! binding active --CoA change or BE from the shim--> Testing, binding dropped
+//! ```
+//!
+//! By concern: `config` (configuration and defaults), `registration` (with
+//! the AP), `correspondents` (return routability per shim client),
+//! `bindings` (BUs to shims, their BAs and timers), `hold` (a move of the
+//! care-of endpoint, answers held meanwhile), `data` (the data path),
+//! `control` (dispatch of control messages), `events` (events and
+//! counters).
+
+mod bindings;
+mod config;
+mod control;
+mod correspondents;
+mod data;
+mod events;
+mod hold;
+mod registration;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::{DataAction, DropReason, Engine, TimerQueue, Transmit, canonical};
+use crate::crypto::{Drbg, Kbm, Token};
+use crate::wire::mh::ba_status;
+use crate::wire::{FrameKind, MobilityMessage, MobilityOption, TUNNEL_HEADER_LEN};
+
+pub use self::config::{
+    DEFAULT_BINDING_LIFETIME, DEFAULT_INITIAL_RETRANSMIT, DEFAULT_LIFETIME, DEFAULT_MAX_RETRANSMIT,
+    DEFAULT_SPI, DEFAULT_WEIGHT, MemberConfig,
+};
+pub use self::events::{MemberCounters, MemberEvent};
+
+/// RFC 6275 sec. 12: MAX_TOKEN_LIFETIME, how long a keygen token may be reused.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(210);
+/// BA statuses 136-138: a nonce index expired; run return routability again.
+const EXPIRED_NONCE_STATUSES: std::ops::RangeInclusive<u8> =
+    ba_status::EXPIRED_HOME_NONCE_INDEX..=ba_status::EXPIRED_NONCES;
+/// Negative BAs with status 146 that are believed before the member gives up.
+const AUTH_FAILURES_BEFORE_REFUSAL: u32 = 3;
+/// Signed "id in use" refusals (status 200) before the member gives up: a
+/// restarted member may meet its previous registration until the AP
+/// declares it dead.
+const ID_IN_USE_BEFORE_REFUSAL: u32 = 4;
+/// After a move, answers to a bound shim wait this long at most for the
+/// new binding (instead of detouring through the AP, where they would
+/// arrive late and out of order); then they go through the AP.
+pub const MOVE_HOLD: Duration = Duration::from_millis(100);
+/// Answers held per shim during a move, at most.
+const MOVE_HOLD_PACKETS: usize = 512;
+/// Deregistration attempts before the member leaves anyway.
+const DEREGISTRATION_ATTEMPTS: u32 = 3;
+/// Where the member's registration with the AP stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrationState {
+    /// Not started.
+    Idle,
+    /// A BU is out, no registration yet.
+    Registering,
+    /// Registered until `expires`.
+    Registered {
+        /// End of the granted lifetime.
+        expires: Instant,
+    },
+    /// The AP refused us; the daemon should stop and say why.
+    Refused {
+        /// BA status.
+        status: u8,
+    },
+    /// A deregistration BU is out.
+    Deregistering,
+    /// Deregistered.
+    Left,
+}
+
+/// Return routability progress for one shim client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoState {
+    /// Nothing in progress.
+    Idle,
+    /// HoTI/CoTI sent, collecting tokens.
+    Testing {
+        /// Attempt number, from 1.
+        attempt: u32,
+    },
+    /// BU sent, waiting for the BA.
+    BindingSent {
+        /// Sequence number of the BU.
+        seq: u16,
+        /// Attempt number, from 1.
+        attempt: u32,
+    },
+    /// Gave up for now; try again after `until`.
+    Backoff {
+        /// Earliest retry.
+        until: Instant,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct GotToken {
+    index: u16,
+    token: Token,
+    at: Instant,
+}
+
+/// A binding the shim has acknowledged: traffic to that client goes direct.
+#[derive(Debug, Clone, Copy)]
+pub struct ActiveBinding {
+    /// Sequence number of the acknowledged BU.
+    pub seq: u16,
+    /// Binding management key.
+    kbm: Kbm,
+    nonces: (u16, u16),
+    /// When the shim drops the binding.
+    pub expires: Instant,
+}
+
+/// One client whose shim this member talks to.
+#[derive(Debug, Clone)]
+pub struct Correspondent {
+    /// The client's address (inner source of its packets).
+    pub client: Ipv6Addr,
+    /// Its shim's tunnel endpoint.
+    pub shim: SocketAddr,
+    /// Return routability progress.
+    pub rr: RoState,
+    /// The binding in use, if any.
+    pub binding: Option<ActiveBinding>,
+    /// Last packet to or from the client.
+    pub last_activity: Instant,
+    home_cookie: Token,
+    care_of_cookie: Token,
+    home: Option<GotToken>,
+    care_of: Option<GotToken>,
+    deadline: Option<Instant>,
+    rr_started: Instant,
+    /// Answers held while re-binding after a move.
+    hold: Option<Hold>,
+}
+
+/// Answers to a shim held while the member re-binds after a move: sent
+/// direct once the new binding is acknowledged, or through the AP at `until`.
+#[derive(Debug, Clone)]
+struct Hold {
+    until: Instant,
+    packets: VecDeque<Vec<u8>>,
+}
+
+/// Every timer of the member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MemberTimer {
+    /// Retransmit the outstanding registration BU.
+    Retransmit,
+    /// Refresh the registration before it lapses.
+    Refresh,
+    /// The registration lapses.
+    Expiry,
+    /// A correspondent's next deadline (retransmission, refresh or expiry).
+    Correspondent(Ipv6Addr),
+}
+
+#[derive(Debug, Clone)]
+struct PendingBu {
+    seq: u16,
+    lifetime: u16,
+    attempt: u32,
+}
+
+/// Who asks this member to drain: itself (operator command at the member),
+/// or the AP (operator or config drain there, reported in its BA).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Drain {
+    /// Our own request; our registration BUs carry it.
+    own: bool,
+    /// The AP's, from its last BA.
+    at_ap: bool,
+}
+
+impl Drain {
+    /// Drained at all: bound shims start no new flows here.
+    fn any(self) -> bool {
+        self.own || self.at_ap
+    }
+}
+
+/// The member engine.
+#[derive(Debug)]
+pub struct Member {
+    config: MemberConfig,
+    rng: Drbg,
+    state: RegistrationState,
+    drain: Drain,
+    next_seq: u16,
+    pending: Option<PendingBu>,
+    auth_failures: u32,
+    registered_care_of: Option<SocketAddr>,
+    id_in_use: u32,
+    ro_seq: u16,
+    binding_errors_sent: super::PerPeerLimit,
+    correspondents: HashMap<Ipv6Addr, Correspondent>,
+    timers: TimerQueue<MemberTimer>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<MemberEvent>,
+    counters: MemberCounters,
+}
+
+impl Member {
+    /// A member that has not registered yet; call [`Member::start`].
+    pub fn new(config: MemberConfig) -> Self {
+        let mut rng = Drbg::new(config.seed);
+        let next_seq = rng.next_u16();
+        Self {
+            config,
+            rng,
+            state: RegistrationState::Idle,
+            drain: Drain::default(),
+            next_seq,
+            pending: None,
+            auth_failures: 0,
+            registered_care_of: None,
+            id_in_use: 0,
+            binding_errors_sent: super::PerPeerLimit::default(),
+            ro_seq: next_seq.rotate_left(8),
+            correspondents: HashMap::new(),
+            timers: TimerQueue::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: MemberCounters::default(),
+        }
+    }
+
+    /// Configuration in force.
+    pub fn config(&self) -> &MemberConfig {
+        &self.config
+    }
+
+    /// Registration state.
+    pub fn state(&self) -> RegistrationState {
+        self.state
+    }
+
+    /// True while draining, on our own request or the operator's at the AP.
+    pub fn is_draining(&self) -> bool {
+        self.drain.any()
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &MemberCounters {
+        &self.counters
+    }
+
+    /// The shim clients and their bindings.
+    pub fn correspondents(&self) -> impl Iterator<Item = &Correspondent> {
+        self.correspondents.values()
+    }
+
+    /// The options every BU of this member carries, to the AP or a shim:
+    /// Binding ID with the care-of address, HoA, Member State.
+    fn with_bu_options(&self, msg: MobilityMessage, draining: bool) -> MobilityMessage {
+        let c = &self.config;
+        msg.with(MobilityOption::BindingId {
+            id: c.id,
+            status: 0,
+            flags: 0,
+            care_of: Some(c.care_of.ip()),
+        })
+        .with(MobilityOption::HomeAddress(c.home_address))
+        .with(MobilityOption::MemberState {
+            weight: c.weight,
+            draining,
+            instance: c.instance,
+        })
+    }
+
+    /// The next event for the operator.
+    pub fn poll_event(&mut self) -> Option<MemberEvent> {
+        self.events.pop_front()
+    }
+}
+
+impl Engine for Member {
+    fn handle_udp(&mut self, now: Instant, from: SocketAddr, frame: &mut [u8]) -> DataAction {
+        let header = match super::parse_header(frame, &mut self.counters.drops) {
+            Ok(h) => h,
+            Err(action) => return action,
+        };
+        if header.member.is_some_and(|m| m != self.config.id) {
+            return self.counters.drops.drop(DropReason::UnknownPeer);
+        }
+        match header.kind {
+            FrameKind::Control => self.handle_control(now, from, &frame[TUNNEL_HEADER_LEN..]),
+            FrameKind::Data => self.data_in(now, canonical(from), frame),
+        }
+    }
+
+    fn handle_tun(&mut self, now: Instant, packet: &mut [u8]) -> DataAction {
+        self.data_out(now, packet)
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    fn poll_tun(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                MemberTimer::Retransmit => self.retransmit(now),
+                MemberTimer::Refresh => self.refresh_due(now),
+                MemberTimer::Expiry => self.expiry_due(now),
+                MemberTimer::Correspondent(client) => self.correspondent_timer(now, client),
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! The shim's configuration and its defaults.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+/// A new nonce every this often (RFC 6275 sec. 5.2.7).
+pub const DEFAULT_NONCE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a nonce is accepted (RFC 6275 MAX_NONCE_LIFETIME).
+pub const DEFAULT_NONCE_LIFETIME: Duration = Duration::from_secs(240);
+/// Longest binding lifetime granted (RFC 6275 MAX_RR_BINDING_LIFETIME).
+pub const DEFAULT_MAX_BINDING_LIFETIME: Duration = Duration::from_secs(420);
+/// Idle timeout of an open TCP flow.
+pub const DEFAULT_TCP_IDLE: Duration = Duration::from_secs(600);
+/// Idle timeout of a closing TCP flow and of other flows.
+pub const DEFAULT_OTHER_IDLE: Duration = Duration::from_secs(60);
+/// Flow table size limit.
+pub const DEFAULT_MAX_FLOWS: usize = 262_144;
+
+/// Client shim configuration.
+#[derive(Debug, Clone)]
+pub struct ShimConfig {
+    /// The access point's tunnel endpoint.
+    pub access_point: SocketAddr,
+    /// The home address whose traffic this shim carries.
+    pub home_address: Ipv6Addr,
+    /// This shim's own tunnel endpoint, as members see it.
+    pub local: SocketAddr,
+    /// Accept binding updates (route optimization).
+    pub route_optimization: bool,
+    /// A new nonce every this often (RFC 6275 sec. 5.2.7).
+    pub nonce_interval: Duration,
+    /// A nonce is accepted this long (MAX_NONCE_LIFETIME, 240 s).
+    pub nonce_lifetime: Duration,
+    /// Longest binding lifetime granted (MAX_RR_BINDING_LIFETIME, 420 s).
+    pub max_binding_lifetime: Duration,
+    /// Idle timeout of a TCP flow.
+    pub tcp_idle: Duration,
+    /// Idle timeout of a TCP flow after FIN, and of non-TCP flows.
+    pub other_idle: Duration,
+    /// Flow table size limit.
+    pub max_flows: usize,
+    /// Seed of the engine's random generator (Kcn, nonces).
+    pub seed: [u8; 32],
+}
+
+impl ShimConfig {
+    /// Defaults for the given endpoints.
+    pub fn new(
+        access_point: SocketAddr,
+        home_address: Ipv6Addr,
+        local: SocketAddr,
+        seed: [u8; 32],
+    ) -> Self {
+        Self {
+            access_point,
+            home_address,
+            local,
+            route_optimization: true,
+            nonce_interval: DEFAULT_NONCE_INTERVAL,
+            nonce_lifetime: DEFAULT_NONCE_LIFETIME,
+            max_binding_lifetime: DEFAULT_MAX_BINDING_LIFETIME,
+            tcp_idle: DEFAULT_TCP_IDLE,
+            other_idle: DEFAULT_OTHER_IDLE,
+            max_flows: DEFAULT_MAX_FLOWS,
+            seed,
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The client shim engine: a correspondent node with route optimization
+//! (RFC 6275 sec. 9), for a home address served by many members.
+//!
+//! The shim owns the route to the HoA on the client. Every flow is pinned
+//! to the member that serves it: a flow started through the AP is pinned
+//! when the first answer comes back tagged with the member id; a new flow
+//! may start directly at a bound, non-draining member. A flow pinned to a
+//! member with a valid binding is tunnelled straight to that member's
+//! care-of endpoint; any other flow goes through the AP. The shim answers
+//! return routability with keygen tokens from rotating nonces, verifies
+//! binding updates (RFC 6275 sec. 9.5.1), answers stray traffic with
+//! binding errors, and on a revocation from the AP resets the flows of the
+//! gone member locally, so applications fail fast.
+//!
+//! Binding states per member (docs/PROTOCOL.md sec. 7.4):
+//!
+//! ```text
+//! (none) --valid BU--> Bound --valid BU (new seq)--> Bound (maybe moved)
+//! Bound --BU lifetime 0 / lifetime over--> (none): its flows go through the AP
+//! Bound|(none) --BRI from the AP--> (none): its flows are reset locally
+//! ```
+//!
+//! By concern: `config` (configuration and defaults), `bindings` (nonces,
+//! tests, the binding cache), `flows` (the flow table, revocations),
+//! `data` (the data path), `control` (dispatch of control messages).
+
+mod bindings;
+mod config;
+mod control;
+mod data;
+mod flows;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::fragments::FragmentRoutes;
+use super::{DataAction, DropCounters, DropReason, Engine, TimerQueue, Transmit, canonical};
+use crate::crypto::{Drbg, Token};
+use crate::wire::inner::FlowKey;
+use crate::wire::{FrameKind, MemberId, TUNNEL_HEADER_LEN};
+
+pub use self::config::{
+    DEFAULT_MAX_BINDING_LIFETIME, DEFAULT_MAX_FLOWS, DEFAULT_NONCE_INTERVAL,
+    DEFAULT_NONCE_LIFETIME, DEFAULT_OTHER_IDLE, DEFAULT_TCP_IDLE, ShimConfig,
+};
+
+/// A member binding at the shim (the binding cache entry, keyed by member id
+/// since the HoA is fixed per shim).
+#[derive(Debug, Clone, Copy)]
+pub struct ShimBinding {
+    /// The member's care-of endpoint.
+    pub care_of: SocketAddr,
+    /// Last accepted sequence number.
+    pub seq: u16,
+    /// When the binding lapses.
+    pub expires: Instant,
+    /// The member is draining: no new flows start at it.
+    pub draining: bool,
+    /// When it was first created.
+    pub created: Instant,
+}
+
+/// Which way a flow goes now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowPath {
+    /// Through the access point.
+    ViaAccessPoint,
+    /// Straight to the member's care-of endpoint.
+    Direct,
+}
+
+/// One flow of a local application to the HoA.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowEntry {
+    /// The member serving it, once known.
+    pub member: Option<MemberId>,
+    /// Path of the last outgoing packet.
+    pub path: FlowPath,
+    /// Last packet either way.
+    pub last_seen: Instant,
+    /// Packets sent by the application.
+    pub packets_out: u64,
+    /// Packets delivered to the application.
+    pub packets_in: u64,
+    /// Bytes both ways.
+    pub bytes: u64,
+    /// Acknowledgement number of the application's latest segment: the
+    /// sequence number a reset towards it must carry.
+    tcp_rcv_nxt: Option<u32>,
+    closing: bool,
+}
+
+/// Something the shim wants its user to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShimEvent {
+    /// A binding was created or updated.
+    BindingUpdated {
+        /// Member.
+        member: MemberId,
+        /// Its care-of endpoint.
+        care_of: SocketAddr,
+        /// The care-of endpoint it had before, if it moved.
+        moved_from: Option<SocketAddr>,
+    },
+    /// A binding was deleted (deregistration or lifetime).
+    BindingRemoved {
+        /// Member.
+        member: MemberId,
+    },
+    /// A binding update was rejected.
+    BindingRejected {
+        /// Who sent it.
+        from: SocketAddr,
+        /// Why.
+        reason: DropReason,
+    },
+    /// A flow switched to the direct path.
+    FlowDirect {
+        /// The flow.
+        flow: FlowKey,
+        /// Its member.
+        member: MemberId,
+    },
+    /// The AP revoked a member; its flows were reset.
+    Revoked {
+        /// Member.
+        member: MemberId,
+        /// TCP flows reset locally.
+        flows_reset: usize,
+    },
+}
+
+/// Every timer of the shim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ShimTimer {
+    /// Generate a new nonce, retire old ones.
+    NonceRotation,
+    /// A binding lapses.
+    BindingExpiry(MemberId),
+    /// Forget idle flows.
+    FlowSweep,
+}
+
+/// Shim counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShimCounters {
+    /// Drops by reason.
+    pub drops: DropCounters,
+    /// Packets sent through the AP.
+    pub via_ap_out: u64,
+    /// Packets sent directly to members.
+    pub direct_out: u64,
+    /// Packets received through the AP.
+    pub via_ap_in: u64,
+    /// Packets received directly from members.
+    pub direct_in: u64,
+    /// Binding updates accepted.
+    pub bus_accepted: u64,
+    /// Binding updates rejected.
+    pub bus_rejected: u64,
+    /// Home and care-of tests answered.
+    pub tests_answered: u64,
+    /// Binding errors sent.
+    pub binding_errors: u64,
+    /// TCP resets sent to local applications.
+    pub resets: u64,
+}
+
+/// The client shim engine.
+#[derive(Debug)]
+pub struct Shim {
+    config: ShimConfig,
+    kcn: [u8; 32],
+    rng: Drbg,
+    nonces: VecDeque<(u16, Token, Instant)>,
+    next_nonce_index: u16,
+    bindings: HashMap<MemberId, ShimBinding>,
+    by_care_of: HashMap<SocketAddr, MemberId>,
+    last_seq: HashMap<MemberId, u16>,
+    flows: HashMap<FlowKey, FlowEntry>,
+    /// The member (if any) each recent first fragment was sent for.
+    fragments: FragmentRoutes<Option<MemberId>>,
+    binding_errors_sent: super::PerPeerLimit,
+    timers: TimerQueue<ShimTimer>,
+    transmits: VecDeque<Transmit>,
+    to_tun: VecDeque<Vec<u8>>,
+    events: VecDeque<ShimEvent>,
+    counters: ShimCounters,
+}
+
+impl Shim {
+    /// A new shim; nonces start at `now`.
+    pub fn new(now: Instant, config: ShimConfig) -> Self {
+        let mut rng = Drbg::new(config.seed);
+        let kcn = rng.key();
+        let mut shim = Self {
+            kcn,
+            next_nonce_index: rng.next_u16(),
+            rng,
+            config,
+            nonces: VecDeque::new(),
+            bindings: HashMap::new(),
+            by_care_of: HashMap::new(),
+            last_seq: HashMap::new(),
+            flows: HashMap::new(),
+            fragments: FragmentRoutes::default(),
+            binding_errors_sent: super::PerPeerLimit::default(),
+            timers: TimerQueue::default(),
+            transmits: VecDeque::new(),
+            to_tun: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: ShimCounters::default(),
+        };
+        shim.rotate_nonces(now);
+        shim
+    }
+
+    /// Configuration in force.
+    pub fn config(&self) -> &ShimConfig {
+        &self.config
+    }
+
+    /// Point the shim at another access point (e.g. after DNS discovery).
+    pub fn set_access_point(&mut self, access_point: SocketAddr) {
+        self.config.access_point = access_point;
+    }
+
+    /// The binding cache.
+    pub fn bindings(&self) -> impl Iterator<Item = (&MemberId, &ShimBinding)> {
+        self.bindings.iter()
+    }
+
+    /// The flow table.
+    pub fn flows(&self) -> impl Iterator<Item = (&FlowKey, &FlowEntry)> {
+        self.flows.iter()
+    }
+
+    /// One flow.
+    pub fn flow(&self, key: &FlowKey) -> Option<&FlowEntry> {
+        self.flows.get(key)
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &ShimCounters {
+        &self.counters
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<ShimEvent> {
+        self.events.pop_front()
+    }
+}
+
+impl Engine for Shim {
+    fn handle_udp(&mut self, now: Instant, from: SocketAddr, frame: &mut [u8]) -> DataAction {
+        let header = match super::parse_header(frame, &mut self.counters.drops) {
+            Ok(h) => h,
+            Err(action) => return action,
+        };
+        let from = canonical(from);
+        if header.kind == FrameKind::Control {
+            return self.handle_control(now, from, &frame[TUNNEL_HEADER_LEN..]);
+        }
+        self.data_in(now, from, header, frame)
+    }
+
+    fn handle_tun(&mut self, now: Instant, packet: &mut [u8]) -> DataAction {
+        self.data_out(now, packet)
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    fn poll_tun(&mut self) -> Option<Vec<u8>> {
+        self.to_tun.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                ShimTimer::NonceRotation => self.rotate_nonces(now),
+                ShimTimer::BindingExpiry(member) => {
+                    if self.bindings.get(&member).is_some_and(|b| b.expires <= now)
+                        && let Some(b) = self.bindings.remove(&member)
+                    {
+                        self.by_care_of.remove(&b.care_of);
+                        self.events.push_back(ShimEvent::BindingRemoved { member });
+                    }
+                }
+                ShimTimer::FlowSweep => self.sweep_flows(now),
+            }
+        }
+    }
+}
