@@ -1,11 +1,11 @@
 //! Access point configuration: a TOML file, overridden by flags.
 
 use std::net::{Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use homeaddr_daemon::common::{CommonArgs, CommonConfig, CommonSettings, load_config};
 use homeaddr_proto::engine::ap::{ApConfig, MemberKey};
 use serde::Deserialize;
 
@@ -17,9 +17,9 @@ use serde::Deserialize;
     about = "homeaddr access point: owns the home address and hands each client to a member"
 )]
 pub struct Cli {
-    /// TOML configuration file (flags override it).
-    #[arg(long, short)]
-    pub config: Option<PathBuf>,
+    /// Flags every daemon has.
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// The home address this AP owns.
     #[arg(long)]
     pub home_address: Option<Ipv6Addr>,
@@ -29,24 +29,6 @@ pub struct Cli {
     /// Registration key for SPI 1 (hex of >= 16 bytes, or text).
     #[arg(long)]
     pub key: Option<String>,
-    /// TUN device name.
-    #[arg(long)]
-    pub tun: Option<String>,
-    /// Inner MTU (path MTU minus 52 bytes of tunnel overhead).
-    #[arg(long)]
-    pub mtu: Option<u16>,
-    /// Control socket path.
-    #[arg(long)]
-    pub control: Option<PathBuf>,
-    /// Log level (error, warn, info, debug, trace).
-    #[arg(long)]
-    pub log_level: Option<String>,
-    /// Serve Prometheus metrics on [ADDR]:PORT (e.g. [::1]:9470 or :9470); off by default.
-    #[arg(long, value_name = "[ADDR]:PORT", value_parser = homeaddr_daemon::metrics::parse_listen)]
-    pub metrics: Option<SocketAddr>,
-    /// Disable TUN offload (TSO/GRO).
-    #[arg(long)]
-    pub no_offload: bool,
     /// Heartbeat (BRR) interval in milliseconds.
     #[arg(long)]
     pub heartbeat_ms: Option<u64>,
@@ -94,7 +76,7 @@ impl Reloadable {
     /// Read `path` again; flags still win. The error names the file, and
     /// the line for syntax and type errors.
     pub fn load(cli: &Cli, path: &std::path::Path) -> anyhow::Result<Self> {
-        let file: FileConfig = homeaddr_daemon::load_toml(path)?;
+        let file: FileConfig = load_config(Some(path))?;
         Self::from_file(cli, &file).with_context(|| format!("invalid config {}", path.display()))
     }
 
@@ -109,9 +91,10 @@ impl Reloadable {
         Ok(Self {
             keys: keys(cli, file)?,
             log_level: cli
+                .common
                 .log_level
                 .clone()
-                .or(file.log_level.clone())
+                .or(file.common.log_level.clone())
                 .unwrap_or_else(|| "info".into()),
             members: file.member.clone(),
         })
@@ -155,16 +138,9 @@ pub struct FileConfig {
     pub home_address: Option<Ipv6Addr>,
     /// UDP endpoint.
     pub listen: Option<SocketAddr>,
-    /// TUN device name.
-    pub tun: Option<String>,
-    /// Inner MTU.
-    pub mtu: Option<u16>,
-    /// Control socket path.
-    pub control: Option<PathBuf>,
-    /// Log level.
-    pub log_level: Option<String>,
-    /// TUN offload.
-    pub offload: Option<bool>,
+    /// Keys every daemon has.
+    #[serde(flatten)]
+    pub common: CommonConfig,
     /// Heartbeat interval, ms.
     pub heartbeat_ms: Option<u64>,
     /// Liveness deadline, ms.
@@ -184,14 +160,8 @@ pub struct Settings {
     pub engine: ApConfig,
     /// UDP endpoint.
     pub listen: SocketAddr,
-    /// TUN name.
-    pub tun: String,
-    /// Control socket.
-    pub control: PathBuf,
-    /// Log level.
-    pub log_level: String,
-    /// TUN offload.
-    pub offload: bool,
+    /// TUN, MTU, control socket, log level, offload, metrics.
+    pub common: CommonSettings,
     /// Per-member weights and drains from the file.
     pub members: Vec<MemberPolicy>,
 }
@@ -199,11 +169,7 @@ pub struct Settings {
 impl Settings {
     /// Merge the file (if any) and the flags; flags win.
     pub fn from_cli(cli: &Cli) -> anyhow::Result<Self> {
-        let file: FileConfig = match &cli.config {
-            Some(path) => homeaddr_daemon::load_toml(path)?,
-            None => FileConfig::default(),
-        };
-        Self::merge(cli, file)
+        Self::merge(cli, load_config(cli.common.config.as_deref())?)
     }
 
     /// Merge a parsed file and the flags.
@@ -213,10 +179,9 @@ impl Settings {
             .or(file.home_address)
             .context("no home address: give --home-address or home_address in the config file")?;
         let reloadable = Reloadable::from_file(cli, &file)?;
+        let common = CommonSettings::resolve(&cli.common, &file.common, "ap", "ha-ap")?;
         let mut engine = ApConfig::new(home_address, reloadable.keys.clone());
-        if let Some(mtu) = cli.mtu.or(file.mtu) {
-            engine.inner_mtu = homeaddr_daemon::inner_mtu(Some(mtu))?;
-        }
+        engine.inner_mtu = common.mtu;
         if let Some(ms) = cli.heartbeat_ms.or(file.heartbeat_ms) {
             engine.heartbeat = Duration::from_millis(ms.max(10));
         }
@@ -232,22 +197,7 @@ impl Settings {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| "[::]:4790".parse().expect("literal")),
-            tun: cli
-                .tun
-                .clone()
-                .or(file.tun)
-                .unwrap_or_else(|| "ha-ap".into()),
-            control: cli
-                .control
-                .clone()
-                .or(file.control)
-                .unwrap_or_else(|| "/run/homeaddr/ap.sock".into()),
-            log_level: cli
-                .log_level
-                .clone()
-                .or(file.log_level)
-                .unwrap_or_else(|| "info".into()),
-            offload: !cli.no_offload && file.offload.unwrap_or(true),
+            common,
             members: reloadable.members,
         })
     }
@@ -336,7 +286,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("id 2 appears twice"), "{e}");
-        let e = homeaddr_daemon::parse_toml::<FileConfig>(
+        let e = homeaddr_daemon::common::parse_config::<FileConfig>(
             std::path::Path::new("ap.toml"),
             &format!("{text}[[member]]\nid = 5\nweight = \"heavy\"\n"),
         )
@@ -346,6 +296,6 @@ mod tests {
     }
 
     fn toml_file(text: &str) -> FileConfig {
-        homeaddr_daemon::parse_toml(std::path::Path::new("t.toml"), text).unwrap()
+        homeaddr_daemon::common::parse_config(std::path::Path::new("t.toml"), text).unwrap()
     }
 }

@@ -3,19 +3,21 @@
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use clap::Parser;
 use homeaddr_ap::config::{Cli, MemberPolicy, Reloadable, Settings};
 use homeaddr_ap::control::handle;
 use homeaddr_ap::status;
 use homeaddr_control::{ControlError, Reloaded, Response};
 use homeaddr_daemon::LogLevel;
-use homeaddr_daemon::control;
+use homeaddr_daemon::control::ControlRequest;
 use homeaddr_daemon::driver::Driver;
 use homeaddr_daemon::netcfg::{NetConfig, sysctl};
+use homeaddr_daemon::shell::{self, Context, Role, Stop};
 use homeaddr_io::{TunConfig, TunDevice, UdpTunnel};
+use homeaddr_proto::engine::DropCounters;
 use homeaddr_proto::engine::ap::{AccessPoint, ApEvent};
 use homeaddr_proto::wire::MemberId;
 use tokio::sync::Mutex;
@@ -23,100 +25,105 @@ use tracing::{info, warn};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    homeaddr_daemon::daemon_main(
-        "homeaddr-ap",
-        Settings::from_cli(&cli),
-        |s| s.log_level.clone(),
-        |settings, log| async { run(settings, &cli, log).await.map(|()| ExitCode::SUCCESS) },
-    )
+    let settings = Settings::from_cli(&cli).map(|settings| (settings, cli));
+    shell::run::<Ap>(settings)
 }
 
-async fn run(settings: Settings, cli: &Cli, log: LogLevel) -> anyhow::Result<()> {
-    let metrics = cli.metrics;
-    let hoa = settings.engine.home_address;
-    sysctl("net.ipv6.conf.all.forwarding", "1")
-        .context("the AP forwards packets between clients and its TUN")?;
-    let tun_config =
-        // The AP's TUN receives forwarded traffic: super-packets as large
-        // as the clients' TSO made them (64 KiB). A smaller gso_max_size
-        // makes the kernel split each in software: one TUN read per packet.
-        TunConfig::new(&settings.tun, settings.engine.inner_mtu)
-            .with_offload(settings.offload)
-            .with_gso_max_size(65536);
-    let tun = Arc::new(
-        TunDevice::create(&tun_config)
-            .context("cannot create the TUN device (root? /dev/net/tun?)")?,
-    );
-    let mut net = NetConfig::new();
-    let route = format!("{hoa}/128");
-    net.apply(
-        &["-6", "route", "replace", &route, "dev", tun.name()],
-        &["-6", "route", "del", &route, "dev", tun.name()],
-    )?;
-    let udp = Arc::new(
-        UdpTunnel::bind(settings.listen)
-            .with_context(|| format!("cannot listen on {}", settings.listen))?,
-    );
-    let engine =
-        AccessPoint::new(settings.engine.clone()).context("invalid access point configuration")?;
-    let engine = Arc::new(Mutex::new(engine));
-    let mut driver = Driver::start(engine.clone(), tun.clone(), udp.clone());
-    let (_control_guard, mut requests) = control::listen(&settings.control).with_context(|| {
-        format!(
-            "cannot open the control socket {}",
-            settings.control.display()
-        )
-    })?;
-    let mut metrics = homeaddr_daemon::metrics::MetricsServer::listen(metrics)
-        .await
-        .context("cannot listen for --metrics")?;
-    if let Some(at) = metrics.local_addr {
-        info!(%at, "metrics on http://{at}/metrics");
+/// The running access point.
+struct Ap {
+    cli: Cli,
+    engine: Arc<Mutex<AccessPoint>>,
+    driver: Driver<AccessPoint>,
+    net: NetConfig,
+    policy: Arc<std::sync::Mutex<Policy>>,
+}
+
+impl Role for Ap {
+    type Engine = AccessPoint;
+    type Settings = (Settings, Cli);
+    const NAME: &'static str = "homeaddr-ap";
+    const RELOADS: bool = true;
+
+    fn common((settings, _): &Self::Settings) -> &homeaddr_daemon::common::CommonSettings {
+        &settings.common
     }
-    info!(
-        home_address = %hoa, listen = %udp.local_addr(), tun = tun.name(), mtu = tun.mtu(), offload = tun.offload(),
-        control = %settings.control.display(), "access point up"
-    );
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut drop_log = homeaddr_daemon::DropLog::default();
-    let mut policy = Policy {
-        members: settings.members.clone(),
-        drained: BTreeSet::new(),
-    };
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("cannot watch SIGHUP")?;
-    let outcome = loop {
-        tokio::select! {
-            sig = homeaddr_daemon::shutdown_signal() => break Ok(sig),
-            why = driver.failed() => break Err(anyhow::anyhow!(why)),
-            Some(req) = requests.recv() => {
-                if req.cmd() == "reload" {
-                    let answer = reload(cli, &log, &engine, &mut policy).await;
-                    let _ = req.reply.send(answer);
-                } else {
-                    handle(&engine, req, driver.io_status()).await;
-                }
-                driver.kick().await;
-            }
-            Some(req) = metrics.recv() => handle(&engine, req, driver.io_status()).await,
-            Some(()) = hangup.recv() => {
-                info!("SIGHUP: reloading the configuration");
-                let _ = reload(cli, &log, &engine, &mut policy).await;
-                driver.kick().await;
-            }
-            _ = tick.tick() => {
-                if log_events(&engine, &mut drop_log, &mut policy).await {
-                    driver.kick().await;
-                }
-            }
+
+    async fn setup((settings, cli): Self::Settings, _cx: &Context) -> anyhow::Result<Self> {
+        let hoa = settings.engine.home_address;
+        let common = settings.common.clone();
+        sysctl("net.ipv6.conf.all.forwarding", "1")
+            .context("the AP forwards packets between clients and its TUN")?;
+        let tun_config =
+            // The AP's TUN receives forwarded traffic: super-packets as large
+            // as the clients' TSO made them (64 KiB). A smaller gso_max_size
+            // makes the kernel split each in software: one TUN read per packet.
+            TunConfig::new(&common.tun, settings.engine.inner_mtu)
+                .with_offload(common.offload)
+                .with_gso_max_size(65536);
+        let tun = Arc::new(
+            TunDevice::create(&tun_config)
+                .context("cannot create the TUN device (root? /dev/net/tun?)")?,
+        );
+        let mut net = NetConfig::new();
+        let route = format!("{hoa}/128");
+        net.apply(
+            &["-6", "route", "replace", &route, "dev", tun.name()],
+            &["-6", "route", "del", &route, "dev", tun.name()],
+        )?;
+        let udp = Arc::new(
+            UdpTunnel::bind(settings.listen)
+                .with_context(|| format!("cannot listen on {}", settings.listen))?,
+        );
+        let engine = AccessPoint::new(settings.engine.clone())
+            .context("invalid access point configuration")?;
+        let engine = Arc::new(Mutex::new(engine));
+        let policy = Arc::new(std::sync::Mutex::new(Policy {
+            members: settings.members.clone(),
+            drained: BTreeSet::new(),
+        }));
+        let hook_policy = policy.clone();
+        let hook = Arc::new(move |ap: &mut AccessPoint| on_events(ap, &hook_policy));
+        let driver = Driver::start(engine.clone(), hook, tun.clone(), udp.clone());
+        info!(
+            home_address = %hoa, listen = %udp.local_addr(), tun = tun.name(), mtu = tun.mtu(), offload = tun.offload(),
+            control = %common.control.display(), "access point up"
+        );
+        Ok(Self {
+            cli,
+            engine,
+            driver,
+            net,
+            policy,
+        })
+    }
+
+    fn driver(&mut self) -> &mut Driver<AccessPoint> {
+        &mut self.driver
+    }
+
+    fn drops(ap: &AccessPoint) -> &DropCounters {
+        &ap.counters().drops
+    }
+
+    async fn control(&mut self, req: ControlRequest, cx: &Context) {
+        if req.cmd() == "reload" {
+            let answer = reload(&self.cli, &cx.log, &self.engine, &self.policy).await;
+            let _ = req.reply.send(answer);
+        } else {
+            handle(&self.engine, req, self.driver.io_status()).await;
         }
-    };
-    log_events(&engine, &mut drop_log, &mut policy).await;
-    let counters = serde_json::to_value(status::counters(&*engine.lock().await));
-    info!(counters = %counters.unwrap_or_default(), "access point stopping");
-    driver.shutdown();
-    net.undo_all();
-    outcome.map(|sig| info!("stopped on {sig}"))
+    }
+
+    async fn reload(&mut self, cx: &Context) {
+        let _ = reload(&self.cli, &cx.log, &self.engine, &self.policy).await;
+    }
+
+    async fn stop(mut self, _why: &Stop) {
+        let counters = serde_json::to_value(status::counters(&*self.engine.lock().await));
+        info!(counters = %counters.unwrap_or_default(), "access point stopping");
+        self.driver.shutdown();
+        self.net.undo_all();
+    }
 }
 
 /// The operator's per-member policy from the config file.
@@ -160,10 +167,10 @@ async fn reload(
     cli: &Cli,
     log: &LogLevel,
     engine: &Mutex<AccessPoint>,
-    policy: &mut Policy,
+    policy: &std::sync::Mutex<Policy>,
 ) -> Result<Response, ControlError> {
     let outcome = async {
-        let path = cli.config.as_ref().ok_or_else(|| {
+        let path = cli.common.config.as_ref().ok_or_else(|| {
             anyhow::anyhow!("no config file to reload: start homeaddr-ap with --config FILE")
         })?;
         let r = Reloadable::load(cli, path)?;
@@ -171,6 +178,7 @@ async fn reload(
         let mut ap = engine.lock().await;
         ap.set_keys(r.keys.clone())?;
         log.set(&r.log_level)?;
+        let mut policy = policy.lock().unwrap_or_else(|p| p.into_inner());
         policy.members = r.members;
         let now = Instant::now();
         let ids: Vec<MemberId> = ap.members().map(|m| m.id).collect();
@@ -200,21 +208,18 @@ async fn reload(
     }
 }
 
-/// Log engine events and apply the member policy to members that
-/// register; true if a policy was applied (the caller sends what it queued).
-async fn log_events(
-    engine: &Mutex<AccessPoint>,
-    drop_log: &mut homeaddr_daemon::DropLog,
-    policy: &mut Policy,
-) -> bool {
-    let mut ap = engine.lock().await;
-    drop_log.observe(&ap.counters().drops);
-    let mut applied = false;
+/// Log engine events and apply the member policy to members as they
+/// register, in the batch that registered them (the driver sends what the
+/// policy queued with that batch).
+fn on_events(ap: &mut AccessPoint, policy: &std::sync::Mutex<Policy>) {
     while let Some(e) = ap.poll_event() {
         match e {
             ApEvent::MemberRegistered { id, .. } => {
                 info!(event = ?e, "access point");
-                applied |= policy.apply(&mut ap, Instant::now(), id);
+                policy
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .apply(ap, Instant::now(), id);
             }
             ApEvent::RegistrationRefused { from, id, status } => {
                 warn!(%from, ?id, status, "refused a registration (146: wrong key; 200: member id in use; 135: replay)")
@@ -225,5 +230,4 @@ async fn log_events(
             other => info!(event = ?other, "access point"),
         }
     }
-    applied
 }

@@ -1,10 +1,10 @@
 //! Shim configuration: a TOML file, overridden by flags.
 
 use std::net::{Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use homeaddr_daemon::common::{CommonArgs, CommonConfig, CommonSettings, load_config};
 use serde::Deserialize;
 
 /// Command line of `homeaddr-shim`.
@@ -15,9 +15,9 @@ use serde::Deserialize;
     about = "homeaddr client shim: route optimization to the home address for unmodified applications"
 )]
 pub struct Cli {
-    /// TOML configuration file (flags override it).
-    #[arg(long, short)]
-    pub config: Option<PathBuf>,
+    /// Flags every daemon has.
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// The service's home address.
     #[arg(long)]
     pub home_address: Option<Ipv6Addr>,
@@ -33,27 +33,9 @@ pub struct Cli {
     /// Local tunnel endpoint (default: the address that reaches the AP, an ephemeral port).
     #[arg(long)]
     pub local: Option<SocketAddr>,
-    /// TUN device name.
-    #[arg(long)]
-    pub tun: Option<String>,
-    /// Inner MTU.
-    #[arg(long)]
-    pub mtu: Option<u16>,
-    /// Control socket path.
-    #[arg(long)]
-    pub control: Option<PathBuf>,
-    /// Log level.
-    #[arg(long)]
-    pub log_level: Option<String>,
-    /// Serve Prometheus metrics on [ADDR]:PORT (e.g. [::1]:9470 or :9470); off by default.
-    #[arg(long, value_name = "[ADDR]:PORT", value_parser = homeaddr_daemon::metrics::parse_listen)]
-    pub metrics: Option<SocketAddr>,
     /// Never accept binding updates (everything through the AP).
     #[arg(long)]
     pub no_route_optimization: bool,
-    /// Disable TUN offload.
-    #[arg(long)]
-    pub no_offload: bool,
 }
 
 /// The configuration file.
@@ -70,18 +52,11 @@ pub struct FileConfig {
     pub service: Option<String>,
     /// Local endpoint.
     pub local: Option<SocketAddr>,
-    /// TUN name.
-    pub tun: Option<String>,
-    /// Inner MTU.
-    pub mtu: Option<u16>,
-    /// Control socket.
-    pub control: Option<PathBuf>,
-    /// Log level.
-    pub log_level: Option<String>,
     /// Route optimization.
     pub route_optimization: Option<bool>,
-    /// TUN offload.
-    pub offload: Option<bool>,
+    /// Keys every daemon has.
+    #[serde(flatten)]
+    pub common: CommonConfig,
 }
 
 /// Where the AP endpoint comes from.
@@ -107,28 +82,16 @@ pub struct Settings {
     pub access_point: AccessPointSource,
     /// Local endpoint.
     pub local: Option<SocketAddr>,
-    /// TUN name.
-    pub tun: String,
-    /// Inner MTU.
-    pub mtu: u16,
-    /// Control socket.
-    pub control: PathBuf,
-    /// Log level.
-    pub log_level: String,
     /// Route optimization.
     pub route_optimization: bool,
-    /// TUN offload.
-    pub offload: bool,
+    /// TUN, MTU, control socket, log level, offload, metrics.
+    pub common: CommonSettings,
 }
 
 impl Settings {
     /// Merge the file (if any) and the flags; flags win.
     pub fn from_cli(cli: &Cli) -> anyhow::Result<Self> {
-        let file: FileConfig = match &cli.config {
-            Some(path) => homeaddr_daemon::load_toml(path)?,
-            None => FileConfig::default(),
-        };
-        Self::merge(cli, file)
+        Self::merge(cli, load_config(cli.common.config.as_deref())?)
     }
 
     /// Merge a parsed file and the flags.
@@ -150,7 +113,7 @@ impl Settings {
                 "no access point: give --access-point [ADDR]:PORT, or --dns-server and --service to discover it"
             ),
         };
-        let mtu = homeaddr_daemon::inner_mtu(cli.mtu.or(file.mtu))?;
+        let common = CommonSettings::resolve(&cli.common, &file.common, "shim", "ha-shim")?;
         Ok(Self {
             home_address: cli
                 .home_address
@@ -158,25 +121,9 @@ impl Settings {
                 .context("no home address: give --home-address (the service's address)")?,
             access_point,
             local: cli.local.or(file.local),
-            tun: cli
-                .tun
-                .clone()
-                .or(file.tun)
-                .unwrap_or_else(|| "ha-shim".into()),
-            mtu,
-            control: cli
-                .control
-                .clone()
-                .or(file.control)
-                .unwrap_or_else(|| "/run/homeaddr/shim.sock".into()),
-            log_level: cli
-                .log_level
-                .clone()
-                .or(file.log_level)
-                .unwrap_or_else(|| "info".into()),
             route_optimization: !cli.no_route_optimization
                 && file.route_optimization.unwrap_or(true),
-            offload: !cli.no_offload && file.offload.unwrap_or(true),
+            common,
         })
     }
 }

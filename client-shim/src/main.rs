@@ -3,29 +3,113 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use clap::Parser;
-use homeaddr_daemon::control;
+use homeaddr_daemon::common::CommonSettings;
+use homeaddr_daemon::control::ControlRequest;
 use homeaddr_daemon::driver::{Driver, source_address_for};
 use homeaddr_daemon::netcfg::NetConfig;
+use homeaddr_daemon::shell::{self, Context, Role, Stop};
 use homeaddr_io::{TunConfig, TunDevice, UdpTunnel};
+use homeaddr_proto::engine::DropCounters;
 use homeaddr_proto::engine::shim::{Shim, ShimConfig, ShimEvent};
 use homeaddr_shim::config::{AccessPointSource, Cli, Settings};
 use homeaddr_shim::control::handle;
 use serde_json::Value;
 use tokio::sync::Mutex;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    homeaddr_daemon::daemon_main(
-        "homeaddr-shim",
-        Settings::from_cli(&cli),
-        |s| s.log_level.clone(),
-        |settings, _log| async move { run(settings, cli.metrics).await.map(|()| ExitCode::SUCCESS) },
-    )
+    shell::run::<ShimNode>(Settings::from_cli(&cli))
+}
+
+/// The running shim.
+struct ShimNode {
+    engine: Arc<Mutex<Shim>>,
+    driver: Driver<Shim>,
+    net: NetConfig,
+}
+
+impl Role for ShimNode {
+    type Engine = Shim;
+    type Settings = Settings;
+    const NAME: &'static str = "homeaddr-shim";
+
+    fn common(settings: &Settings) -> &CommonSettings {
+        &settings.common
+    }
+
+    async fn setup(settings: Settings, _cx: &Context) -> anyhow::Result<Self> {
+        let hoa = settings.home_address;
+        let common = &settings.common;
+        let ap = access_point(&settings.access_point).await?;
+        let local = match settings.local {
+            Some(l) => l,
+            None => {
+                let ip = source_address_for(ap)
+                    .with_context(|| format!("no route to the access point {ap}; give --local"))?;
+                SocketAddr::new(ip, 0)
+            }
+        };
+        let udp = Arc::new(
+            UdpTunnel::bind(local)
+                .with_context(|| format!("cannot bind the tunnel endpoint {local}"))?,
+        );
+        let local = udp.local_addr();
+        let tun_config = TunConfig::new(&common.tun, common.mtu).with_offload(common.offload);
+        let tun = Arc::new(
+            TunDevice::create(&tun_config)
+                .context("cannot create the TUN device (root? /dev/net/tun?)")?,
+        );
+        let mut net = NetConfig::new();
+        let route = format!("{hoa}/128");
+        let src = local.ip().to_string();
+        // Applications reach the home address through the TUN, from the
+        // address the tunnel leaves from (the AP checks that they match).
+        net.apply(
+            &[
+                "-6",
+                "route",
+                "replace",
+                &route,
+                "dev",
+                tun.name(),
+                "src",
+                &src,
+            ],
+            &["-6", "route", "del", &route, "dev", tun.name()],
+        )?;
+        let mut config = ShimConfig::new(ap, hoa, local, homeaddr_daemon::random_seed()?);
+        config.route_optimization = settings.route_optimization;
+        let engine = Arc::new(Mutex::new(Shim::new(Instant::now(), config)));
+        let driver = Driver::start(engine.clone(), Arc::new(on_events), tun.clone(), udp);
+        info!(home_address = %hoa, access_point = %ap, local = %local, tun = tun.name(), control = %common.control.display(), "shim up");
+        Ok(Self {
+            engine,
+            driver,
+            net,
+        })
+    }
+
+    fn driver(&mut self) -> &mut Driver<Shim> {
+        &mut self.driver
+    }
+
+    fn drops(s: &Shim) -> &DropCounters {
+        &s.counters().drops
+    }
+
+    async fn control(&mut self, req: ControlRequest, _cx: &Context) {
+        handle(&self.engine, req, self.driver.io_status(), metrics_text).await;
+    }
+
+    async fn stop(mut self, _why: &Stop) {
+        self.driver.shutdown();
+        self.net.undo_all();
+    }
 }
 
 async fn access_point(source: &AccessPointSource) -> anyhow::Result<SocketAddr> {
@@ -43,85 +127,8 @@ async fn access_point(source: &AccessPointSource) -> anyhow::Result<SocketAddr> 
     }
 }
 
-async fn run(settings: Settings, metrics: Option<SocketAddr>) -> anyhow::Result<()> {
-    let hoa = settings.home_address;
-    let ap = access_point(&settings.access_point).await?;
-    let local = match settings.local {
-        Some(l) => l,
-        None => {
-            let ip = source_address_for(ap)
-                .with_context(|| format!("no route to the access point {ap}; give --local"))?;
-            SocketAddr::new(ip, 0)
-        }
-    };
-    let udp = Arc::new(
-        UdpTunnel::bind(local)
-            .with_context(|| format!("cannot bind the tunnel endpoint {local}"))?,
-    );
-    let local = udp.local_addr();
-    let tun_config = TunConfig::new(&settings.tun, settings.mtu).with_offload(settings.offload);
-    let tun = Arc::new(
-        TunDevice::create(&tun_config)
-            .context("cannot create the TUN device (root? /dev/net/tun?)")?,
-    );
-    let mut net = NetConfig::new();
-    let route = format!("{hoa}/128");
-    let src = local.ip().to_string();
-    // Applications reach the home address through the TUN, from the
-    // address the tunnel leaves from (the AP checks that they match).
-    net.apply(
-        &[
-            "-6",
-            "route",
-            "replace",
-            &route,
-            "dev",
-            tun.name(),
-            "src",
-            &src,
-        ],
-        &["-6", "route", "del", &route, "dev", tun.name()],
-    )?;
-    let mut config = ShimConfig::new(ap, hoa, local, homeaddr_daemon::random_seed()?);
-    config.route_optimization = settings.route_optimization;
-    let engine = Arc::new(Mutex::new(Shim::new(Instant::now(), config)));
-    let mut driver = Driver::start(engine.clone(), tun.clone(), udp.clone());
-    let (_control_guard, mut requests) = control::listen(&settings.control).with_context(|| {
-        format!(
-            "cannot open the control socket {}",
-            settings.control.display()
-        )
-    })?;
-    let mut metrics = homeaddr_daemon::metrics::MetricsServer::listen(metrics)
-        .await
-        .context("cannot listen for --metrics")?;
-    if let Some(at) = metrics.local_addr {
-        info!(%at, "metrics on http://{at}/metrics");
-    }
-    info!(home_address = %hoa, access_point = %ap, local = %local, tun = tun.name(), control = %settings.control.display(), "shim up");
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut drop_log = homeaddr_daemon::DropLog::default();
-    let outcome = loop {
-        tokio::select! {
-            sig = homeaddr_daemon::shutdown_signal() => break Ok(sig),
-            why = driver.failed() => break Err(anyhow::anyhow!(why)),
-            Some(req) = requests.recv() => {
-                handle(&engine, req, driver.io_status(), metrics_text).await;
-                driver.kick().await;
-            }
-            Some(req) = metrics.recv() => handle(&engine, req, driver.io_status(), metrics_text).await,
-            _ = tick.tick() => log_events(&engine, &mut drop_log).await,
-        }
-    };
-    log_events(&engine, &mut drop_log).await;
-    driver.shutdown();
-    net.undo_all();
-    outcome.map(|sig| info!("stopped on {sig}"))
-}
-
-async fn log_events(engine: &Mutex<Shim>, drop_log: &mut homeaddr_daemon::DropLog) {
-    let mut s = engine.lock().await;
-    drop_log.observe(&s.counters().drops);
+/// Log engine events: bindings at INFO, one line per flow only at DEBUG.
+fn on_events(s: &mut Shim) {
     while let Some(e) = s.poll_event() {
         match e {
             ShimEvent::BindingUpdated {
@@ -138,7 +145,7 @@ async fn log_events(engine: &Mutex<Shim>, drop_log: &mut homeaddr_daemon::DropLo
             } => {
                 info!(%member, %care_of, "binding accepted: route optimization to the member")
             }
-            ShimEvent::FlowDirect { flow, member } => info!(
+            ShimEvent::FlowDirect { flow, member } => debug!(
                 %member, src = %flow.src, src_port = flow.src_port, dst_port = flow.dst_port, "flow switched to the direct path"
             ),
             ShimEvent::BindingRejected { from, reason } => {

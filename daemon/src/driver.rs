@@ -12,8 +12,11 @@
 //! - timers: sleep until the engine's `poll_timeout`, run it; woken early
 //!   when a batch arms an earlier timer.
 //!
-//! After each batch the task sends the engine's control transmits and
-//! writes the packets it originates towards the TUN (TCP resets).
+//! After each batch the task calls the daemon's [`EventHook`] with the
+//! engine still locked (once per batch, never per packet: the daemon drains
+//! the engine's events there and acts on them before anything else runs),
+//! then sends the engine's control transmits and writes the packets it
+//! originates towards the TUN (TCP resets).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +32,34 @@ use tracing::{debug, warn};
 
 /// The engine, shared by the tasks of one daemon and its control socket.
 pub type Shared<E> = Arc<Mutex<E>>;
+
+/// Called after every batch, timer run and control command with the engine
+/// still locked: the daemon drains the engine's events there. Whatever it
+/// changes in the engine is sent with the batch's own transmits.
+pub type EventHook<E> = Arc<dyn Fn(&mut E) + Send + Sync>;
+
+/// The engine and what runs after each of its batches.
+struct Core<E> {
+    engine: Shared<E>,
+    hook: EventHook<E>,
+}
+
+impl<E> Clone for Core<E> {
+    fn clone(&self) -> Self {
+        Self {
+            engine: self.engine.clone(),
+            hook: self.hook.clone(),
+        }
+    }
+}
+
+impl<E: Engine> Core<E> {
+    /// End of a batch: events, then what the engine queued.
+    fn finish(&self, e: &mut E) -> (Vec<Transmit>, Vec<Vec<u8>>) {
+        (self.hook)(e);
+        drain(e)
+    }
+}
 
 /// Send sockets can be swapped at run time (a member that moves).
 #[derive(Debug)]
@@ -58,7 +89,7 @@ impl SendSocket {
 /// The running data plane of a daemon.
 #[derive(Debug)]
 pub struct Driver<E> {
-    engine: Shared<E>,
+    core: Core<E>,
     tun: Arc<TunDevice>,
     send: Arc<SendSocket>,
     wake: Arc<Notify>,
@@ -68,13 +99,18 @@ pub struct Driver<E> {
 }
 
 impl<E: Engine + Send + 'static> Driver<E> {
-    /// Start the TUN, UDP and timer tasks.
-    pub fn start(engine: Shared<E>, tun: Arc<TunDevice>, udp: Arc<UdpTunnel>) -> Self {
+    /// Start the TUN, UDP and timer tasks; `hook` runs after every batch.
+    pub fn start(
+        engine: Shared<E>,
+        hook: EventHook<E>,
+        tun: Arc<TunDevice>,
+        udp: Arc<UdpTunnel>,
+    ) -> Self {
         let send = SendSocket::new(udp.clone());
         let wake = Arc::new(Notify::new());
         let (failures_tx, failures) = mpsc::unbounded_channel();
         let mut driver = Self {
-            engine,
+            core: Core { engine, hook },
             tun,
             send,
             wake,
@@ -83,7 +119,7 @@ impl<E: Engine + Send + 'static> Driver<E> {
             failures,
         };
         let t = tun_to_udp(
-            driver.engine.clone(),
+            driver.core.clone(),
             driver.tun.clone(),
             driver.send.clone(),
             driver.wake.clone(),
@@ -91,7 +127,7 @@ impl<E: Engine + Send + 'static> Driver<E> {
         driver.spawn("TUN -> UDP", t);
         driver.add_receive_socket(udp);
         let t = timers(
-            driver.engine.clone(),
+            driver.core.clone(),
             driver.tun.clone(),
             driver.send.clone(),
             driver.wake.clone(),
@@ -120,7 +156,7 @@ impl<E: Engine + Send + 'static> Driver<E> {
     /// handle for [`Driver::stop_task`].
     pub fn add_receive_socket(&mut self, udp: Arc<UdpTunnel>) -> usize {
         let t = udp_to_tun(
-            self.engine.clone(),
+            self.core.clone(),
             self.tun.clone(),
             udp,
             self.send.clone(),
@@ -148,9 +184,9 @@ impl<E: Engine + Send + 'static> Driver<E> {
     /// between. A receiver that accepts data from an endpoint only once it
     /// knows the endpoint (the AP) then never sees data overtake it.
     pub async fn move_send_socket(&self, udp: Arc<UdpTunnel>, change: impl FnOnce(&mut E)) {
-        let mut e = self.engine.lock().await;
+        let mut e = self.core.engine.lock().await;
         change(&mut e);
-        let (transmits, tun_packets) = drain(&mut *e);
+        let (transmits, tun_packets) = self.core.finish(&mut e);
         emit(&udp, &self.tun, transmits, tun_packets).await;
         self.send.replace(udp);
         drop(e);
@@ -164,7 +200,7 @@ impl<E: Engine + Send + 'static> Driver<E> {
 
     /// The engine.
     pub fn engine(&self) -> &Shared<E> {
-        &self.engine
+        &self.core.engine
     }
 
     /// The TUN device.
@@ -194,8 +230,8 @@ impl<E: Engine + Send + 'static> Driver<E> {
     /// and let the timer task see new deadlines.
     pub async fn kick(&self) {
         let (transmits, tun_packets) = {
-            let mut e = self.engine.lock().await;
-            drain(&mut *e)
+            let mut e = self.core.engine.lock().await;
+            self.core.finish(&mut e)
         };
         emit(&self.send.get(), &self.tun, transmits, tun_packets).await;
         self.wake.notify_one();
@@ -214,6 +250,12 @@ impl<E: Engine + Send + 'static> Driver<E> {
             .recv()
             .await
             .unwrap_or_else(|| "data plane stopped".into())
+    }
+}
+
+impl<E> std::fmt::Debug for Core<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Core")
     }
 }
 
@@ -260,7 +302,7 @@ async fn emit(
 }
 
 async fn tun_to_udp<E: Engine>(
-    engine: Shared<E>,
+    core: Core<E>,
     tun: Arc<TunDevice>,
     send: Arc<SendSocket>,
     wake: Arc<Notify>,
@@ -271,7 +313,7 @@ async fn tun_to_udp<E: Engine>(
     loop {
         tun.recv_batch(&mut batch).await?;
         let (transmits, tun_packets) = {
-            let mut e = engine.lock().await;
+            let mut e = core.engine.lock().await;
             let now = Instant::now();
             let before = e.poll_timeout();
             for p in batch.iter_mut() {
@@ -288,10 +330,11 @@ async fn tun_to_udp<E: Engine>(
                     DataAction::Consumed | DataAction::Drop(_) => {}
                 }
             }
+            let out = core.finish(&mut e);
             if e.poll_timeout() != before {
                 wake.notify_one();
             }
-            drain(&mut *e)
+            out
         };
         let udp = send.get();
         udp.send_batch(&mut batch).await?;
@@ -305,7 +348,7 @@ async fn tun_to_udp<E: Engine>(
 }
 
 async fn udp_to_tun<E: Engine>(
-    engine: Shared<E>,
+    core: Core<E>,
     tun: Arc<TunDevice>,
     udp: Arc<UdpTunnel>,
     send: Arc<SendSocket>,
@@ -316,12 +359,12 @@ async fn udp_to_tun<E: Engine>(
     let mut forward = UdpSendBatch::new();
     loop {
         udp.recv_batch(&mut rx).await?;
-        let mut guard = Some(engine.lock().await);
+        let mut guard = Some(core.engine.lock().await);
         let mut before = guard.as_ref().and_then(|e| e.poll_timeout());
         let mut now = Instant::now();
         for d in rx.iter_mut() {
             if guard.is_none() {
-                let e = engine.lock().await;
+                let e = core.engine.lock().await;
                 before = e.poll_timeout();
                 now = Instant::now();
                 guard = Some(e);
@@ -330,7 +373,7 @@ async fn udp_to_tun<E: Engine>(
             match e.handle_udp(now, d.from, d.data) {
                 DataAction::ToTun => {
                     if to_tun.is_full() {
-                        flush_engine(&mut guard, &wake, before, &send, &tun).await;
+                        flush_engine(&core, &mut guard, &wake, before, &send, &tun).await;
                         tun.send_batch(&mut to_tun).await?;
                     }
                     let _ = to_tun.push(&d.data[HEADROOM..]);
@@ -338,7 +381,7 @@ async fn udp_to_tun<E: Engine>(
                 DataAction::Encap { to, header } => {
                     d.data[..HEADROOM].copy_from_slice(&header.to_bytes());
                     if forward.push(to, d.data).is_err() {
-                        flush_engine(&mut guard, &wake, before, &send, &tun).await;
+                        flush_engine(&core, &mut guard, &wake, before, &send, &tun).await;
                         send.get().send_batch(&mut forward).await?;
                         let _ = forward.push(to, d.data);
                     }
@@ -346,7 +389,7 @@ async fn udp_to_tun<E: Engine>(
                 DataAction::Consumed | DataAction::Drop(_) => {}
             }
         }
-        flush_engine(&mut guard, &wake, before, &send, &tun).await;
+        flush_engine(&core, &mut guard, &wake, before, &send, &tun).await;
         if !to_tun.is_empty() {
             tun.send_batch(&mut to_tun).await?;
         }
@@ -358,6 +401,7 @@ async fn udp_to_tun<E: Engine>(
 
 /// Release the engine after sending what it queued.
 async fn flush_engine<E: Engine>(
+    core: &Core<E>,
     guard: &mut Option<tokio::sync::MutexGuard<'_, E>>,
     wake: &Notify,
     before: Option<Instant>,
@@ -365,10 +409,10 @@ async fn flush_engine<E: Engine>(
     tun: &TunDevice,
 ) {
     let Some(mut e) = guard.take() else { return };
+    let (transmits, tun_packets) = core.finish(&mut e);
     if e.poll_timeout() != before {
         wake.notify_one();
     }
-    let (transmits, tun_packets) = drain(&mut *e);
     drop(e);
     if !transmits.is_empty() || !tun_packets.is_empty() {
         emit(&send.get(), tun, transmits, tun_packets).await;
@@ -376,13 +420,13 @@ async fn flush_engine<E: Engine>(
 }
 
 async fn timers<E: Engine>(
-    engine: Shared<E>,
+    core: Core<E>,
     tun: Arc<TunDevice>,
     send: Arc<SendSocket>,
     wake: Arc<Notify>,
 ) -> std::io::Result<()> {
     loop {
-        let deadline = engine.lock().await.poll_timeout();
+        let deadline = core.engine.lock().await.poll_timeout();
         match deadline {
             Some(at) => {
                 tokio::select! {
@@ -396,9 +440,9 @@ async fn timers<E: Engine>(
             }
         }
         let (transmits, tun_packets) = {
-            let mut e = engine.lock().await;
+            let mut e = core.engine.lock().await;
             e.handle_timeout(Instant::now());
-            drain(&mut *e)
+            core.finish(&mut e)
         };
         emit(&send.get(), &tun, transmits, tun_packets).await;
     }

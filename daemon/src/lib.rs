@@ -5,13 +5,17 @@
 //! protocol logic: [`driver`] runs any [`Engine`](homeaddr_proto::engine::Engine)
 //! over a TUN device and UDP sockets; [`control`] is the local control
 //! socket; [`metrics`] the Prometheus endpoint; [`netcfg`] sets up routes
-//! and undoes them; this module loads
-//! configuration files, seeds engines and starts logging.
+//! and undoes them; [`common`] holds the flags, file keys and defaults of
+//! every daemon; [`shell`] is the one run loop around a daemon's
+//! [`Role`](shell::Role); this module loads configuration files, seeds
+//! engines and starts logging.
 
+pub mod common;
 pub mod control;
 pub mod driver;
 pub mod metrics;
 pub mod netcfg;
+pub mod shell;
 
 use std::path::Path;
 
@@ -187,6 +191,9 @@ impl DropLog {
         let delta: Vec<String> = drops
             .iter()
             .zip(self.last.iter())
+            // The kernel's own router solicitations and MLD reports on our
+            // TUN: counted (status, metrics), never a warning.
+            .filter(|((reason, _), _)| *reason != homeaddr_proto::engine::DropReason::NotTunnelled)
             .filter(|((_, n), (_, before))| n > before)
             .map(|((reason, n), (_, before))| format!("{}={}", reason.name(), n - before))
             .collect();
@@ -199,51 +206,6 @@ impl DropLog {
         }
         self.last = drops.clone();
         self.last_log = now;
-    }
-}
-
-/// Everything a daemon's `main` does once its settings are parsed: start
-/// logging, build the runtime, run, and turn errors into a message on
-/// stderr and an exit status (2: bad arguments or configuration, 1: a
-/// failure at run time; `run` chooses its own status otherwise).
-pub fn daemon_main<S, Fut>(
-    name: &str,
-    settings: anyhow::Result<S>,
-    log_level: impl FnOnce(&S) -> String,
-    run: impl FnOnce(S, LogLevel) -> Fut,
-) -> std::process::ExitCode
-where
-    Fut: std::future::Future<Output = anyhow::Result<std::process::ExitCode>>,
-{
-    use std::process::ExitCode;
-    let settings = match settings {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{name}: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let log = match init_reloadable_logging(&log_level(&settings)) {
-        Ok(log) => log,
-        Err(e) => {
-            eprintln!("{name}: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match runtime() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("{name}: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(settings, log)) {
-        Ok(code) => code,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("{name}: {e:#}");
-            ExitCode::FAILURE
-        }
     }
 }
 

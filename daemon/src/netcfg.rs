@@ -70,3 +70,132 @@ impl Drop for NetConfig {
         self.undo_all();
     }
 }
+
+/// Whether a process `pid` runs one of our daemons (a recycled pid of
+/// another program does not count).
+fn is_our_daemon(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|comm| comm.trim_end().starts_with("homeaddr-"))
+}
+
+/// The network namespace this process runs in (its inode), so that
+/// daemons in different namespaces of one host never clash.
+fn netns_id() -> String {
+    std::fs::read_link("/proc/self/ns/net")
+        .ok()
+        .and_then(|l| {
+            let l = l.to_string_lossy().into_owned();
+            l.strip_prefix("net:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "0".into())
+}
+
+/// A host resource (a policy routing table...) held by this daemon,
+/// recorded as a pid file under `/run/homeaddr/claims`; the file goes when
+/// the claim is dropped.
+#[derive(Debug)]
+pub struct Claim {
+    path: std::path::PathBuf,
+    /// The previous holder died without cleaning up (`kill -9`): what it
+    /// left behind is ours to remove.
+    pub stale: bool,
+}
+
+impl Claim {
+    /// Claim `resource` (e.g. `table-4790`) in this network namespace. A
+    /// live daemon holding it is an error that names it and `flag`, the
+    /// flag that resolves the clash; a dead holder's claim is taken over.
+    pub fn take(dir: &std::path::Path, resource: &str, flag: &str) -> anyhow::Result<Claim> {
+        use std::io::Write;
+        let dir = dir.join("claims");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        let path = dir.join(format!("{resource}.net{}.pid", netns_id()));
+        let mut stale = false;
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    writeln!(f, "{}", std::process::id())
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                    return Ok(Claim { path, stale });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u32>().ok());
+                    if let Some(pid) = holder.filter(|p| is_our_daemon(*p))
+                        && pid != std::process::id()
+                    {
+                        anyhow::bail!(
+                            "{resource} is in use by another running daemon (pid {pid}) in this network namespace; \
+                             stop it or give this one another {flag}"
+                        );
+                    }
+                    warn!(%resource, previous = ?holder, "taking over from a daemon that died without cleaning up");
+                    std::fs::remove_file(&path)
+                        .map_err(|e| anyhow::anyhow!("cannot remove {}: {e}", path.display()))?;
+                    stale = true;
+                }
+                Err(e) => anyhow::bail!("cannot create {}: {e}", path.display()),
+            }
+        }
+        anyhow::bail!("{resource}: another daemon claimed it at the same time; try again")
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Run `ip ARGS` and return its standard output.
+pub fn ip_output(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run `ip` (install iproute2): {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        anyhow::bail!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_is_refused_while_its_holder_lives_and_taken_over_when_it_died() {
+        let dir = std::env::temp_dir().join(format!("ha-claim-test-{}", std::process::id()));
+        let first = Claim::take(&dir, "table-1", "--table").unwrap();
+        assert!(!first.stale);
+        // Held by this very process: a second take from here is not a clash
+        // with another daemon, but test the file a live daemon would leave.
+        let file = std::fs::read_dir(dir.join("claims"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        // A live process that is not one of ours (pid 1) holds nothing.
+        std::fs::write(&file, "1\n").unwrap();
+        let second = Claim::take(&dir, "table-1", "--table").unwrap();
+        assert!(second.stale);
+        drop(second);
+        assert!(!file.exists());
+        std::mem::forget(first);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -276,6 +276,19 @@ impl Name {
         }
     }
 
+    /// Whether this name is `origin` or below it. Compares wire bytes on
+    /// label boundaries (`badexample.com.` is not within `example.com.`), so
+    /// both names must have the same case.
+    pub fn is_within(&self, origin: &Name) -> bool {
+        let (n, o) = (self.as_wire(), origin.as_wire());
+        if n.len() < o.len() || !n.ends_with(o) {
+            return false;
+        }
+        // The suffix must start at a label boundary.
+        let start = n.len() - o.len();
+        start == 0 || self.label_offsets().any(|off| off == start)
+    }
+
     /// Dotted text form, with a trailing dot; bytes outside printable ASCII
     /// are escaped as `\DDD`.
     pub fn to_dotted(&self) -> String {
@@ -544,6 +557,53 @@ impl<'a> Reader<'a> {
 
     /// Skips one resource record, returning (type, class, ttl, rdata, owner
     /// is root).
+    fn question(&mut self) -> Result<Question, WireError> {
+        let name = self.name()?;
+        let qtype = self.u16()?;
+        let qclass = self.u16()?;
+        Ok(Question {
+            name,
+            qtype,
+            qclass,
+        })
+    }
+
+    /// The additional section: its OPT, if any (RFC 6891 sec. 6.1.1: at most
+    /// one). On error, also the OPT as far as the reply needs it: the reply
+    /// to a query with a (bad) OPT still carries an OPT (sec. 7).
+    fn additional(&mut self, arcount: u16) -> Result<Option<Edns>, (Option<Edns>, WireError)> {
+        let mut edns: Option<Edns> = None;
+        let mut opt_error: Option<WireError> = None;
+        for _ in 0..arcount {
+            let rec = match self.record() {
+                Ok(rec) => rec,
+                Err(e) => return Err((edns, e)),
+            };
+            if rec.rtype != rtype::OPT {
+                continue;
+            }
+            if edns.is_some() || opt_error.is_some() {
+                return Err((edns, WireError::BadOpt));
+            }
+            match parse_opt(&rec) {
+                Ok(e) => edns = Some(e),
+                Err(e) => {
+                    edns = Some(Edns {
+                        udp_payload: rec.rclass,
+                        version: 0,
+                        dnssec_ok: rec.ttl & 0x8000 != 0,
+                        client_subnet: None,
+                    });
+                    opt_error = Some(e);
+                }
+            }
+        }
+        match opt_error {
+            Some(e) => Err((edns, e)),
+            None => Ok(edns),
+        }
+    }
+
     fn record(&mut self) -> Result<RawRecord<'a>, WireError> {
         let owner = self.name()?;
         let rtype = self.u16()?;
@@ -631,17 +691,7 @@ impl Query {
             buf: msg,
             pos: HEADER_LEN,
         };
-        let question = (|| {
-            let name = r.name()?;
-            let qtype = r.u16()?;
-            let qclass = r.u16()?;
-            Ok(Question {
-                name,
-                qtype,
-                qclass,
-            })
-        })()
-        .map_err(|e| malformed(None, None, e))?;
+        let question = r.question().map_err(|e| malformed(None, None, e))?;
         for _ in 0..u32::from(ancount) + u32::from(nscount) {
             let rec = r
                 .record()
@@ -650,37 +700,9 @@ impl Query {
                 return Err(malformed(Some(question), None, WireError::BadOpt));
             }
         }
-        let mut edns: Option<Edns> = None;
-        let mut opt_error: Option<WireError> = None;
-        for _ in 0..arcount {
-            let rec = match r.record() {
-                Ok(rec) => rec,
-                Err(e) => return Err(malformed(Some(question), edns, e)),
-            };
-            if rec.rtype != rtype::OPT {
-                continue;
-            }
-            if edns.is_some() || opt_error.is_some() {
-                return Err(malformed(Some(question), edns, WireError::BadOpt));
-            }
-            match parse_opt(&rec) {
-                Ok(e) => edns = Some(e),
-                Err(e) => {
-                    // The reply to a query with a (bad) OPT still carries an
-                    // OPT, RFC 6891 sec. 7.
-                    edns = Some(Edns {
-                        udp_payload: rec.rclass,
-                        version: 0,
-                        dnssec_ok: rec.ttl & 0x8000 != 0,
-                        client_subnet: None,
-                    });
-                    opt_error = Some(e);
-                }
-            }
-        }
-        if let Some(e) = opt_error {
-            return Err(malformed(Some(question), edns, e));
-        }
+        let edns = r
+            .additional(arcount)
+            .map_err(|(edns, e)| malformed(Some(question.clone()), edns, e))?;
         // Trailing garbage after the counted records is tolerated, as most
         // servers do.
         Ok(Query {
@@ -709,7 +731,7 @@ pub fn put_rr_header(
 }
 
 /// A compression pointer to `offset` (RFC 1035 sec. 4.1.4).
-pub fn pointer(offset: usize) -> [u8; 2] {
+pub const fn pointer(offset: usize) -> [u8; 2] {
     debug_assert!(offset < 0x4000);
     [0xc0 | ((offset >> 8) as u8 & 0x3f), (offset & 0xff) as u8]
 }
@@ -943,5 +965,14 @@ mod tests {
             mask("2001:db8::1".parse().unwrap(), 128),
             "2001:db8::1".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn within_respects_label_boundaries() {
+        let o = Name::from_dotted("example.com.").unwrap();
+        assert!(Name::from_dotted("a.example.com.").unwrap().is_within(&o));
+        assert!(o.is_within(&o));
+        assert!(!Name::from_dotted("badexample.com.").unwrap().is_within(&o));
+        assert!(!Name::from_dotted("com.").unwrap().is_within(&o));
     }
 }

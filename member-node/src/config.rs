@@ -1,11 +1,11 @@
 //! Member configuration: a TOML file, overridden by flags.
 
 use std::net::{Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use homeaddr_daemon::common::{CommonArgs, CommonConfig, CommonSettings, load_config};
 use serde::Deserialize;
 
 /// Command line of `homeaddr-member`.
@@ -16,9 +16,9 @@ use serde::Deserialize;
     about = "homeaddr member node: registers with the access point and serves the home address"
 )]
 pub struct Cli {
-    /// TOML configuration file (flags override it).
-    #[arg(long, short)]
-    pub config: Option<PathBuf>,
+    /// Flags every daemon has.
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// This member's id (1-65535), unique in the service.
     #[arg(long)]
     pub id: Option<u16>,
@@ -40,30 +40,12 @@ pub struct Cli {
     /// Maglev weight asked for.
     #[arg(long)]
     pub weight: Option<u16>,
-    /// TUN device name.
-    #[arg(long)]
-    pub tun: Option<String>,
-    /// Inner MTU.
-    #[arg(long)]
-    pub mtu: Option<u16>,
     /// Policy routing table for answers from the home address.
     #[arg(long)]
     pub table: Option<u32>,
-    /// Control socket path.
-    #[arg(long)]
-    pub control: Option<PathBuf>,
-    /// Log level.
-    #[arg(long)]
-    pub log_level: Option<String>,
-    /// Serve Prometheus metrics on [ADDR]:PORT (e.g. [::1]:9470 or :9470); off by default.
-    #[arg(long, value_name = "[ADDR]:PORT", value_parser = homeaddr_daemon::metrics::parse_listen)]
-    pub metrics: Option<SocketAddr>,
     /// Do not offer route optimization to shims.
     #[arg(long)]
     pub no_route_optimization: bool,
-    /// Disable TUN offload.
-    #[arg(long)]
-    pub no_offload: bool,
     /// Direct server return: answer clients without a shim natively, from
     /// the home address, instead of through the access point.
     #[arg(long)]
@@ -88,24 +70,17 @@ pub struct FileConfig {
     pub spi: Option<u32>,
     /// Weight.
     pub weight: Option<u16>,
-    /// TUN name.
-    pub tun: Option<String>,
-    /// Inner MTU.
-    pub mtu: Option<u16>,
     /// Routing table.
     pub table: Option<u32>,
-    /// Control socket.
-    pub control: Option<PathBuf>,
-    /// Log level.
-    pub log_level: Option<String>,
     /// Route optimization.
     pub route_optimization: Option<bool>,
-    /// TUN offload.
-    pub offload: Option<bool>,
     /// Registration lifetime in seconds.
     pub lifetime_s: Option<u64>,
     /// Direct server return.
     pub direct_return: Option<bool>,
+    /// Keys every daemon has.
+    #[serde(flatten)]
+    pub common: CommonConfig,
 }
 
 /// Validated settings.
@@ -125,34 +100,22 @@ pub struct Settings {
     pub spi: u32,
     /// Weight.
     pub weight: u16,
-    /// TUN name.
-    pub tun: String,
-    /// Inner MTU.
-    pub mtu: u16,
     /// Routing table.
     pub table: u32,
-    /// Control socket.
-    pub control: PathBuf,
-    /// Log level.
-    pub log_level: String,
     /// Route optimization.
     pub route_optimization: bool,
-    /// TUN offload.
-    pub offload: bool,
     /// Registration lifetime.
     pub lifetime: Duration,
     /// Direct server return.
     pub direct_return: bool,
+    /// TUN, MTU, control socket, log level, offload, metrics.
+    pub common: CommonSettings,
 }
 
 impl Settings {
     /// Merge the file (if any) and the flags; flags win.
     pub fn from_cli(cli: &Cli) -> anyhow::Result<Self> {
-        let file: FileConfig = match &cli.config {
-            Some(path) => homeaddr_daemon::load_toml(path)?,
-            None => FileConfig::default(),
-        };
-        Self::merge(cli, file)
+        Self::merge(cli, load_config(cli.common.config.as_deref())?)
     }
 
     /// Merge a parsed file and the flags.
@@ -176,7 +139,12 @@ impl Settings {
                 key.len()
             );
         }
-        let mtu = homeaddr_daemon::inner_mtu(cli.mtu.or(file.mtu))?;
+        let common = CommonSettings::resolve(
+            &cli.common,
+            &file.common,
+            &format!("member-{id}"),
+            &format!("ha-m{id}"),
+        )?;
         Ok(Self {
             id,
             home_address: cli.home_address.or(file.home_address).context(
@@ -190,28 +158,12 @@ impl Settings {
             key,
             spi: cli.spi.or(file.spi).unwrap_or(1),
             weight: cli.weight.or(file.weight).unwrap_or(100),
-            tun: cli
-                .tun
-                .clone()
-                .or(file.tun)
-                .unwrap_or_else(|| format!("ha-m{id}")),
-            mtu,
             table: cli.table.or(file.table).unwrap_or(4790),
-            control: cli
-                .control
-                .clone()
-                .or(file.control)
-                .unwrap_or_else(|| format!("/run/homeaddr/member-{id}.sock").into()),
-            log_level: cli
-                .log_level
-                .clone()
-                .or(file.log_level)
-                .unwrap_or_else(|| "info".into()),
             route_optimization: !cli.no_route_optimization
                 && file.route_optimization.unwrap_or(true),
-            offload: !cli.no_offload && file.offload.unwrap_or(true),
             lifetime: Duration::from_secs(file.lifetime_s.unwrap_or(60).clamp(8, 3600)),
             direct_return: cli.direct_return || file.direct_return.unwrap_or(false),
+            common,
         })
     }
 }
@@ -251,6 +203,13 @@ mod tests {
             FileConfig::default(),
         )
         .unwrap();
-        assert_eq!((s.tun.as_str(), s.table, s.mtu), ("ha-m3", 4790, 1448));
+        assert_eq!(
+            (s.common.tun.as_str(), s.table, s.common.mtu),
+            ("ha-m3", 4790, 1448)
+        );
+        assert_eq!(
+            s.common.control,
+            std::path::Path::new("/run/homeaddr/member-3.sock")
+        );
     }
 }

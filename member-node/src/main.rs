@@ -1,25 +1,30 @@
 //! `homeaddr-member`: see the crate documentation of `homeaddr_member`.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::Context as _;
 use clap::Parser;
 use homeaddr_control::{ControlError, Moved, Request, Response};
-use homeaddr_daemon::control::{self, ControlRequest, io_status};
+use homeaddr_daemon::common::CommonSettings;
+use homeaddr_daemon::common::RUN_DIR;
+use homeaddr_daemon::control::{ControlRequest, io_status};
 use homeaddr_daemon::driver::{Driver, source_address_for};
 use homeaddr_daemon::metrics::{Exposition, Histogram};
-use homeaddr_daemon::netcfg::NetConfig;
+use homeaddr_daemon::netcfg::{Claim, NetConfig, ip, ip_output};
+use homeaddr_daemon::shell::{self, Context, Role, Stop, StopHandle};
 use homeaddr_io::{TunConfig, TunDevice, UdpTunnel};
 use homeaddr_member::config::{Cli, Settings};
+use homeaddr_proto::engine::DropCounters;
 use homeaddr_proto::engine::member::{Member, MemberConfig, MemberEvent, RegistrationState};
 use homeaddr_proto::wire::MemberId;
 use homeaddr_proto::wire::mh::ba_status;
 use serde_json::Value;
 use tokio::sync::Mutex;
-use tracing::{error, info, warn};
+use tracing::{debug, info, warn};
 
 /// Exit status when the AP refuses the registration.
 const EXIT_REFUSED: u8 = 3;
@@ -28,12 +33,7 @@ const MOVE_GRACE: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    homeaddr_daemon::daemon_main(
-        "homeaddr-member",
-        Settings::from_cli(&cli),
-        |s| s.log_level.clone(),
-        |settings, _log| run(settings, cli.metrics),
-    )
+    shell::run::<MemberNode>(Settings::from_cli(&cli))
 }
 
 fn refusal_reason(status: u8) -> String {
@@ -54,12 +54,15 @@ fn refusal_reason(status: u8) -> String {
     }
 }
 
-struct State {
+/// The running member.
+struct MemberNode {
     driver: Driver<Member>,
     net: NetConfig,
+    /// The routing table is ours until the network setup is undone.
+    _claim: Claim,
     receive_task: usize,
     retire: Vec<(Instant, usize)>,
-    timings: Timings,
+    timings: Arc<std::sync::Mutex<Timings>>,
 }
 
 /// Histograms for the metrics endpoint, fed from engine events.
@@ -73,171 +76,199 @@ struct Timings {
     moving: std::collections::HashSet<std::net::Ipv6Addr>,
 }
 
-async fn run(settings: Settings, metrics: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
-    let hoa = settings.home_address;
-    let care_of = match settings.care_of {
-        Some(c) => c,
-        None => {
-            let ip = source_address_for(settings.access_point).with_context(|| {
-                format!(
-                    "no route to the access point {}; give --care-of",
-                    settings.access_point
-                )
-            })?;
-            SocketAddr::new(ip, 4790)
-        }
-    };
-    let tun_config = TunConfig::new(&settings.tun, settings.mtu)
-        .with_offload(settings.offload)
-        .with_ipv6(hoa, 128);
-    let tun = Arc::new(
-        TunDevice::create(&tun_config)
-            .context("cannot create the TUN device (root? /dev/net/tun?)")?,
-    );
-    let mut net = NetConfig::new();
-    let table = settings.table.to_string();
-    let from = format!("{hoa}/128");
-    // Answers from the home address go back into the TUN, to the engine.
-    net.apply(
-        &[
-            "-6",
-            "route",
-            "replace",
-            "default",
-            "dev",
-            tun.name(),
-            "table",
-            &table,
-        ],
-        &[
-            "-6",
-            "route",
-            "del",
-            "default",
-            "dev",
-            tun.name(),
-            "table",
-            &table,
-        ],
-    )?;
-    // `iif lo`: only locally generated answers; packets the engine writes
-    // back for direct server return come in on the TUN and are routed
-    // natively.
-    net.apply(
-        &[
-            "-6", "rule", "add", "from", &from, "iif", "lo", "lookup", &table, "priority", "1000",
-        ],
-        &[
-            "-6", "rule", "del", "from", &from, "iif", "lo", "lookup", &table, "priority", "1000",
-        ],
-    )?;
-    if settings.direct_return {
-        homeaddr_daemon::netcfg::sysctl("net.ipv6.conf.all.forwarding", "1")
-            .context("direct server return forwards answers out of the TUN")?;
+impl Role for MemberNode {
+    type Engine = Member;
+    type Settings = Settings;
+    const NAME: &'static str = "homeaddr-member";
+
+    fn common(settings: &Settings) -> &CommonSettings {
+        &settings.common
     }
-    let udp = Arc::new(
-        UdpTunnel::bind(care_of)
-            .with_context(|| format!("cannot bind the care-of endpoint {care_of}"))?,
-    );
-    let mut config = MemberConfig::new(
-        MemberId(settings.id),
-        hoa,
-        settings.access_point,
-        udp.local_addr(),
-        settings.key.clone(),
-        homeaddr_daemon::random_seed()?,
-    );
-    config.spi = settings.spi;
-    config.weight = settings.weight;
-    config.route_optimization = settings.route_optimization;
-    config.direct_return = settings.direct_return;
-    config.lifetime = settings.lifetime;
-    let mut member = Member::new(config);
-    member.start(Instant::now());
-    let engine = Arc::new(Mutex::new(member));
-    let driver = Driver::start(engine.clone(), tun.clone(), udp.clone());
-    driver.kick().await;
-    let (_control_guard, mut requests) = control::listen(&settings.control).with_context(|| {
-        format!(
-            "cannot open the control socket {}",
-            settings.control.display()
-        )
-    })?;
-    info!(
-        id = settings.id, home_address = %hoa, care_of = %udp.local_addr(), access_point = %settings.access_point,
-        tun = tun.name(), offload = tun.offload(), control = %settings.control.display(), "member up, registering"
-    );
-    let mut state = State {
-        driver,
-        net,
-        receive_task: 1,
-        retire: Vec::new(),
-        timings: Timings {
+
+    async fn setup(settings: Settings, cx: &Context) -> anyhow::Result<Self> {
+        let hoa = settings.home_address;
+        let care_of = match settings.care_of {
+            Some(c) => c,
+            None => {
+                let ip = source_address_for(settings.access_point).with_context(|| {
+                    format!(
+                        "no route to the access point {}; give --care-of",
+                        settings.access_point
+                    )
+                })?;
+                SocketAddr::new(ip, 4790)
+            }
+        };
+        let common = &settings.common;
+        let table = settings.table.to_string();
+        // Before anything on the host changes: is the table another live
+        // member's? A member killed with -9 leaves its claim and its rule.
+        let claim = Claim::take(
+            Path::new(RUN_DIR),
+            &format!("routing table {table}"),
+            "--table",
+        )?;
+        // A table nobody has used yet does not exist.
+        let routes = ip_output(&["-6", "route", "show", "table", &table]).or_else(|e| {
+            if e.to_string().contains("does not exist") {
+                Ok(String::new())
+            } else {
+                Err(e)
+            }
+        })?;
+        if !routes.trim().is_empty() {
+            anyhow::bail!(
+                "policy routing table {table} already has routes ({}): another program uses it; give another --table",
+                routes.trim().replace('\n', "; ")
+            );
+        }
+        let tun_config = TunConfig::new(&common.tun, common.mtu)
+            .with_offload(common.offload)
+            .with_ipv6(hoa, 128);
+        let tun = Arc::new(TunDevice::create(&tun_config).with_context(|| {
+            format!(
+                "cannot create the TUN device {} (root? /dev/net/tun? another daemon's: give another --tun)",
+                common.tun
+            )
+        })?);
+        let mut net = NetConfig::new();
+        let from = format!("{hoa}/128");
+        let rule = [
+            "-6", "rule", "del", "from", &from, "iif", "lo", "lookup", &table, "priority", "1000",
+        ];
+        if claim.stale && ip(&rule).is_ok() {
+            info!(table = %table, "removed the source rule a dead member left behind");
+        }
+        // Answers from the home address go back into the TUN, to the engine.
+        net.apply(
+            &[
+                "-6",
+                "route",
+                "replace",
+                "default",
+                "dev",
+                tun.name(),
+                "table",
+                &table,
+            ],
+            &[
+                "-6",
+                "route",
+                "del",
+                "default",
+                "dev",
+                tun.name(),
+                "table",
+                &table,
+            ],
+        )?;
+        // `iif lo`: only locally generated answers; packets the engine writes
+        // back for direct server return come in on the TUN and are routed
+        // natively.
+        net.apply(
+            &[
+                "-6", "rule", "add", "from", &from, "iif", "lo", "lookup", &table, "priority",
+                "1000",
+            ],
+            &[
+                "-6", "rule", "del", "from", &from, "iif", "lo", "lookup", &table, "priority",
+                "1000",
+            ],
+        )?;
+        if settings.direct_return {
+            homeaddr_daemon::netcfg::sysctl("net.ipv6.conf.all.forwarding", "1")
+                .context("direct server return forwards answers out of the TUN")?;
+        }
+        let udp = Arc::new(
+            UdpTunnel::bind(care_of)
+                .with_context(|| format!("cannot bind the care-of endpoint {care_of}"))?,
+        );
+        let mut config = MemberConfig::new(
+            MemberId(settings.id),
+            hoa,
+            settings.access_point,
+            udp.local_addr(),
+            settings.key.clone(),
+            homeaddr_daemon::random_seed()?,
+        );
+        config.spi = settings.spi;
+        config.weight = settings.weight;
+        config.route_optimization = settings.route_optimization;
+        config.direct_return = settings.direct_return;
+        config.lifetime = settings.lifetime;
+        let mut member = Member::new(config);
+        member.start(Instant::now());
+        let engine = Arc::new(Mutex::new(member));
+        let timings = Arc::new(std::sync::Mutex::new(Timings {
             rr: Histogram::latency(),
             handoff: Histogram::latency(),
             moving: Default::default(),
-        },
-    };
-    let mut metrics = homeaddr_daemon::metrics::MetricsServer::listen(metrics)
-        .await
-        .context("cannot listen for --metrics")?;
-    if let Some(at) = metrics.local_addr {
-        info!(%at, "metrics on http://{at}/metrics");
+        }));
+        let (hook_timings, stop) = (timings.clone(), cx.stop.clone());
+        let hook = Arc::new(move |m: &mut Member| on_events(m, &hook_timings, &stop));
+        let driver = Driver::start(engine, hook, tun.clone(), udp.clone());
+        driver.kick().await;
+        info!(
+            id = settings.id, home_address = %hoa, care_of = %udp.local_addr(), access_point = %settings.access_point,
+            tun = tun.name(), offload = tun.offload(), control = %common.control.display(), "member up, registering"
+        );
+        Ok(Self {
+            driver,
+            net,
+            _claim: claim,
+            receive_task: 1,
+            retire: Vec::new(),
+            timings,
+        })
     }
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut drop_log = homeaddr_daemon::DropLog::default();
-    let exit = loop {
-        tokio::select! {
-            sig = homeaddr_daemon::shutdown_signal() => {
+
+    fn driver(&mut self) -> &mut Driver<Member> {
+        &mut self.driver
+    }
+
+    fn drops(m: &Member) -> &DropCounters {
+        &m.counters().drops
+    }
+
+    async fn control(&mut self, req: ControlRequest, cx: &Context) {
+        let leave = req.cmd() == "leave";
+        handle(self, req).await;
+        if leave {
+            cx.stop.stop(Stop::Requested);
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        let due: Vec<usize> = self
+            .retire
+            .iter()
+            .filter(|(at, _)| *at <= now)
+            .map(|(_, t)| *t)
+            .collect();
+        self.retire.retain(|(at, _)| *at > now);
+        for t in due {
+            self.driver.stop_task(t);
+        }
+    }
+
+    async fn stop(mut self, why: &Stop) {
+        match why {
+            Stop::Signal(sig) => {
                 info!("{sig}: leaving the service");
-                break None;
+                leave(&self.driver).await;
             }
-            why = state.driver.failed() => break Some(Err(anyhow::anyhow!(why))),
-            Some(req) = requests.recv() => {
-                let leave = req.cmd() == "leave";
-                handle(&mut state, req).await;
-                state.driver.kick().await;
-                if leave {
-                    break None;
-                }
-            }
-            Some(req) = metrics.recv() => handle(&mut state, req).await,
-            _ = tick.tick() => {
-                if let Some(status) = log_events(&engine, &mut drop_log, &mut state.timings).await {
-                    break Some(Ok(status));
-                }
-                let now = Instant::now();
-                let due: Vec<usize> = state.retire.iter().filter(|(at, _)| *at <= now).map(|(_, t)| *t).collect();
-                state.retire.retain(|(at, _)| *at > now);
-                for t in due {
-                    state.driver.stop_task(t);
-                }
-            }
+            Stop::Requested => leave(&self.driver).await,
+            Stop::Failed(_) | Stop::Exit { .. } => {}
         }
-    };
-    let code = match exit {
-        Some(Ok(status)) => {
-            let why = refusal_reason(status);
-            error!("the access point refused the registration: {why}");
-            eprintln!("homeaddr-member: the access point refused the registration: {why}");
-            ExitCode::from(EXIT_REFUSED)
-        }
-        Some(Err(e)) => {
-            state.net.undo_all();
-            return Err(e);
-        }
-        None => {
-            leave(&engine, &state.driver).await;
-            ExitCode::SUCCESS
-        }
-    };
-    state.driver.shutdown();
-    state.net.undo_all();
-    Ok(code)
+        self.driver.shutdown();
+        self.net.undo_all();
+    }
 }
 
 /// Deregister and wait (bounded) for the AP's acknowledgement.
-async fn leave(engine: &Mutex<Member>, driver: &Driver<Member>) {
+async fn leave(driver: &Driver<Member>) {
+    let engine = driver.engine();
     engine.lock().await.leave(Instant::now());
     driver.kick().await;
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -251,49 +282,59 @@ async fn leave(engine: &Mutex<Member>, driver: &Driver<Member>) {
     warn!("the access point did not acknowledge the deregistration; leaving anyway");
 }
 
-/// Log engine events; returns a refusal status if the AP refused us.
-async fn log_events(
-    engine: &Mutex<Member>,
-    drop_log: &mut homeaddr_daemon::DropLog,
-    timings: &mut Timings,
-) -> Option<u8> {
-    let mut m = engine.lock().await;
-    drop_log.observe(&m.counters().drops);
-    let mut refused = None;
+/// Log engine events and time route optimization; a refused
+/// registration stops the daemon (exit status 3).
+fn on_events(m: &mut Member, timings: &std::sync::Mutex<Timings>, stop: &StopHandle) {
     while let Some(e) = m.poll_event() {
         match e {
             MemberEvent::Registered { care_of, lifetime } => {
                 info!(%care_of, ?lifetime, "registered with the access point")
             }
-            MemberEvent::RegistrationRefused { status } => refused = Some(status),
+            MemberEvent::RegistrationRefused { status } => stop.stop(Stop::Exit {
+                code: EXIT_REFUSED,
+                message: format!(
+                    "the access point refused the registration: {}",
+                    refusal_reason(status)
+                ),
+            }),
             MemberEvent::AuthFailureReported => {
                 warn!("the access point reports an authentication failure: check --key and --spi")
+            }
+            MemberEvent::RegistrationLost => {
+                warn!(
+                    "the registration lapsed (no answer from the access point): registering again"
+                )
             }
             MemberEvent::RouteOptimized {
                 client,
                 shim,
                 elapsed,
             } => {
-                if timings.moving.remove(&client) {
-                    timings.handoff.observe(elapsed);
+                let mut t = timings.lock().unwrap_or_else(|p| p.into_inner());
+                if t.moving.remove(&client) {
+                    t.handoff.observe(elapsed);
                 } else {
-                    timings.rr.observe(elapsed);
+                    t.rr.observe(elapsed);
                 }
-                info!(%client, %shim, ?elapsed, "route optimized: talking to the client's shim directly")
+                debug!(%client, %shim, ?elapsed, "route optimized: talking to the client's shim directly")
+            }
+            // One per client: the operator reads them in `status`, not the log.
+            MemberEvent::ReturnRoutabilityStarted { .. } | MemberEvent::BindingRejected { .. } => {
+                debug!(event = ?e, "member")
             }
             other => info!(event = ?other, "member"),
         }
     }
-    refused
 }
 
-async fn handle(state: &mut State, req: ControlRequest) {
+async fn handle(state: &mut MemberNode, req: ControlRequest) {
     let ControlRequest { request, reply } = req;
     let answer = match request {
         Request::Metrics => {
             let io = state.driver.io_status();
             let m = state.driver.engine().lock().await;
-            Ok(Response::Metrics(metrics_text(&m, &state.timings, &io)))
+            let t = state.timings.lock().unwrap_or_else(|p| p.into_inner());
+            Ok(Response::Metrics(metrics_text(&m, &t, &io)))
         }
         Request::Move { care_of } => move_to(state, care_of).await,
         request => match io_status(&state.driver.io_status()) {
@@ -311,7 +352,7 @@ async fn handle(state: &mut State, req: ControlRequest) {
 
 /// Re-register from a new care-of endpoint (make before break: the old
 /// endpoint keeps receiving for a while).
-async fn move_to(state: &mut State, to: SocketAddr) -> Result<Response, ControlError> {
+async fn move_to(state: &mut MemberNode, to: SocketAddr) -> Result<Response, ControlError> {
     let udp = UdpTunnel::bind(to).map_err(|e| {
         ControlError::refused(format!(
             "cannot bind {to} (is the address configured on an interface?): {e}"
@@ -325,7 +366,11 @@ async fn move_to(state: &mut State, to: SocketAddr) -> Result<Response, ControlE
     {
         let now = Instant::now();
         let m = state.driver.engine().lock().await;
-        state.timings.moving = m
+        state
+            .timings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .moving = m
             .correspondents()
             .filter(|c| c.binding.is_some_and(|b| b.expires > now))
             .map(|c| c.client)

@@ -7,11 +7,11 @@
 //!
 //! Contract: nothing in this crate opens a socket, reads the clock or draws
 //! unseeded randomness. Engines take `now` and bytes and return actions and
-//! transmits; the I/O shells and the simulator ([`sim`]) drive them.
+//! transmits; the I/O shells and the simulator (crate `homeaddr-sim`)
+//! drive them.
 
 pub mod affinity;
 pub mod crypto;
 pub mod engine;
 pub mod maglev;
-pub mod sim;
 pub mod wire;

@@ -1,0 +1,261 @@
+//! The settings every daemon has: one set of flags ([`CommonArgs`], put
+//! into each daemon's command line with `#[command(flatten)]`), one set of
+//! TOML keys ([`CommonConfig`], `#[serde(flatten)]` into each daemon's file
+//! struct) and one set of defaults ([`CommonSettings::resolve`]). A flag
+//! beats the file, the file beats the default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// Flags of every daemon.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CommonArgs {
+    /// TOML configuration file (flags override it).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// TUN device name.
+    #[arg(long)]
+    pub tun: Option<String>,
+    /// Inner MTU (path MTU minus 52 bytes of tunnel overhead).
+    #[arg(long)]
+    pub mtu: Option<u16>,
+    /// Control socket path.
+    #[arg(long)]
+    pub control: Option<PathBuf>,
+    /// Log level (error, warn, info, debug, trace).
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Serve Prometheus metrics on [ADDR]:PORT (e.g. [::1]:9470 or :9470); off by default.
+    #[arg(long, value_name = "[ADDR]:PORT", value_parser = crate::metrics::parse_listen)]
+    pub metrics: Option<SocketAddr>,
+    /// Disable TUN offload (TSO/GRO).
+    #[arg(long)]
+    pub no_offload: bool,
+}
+
+/// Keys of every daemon's configuration file. Unknown keys are left to
+/// the daemon's own struct (which denies them), so this one can also be
+/// read alone.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CommonConfig {
+    /// TUN device name.
+    pub tun: Option<String>,
+    /// Inner MTU.
+    pub mtu: Option<u16>,
+    /// Control socket path.
+    pub control: Option<PathBuf>,
+    /// Log level.
+    pub log_level: Option<String>,
+    /// TUN offload.
+    pub offload: Option<bool>,
+    /// Prometheus endpoint, `[ADDR]:PORT`.
+    pub metrics: Option<String>,
+}
+
+/// The common settings, resolved and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommonSettings {
+    /// The configuration file, if one was given (a reload reads it again).
+    pub config: Option<PathBuf>,
+    /// TUN device name.
+    pub tun: String,
+    /// Inner MTU.
+    pub mtu: u16,
+    /// Control socket path.
+    pub control: PathBuf,
+    /// Log level.
+    pub log_level: String,
+    /// TUN offload.
+    pub offload: bool,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Where the control sockets live: `/run/homeaddr/<name>.sock`.
+pub const RUN_DIR: &str = "/run/homeaddr";
+
+impl CommonSettings {
+    /// Flags over file over defaults. `instance` names the daemon's
+    /// defaults: control socket `/run/homeaddr/<instance>.sock`;
+    /// `default_tun` is the TUN name without `--tun`.
+    pub fn resolve(
+        args: &CommonArgs,
+        file: &CommonConfig,
+        instance: &str,
+        default_tun: &str,
+    ) -> anyhow::Result<Self> {
+        let metrics = match (&args.metrics, &file.metrics) {
+            (Some(m), _) => Some(*m),
+            (None, Some(m)) => Some(
+                crate::metrics::parse_listen(m)
+                    .map_err(|e| anyhow::anyhow!("config key metrics: {e}"))?,
+            ),
+            (None, None) => None,
+        };
+        Ok(Self {
+            config: args.config.clone(),
+            tun: args
+                .tun
+                .clone()
+                .or(file.tun.clone())
+                .unwrap_or_else(|| default_tun.to_string()),
+            mtu: crate::inner_mtu(args.mtu.or(file.mtu))?,
+            control: args
+                .control
+                .clone()
+                .or(file.control.clone())
+                .unwrap_or_else(|| Path::new(RUN_DIR).join(format!("{instance}.sock"))),
+            log_level: args
+                .log_level
+                .clone()
+                .or(file.log_level.clone())
+                .unwrap_or_else(|| "info".into()),
+            offload: !args.no_offload && file.offload.unwrap_or(true),
+            metrics,
+        })
+    }
+}
+
+/// Read the daemon's configuration file `T` (which flattens a
+/// [`CommonConfig`]), or `T::default()` without one.
+pub fn load_config<T: DeserializeOwned + Default>(path: Option<&Path>) -> anyhow::Result<T> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+    parse_config(path, &text)
+}
+
+/// Parse a daemon's configuration text (see [`load_config`]).
+///
+/// The keys of a flattened struct reach serde without their position, so
+/// an error in one of them would name no line: the common keys are read
+/// alone first (with positions), and an unknown key is looked up in the
+/// text.
+pub fn parse_config<T: DeserializeOwned>(path: &Path, text: &str) -> anyhow::Result<T> {
+    crate::parse_toml::<CommonConfig>(path, text)?;
+    crate::parse_toml::<T>(path, text).map_err(|e| {
+        let message = e.to_string();
+        let unknown = message
+            .split_once("unknown field `")
+            .and_then(|(_, rest)| rest.split_once('`'))
+            .map(|(key, _)| key);
+        let line = unknown.and_then(|key| {
+            text.lines().position(|l| {
+                l.trim_start()
+                    .strip_prefix(key)
+                    .is_some_and(|r| r.trim_start().starts_with('='))
+            })
+        });
+        match line {
+            Some(n) if message.contains(&format!("{}:1:", path.display())) => anyhow::anyhow!(
+                "{}",
+                message.replacen(
+                    &format!("{}:1:", path.display()),
+                    &format!("{}:{}:", path.display(), n + 1),
+                    1
+                )
+            ),
+            _ => e,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        id: Option<u16>,
+        #[serde(flatten)]
+        common: CommonConfig,
+    }
+
+    fn args(a: &[&str]) -> CommonArgs {
+        Cli::parse_from(std::iter::once("d").chain(a.iter().copied())).common
+    }
+
+    fn file(text: &str) -> anyhow::Result<File> {
+        parse_config(Path::new("d.toml"), text)
+    }
+
+    #[test]
+    fn a_flag_beats_the_file_and_the_file_beats_the_default() {
+        let f = file("id = 1\ntun = \"from-file\"\nmtu = 1400\nmetrics = \":9470\"\n").unwrap();
+        assert_eq!(f.id, Some(1));
+        let s = CommonSettings::resolve(
+            &args(&["--tun", "from-flag"]),
+            &f.common,
+            "member-1",
+            "ha-m1",
+        )
+        .unwrap();
+        assert_eq!(s.tun, "from-flag");
+        assert_eq!(s.mtu, 1400);
+        assert_eq!(s.metrics.map(|m| m.port()), Some(9470));
+        assert_eq!(s.control, Path::new("/run/homeaddr/member-1.sock"));
+        let d =
+            CommonSettings::resolve(&args(&[]), &CommonConfig::default(), "ap", "ha-ap").unwrap();
+        assert_eq!(
+            d,
+            CommonSettings {
+                config: None,
+                tun: "ha-ap".into(),
+                mtu: 1448,
+                control: "/run/homeaddr/ap.sock".into(),
+                log_level: "info".into(),
+                offload: true,
+                metrics: None,
+            }
+        );
+        let s = CommonSettings::resolve(
+            &args(&["--no-offload", "--metrics", "[::1]:1"]),
+            &file("offload = true\nmetrics = \":2\"\n").unwrap().common,
+            "ap",
+            "ha-ap",
+        )
+        .unwrap();
+        assert!(!s.offload);
+        assert_eq!(s.metrics.map(|m| m.port()), Some(1));
+    }
+
+    #[test]
+    fn errors_in_common_keys_name_the_line() {
+        let e = file("id = 1\n\nmtu = \"big\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("invalid config d.toml:3:"), "{e}");
+        let e = file("id = 1\nbogus = 2\n").unwrap_err().to_string();
+        assert!(e.starts_with("invalid config d.toml:2:"), "{e}");
+        assert!(e.contains("bogus"), "{e}");
+        let e = CommonSettings::resolve(
+            &args(&[]),
+            &file("metrics = \"9470\"\n").unwrap().common,
+            "ap",
+            "ha-ap",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("metrics") && e.contains("[ADDR]:PORT"), "{e}");
+        let e = CommonSettings::resolve(
+            &args(&["--mtu", "600"]),
+            &CommonConfig::default(),
+            "ap",
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("1280"), "{e}");
+    }
+}
