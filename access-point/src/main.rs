@@ -2,12 +2,14 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Parser;
 use homeaddr_ap::config::{Cli, Reloadable, Settings, engine_policies};
+use homeaddr_ap::control::handle;
 use homeaddr_ap::status;
+use homeaddr_control::{ControlError, Reloaded, Response};
 use homeaddr_daemon::LogLevel;
 use homeaddr_daemon::control::ControlRequest;
 use homeaddr_daemon::driver::Driver;
@@ -16,8 +18,6 @@ use homeaddr_daemon::shell::{self, Context, Role, Stop};
 use homeaddr_io::{TunConfig, TunDevice, UdpTunnel};
 use homeaddr_proto::engine::DropCounters;
 use homeaddr_proto::engine::ap::{AccessPoint, ApEvent};
-use homeaddr_proto::wire::MemberId;
-use serde_json::json;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
@@ -110,8 +110,8 @@ impl Role for Ap {
     }
 
     async fn stop(mut self, _why: &Stop) {
-        let summary = status::status(&*self.engine.lock().await, Instant::now());
-        info!(counters = %summary["counters"], "access point stopping");
+        let counters = serde_json::to_value(status::counters(&*self.engine.lock().await));
+        info!(counters = %counters.unwrap_or_default(), "access point stopping");
         self.driver.shutdown();
         self.net.undo_all();
     }
@@ -123,7 +123,7 @@ async fn reload(
     cli: &Cli,
     log: &LogLevel,
     engine: &Mutex<AccessPoint>,
-) -> Result<serde_json::Value, String> {
+) -> Result<Response, ControlError> {
     let outcome = async {
         let path = cli.common.config.as_ref().ok_or_else(|| {
             anyhow::anyhow!("no config file to reload: start homeaddr-ap with --config FILE")
@@ -134,25 +134,27 @@ async fn reload(
         ap.set_keys(r.keys.clone())?;
         log.set(&r.log_level)?;
         let policies = engine_policies(&r.members);
-        let member_policies = policies.len();
+        let member_policies = policies.len() as u64;
         ap.set_member_policies(Instant::now(), policies);
-        anyhow::Ok(json!({
-            "config": path.display().to_string(),
-            "keys": r.keys.len(),
-            "log_level": r.log_level,
-            "member_policies": member_policies,
-        }))
+        anyhow::Ok(Reloaded {
+            config: path.display().to_string(),
+            keys: r.keys.len() as u64,
+            log_level: r.log_level,
+            member_policies,
+        })
     }
     .await;
     match outcome {
         Ok(v) => {
-            info!(config = %v["config"], keys = %v["keys"], log_level = %v["log_level"], member_policies = %v["member_policies"], "configuration reloaded");
-            Ok(v)
+            info!(config = %v.config, keys = v.keys, log_level = %v.log_level, member_policies = v.member_policies, "configuration reloaded");
+            Ok(Response::Reloaded(v))
         }
         Err(e) => {
             let e = format!("{e:#}");
             warn!(error = %e, "configuration reload rejected: the old configuration stays in force");
-            Err(format!("{e}; the old configuration stays in force"))
+            Err(ControlError::refused(format!(
+                "{e}; the old configuration stays in force"
+            )))
         }
     }
 }
@@ -173,80 +175,4 @@ fn on_events(ap: &mut AccessPoint) {
             other => info!(event = ?other, "access point"),
         }
     }
-}
-
-fn member_arg(req: &ControlRequest) -> Result<MemberId, String> {
-    let v = req
-        .request
-        .get("member")
-        .ok_or("this command needs \"member\": the member id")?;
-    v.as_u64()
-        .or_else(|| {
-            v.as_str()
-                .and_then(|s| s.trim_start_matches('m').parse().ok())
-        })
-        .and_then(|n| u16::try_from(n).ok())
-        .map(MemberId)
-        .ok_or_else(|| format!("member {v} is not a member id (0-65535)"))
-}
-
-async fn handle(engine: &Mutex<AccessPoint>, req: ControlRequest, io: serde_json::Value) {
-    let now = Instant::now();
-    let mut ap = engine.lock().await;
-    let answer = match req.cmd() {
-        "status" => {
-            let mut v = status::status(&ap, now);
-            v["io"] = io;
-            Ok(v)
-        }
-        "members" => Ok(status::members(&ap, now)),
-        "metrics" => Ok(serde_json::Value::String(status::metrics(&ap, now, &io))),
-        "flows" => {
-            let top = req
-                .request
-                .get("top")
-                .and_then(|v| v.as_u64())
-                .unwrap_or(10);
-            Ok(status::flows(
-                &ap,
-                now,
-                usize::try_from(top).unwrap_or(usize::MAX),
-            ))
-        }
-        "drain" => member_arg(&req).and_then(|id| {
-            let deadline = req
-                .request
-                .get("deadline_s")
-                .and_then(|v| v.as_f64())
-                .map(Duration::from_secs_f64);
-            ap.drain(now, id, deadline)
-                .map(|()| json!({"draining": id.0}))
-                .map_err(|e| e.to_string())
-        }),
-        "undrain" => member_arg(&req).and_then(|id| {
-            ap.undrain(id)
-                .map(|()| json!({"active": id.0}))
-                .map_err(|e| e.to_string())
-        }),
-        "weight" => member_arg(&req).and_then(|id| {
-            let w = req
-                .request
-                .get("weight")
-                .and_then(|v| v.as_u64())
-                .ok_or("weight needs \"weight\": a number")?;
-            let w = u32::try_from(w).map_err(|_| "weight is too large".to_string())?;
-            ap.set_weight(id, w)
-                .map(|()| json!({"member": id.0, "weight": w}))
-                .map_err(|e| e.to_string())
-        }),
-        "remove" => member_arg(&req).and_then(|id| {
-            ap.remove(now, id)
-                .map(|()| json!({"removed": id.0}))
-                .map_err(|e| e.to_string())
-        }),
-        other => Err(format!(
-            "unknown command {other:?}: use status, members, flows, metrics, drain, undrain, weight or remove"
-        )),
-    };
-    let _ = req.reply.send(answer);
 }

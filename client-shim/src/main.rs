@@ -14,9 +14,10 @@ use homeaddr_daemon::netcfg::NetConfig;
 use homeaddr_daemon::shell::{self, Context, Role, Stop};
 use homeaddr_io::{TunConfig, TunDevice, UdpTunnel};
 use homeaddr_proto::engine::DropCounters;
-use homeaddr_proto::engine::shim::{FlowPath, Shim, ShimConfig, ShimEvent};
+use homeaddr_proto::engine::shim::{Shim, ShimConfig, ShimEvent};
 use homeaddr_shim::config::{AccessPointSource, Cli, Settings};
-use serde_json::{Value, json};
+use homeaddr_shim::control::handle;
+use serde_json::Value;
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
@@ -102,7 +103,7 @@ impl Role for ShimNode {
     }
 
     async fn control(&mut self, req: ControlRequest, _cx: &Context) {
-        handle(&self.engine, req, self.driver.io_status()).await;
+        handle(&self.engine, req, self.driver.io_status(), metrics_text).await;
     }
 
     async fn stop(mut self, _why: &Stop) {
@@ -159,69 +160,6 @@ fn on_events(s: &mut Shim) {
             other => info!(event = ?other, "shim"),
         }
     }
-}
-
-fn status(s: &Shim) -> Value {
-    let now = Instant::now();
-    let c = s.counters();
-    let drops: serde_json::Map<String, Value> = c
-        .drops
-        .iter()
-        .map(|(r, n)| (r.name().to_string(), json!(n)))
-        .collect();
-    let bindings: Vec<Value> = s
-        .bindings()
-        .map(|(id, b)| {
-            json!({
-                "member": id.0,
-                "care_of": b.care_of.to_string(),
-                "lifetime_left_s": b.expires.saturating_duration_since(now).as_secs_f64(),
-                "draining": b.draining,
-                "flows": s.flows().filter(|(_, f)| f.member == Some(*id)).count(),
-            })
-        })
-        .collect();
-    let mut flows: Vec<(u64, Value)> = s
-        .flows()
-        .map(|(k, f)| {
-            (
-                f.bytes,
-                json!({
-                    "src": k.src.to_string(), "src_port": k.src_port, "dst_port": k.dst_port, "proto": k.proto,
-                    "member": f.member.map(|m| m.0),
-                    "path": if f.path == FlowPath::Direct { "direct" } else { "access-point" },
-                    "packets_out": f.packets_out, "packets_in": f.packets_in, "bytes": f.bytes,
-                }),
-            )
-        })
-        .collect();
-    flows.sort_by_key(|f| std::cmp::Reverse(f.0));
-    json!({
-        "role": "shim",
-        "home_address": s.config().home_address.to_string(),
-        "access_point": s.config().access_point.to_string(),
-        "local": s.config().local.to_string(),
-        "bindings": bindings,
-        "flows": flows.into_iter().take(100).map(|(_, v)| v).collect::<Vec<_>>(),
-        "counters": {
-            "via_ap_out": c.via_ap_out, "direct_out": c.direct_out, "via_ap_in": c.via_ap_in, "direct_in": c.direct_in,
-            "bus_accepted": c.bus_accepted, "bus_rejected": c.bus_rejected, "tests_answered": c.tests_answered,
-            "binding_errors": c.binding_errors, "resets": c.resets, "drops": drops,
-        },
-    })
-}
-
-async fn handle(engine: &Mutex<Shim>, req: ControlRequest, io: Value) {
-    let answer = match req.cmd() {
-        "status" => {
-            let mut v = status(&*engine.lock().await);
-            v["io"] = io;
-            Ok(v)
-        }
-        "metrics" => Ok(Value::String(metrics_text(&*engine.lock().await, &io))),
-        other => Err(format!("unknown command {other:?}: use status or metrics")),
-    };
-    let _ = req.reply.send(answer);
 }
 
 /// Prometheus text of the shim (docs/OPERATING.md lists the metrics).

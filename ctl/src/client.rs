@@ -1,16 +1,11 @@
-//! The client side of a daemon's control socket: one JSON request line,
-//! one JSON answer line (see `homeaddr_daemon::control`). Blocking: the
-//! CLI asks one or two questions and exits, it needs no runtime.
+//! The daemon ctl talks to: its socket, how it was chosen (for the error
+//! when nothing listens there), and typed calls through the one client of
+//! `homeaddr_control`. Blocking: the CLI asks one or two questions and
+//! exits, it needs no runtime.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
-/// How long a daemon may take to answer.
-pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+use homeaddr_control::{ClientError, Request, Response, UnexpectedResponse, call_blocking};
 
 /// Why a request failed; each maps to an exit status.
 #[derive(Debug)]
@@ -42,60 +37,72 @@ impl std::fmt::Display for CtlError {
     }
 }
 
-/// Send `request` to the daemon at `path`; its `result`, or its error.
-pub fn call(path: &Path, request: &Value) -> Result<Value, CtlError> {
-    let mut stream = UnixStream::connect(path).map_err(|e| {
-        CtlError::Connect(match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => format!(
-                "no daemon is listening on {}: is it running? (or give --control / --member)",
-                path.display()
-            ),
-            std::io::ErrorKind::PermissionDenied => format!(
-                "permission denied on {}: the control socket is root's (mode 0600); run as root",
-                path.display()
-            ),
-            _ => format!("cannot connect to {}: {e}", path.display()),
-        })
-    })?;
-    let io = |what: &str, e: std::io::Error| {
-        CtlError::Connect(format!("{what} {}: {e}", path.display()))
-    };
-    stream
-        .set_read_timeout(Some(ANSWER_TIMEOUT))
-        .map_err(|e| io("cannot set a timeout on", e))?;
-    writeln!(stream, "{request}").map_err(|e| io("cannot send the request to", e))?;
-    let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line).map_err(|e| {
-        if matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ) {
-            CtlError::Connect(format!(
-                "the daemon on {} did not answer within {} s",
-                path.display(),
-                ANSWER_TIMEOUT.as_secs()
-            ))
-        } else {
-            io("cannot read the answer from", e)
+/// How the socket was chosen on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chosen {
+    /// `--control PATH`.
+    Given,
+    /// `--member ID`: that member's default socket.
+    Member(u16),
+    /// Neither: the access point's default socket.
+    Default,
+}
+
+/// A daemon's control socket.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    /// The socket.
+    pub path: PathBuf,
+    /// How it was chosen.
+    pub chosen: Chosen,
+}
+
+impl Daemon {
+    /// The daemon at `path`, chosen as `chosen` says.
+    pub fn new(path: impl Into<PathBuf>, chosen: Chosen) -> Self {
+        Self {
+            path: path.into(),
+            chosen,
         }
-    })?;
-    if line.is_empty() {
-        return Err(CtlError::Connect(format!(
-            "the daemon on {} closed the connection without answering",
-            path.display()
-        )));
     }
-    let answer: Value = serde_json::from_str(&line)
-        .map_err(|e| CtlError::Daemon(format!("the daemon's answer is not JSON: {e}")))?;
-    if answer.get("ok").and_then(Value::as_bool) == Some(true) {
-        Ok(answer.get("result").cloned().unwrap_or(Value::Null))
-    } else {
-        Err(CtlError::Daemon(
-            answer
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("the daemon reported an error without a message")
-                .to_string(),
-        ))
+
+    /// Send `request`; the daemon's typed answer, or why not.
+    pub fn call(&self, request: Request) -> Result<Response, CtlError> {
+        call_blocking(&self.path, &request).map_err(|e| self.error(e))
+    }
+
+    /// [`Daemon::call`], expecting the result type `T`.
+    pub fn ask<T>(&self, request: Request) -> Result<T, CtlError>
+    where
+        T: TryFrom<Response, Error = UnexpectedResponse>,
+    {
+        T::try_from(self.call(request)?).map_err(|e| CtlError::Daemon(e.to_string()))
+    }
+
+    fn error(&self, e: ClientError) -> CtlError {
+        match e {
+            ClientError::NotListening(path) => CtlError::Connect(not_listening(&path, self.chosen)),
+            e if e.is_unreachable() => CtlError::Connect(e.to_string()),
+            e => CtlError::Daemon(e.to_string()),
+        }
+    }
+}
+
+/// Nothing listens on `path`: say what to check, and suggest `--control`
+/// only when it was not given.
+fn not_listening(path: &Path, chosen: Chosen) -> String {
+    let path = path.display();
+    match chosen {
+        Chosen::Given => {
+            format!("no daemon is listening on {path}: is it running? is the path right?")
+        }
+        Chosen::Member(id) => format!(
+            "no daemon is listening on {path} (member {id}'s default socket): is it running? \
+             If it listens elsewhere, give --control PATH"
+        ),
+        Chosen::Default => format!(
+            "no daemon is listening on {path} (the access point's default socket): is it running? \
+             If it listens elsewhere, give --control PATH (or --member ID for a member)"
+        ),
     }
 }

@@ -1,8 +1,8 @@
 //! # homeaddr-ctl: the operator's command line
 //!
-//! Layer: binary, above the daemons' control sockets (JSON lines over a
-//! Unix socket, see `homeaddr_daemon::control`). It holds no state and no
-//! protocol logic: each command is one or two requests to a running
+//! Layer: binary, above the daemons' control sockets (the typed API of
+//! `homeaddr_control`, JSON lines over a Unix socket). It holds no state
+//! and no protocol logic: each command is one or two requests to a running
 //! daemon, printed as an aligned table (or, with `--json`, as JSON).
 //!
 //! Contract: exit status 0 when the daemon did what was asked; 1 when it
@@ -22,9 +22,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use serde_json::{Value, json};
+use homeaddr_control::{
+    FlowTable, Leaving, MemberRemoved, MemberRow, Moved, Reloaded, Request, Status, WeightSet,
+};
+use serde::Serialize;
 
-use client::{CtlError, call};
+use client::{Chosen, CtlError, Daemon};
 
 /// Control socket of the access point unless told otherwise.
 const DEFAULT_CONTROL: &str = "/run/homeaddr/ap.sock";
@@ -130,12 +133,15 @@ fn member_id(s: &str) -> Result<u16, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let socket = match (&cli.control, cli.member) {
-        (Some(path), _) => path.clone(),
-        (None, Some(id)) => PathBuf::from(format!("/run/homeaddr/member-{id}.sock")),
-        (None, None) => PathBuf::from(DEFAULT_CONTROL),
+    let daemon = match (&cli.control, cli.member) {
+        (Some(path), _) => Daemon::new(path, Chosen::Given),
+        (None, Some(id)) => Daemon::new(
+            format!("/run/homeaddr/member-{id}.sock"),
+            Chosen::Member(id),
+        ),
+        (None, None) => Daemon::new(DEFAULT_CONTROL, Chosen::Default),
     };
-    match run(&cli, &socket) {
+    match run(&cli, &daemon) {
         Ok(out) => {
             let mut stdout = std::io::stdout().lock();
             let _ = stdout.write_all(out.as_bytes());
@@ -148,10 +154,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Output for `--json` or a table.
-fn show(json: bool, value: &Value, table: impl FnOnce() -> String) -> String {
+/// Output for `--json` (keys sorted, as the daemons write them) or a table.
+fn show(json: bool, value: &impl Serialize, table: impl FnOnce() -> String) -> String {
     if json {
-        let mut s = serde_json::to_string_pretty(value).unwrap_or_default();
+        let value = serde_json::to_value(value).unwrap_or_default();
+        let mut s = serde_json::to_string_pretty(&value).unwrap_or_default();
         s.push('\n');
         s
     } else {
@@ -159,17 +166,19 @@ fn show(json: bool, value: &Value, table: impl FnOnce() -> String) -> String {
     }
 }
 
-fn run(cli: &Cli, socket: &Path) -> Result<String, CtlError> {
-    let ask = |request: Value| call(socket, &request);
-    let done = |value: Value, what: String| Ok(show(cli.json, &value, || format!("{what}\n")));
+fn run(cli: &Cli, daemon: &Daemon) -> Result<String, CtlError> {
+    fn done(json: bool, value: &impl Serialize, what: String) -> Result<String, CtlError> {
+        Ok(show(json, value, || format!("{what}\n")))
+    }
+    let json = cli.json;
     match &cli.command {
         Command::Status => {
-            let s = ask(json!({"cmd": "status"}))?;
-            Ok(show(cli.json, &s, || views::status(&s).render()))
+            let s: Status = daemon.ask(Request::Status)?;
+            Ok(show(json, &s, || views::status(&s).render()))
         }
         Command::Members => {
-            let m = ask(json!({"cmd": "members"}))?;
-            Ok(show(cli.json, &m, || {
+            let m: Vec<MemberRow> = daemon.ask(Request::Members)?;
+            Ok(show(json, &m, || {
                 let t = views::members(&m);
                 if t.is_empty() {
                     "no members registered\n".into()
@@ -179,9 +188,9 @@ fn run(cli: &Cli, socket: &Path) -> Result<String, CtlError> {
             }))
         }
         Command::Bindings => {
-            let s = ask(json!({"cmd": "status"}))?;
+            let s: Status = daemon.ask(Request::Status)?;
             let (rows, t) = views::bindings(&s);
-            Ok(show(cli.json, &rows, || {
+            Ok(show(json, &rows, || {
                 if t.is_empty() {
                     "no bindings\n".into()
                 } else {
@@ -189,48 +198,43 @@ fn run(cli: &Cli, socket: &Path) -> Result<String, CtlError> {
                 }
             }))
         }
-        Command::Flows { top } => {
-            let s = ask(json!({"cmd": "status"}))?;
-            match views::role(&s) {
-                "access-point" => {
-                    let f = ask(json!({"cmd": "flows", "top": top}))?;
-                    Ok(show(cli.json, &f, || {
-                        format!(
-                            "{}{} of {} flows\n",
-                            views::ap_flows(&f).render(),
-                            f["flows"].as_array().map_or(0, Vec::len),
-                            f["total"]
-                        )
-                    }))
-                }
-                "shim" => {
-                    let (rows, t) = views::shim_flows(&s, *top);
-                    Ok(show(cli.json, &rows, || t.render()))
-                }
-                _ => Err(CtlError::Daemon(
-                    "a member keeps no flow table: ask the access point (homeaddr-ctl flows) or a shim".into(),
-                )),
+        Command::Flows { top } => match daemon.ask(Request::Status)? {
+            Status::AccessPoint(_) => {
+                let f: FlowTable = daemon.ask(Request::Flows { top: *top })?;
+                Ok(show(json, &f, || {
+                    format!(
+                        "{}{} of {} flows\n",
+                        views::ap_flows(&f).render(),
+                        f.flows.len(),
+                        f.total
+                    )
+                }))
             }
-        }
+            Status::Shim(s) => {
+                let (rows, t) = views::shim_flows(&s, *top);
+                Ok(show(json, &rows, || t.render()))
+            }
+            Status::Member(_) => Err(CtlError::Daemon(
+                "a member keeps no flow table: ask the access point (homeaddr-ctl flows) or a shim"
+                    .into(),
+            )),
+        },
         Command::Stats => {
-            let s = ask(json!({"cmd": "status"}))?;
+            let s: Status = daemon.ask(Request::Status)?;
             let (flat, t) = views::stats(&s);
-            Ok(show(cli.json, &flat, || t.render()))
+            Ok(show(json, &flat, || t.render()))
         }
         Command::Drain { target, deadline } => {
-            let mut req = json!({"cmd": "drain"});
-            if let Some(id) = target {
-                req["member"] = json!(id);
+            if deadline.is_some() && target.is_none() {
+                return Err(CtlError::Local(
+                    "--deadline is set on the access point: homeaddr-ctl drain MEMBER --deadline S"
+                        .into(),
+                ));
             }
-            if let Some(d) = deadline {
-                if target.is_none() {
-                    return Err(CtlError::Local(
-                        "--deadline is set on the access point: homeaddr-ctl drain MEMBER --deadline S".into(),
-                    ));
-                }
-                req["deadline_s"] = json!(d);
-            }
-            let v = ask(req)?;
+            let v = daemon.call(Request::Drain {
+                member: *target,
+                deadline_s: *deadline,
+            })?;
             let what = match (target, deadline) {
                 (Some(id), Some(d)) => format!(
                     "member {id} is draining: no new clients; flows still open in {d} s are cut"
@@ -240,60 +244,60 @@ fn run(cli: &Cli, socket: &Path) -> Result<String, CtlError> {
                 }
                 (None, _) => "this member is draining: no new clients; open flows go on".into(),
             };
-            done(v, what)
+            done(json, &v, what)
         }
         Command::Undrain { target } => {
-            let mut req = json!({"cmd": "undrain"});
-            if let Some(id) = target {
-                req["member"] = json!(id);
-            }
-            let v = ask(req)?;
+            let v = daemon.call(Request::Undrain { member: *target })?;
             let what = match target {
                 Some(id) => format!("member {id} is active again"),
                 None => "this member is active again".into(),
             };
-            done(v, what)
+            done(json, &v, what)
         }
         Command::Weight { target, weight } => {
-            let v = ask(json!({"cmd": "weight", "member": target, "weight": weight}))?;
-            done(v, format!("member {target} now has weight {weight}"))
+            let v: WeightSet = daemon.ask(Request::Weight {
+                member: *target,
+                weight: *weight,
+            })?;
+            done(
+                json,
+                &v,
+                format!("member {} now has weight {}", v.member, v.weight),
+            )
         }
         Command::Remove { target } => {
-            let v = ask(json!({"cmd": "remove", "member": target}))?;
+            let v: MemberRemoved = daemon.ask(Request::Remove { member: *target })?;
             done(
-                v,
-                format!("member {target} removed: its flows ended, its shim clients were told"),
+                json,
+                &v,
+                format!(
+                    "member {} removed: its flows ended, its shim clients were told",
+                    v.removed
+                ),
             )
         }
         Command::Move { care_of } => {
-            let v = ask(json!({"cmd": "move", "care_of": care_of.to_string()}))?;
-            let to = v["care_of"].as_str().unwrap_or("?").to_string();
-            done(v, format!("moved to {to}: re-registering, shims follow"))
+            let v: Moved = daemon.ask(Request::Move { care_of: *care_of })?;
+            let what = format!("moved to {}: re-registering, shims follow", v.care_of);
+            done(json, &v, what)
         }
         Command::Leave => {
-            let v = ask(json!({"cmd": "leave"}))?;
-            done(v, "leaving: the member deregisters and stops".into())
+            let v: Leaving = daemon.ask(Request::Leave)?;
+            done(json, &v, "leaving: the member deregisters and stops".into())
         }
         Command::Reload => {
-            let v = ask(json!({"cmd": "reload"}))?;
-            let what = format!(
-                "reloaded {}",
-                v["config"].as_str().unwrap_or("the configuration")
-            );
-            done(v, what)
+            let v: Reloaded = daemon.ask(Request::Reload)?;
+            let what = format!("reloaded {}", v.config);
+            done(json, &v, what)
         }
-        Command::Metrics => {
-            let v = ask(json!({"cmd": "metrics"}))?;
-            Ok(v.as_str().unwrap_or_default().to_string())
-        }
+        Command::Metrics => daemon.ask::<String>(Request::Metrics),
         Command::Topology { dot: _, svg } => {
-            let s = ask(json!({"cmd": "status"}))?;
-            if views::role(&s) != "access-point" {
+            let Status::AccessPoint(s) = daemon.ask(Request::Status)? else {
                 return Err(CtlError::Daemon(
                     "topology is drawn from the access point's view: leave out --member/--control or point it at the AP's socket".into(),
                 ));
-            }
-            let f = ask(json!({"cmd": "flows", "top": 100_000}))?;
+            };
+            let f: FlowTable = daemon.ask(Request::Flows { top: 100_000 })?;
             let dot = topology::dot(&s, &f);
             match svg {
                 None => Ok(dot),
@@ -362,13 +366,28 @@ mod tests {
     }
 
     #[test]
-    fn no_daemon_means_exit_3() {
-        let e = call(
-            Path::new("/nonexistent/homeaddr.sock"),
-            &json!({"cmd": "status"}),
-        )
-        .unwrap_err();
-        assert_eq!(e.exit_code(), 3);
-        assert!(e.to_string().contains("is it running?"), "{e}");
+    fn no_daemon_means_exit_3_and_the_advice_fits_how_the_socket_was_chosen() {
+        let ask = |daemon: Daemon| daemon.call(Request::Status).unwrap_err();
+        let given = ask(Daemon::new("/missing.sock", Chosen::Given));
+        assert_eq!(given.exit_code(), 3);
+        assert_eq!(
+            given.to_string(),
+            "no daemon is listening on /missing.sock: is it running? is the path right?"
+        );
+        let default = ask(Daemon::new("/nonexistent/ap.sock", Chosen::Default));
+        assert_eq!(default.exit_code(), 3);
+        let default = default.to_string();
+        assert!(
+            default.contains(
+                "/nonexistent/ap.sock (the access point's default socket): is it running?"
+            ) && default.contains("give --control PATH"),
+            "{default}"
+        );
+        let member = ask(Daemon::new("/nonexistent/member-4.sock", Chosen::Member(4))).to_string();
+        assert!(
+            member.contains("(member 4's default socket)")
+                && member.contains("give --control PATH"),
+            "{member}"
+        );
     }
 }

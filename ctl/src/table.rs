@@ -111,11 +111,6 @@ pub fn bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
-/// A JSON number as an unsigned integer (0 when absent).
-pub fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
-
 /// A JSON value as a table cell: strings without quotes, `-` for null.
 pub fn cell(v: &Value) -> String {
     match v {

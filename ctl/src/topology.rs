@@ -10,15 +10,15 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use serde_json::Value;
+use homeaddr_control::{ApStatus, FlowTable, MemberState};
 
-use crate::table::{bytes, duration, u};
+use crate::table::{bytes, duration};
 
 /// At most this many clients are drawn; the rest are summed up in one node.
 pub const MAX_CLIENTS: usize = 40;
 
 /// Per client: bytes through the AP, and flows per member id.
-type ClientTraffic = (u64, BTreeMap<u64, u64>);
+type ClientTraffic = (u64, BTreeMap<u16, u64>);
 
 fn quote(s: &str) -> String {
     let escaped = s
@@ -34,7 +34,7 @@ fn pen(b: u64) -> f64 {
 }
 
 /// The DOT text of the AP's `status` and `flows` answers.
-pub fn dot(status: &Value, flows: &Value) -> String {
+pub fn dot(status: &ApStatus, flows: &FlowTable) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "digraph homeaddr {{");
     let _ = writeln!(out, "  rankdir=LR;");
@@ -42,13 +42,10 @@ pub fn dot(status: &Value, flows: &Value) -> String {
         out,
         "  node [fontname=\"Helvetica\", fontsize=10]; edge [fontname=\"Helvetica\", fontsize=9];"
     );
-    let c = &status["counters"];
+    let c = &status.counters;
     let ap_label = format!(
         "access point\nHoA {}\n{} flows · {} legacy + {} shim packets in",
-        status["home_address"].as_str().unwrap_or("?"),
-        u(&status["flows"]),
-        u(&c["legacy_in"]),
-        u(&c["shim_in"]),
+        status.home_address, status.flows, c.legacy_in, c.shim_in,
     );
     let _ = writeln!(
         out,
@@ -57,24 +54,23 @@ pub fn dot(status: &Value, flows: &Value) -> String {
     );
 
     let _ = writeln!(out, "  subgraph members {{ rank=same;");
-    for m in status["members"].as_array().into_iter().flatten() {
-        let id = u(&m["id"]);
-        let state = m["state"].as_str().unwrap_or("?");
-        let colour = match state {
-            "active" => "#c8f0c8",
-            "draining" => "#ffd9a0",
-            _ => "#f4b0b0",
+    for m in &status.members {
+        let id = m.id;
+        let state = m.state.name();
+        let colour = match m.state {
+            MemberState::Active => "#c8f0c8",
+            MemberState::Draining => "#ffd9a0",
+            MemberState::Down => "#f4b0b0",
         };
-        let countdown = match m["drain_deadline_s"].as_f64() {
-            Some(left) if state == "draining" => format!(", cut in {}", duration(Some(left))),
+        let countdown = match m.drain_deadline_s {
+            Some(left) if m.state == MemberState::Draining => {
+                format!(", cut in {}", duration(Some(left)))
+            }
             _ => String::new(),
         };
         let label = format!(
             "member {id}\n{}\n{state}{countdown} · weight {}\n{} flows · {} shim clients",
-            m["care_of"].as_str().unwrap_or("?"),
-            u(&m["weight"]),
-            u(&m["flows"]),
-            u(&m["shim_clients"]),
+            m.care_of, m.weight, m.flows, m.shim_clients,
         );
         let _ = writeln!(
             out,
@@ -83,12 +79,12 @@ pub fn dot(status: &Value, flows: &Value) -> String {
         );
     }
     let _ = writeln!(out, "  }}");
-    for m in status["members"].as_array().into_iter().flatten() {
-        let id = u(&m["id"]);
-        let (to, from) = (u(&m["bytes_to"]), u(&m["bytes_from"]));
+    for m in &status.members {
+        let (to, from) = (m.bytes_to, m.bytes_from);
         let _ = writeln!(
             out,
-            "  ap -> m{id} [dir=both, penwidth={:.1}, label={}];",
+            "  ap -> m{} [dir=both, penwidth={:.1}, label={}];",
+            m.id,
             pen(to + from),
             quote(&format!("→ {}\n← {}", bytes(to), bytes(from)))
         );
@@ -96,22 +92,15 @@ pub fn dot(status: &Value, flows: &Value) -> String {
 
     // Clients: bytes through the AP and the members their flows are pinned to.
     let mut clients: BTreeMap<String, ClientTraffic> = BTreeMap::new();
-    for f in flows["flows"].as_array().into_iter().flatten() {
-        let Some(client) = f["client"].as_str() else {
-            continue;
-        };
-        let e = clients.entry(client.to_string()).or_default();
-        e.0 += u(&f["bytes"]);
-        *e.1.entry(u(&f["member"])).or_default() += 1;
+    for f in &flows.flows {
+        let e = clients.entry(f.client.to_string()).or_default();
+        e.0 += f.bytes;
+        *e.1.entry(f.member).or_default() += 1;
     }
-    let shims: BTreeMap<String, Vec<u64>> = status["shim_clients"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| {
-            let members = s["members"].as_array()?.iter().filter_map(Value::as_u64);
-            Some((s["client"].as_str()?.to_string(), members.collect()))
-        })
+    let shims: BTreeMap<String, &[u16]> = status
+        .shim_clients
+        .iter()
+        .map(|s| (s.client.to_string(), s.members.as_slice()))
         .collect();
     for client in shims.keys() {
         clients.entry(client.clone()).or_default();
@@ -153,7 +142,7 @@ pub fn dot(status: &Value, flows: &Value) -> String {
             pen(*b),
             quote(&label)
         );
-        for m in shims.get(client).into_iter().flatten() {
+        for m in shims.get(client).copied().unwrap_or_default() {
             let _ = writeln!(
                 out,
                 "  c{i} -> m{m} [style=dashed, color=\"#3060c0\", constraint=false, label=\"route optimized\"];"
@@ -170,23 +159,54 @@ pub fn dot(status: &Value, flows: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::views::tests::{ap_status, member};
+    use homeaddr_control::{FlowRow, FlowState, MemberRow, ShimClientRow};
+
+    fn flow(client: &str, member: u16, bytes: u64) -> FlowRow {
+        FlowRow {
+            client: client.parse().unwrap(),
+            client_port: 40000,
+            port: 8080,
+            proto: 6,
+            member,
+            state: FlowState::Open,
+            packets: 1,
+            bytes,
+            idle_s: 0.0,
+        }
+    }
 
     #[test]
     fn the_graph_has_every_member_client_and_pinned_flow() {
-        let status = json!({
-            "home_address": "fd00::1", "flows": 2,
-            "counters": {"legacy_in": 10, "shim_in": 3},
-            "members": [
-                {"id": 1, "care_of": "[fd00::2]:4790", "state": "active", "weight": 1, "flows": 1,
-                 "shim_clients": 1, "bytes_to": 2048, "bytes_from": 4096},
-                {"id": 2, "care_of": "[fd00::3]:4790", "state": "draining", "drain_deadline_s": 9.0,
-                 "weight": 0, "flows": 1, "shim_clients": 0, "bytes_to": 0, "bytes_from": 0}],
-            "shim_clients": [{"client": "fd00::9", "members": [1]}],
-        });
-        let flows = json!({"flows": [
-            {"client": "fd00::8", "member": 2, "bytes": 100},
-            {"client": "fd00::9", "member": 1, "bytes": 5000}]});
+        let mut status = ap_status(
+            vec![
+                MemberRow {
+                    flows: 1,
+                    shim_clients: 1,
+                    bytes_to: 2048,
+                    bytes_from: 4096,
+                    ..member(1, MemberState::Active, 1)
+                },
+                MemberRow {
+                    drain_deadline_s: Some(9.0),
+                    flows: 1,
+                    ..member(2, MemberState::Draining, 0)
+                },
+            ],
+            vec![ShimClientRow {
+                client: "fd00::9".parse().unwrap(),
+                endpoint: "[fd00::9]:5000".parse().unwrap(),
+                members: vec![1],
+                flows_by_member: Default::default(),
+                idle_s: 0.0,
+            }],
+        );
+        status.counters.legacy_in = 10;
+        status.counters.shim_in = 3;
+        let flows = FlowTable {
+            total: 2,
+            flows: vec![flow("fd00::8", 2, 100), flow("fd00::9", 1, 5000)],
+        };
         let d = dot(&status, &flows);
         assert!(
             d.starts_with("digraph homeaddr {") && d.ends_with("}\n"),
@@ -198,6 +218,10 @@ mod tests {
         );
         assert!(d.contains("draining, cut in 9.0s"), "{d}");
         assert!(d.contains("ap -> m1 [dir=both"), "{d}");
+        assert!(
+            d.contains("access point\\nHoA fd00::1\\n2 flows · 10 legacy + 3 shim packets in"),
+            "{d}"
+        );
         // Largest client first; the shim client also has a dashed edge to its member.
         assert!(
             d.contains("c0 [shape=ellipse, label=\"shim client\\nfd00::9\"]"),

@@ -1,18 +1,28 @@
-//! What each command prints: the daemons' JSON turned into tables.
+//! What each command prints: the daemons' typed answers turned into tables.
 //!
-//! Every view returns the JSON it shows (for `--json`) and the table.
+//! Every view returns what it shows (for `--json`) and the table.
 
-use serde_json::{Value, json};
+use std::fmt::Display;
+use std::net::{Ipv6Addr, SocketAddr};
 
-use crate::table::{Table, bytes, cell, duration, u};
+use homeaddr_control::{
+    ApStatus, FlowTable, MemberRow, MemberState, Registration, ShimFlowRow, ShimStatus, Status,
+};
+use serde::Serialize;
+use serde_json::Value;
 
-/// The role a `status` answer names: "access-point", "member" or "shim".
-pub fn role(status: &Value) -> &str {
-    status["role"].as_str().unwrap_or("")
+use crate::table::{Table, bytes, cell, duration};
+
+fn or_dash<T: Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
 }
 
 /// The AP's member table.
-pub fn members(members: &Value) -> Table {
+pub fn members(members: &[MemberRow]) -> Table {
     let mut t = Table::new(&[
         "ID",
         "CARE-OF",
@@ -25,177 +35,187 @@ pub fn members(members: &Value) -> Table {
         "PACKETS",
         "BYTES",
     ]);
-    for m in members.as_array().into_iter().flatten() {
-        let state = match (m["state"].as_str(), m["drain_deadline_s"].as_f64()) {
-            (Some("draining"), Some(left)) => format!("draining ({} left)", duration(Some(left))),
-            (Some(s), _) => s.to_string(),
-            (None, _) => "-".into(),
+    for m in members {
+        let state = match (m.state, m.drain_deadline_s) {
+            (MemberState::Draining, Some(left)) => {
+                format!("draining ({} left)", duration(Some(left)))
+            }
+            (s, _) => s.name().to_string(),
         };
         t.row(vec![
-            cell(&m["id"]),
-            cell(&m["care_of"]),
+            m.id.to_string(),
+            m.care_of.to_string(),
             state,
-            cell(&m["weight"]),
-            duration(m["registered_s"].as_f64()),
-            duration(m["lifetime_left_s"].as_f64()),
-            cell(&m["shim_clients"]),
-            cell(&m["flows"]),
-            (u(&m["packets_to"]) + u(&m["packets_from"])).to_string(),
-            bytes(u(&m["bytes_to"]) + u(&m["bytes_from"])),
+            m.weight.to_string(),
+            duration(Some(m.registered_s)),
+            duration(Some(m.lifetime_left_s)),
+            m.shim_clients.to_string(),
+            m.flows.to_string(),
+            (m.packets_to + m.packets_from).to_string(),
+            bytes(m.bytes_to + m.bytes_from),
         ]);
     }
     t
 }
 
+/// One route-optimization binding as the AP sees it: a shim client and a
+/// member that binds it.
+#[derive(Debug, Serialize)]
+pub struct ApBindingRow {
+    /// The client's address.
+    pub client: Ipv6Addr,
+    /// Its shim's endpoint.
+    pub shim: SocketAddr,
+    /// The member.
+    pub member: u16,
+    /// The member's care-of endpoint (none if it is no longer listed).
+    pub care_of: Option<SocketAddr>,
+    /// The client's flows pinned to the member.
+    pub flows: u64,
+    /// Since the client's last packet.
+    pub idle_s: f64,
+}
+
+fn ap_bindings(status: &ApStatus) -> Vec<ApBindingRow> {
+    let care_of = |id: u16| {
+        status
+            .members
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.care_of)
+    };
+    let mut rows = Vec::new();
+    for c in &status.shim_clients {
+        for &member in &c.members {
+            rows.push(ApBindingRow {
+                client: c.client,
+                shim: c.endpoint,
+                member,
+                care_of: care_of(member),
+                flows: c.flows_by_member.get(&member).copied().unwrap_or(0),
+                idle_s: c.idle_s,
+            });
+        }
+    }
+    rows
+}
+
+fn to_json<T: Serialize>(rows: &T) -> Value {
+    serde_json::to_value(rows).unwrap_or(Value::Null)
+}
+
 /// Bindings as the daemon behind `status` knows them: the AP per shim
 /// client and member, a member per correspondent shim, a shim per member.
-pub fn bindings(status: &Value) -> (Value, Table) {
-    match role(status) {
-        "access-point" => {
-            let care_of = |id: &Value| {
-                status["members"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|m| &m["id"] == id)
-                    .map(|m| m["care_of"].clone())
-                    .unwrap_or(Value::Null)
-            };
-            let mut rows = Vec::new();
-            for c in status["shim_clients"].as_array().into_iter().flatten() {
-                for id in c["members"].as_array().into_iter().flatten() {
-                    rows.push(json!({
-                        "client": c["client"], "shim": c["endpoint"], "member": id,
-                        "care_of": care_of(id),
-                        "flows": c["flows_by_member"][id.to_string()].as_u64().unwrap_or(0),
-                        "idle_s": c["idle_s"],
-                    }));
-                }
-            }
+pub fn bindings(status: &Status) -> (Value, Table) {
+    match status {
+        Status::AccessPoint(s) => {
+            let rows = ap_bindings(s);
             let mut t = Table::new(&["CLIENT", "SHIM", "MEMBER", "CARE-OF", "FLOWS", "IDLE"]);
             for r in &rows {
                 t.row(vec![
-                    cell(&r["client"]),
-                    cell(&r["shim"]),
-                    cell(&r["member"]),
-                    cell(&r["care_of"]),
-                    cell(&r["flows"]),
-                    duration(r["idle_s"].as_f64()),
+                    r.client.to_string(),
+                    r.shim.to_string(),
+                    r.member.to_string(),
+                    or_dash(r.care_of),
+                    r.flows.to_string(),
+                    duration(Some(r.idle_s)),
                 ]);
             }
-            (Value::Array(rows), t)
+            (to_json(&rows), t)
         }
-        "member" => {
-            let rows = status["bindings"].clone();
+        Status::Member(s) => {
             let mut t = Table::new(&["CLIENT", "SHIM", "RETURN-ROUTABILITY", "BOUND", "LIFETIME"]);
-            for b in rows.as_array().into_iter().flatten() {
+            for b in &s.bindings {
                 t.row(vec![
-                    cell(&b["client"]),
-                    cell(&b["shim"]),
-                    cell(&b["route_optimization"]).to_lowercase(),
-                    if b["bound"] == json!(true) {
-                        "yes"
-                    } else {
-                        "no"
-                    }
-                    .into(),
-                    duration(b["lifetime_left_s"].as_f64()),
+                    b.client.to_string(),
+                    b.shim.to_string(),
+                    b.route_optimization.to_lowercase(),
+                    yes_no(b.bound),
+                    duration(b.lifetime_left_s),
                 ]);
             }
-            (rows, t)
+            (to_json(&s.bindings), t)
         }
-        _ => {
-            let rows = status["bindings"].clone();
+        Status::Shim(s) => {
             let mut t = Table::new(&["MEMBER", "CARE-OF", "LIFETIME", "DRAINING", "FLOWS"]);
-            for b in rows.as_array().into_iter().flatten() {
+            for b in &s.bindings {
                 t.row(vec![
-                    cell(&b["member"]),
-                    cell(&b["care_of"]),
-                    duration(b["lifetime_left_s"].as_f64()),
-                    if b["draining"] == json!(true) {
-                        "yes"
-                    } else {
-                        "no"
-                    }
-                    .into(),
-                    cell(&b["flows"]),
+                    b.member.to_string(),
+                    b.care_of.to_string(),
+                    duration(Some(b.lifetime_left_s)),
+                    yes_no(b.draining),
+                    b.flows.to_string(),
                 ]);
             }
-            (rows, t)
+            (to_json(&s.bindings), t)
         }
     }
 }
 
-fn proto_name(p: &Value) -> String {
-    match p.as_u64() {
-        Some(6) => "tcp".into(),
-        Some(17) => "udp".into(),
-        Some(58) => "icmpv6".into(),
-        _ => cell(p),
+fn proto_name(p: u8) -> String {
+    match p {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "icmpv6".into(),
+        other => other.to_string(),
     }
 }
 
 /// The AP's affinity table (the `flows` command), largest first.
-pub fn ap_flows(flows: &Value) -> Table {
+pub fn ap_flows(flows: &FlowTable) -> Table {
     let mut t = Table::new(&[
         "CLIENT", "PORT", "TO-PORT", "PROTO", "MEMBER", "STATE", "PACKETS", "BYTES", "IDLE",
     ]);
-    for f in flows["flows"].as_array().into_iter().flatten() {
+    for f in &flows.flows {
         t.row(vec![
-            cell(&f["client"]),
-            cell(&f["client_port"]),
-            cell(&f["port"]),
-            proto_name(&f["proto"]),
-            cell(&f["member"]),
-            cell(&f["state"]),
-            cell(&f["packets"]),
-            bytes(u(&f["bytes"])),
-            duration(f["idle_s"].as_f64()),
+            f.client.to_string(),
+            f.client_port.to_string(),
+            f.port.to_string(),
+            proto_name(f.proto),
+            f.member.to_string(),
+            f.state.name().to_string(),
+            f.packets.to_string(),
+            bytes(f.bytes),
+            duration(Some(f.idle_s)),
         ]);
     }
     t
 }
 
 /// A shim's flow table (from its `status`), the `top` largest.
-pub fn shim_flows(status: &Value, top: usize) -> (Value, Table) {
-    let rows: Vec<Value> = status["flows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .take(top)
-        .cloned()
-        .collect();
+pub fn shim_flows(status: &ShimStatus, top: usize) -> (Vec<ShimFlowRow>, Table) {
+    let rows: Vec<ShimFlowRow> = status.flows.iter().take(top).cloned().collect();
     let mut t = Table::new(&[
         "SOURCE", "PORT", "TO-PORT", "PROTO", "MEMBER", "PATH", "PACKETS", "BYTES",
     ]);
     for f in &rows {
         t.row(vec![
-            cell(&f["src"]),
-            cell(&f["src_port"]),
-            cell(&f["dst_port"]),
-            proto_name(&f["proto"]),
-            cell(&f["member"]),
-            cell(&f["path"]),
-            (u(&f["packets_out"]) + u(&f["packets_in"])).to_string(),
-            bytes(u(&f["bytes"])),
+            f.src.to_string(),
+            f.src_port.to_string(),
+            f.dst_port.to_string(),
+            proto_name(f.proto),
+            or_dash(f.member),
+            f.path.name().to_string(),
+            (f.packets_out + f.packets_in).to_string(),
+            bytes(f.bytes),
         ]);
     }
-    (Value::Array(rows), t)
+    (rows, t)
 }
 
 /// Counters of any daemon, flattened: drops by reason as `drops.<reason>`.
-pub fn stats(status: &Value) -> (Value, Table) {
+pub fn stats(status: &Status) -> (Value, Table) {
     let mut flat = serde_json::Map::new();
-    if let Some(counters) = status["counters"].as_object() {
+    if let Value::Object(counters) = status.counters() {
         for (k, v) in counters {
-            match v.as_object() {
-                Some(inner) => {
+            match v {
+                Value::Object(inner) => {
                     for (reason, n) in inner {
-                        flat.insert(format!("{k}.{reason}"), n.clone());
+                        flat.insert(format!("{k}.{reason}"), n);
                     }
                 }
-                None => {
-                    flat.insert(k.clone(), v.clone());
+                v => {
+                    flat.insert(k, v);
                 }
             }
         }
@@ -207,40 +227,101 @@ pub fn stats(status: &Value) -> (Value, Table) {
     (Value::Object(flat), t)
 }
 
-/// The scalar facts of a `status` answer, and the length of its lists.
-pub fn status(status: &Value) -> Table {
+fn entries<T>(list: &[T]) -> String {
+    format!("{} entries", list.len())
+}
+
+/// The scalar facts of a `status` answer, and the length of its lists,
+/// by field name.
+pub fn status(status: &Status) -> Table {
+    let role = status.role().to_string();
+    let mut rows: Vec<(&str, String)> = match status {
+        Status::AccessPoint(s) => vec![
+            ("flows", s.flows.to_string()),
+            ("home_address", s.home_address.to_string()),
+            ("members", entries(&s.members)),
+            ("shim_clients", entries(&s.shim_clients)),
+        ],
+        Status::Member(s) => vec![
+            ("access_point", s.access_point.to_string()),
+            ("bindings", entries(&s.bindings)),
+            ("care_of", s.care_of.to_string()),
+            ("draining", s.draining.to_string()),
+            ("id", s.id.to_string()),
+            (
+                "registration",
+                match &s.registration {
+                    Registration::Registered { lifetime_left_s } => {
+                        format!("registered ({} left)", duration(Some(*lifetime_left_s)))
+                    }
+                    other => other.name().to_string(),
+                },
+            ),
+        ],
+        Status::Shim(s) => vec![
+            ("access_point", s.access_point.to_string()),
+            ("bindings", entries(&s.bindings)),
+            ("flows", entries(&s.flows)),
+            ("home_address", s.home_address.to_string()),
+            ("local", s.local.to_string()),
+        ],
+    };
+    rows.push(("role", role));
+    rows.sort_by_key(|(k, _)| *k);
     let mut t = Table::new(&["FIELD", "VALUE"]);
-    for (k, v) in status.as_object().into_iter().flatten() {
-        match v {
-            Value::Array(a) => t.row(vec![k.clone(), format!("{} entries", a.len())]),
-            Value::Object(o) if k == "registration" => {
-                let state = cell(&o.get("state").cloned().unwrap_or(Value::Null));
-                let left = o.get("lifetime_left_s").and_then(Value::as_f64);
-                t.row(vec![
-                    k.clone(),
-                    match left {
-                        Some(_) => format!("{state} ({} left)", duration(left)),
-                        None => state,
-                    },
-                ])
-            }
-            Value::Object(_) => {}
-            other => t.row(vec![k.clone(), cell(other)]),
-        }
+    for (k, v) in rows {
+        t.row(vec![k.to_string(), v]);
     }
     t
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use homeaddr_control::{ApCounters, IoStatus, ShimClientRow};
+
+    pub(crate) fn member(id: u16, state: MemberState, weight: u32) -> MemberRow {
+        MemberRow {
+            id,
+            care_of: format!("[fd00::{}]:4790", id + 1).parse().unwrap(),
+            state,
+            drain_deadline_s: None,
+            weight,
+            registered_s: 75.0,
+            lifetime_left_s: 50.0,
+            shim_clients: 0,
+            flows: 0,
+            packets_to: 0,
+            bytes_to: 0,
+            packets_from: 0,
+            bytes_from: 0,
+        }
+    }
+
+    pub(crate) fn ap_status(members: Vec<MemberRow>, shim_clients: Vec<ShimClientRow>) -> ApStatus {
+        ApStatus {
+            home_address: "fd00::1".parse().unwrap(),
+            members,
+            shim_clients,
+            flows: 2,
+            counters: ApCounters::default(),
+            io: IoStatus::default(),
+        }
+    }
 
     #[test]
     fn members_show_the_drain_countdown_and_sum_both_directions() {
-        let m = json!([{"id": 2, "care_of": "[fd00::3]:4790", "state": "draining", "drain_deadline_s": 25.0,
-            "weight": 0, "registered_s": 75.0, "lifetime_left_s": 50.0, "shim_clients": 1, "flows": 3,
-            "packets_to": 10, "packets_from": 5, "bytes_to": 1024, "bytes_from": 512}]);
-        let out = members(&m).render();
+        let m = MemberRow {
+            drain_deadline_s: Some(25.0),
+            shim_clients: 1,
+            flows: 3,
+            packets_to: 10,
+            packets_from: 5,
+            bytes_to: 1024,
+            bytes_from: 512,
+            ..member(2, MemberState::Draining, 0)
+        };
+        let out = members(&[m]).render();
         assert!(out.contains("draining (25.0s left)"), "{out}");
         assert!(
             out.contains("1m15s") && out.contains("1.5 KiB") && out.contains(" 15 "),
@@ -250,11 +331,17 @@ mod tests {
 
     #[test]
     fn ap_bindings_name_the_member_care_of() {
-        let s = json!({"role": "access-point",
-            "members": [{"id": 1, "care_of": "[fd00::2]:4790"}],
-            "shim_clients": [{"client": "fd00::9", "endpoint": "[fd00::9]:5000", "members": [1],
-                "flows_by_member": {"1": 2}, "idle_s": 0.5}]});
-        let (rows, t) = bindings(&s);
+        let s = ap_status(
+            vec![member(1, MemberState::Active, 100)],
+            vec![ShimClientRow {
+                client: "fd00::9".parse().unwrap(),
+                endpoint: "[fd00::9]:5000".parse().unwrap(),
+                members: vec![1],
+                flows_by_member: [(1, 2)].into(),
+                idle_s: 0.5,
+            }],
+        );
+        let (rows, t) = bindings(&Status::AccessPoint(s));
         assert_eq!(rows[0]["care_of"], "[fd00::2]:4790");
         assert_eq!(rows[0]["flows"], 2);
         assert!(t.render().contains("[fd00::9]:5000"));
@@ -262,8 +349,21 @@ mod tests {
 
     #[test]
     fn stats_flatten_drops_by_reason() {
-        let (flat, _) = stats(&json!({"counters": {"legacy_in": 4, "drops": {"spoofed": 2}}}));
+        let mut s = ap_status(Vec::new(), Vec::new());
+        s.counters.legacy_in = 4;
+        s.counters.drops.insert("spoofed".into(), 2);
+        let (flat, _) = stats(&Status::AccessPoint(s));
         assert_eq!(flat["drops.spoofed"], 2);
         assert_eq!(flat["legacy_in"], 4);
+    }
+
+    #[test]
+    fn status_lists_scalars_and_list_lengths_by_field_name() {
+        let s = ap_status(vec![member(1, MemberState::Active, 100)], Vec::new());
+        assert_eq!(
+            status(&Status::AccessPoint(s)).render(),
+            "FIELD         VALUE\nflows         2\nhome_address  fd00::1\n\
+             members       1 entries\nrole          access-point\nshim_clients  0 entries\n"
+        );
     }
 }

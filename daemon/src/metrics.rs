@@ -14,13 +14,13 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::control::ControlRequest;
+use crate::control::{ControlRequest, Request, Response};
 
 /// Longest request head accepted.
 const MAX_HEAD: usize = 8 * 1024;
@@ -111,7 +111,7 @@ async fn serve(mut stream: TcpStream, tx: mpsc::Sender<ControlRequest>) {
     let (status, body) = match (method, path.split('?').next().unwrap_or("")) {
         ("GET", "/metrics") => {
             let (reply, rx) = oneshot::channel();
-            let request = json!({"cmd": "metrics"});
+            let request = Request::Metrics;
             if tx.send(ControlRequest { request, reply }).await.is_err() {
                 (
                     "503 Service Unavailable",
@@ -119,7 +119,7 @@ async fn serve(mut stream: TcpStream, tx: mpsc::Sender<ControlRequest>) {
                 )
             } else {
                 match rx.await {
-                    Ok(Ok(Value::String(text))) => ("200 OK", text),
+                    Ok(Ok(Response::Metrics(text))) => ("200 OK", text),
                     _ => ("500 Internal Server Error", "no metrics\n".into()),
                 }
             }
@@ -396,7 +396,7 @@ mod tests {
         tokio::spawn(async move {
             while let Some(req) = server.recv().await {
                 assert_eq!(req.cmd(), "metrics");
-                let _ = req.reply.send(Ok(Value::String("up 1\n".into())));
+                let _ = req.reply.send(Ok(Response::Metrics("up 1\n".into())));
             }
         });
         let get = |path: &'static str| async move {

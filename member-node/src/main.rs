@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
+use homeaddr_control::{ControlError, Moved, Request, Response};
 use homeaddr_daemon::common::CommonSettings;
 use homeaddr_daemon::common::RUN_DIR;
-use homeaddr_daemon::control::ControlRequest;
+use homeaddr_daemon::control::{ControlRequest, io_status};
 use homeaddr_daemon::driver::{Driver, source_address_for};
 use homeaddr_daemon::metrics::{Exposition, Histogram};
 use homeaddr_daemon::netcfg::{Claim, NetConfig, ip, ip_output};
@@ -21,7 +22,7 @@ use homeaddr_proto::engine::DropCounters;
 use homeaddr_proto::engine::member::{Member, MemberConfig, MemberEvent, RegistrationState};
 use homeaddr_proto::wire::MemberId;
 use homeaddr_proto::wire::mh::ba_status;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
@@ -326,90 +327,36 @@ fn on_events(m: &mut Member, timings: &std::sync::Mutex<Timings>, stop: &StopHan
     }
 }
 
-fn status(m: &Member) -> Value {
-    let now = Instant::now();
-    let c = m.counters();
-    let drops: serde_json::Map<String, Value> = c
-        .drops
-        .iter()
-        .map(|(r, n)| (r.name().to_string(), json!(n)))
-        .collect();
-    let state = match m.state() {
-        RegistrationState::Registered { expires } => {
-            json!({"state": "registered", "lifetime_left_s": expires.saturating_duration_since(now).as_secs_f64()})
-        }
-        RegistrationState::Refused { status } => json!({"state": "refused", "status": status}),
-        other => json!({"state": format!("{other:?}").to_lowercase()}),
-    };
-    let bindings: Vec<Value> = m
-        .correspondents()
-        .map(|c| {
-            json!({
-                "client": c.client.to_string(),
-                "shim": c.shim.to_string(),
-                "route_optimization": format!("{:?}", c.rr),
-                "bound": c.binding.is_some_and(|b| b.expires > now),
-                "lifetime_left_s": c.binding.map(|b| b.expires.saturating_duration_since(now).as_secs_f64()),
-            })
-        })
-        .collect();
-    json!({
-        "role": "member",
-        "id": m.config().id.0,
-        "care_of": m.config().care_of.to_string(),
-        "access_point": m.config().access_point.to_string(),
-        "registration": state,
-        "draining": m.is_draining(),
-        "bindings": bindings,
-        "counters": {
-            "direct_return": c.direct_return, "via_ap_in": c.via_ap_in, "direct_in": c.direct_in, "via_ap_out": c.via_ap_out, "direct_out": c.direct_out,
-            "registration_bus": c.registration_bus, "retransmissions": c.retransmissions,
-            "rr_successes": c.rr_successes, "rr_failures": c.rr_failures, "drops": drops,
-        },
-    })
-}
-
 async fn handle(state: &mut MemberNode, req: ControlRequest) {
-    let answer = match req.cmd() {
-        "status" => {
-            let mut v = status(&*state.driver.engine().lock().await);
-            v["io"] = state.driver.io_status();
-            Ok(v)
-        }
-        "drain" | "undrain" => {
-            let on = req.cmd() == "drain";
-            state
-                .driver
-                .engine()
-                .lock()
-                .await
-                .set_draining(Instant::now(), on);
-            Ok(json!({"draining": on}))
-        }
-        "leave" => Ok(json!({"leaving": true})),
-        "metrics" => {
+    let ControlRequest { request, reply } = req;
+    let answer = match request {
+        Request::Metrics => {
             let io = state.driver.io_status();
             let m = state.driver.engine().lock().await;
             let t = state.timings.lock().unwrap_or_else(|p| p.into_inner());
-            Ok(Value::String(metrics_text(&m, &t, &io)))
+            Ok(Response::Metrics(metrics_text(&m, &t, &io)))
         }
-        "move" => match req.arg("care_of").map(str::parse::<SocketAddr>) {
-            Some(Ok(to)) => move_to(state, to).await,
-            Some(Err(e)) => Err(format!("care_of is not an [ADDR]:PORT endpoint: {e}")),
-            None => Err("move needs \"care_of\": the new endpoint, e.g. [2001:db8::7]:4790".into()),
+        Request::Move { care_of } => move_to(state, care_of).await,
+        request => match io_status(&state.driver.io_status()) {
+            Ok(io) => homeaddr_member::control::answer(
+                &mut *state.driver.engine().lock().await,
+                Instant::now(),
+                &io,
+                request,
+            ),
+            Err(e) => Err(e),
         },
-        other => Err(format!(
-            "unknown command {other:?}: use status, metrics, drain, undrain, move or leave"
-        )),
     };
-    let _ = req.reply.send(answer);
+    let _ = reply.send(answer);
 }
 
 /// Re-register from a new care-of endpoint (make before break: the old
 /// endpoint keeps receiving for a while).
-async fn move_to(state: &mut MemberNode, to: SocketAddr) -> Result<Value, String> {
+async fn move_to(state: &mut MemberNode, to: SocketAddr) -> Result<Response, ControlError> {
     let udp = UdpTunnel::bind(to).map_err(|e| {
-        format!("cannot bind {to} (is the address configured on an interface?): {e}")
+        ControlError::refused(format!(
+            "cannot bind {to} (is the address configured on an interface?): {e}"
+        ))
     })?;
     let udp = Arc::new(udp);
     let task = state.driver.add_receive_socket(udp.clone());
@@ -438,7 +385,9 @@ async fn move_to(state: &mut MemberNode, to: SocketAddr) -> Result<Value, String
         .push((Instant::now() + MOVE_GRACE, state.receive_task));
     state.receive_task = task;
     info!(care_of = %udp.local_addr(), "moved: re-registering and re-binding shims");
-    Ok(json!({"care_of": udp.local_addr().to_string()}))
+    Ok(Response::Moved(Moved {
+        care_of: udp.local_addr(),
+    }))
 }
 
 /// Prometheus text of the member (docs/OPERATING.md lists the metrics).

@@ -12,12 +12,13 @@
 //! deletes the namespaces its TUN devices live in.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv6Addr, SocketAddr};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use homeaddr_control::{
+    ClientError, MemberRow, Request, Response, Status, UnexpectedResponse, call_blocking,
+};
 use ipnet::Ipv6Net;
 use serde_json::{Value, json};
 
@@ -80,14 +81,25 @@ pub struct Host {
 
 impl Host {
     /// Send one control request to the host's daemon.
-    pub fn control(&self, request: Value) -> Result<Value, String> {
-        control_call(&self.control, &request)
+    pub fn control(&self, request: Request) -> Result<Response, ClientError> {
+        call_blocking(&self.control, &request)
     }
 
-    /// The daemon's `status`.
+    /// [`Host::control`], expecting the result type `T` (e.g. [`Status`]).
+    pub fn ask<T>(&self, request: Request) -> Result<T, ClientError>
+    where
+        T: TryFrom<Response, Error = UnexpectedResponse>,
+    {
+        Ok(T::try_from(self.control(request)?)?)
+    }
+
+    /// The daemon's `status` as its JSON (for reads by JSON pointer), or
+    /// `{"error": ...}` when it cannot be had.
     pub fn status(&self) -> Value {
-        self.control(json!({"cmd": "status"}))
-            .unwrap_or_else(|e| json!({"error": e}))
+        match self.ask::<Status>(Request::Status) {
+            Ok(s) => serde_json::to_value(s).unwrap_or_else(|e| json!({"error": e.to_string()})),
+            Err(e) => json!({"error": e.to_string()}),
+        }
     }
 
     /// The daemon, which must exist.
@@ -96,24 +108,11 @@ impl Host {
     }
 }
 
-/// One JSON-lines request to a daemon's control socket (see homeaddr-daemon).
-pub fn control_call(path: &Path, request: &Value) -> Result<Value, String> {
-    let mut stream =
-        UnixStream::connect(path).map_err(|e| format!("connect {}: {e}", path.display()))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    writeln!(stream, "{request}").map_err(|e| e.to_string())?;
-    let mut line = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    let v: Value = serde_json::from_str(&line).map_err(|e| format!("bad answer {line:?}: {e}"))?;
-    if v["ok"] == json!(true) {
-        Ok(v["result"].clone())
-    } else {
-        Err(v["error"].as_str().unwrap_or("unknown error").to_string())
-    }
+/// One control request through the one client (`homeaddr_control`), its
+/// answer as JSON.
+pub fn control_call(path: &Path, request: &Request) -> Result<Value, ClientError> {
+    let answer = call_blocking(path, request)?;
+    serde_json::to_value(answer).map_err(|e| ClientError::BadAnswer(e.to_string()))
 }
 
 /// The service.
@@ -313,8 +312,9 @@ impl Service {
         host.ns.add_addr("wan0", new, 128)?;
         self.wan
             .add_prefix(&host.name, Ipv6Net::new(new, 128).expect("/128"))?;
-        host.control(json!({"cmd": "move", "care_of": format!("[{new}]:{TUNNEL_PORT}")}))
-            .map_err(anyhow::Error::msg)?;
+        host.control(Request::Move {
+            care_of: SocketAddr::new(new.into(), TUNNEL_PORT),
+        })?;
         host.addr = new;
         Ok((old, new))
     }
@@ -325,14 +325,10 @@ impl Service {
             .remove_prefix(Ipv6Net::new(addr, 128).expect("/128"));
     }
 
-    /// The member the AP lists with `id`, as JSON.
-    pub fn ap_member(&self, id: u16) -> Option<Value> {
-        let members = self.ap.control(json!({"cmd": "members"})).ok()?;
-        members
-            .as_array()?
-            .iter()
-            .find(|m| m["id"] == json!(id))
-            .cloned()
+    /// The member the AP lists with `id`.
+    pub fn ap_member(&self, id: u16) -> Option<MemberRow> {
+        let members: Vec<MemberRow> = self.ap.ask(Request::Members).ok()?;
+        members.into_iter().find(|m| m.id == id)
     }
 }
 
@@ -343,7 +339,7 @@ impl Drop for Service {
     fn drop(&mut self) {
         for host in self.members.values() {
             if host.daemon.as_ref().is_some_and(|d| d.is_running()) {
-                let _ = host.control(json!({"cmd": "leave"}));
+                let _ = host.control(Request::Leave);
             }
         }
         for host in self.members.values() {

@@ -15,10 +15,10 @@ use std::collections::BTreeMap;
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use homeaddr_control::{FlowPath, MemberState, Request};
 use homeaddr_netns_tests::service::{HOME_ADDRESS, SERVICE_PORT, Service, TUNNEL_PORT};
 use homeaddr_netns_tests::wan::core::SplitMix64;
 use homeaddr_netns_tests::{require_root, testapp, wait_until};
-use serde_json::json;
 
 use support::*;
 
@@ -106,8 +106,8 @@ fn legacy_clients_spread_over_members_and_keep_their_member_when_one_joins() {
     // No packet of an open session went to the new member.
     assert_eq!(
         (
-            ap_member_num(&svc, 4, "packets_to"),
-            ap_member_num(&svc, 4, "flows")
+            ap_member_num(&svc, 4, |m| m.packets_to),
+            ap_member_num(&svc, 4, |m| m.flows)
         ),
         (0, 0),
         "an open connection moved to member 4:\n{}",
@@ -135,17 +135,12 @@ fn legacy_clients_spread_over_members_and_keep_their_member_when_one_joins() {
         "after member 4 joined, new connections of {} of {CLIENTS} clients go elsewhere: {moved:?}",
         moved.len()
     );
-    println!(
-        "members: {}",
-        svc.ap
-            .control(json!({"cmd": "members"}))
-            .unwrap_or_default()
-    );
+    println!("members: {:?}", svc.ap.control(Request::Members));
     assert!(
         after.iter().any(|w| w == "member4"),
         "no client's new connection reaches member 4: {after:?}"
     );
-    assert!(ap_member_num(&svc, 4, "packets_to") > 0);
+    assert!(ap_member_num(&svc, 4, |m| m.packets_to) > 0);
 }
 
 /// Test 3: with the AP 30 ms from the client and the member 2 ms away (AP to
@@ -223,7 +218,7 @@ fn route_optimization_cuts_the_request_rtt_to_the_direct_path() {
         Duration::from_secs(10),
         POLL,
         "the session's flow to take the direct path",
-        || shim_service_flow(shim).is_some_and(|f| f["path"] == "direct"),
+        || shim_service_flow(shim).is_some_and(|f| f.path == FlowPath::Direct),
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", dump(&svc)));
     let report = session
@@ -308,7 +303,7 @@ fn member_move_keeps_the_session_and_traffic_follows_the_new_care_of() {
         "the session on the direct path",
         || {
             shim_service_flow(&svc.clients[shim])
-                .is_some_and(|f| f["path"] == "direct" && num(&f, "/packets_out") >= 20)
+                .is_some_and(|f| f.path == FlowPath::Direct && f.packets_out >= 20)
         },
     )
     .expect("session runs direct");
@@ -363,7 +358,7 @@ fn member_move_keeps_the_session_and_traffic_follows_the_new_care_of() {
     );
     assert!(num(&svc.members[&1].status(), "/counters/direct_in") >= direct_in + 20);
     assert_eq!(who(&svc, legacy), "member1");
-    assert_eq!(ap_member(&svc, 1)["care_of"], new_care_of.as_str());
+    assert_eq!(ap_member(&svc, 1).care_of.to_string(), new_care_of);
 }
 
 /// Test 6, drain: open connections on a drained member complete; every new
@@ -419,7 +414,10 @@ fn drained_member_finishes_open_connections_and_gets_no_new_ones() {
     .expect("sessions start");
 
     svc.ap
-        .control(json!({"cmd": "drain", "member": drained}))
+        .control(Request::Drain {
+            member: Some(drained),
+            deadline_s: None,
+        })
         .expect("drain accepted");
     assert_eq!(ap_member_state(&svc, drained), "draining");
     // The member learns it from the AP's BA and re-binds its shims with D.
@@ -428,7 +426,7 @@ fn drained_member_finishes_open_connections_and_gets_no_new_ones() {
         POLL,
         "the shim's binding to show the drain",
         || {
-            shim_binding(&svc.clients[shim], drained).is_some_and(|b| b["draining"] == true)
+            shim_binding(&svc.clients[shim], drained).is_some_and(|b| b.draining)
                 && svc.members[&drained].status()["draining"] == true
         },
     )
@@ -451,9 +449,9 @@ fn drained_member_finishes_open_connections_and_gets_no_new_ones() {
         assert_eq!(report.rtt_us.len(), 60);
     }
     let m = ap_member(&svc, drained);
-    println!("drained member at the AP: {m}");
-    assert_eq!(m["state"], "draining");
-    assert_eq!(m["weight"], 0);
+    println!("drained member at the AP: {m:?}");
+    assert_eq!(m.state, MemberState::Draining);
+    assert_eq!(m.weight, 0);
 }
 
 /// Test 6, member death: SIGKILL a member. The AP declares it down after
@@ -685,13 +683,16 @@ fn fragmented_datagrams_stay_whole_when_the_members_change() {
     .expect("route optimization");
     assert_eq!(echo(&svc, shim), 20, "shim client, one binding");
     svc.ap
-        .control(json!({"cmd": "drain", "member": first}))
+        .control(Request::Drain {
+            member: Some(first),
+            deadline_s: None,
+        })
         .expect("drain accepted");
     wait_until(
         Duration::from_secs(5),
         POLL,
         "the shim's binding to show the drain",
-        || shim_binding(&svc.clients[shim], first).is_some_and(|b| b["draining"] == true),
+        || shim_binding(&svc.clients[shim], first).is_some_and(|b| b.draining),
     )
     .expect("drain reaches the shim");
     assert_eq!(who(&svc, shim), format!("member{other}"));

@@ -12,6 +12,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use homeaddr_control::FlowPath;
 use homeaddr_netns_tests::service::Service;
 use homeaddr_netns_tests::wan::LinkParams;
 use homeaddr_netns_tests::{require_root, testapp, wait_until};
@@ -68,7 +69,7 @@ fn shim_transfer_started_through_the_ap_finishes_on_the_direct_path() {
         Duration::from_secs(20),
         POLL,
         "5 MB of the transfer through the AP",
-        || ap_member_num(&svc, 1, "bytes_from") >= 5 * MB,
+        || ap_member_num(&svc, 1, |m| m.bytes_from) >= 5 * MB,
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", dump(&svc)));
     assert!(
@@ -77,8 +78,8 @@ fn shim_transfer_started_through_the_ap_finishes_on_the_direct_path() {
         shim.status()
     );
     assert_eq!(
-        shim_service_flow(shim).map(|f| f["path"].clone()),
-        Some("access-point".into())
+        shim_service_flow(shim).map(|f| f.path),
+        Some(FlowPath::AccessPoint)
     );
     svc.wan.set_loss("c0", "m1", 0.0).unwrap();
     svc.wan.set_loss("m1", "c0", 0.0).unwrap();
@@ -88,10 +89,10 @@ fn shim_transfer_started_through_the_ap_finishes_on_the_direct_path() {
         Duration::from_secs(15),
         POLL,
         "the transfer's flow to switch to the direct path",
-        || shim_service_flow(shim).is_some_and(|f| f["path"] == "direct"),
+        || shim_service_flow(shim).is_some_and(|f| f.path == FlowPath::Direct),
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", dump(&svc)));
-    let via_ap = ap_member_num(&svc, 1, "bytes_from");
+    let via_ap = ap_member_num(&svc, 1, |m| m.bytes_from);
     let via_ap_seconds = (switched_at + switched)
         .duration_since(started)
         .as_secs_f64();
@@ -110,11 +111,11 @@ fn shim_transfer_started_through_the_ap_finishes_on_the_direct_path() {
         let s = member.status();
         let flow = shim_service_flow(shim).expect("the transfer's flow");
         (
-            num(&m, "/packets_to"),
-            num(&m, "/packets_from"),
+            m.packets_to,
+            m.packets_from,
             num(&s, "/counters/direct_in"),
             num(&s, "/counters/direct_out"),
-            num(&flow, "/bytes"),
+            flow.bytes,
         )
     };
     let a = sample();
@@ -122,7 +123,7 @@ fn shim_transfer_started_through_the_ap_finishes_on_the_direct_path() {
         Duration::from_secs(20),
         POLL,
         "10 MB more of the transfer",
-        || num(&shim_service_flow(shim).expect("flow"), "/bytes") >= a.4 + 10 * MB,
+        || shim_service_flow(shim).expect("flow").bytes >= a.4 + 10 * MB,
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", dump(&svc)));
     let b = sample();
@@ -142,7 +143,7 @@ fn shim_transfer_started_through_the_ap_finishes_on_the_direct_path() {
         (BYTES - via_ap.min(BYTES)) as f64 / MB as f64,
     );
     println!(
-        "while {:.1} MB more arrived: AP packets to/from the member {} -> {} / {} -> {}; member direct in/out {} -> {} / {} -> {}; shim flow {flow}",
+        "while {:.1} MB more arrived: AP packets to/from the member {} -> {} / {} -> {}; member direct in/out {} -> {} / {} -> {}; shim flow {flow:?}",
         (b.4 - a.4) as f64 / MB as f64,
         a.0,
         b.0,
@@ -163,7 +164,7 @@ fn shim_transfer_started_through_the_ap_finishes_on_the_direct_path() {
         b.2 > a.2 && b.3 >= a.3 + 5000,
         "direct counters do not grow"
     );
-    assert_eq!(flow["path"], "direct");
+    assert_eq!(flow.path, FlowPath::Direct);
     assert!(via_ap >= 5 * MB);
 }
 
@@ -366,7 +367,7 @@ fn shim_transfer_survives_a_member_move() {
     assert_eq!(after.sha256, testapp::expected_sha256(5 * MB));
     assert!(num(&member.status(), "/counters/direct_in") > direct_in);
     assert_eq!(
-        shim_binding(&svc.clients[client], 1).map(|b| b["care_of"].clone()),
-        Some(new_care_of.as_str().into())
+        shim_binding(&svc.clients[client], 1).map(|b| b.care_of.to_string()),
+        Some(new_care_of)
     );
 }

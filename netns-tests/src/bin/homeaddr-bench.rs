@@ -272,7 +272,7 @@ fn run() -> anyhow::Result<()> {
         || {
             homeaddr_netns_tests::service::control_call(
                 &shim_sock,
-                &serde_json::json!({"cmd": "status"}),
+                &homeaddr_control::Request::Status,
             )
             .is_ok_and(|v| v["bindings"].as_array().is_some_and(|b| !b.is_empty()))
         },
@@ -335,9 +335,8 @@ fn run() -> anyhow::Result<()> {
     ] {
         let v = homeaddr_netns_tests::service::control_call(
             &bed._topo.dir().join(sock),
-            &serde_json::json!({"cmd": "status"}),
-        )
-        .map_err(anyhow::Error::msg)?;
+            &homeaddr_control::Request::Status,
+        )?;
         let io = &v["io"];
         let per = |a: &str, b: &str, k: &str| {
             let (x, y) = (

@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use homeaddr_control::Request;
 use homeaddr_netns_tests::service::{HOME_ADDRESS, SERVICE_PORT, Service, control_call};
 use homeaddr_netns_tests::testapp;
 use homeaddr_netns_tests::wan::LinkParams;
@@ -342,9 +343,7 @@ fn rtt_matches(measured: Duration, expected: Duration) -> bool {
 // Status helpers.
 
 fn ap_members(svc: &Service) -> anyhow::Result<Vec<Value>> {
-    let v = svc
-        .ap
-        .control(json!({"cmd": "members"}))
+    let v = control_call(&svc.ap.control, &Request::Members)
         .map_err(|e| anyhow!("access point `members`: {e}"))?;
     Ok(v.as_array().cloned().unwrap_or_default())
 }
@@ -375,7 +374,7 @@ fn print_members(svc: &Service) -> anyhow::Result<Vec<Value>> {
 }
 
 fn shim_status(path: &Path) -> Value {
-    control_call(path, &json!({"cmd": "status"})).unwrap_or(Value::Null)
+    control_call(path, &Request::Status).unwrap_or(Value::Null)
 }
 
 fn shim_binding(status: &Value, member: u16) -> Option<Value> {
@@ -1110,7 +1109,7 @@ fn step_move(svc: &mut Service, report: &mut Report, member: u16) -> anyhow::Res
     let via_ap = shim_counter(&after, "via_ap_out") - shim_counter(&before, "via_ap_out");
     let ap_care_of = svc
         .ap_member(member)
-        .and_then(|m| m["care_of"].as_str().map(str::to_string))
+        .map(|m| m.care_of.to_string())
         .unwrap_or_default();
     let new_ep = format!("[{new}]:4790");
     let shim_care_of = shim_binding(&shim_status(&control), member)
@@ -1191,7 +1190,10 @@ fn step_drain(
         format_args!("member{member}")
     ));
     svc.ap
-        .control(json!({"cmd": "drain", "member": member}))
+        .control(Request::Drain {
+            member: Some(member),
+            deadline_s: None,
+        })
         .map_err(|e| anyhow!("drain: {e}"))?;
     say(&format!(
         "the operator drains member {member} at the access point (control: drain {{\"member\": {member}}})"
@@ -1334,7 +1336,7 @@ fn steps(svc: &mut Service, report: &mut Report) -> anyhow::Result<()> {
 /// member would wait for an acknowledgement that cannot come).
 fn leave(svc: &Service) {
     for host in svc.members.values() {
-        let _ = host.control(json!({"cmd": "leave"}));
+        let _ = host.control(Request::Leave);
     }
     for host in svc.members.values() {
         if let Some(d) = &host.daemon {

@@ -8,6 +8,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use homeaddr_control::{MemberRow, Request, ShimBindingRow, ShimFlowRow, ShimStatus, Status};
 use homeaddr_netns_tests::Netns;
 use homeaddr_netns_tests::service::{Host, SERVICE_PORT, Service};
 use homeaddr_netns_tests::testapp;
@@ -25,49 +26,50 @@ pub fn num(v: &Value, pointer: &str) -> u64 {
 }
 
 /// The AP's entry for member `id`; panics with the member table if missing.
-pub fn ap_member(svc: &Service, id: u16) -> Value {
+pub fn ap_member(svc: &Service, id: u16) -> MemberRow {
     svc.ap_member(id).unwrap_or_else(|| {
         panic!(
-            "the AP does not list member {id}: {}",
-            svc.ap
-                .control(serde_json::json!({"cmd": "members"}))
-                .unwrap_or_else(Value::String)
+            "the AP does not list member {id}: {:?}",
+            svc.ap.control(Request::Members)
         )
     })
 }
 
 /// A counter of the AP's entry for member `id`.
-pub fn ap_member_num(svc: &Service, id: u16, field: &str) -> u64 {
-    num(&ap_member(svc, id), &format!("/{field}"))
+pub fn ap_member_num(svc: &Service, id: u16, field: fn(&MemberRow) -> u64) -> u64 {
+    field(&ap_member(svc, id))
 }
 
 /// The state the AP shows for member `id` ("active", "draining", "down").
 pub fn ap_member_state(svc: &Service, id: u16) -> String {
     svc.ap_member(id)
-        .and_then(|m| m["state"].as_str().map(str::to_string))
+        .map(|m| m.state.name().to_string())
         .unwrap_or_default()
+}
+
+/// The shim's `status`, if it answers.
+pub fn shim_status(shim: &Host) -> Option<ShimStatus> {
+    match shim.ask(Request::Status).ok()? {
+        Status::Shim(s) => Some(s),
+        _ => None,
+    }
 }
 
 /// The shim's TCP flow to the service port that carried the most bytes
 /// (the shim lists flows by bytes, largest first).
-pub fn shim_service_flow(shim: &Host) -> Option<Value> {
-    shim.status()["flows"]
-        .as_array()?
-        .iter()
-        .find(|f| {
-            f["proto"].as_u64() == Some(6)
-                && f["dst_port"].as_u64() == Some(u64::from(SERVICE_PORT))
-        })
-        .cloned()
+pub fn shim_service_flow(shim: &Host) -> Option<ShimFlowRow> {
+    shim_status(shim)?
+        .flows
+        .into_iter()
+        .find(|f| f.proto == 6 && f.dst_port == SERVICE_PORT)
 }
 
 /// The shim's binding for member `id`, if any.
-pub fn shim_binding(shim: &Host, id: u16) -> Option<Value> {
-    shim.status()["bindings"]
-        .as_array()?
-        .iter()
-        .find(|b| b["member"].as_u64() == Some(u64::from(id)))
-        .cloned()
+pub fn shim_binding(shim: &Host, id: u16) -> Option<ShimBindingRow> {
+    shim_status(shim)?
+        .bindings
+        .into_iter()
+        .find(|b| b.member == id)
 }
 
 /// The care-of endpoint string the daemons print for `addr`.
@@ -78,14 +80,14 @@ pub fn await_move(svc: &Service, shim: usize, id: u16, care_of: &str) -> (Durati
         Duration::from_secs(5),
         POLL,
         "the AP to list the new care-of",
-        || ap_member(svc, id)["care_of"] == care_of,
+        || ap_member(svc, id).care_of.to_string() == care_of,
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", dump(svc)));
     let at_shim = homeaddr_netns_tests::wait_until(
         Duration::from_secs(5),
         POLL,
         "the shim's binding to follow",
-        || shim_binding(&svc.clients[shim], id).is_some_and(|b| b["care_of"] == care_of),
+        || shim_binding(&svc.clients[shim], id).is_some_and(|b| b.care_of.to_string() == care_of),
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", dump(svc)));
     (at_ap, at_shim)

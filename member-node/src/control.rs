@@ -1,0 +1,137 @@
+//! The member's control commands answered from the engine's public state.
+//! `metrics` (its histograms) and `move` (a new socket for the driver)
+//! need the shell and are answered in `main.rs`; `leave` is acknowledged
+//! here and carried out there.
+
+use std::time::Instant;
+
+use homeaddr_control::{
+    ControlError, CorrespondentRow, Draining, IoStatus, Leaving, MemberCounters, MemberStatus,
+    Registration, Request, Response, Status,
+};
+use homeaddr_daemon::control::drops;
+use homeaddr_proto::engine::member::{Member, RegistrationState};
+
+/// The commands this daemon answers, for error messages.
+pub const COMMANDS: &str = "status, metrics, drain, undrain, move or leave";
+
+/// Carry out `request` on the engine at `now`; `io` is the driver's.
+pub fn answer(
+    m: &mut Member,
+    now: Instant,
+    io: &IoStatus,
+    request: Request,
+) -> Result<Response, ControlError> {
+    Ok(match request {
+        Request::Status => Response::Status(Box::new(Status::Member(status(m, now, io.clone())))),
+        Request::Drain { .. } | Request::Undrain { .. } => {
+            let draining = matches!(request, Request::Drain { .. });
+            m.set_draining(now, draining);
+            Response::Draining(Draining { draining })
+        }
+        Request::Leave => Response::Leaving(Leaving { leaving: true }),
+        Request::Metrics | Request::Move { .. } => {
+            return Err(ControlError::internal(format!(
+                "{} is answered by the daemon's shell, not from the engine",
+                request.cmd()
+            )));
+        }
+        other => {
+            return Err(ControlError::unsupported_by_role(
+                other.cmd(),
+                "member",
+                COMMANDS,
+            ));
+        }
+    })
+}
+
+/// The member's `status`.
+pub fn status(m: &Member, now: Instant, io: IoStatus) -> MemberStatus {
+    let c = m.counters();
+    let registration = match m.state() {
+        RegistrationState::Idle => Registration::Idle,
+        RegistrationState::Registering => Registration::Registering,
+        RegistrationState::Registered { expires } => Registration::Registered {
+            lifetime_left_s: expires.saturating_duration_since(now).as_secs_f64(),
+        },
+        RegistrationState::Refused { status } => Registration::Refused { status },
+        RegistrationState::Deregistering => Registration::Deregistering,
+        RegistrationState::Left => Registration::Left,
+    };
+    let bindings = m
+        .correspondents()
+        .map(|c| CorrespondentRow {
+            client: c.client,
+            shim: c.shim,
+            route_optimization: format!("{:?}", c.rr),
+            bound: c.binding.is_some_and(|b| b.expires > now),
+            lifetime_left_s: c
+                .binding
+                .map(|b| b.expires.saturating_duration_since(now).as_secs_f64()),
+        })
+        .collect();
+    MemberStatus {
+        id: m.config().id.0,
+        care_of: m.config().care_of,
+        access_point: m.config().access_point,
+        registration,
+        draining: m.is_draining(),
+        bindings,
+        counters: MemberCounters {
+            direct_return: c.direct_return,
+            via_ap_in: c.via_ap_in,
+            direct_in: c.direct_in,
+            via_ap_out: c.via_ap_out,
+            direct_out: c.direct_out,
+            registration_bus: c.registration_bus,
+            retransmissions: c.retransmissions,
+            rr_successes: c.rr_successes,
+            rr_failures: c.rr_failures,
+            drops: drops(&c.drops),
+        },
+        io,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use homeaddr_control::ErrorCode;
+    use homeaddr_proto::engine::member::MemberConfig;
+    use homeaddr_proto::wire::MemberId;
+
+    #[test]
+    fn drain_status_and_refusals() {
+        let config = MemberConfig::new(
+            MemberId(2),
+            "fd00::1".parse().unwrap(),
+            "[fd00::a]:4790".parse().unwrap(),
+            "[fd00::2]:4790".parse().unwrap(),
+            vec![7; 32],
+            [1; 32],
+        );
+        let mut m = Member::new(config);
+        let now = Instant::now();
+        let io = IoStatus::default();
+        let drain = Request::Drain {
+            member: None,
+            deadline_s: None,
+        };
+        assert_eq!(
+            answer(&mut m, now, &io, drain),
+            Ok(Response::Draining(Draining { draining: true }))
+        );
+        let Ok(Response::Status(s)) = answer(&mut m, now, &io, Request::Status) else {
+            panic!("status")
+        };
+        let Status::Member(s) = *s else {
+            panic!("a member status")
+        };
+        assert!(s.draining);
+        assert_eq!((s.id, s.registration), (2, Registration::Idle));
+        let e = answer(&mut m, now, &io, Request::Members).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnsupportedByRole);
+        assert!(e.message.contains("use status, metrics"), "{e}");
+    }
+}
