@@ -8,4 +8,5 @@
 //! driver, answers the control socket and logs engine events.
 
 pub mod config;
+pub mod metrics;
 pub mod status;

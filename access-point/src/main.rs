@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 use homeaddr_ap::config::{Cli, MemberPolicy, Reloadable, Settings};
-use homeaddr_ap::status;
+use homeaddr_ap::{metrics, status};
 use homeaddr_daemon::LogLevel;
 use homeaddr_daemon::control::ControlRequest;
 use homeaddr_daemon::driver::Driver;
+use homeaddr_daemon::metrics::{IoSource, Metrics};
 use homeaddr_daemon::netcfg::{NetConfig, sysctl};
 use homeaddr_daemon::shell::{self, Context, Role, Stop};
 use homeaddr_io::{TunConfig, TunDevice, UdpTunnel};
@@ -35,6 +36,7 @@ struct Ap {
     driver: Driver<AccessPoint>,
     net: NetConfig,
     policy: Arc<std::sync::Mutex<Policy>>,
+    metrics: Metrics,
 }
 
 impl Role for Ap {
@@ -83,6 +85,7 @@ impl Role for Ap {
         let hook_policy = policy.clone();
         let hook = Arc::new(move |ap: &mut AccessPoint| on_events(ap, &hook_policy));
         let driver = Driver::start(engine.clone(), hook, tun.clone(), udp.clone());
+        let metrics = metrics::metrics(engine.clone(), IoSource::of(&driver));
         info!(
             home_address = %hoa, listen = %udp.local_addr(), tun = tun.name(), mtu = tun.mtu(), offload = tun.offload(),
             control = %common.control.display(), "access point up"
@@ -93,6 +96,7 @@ impl Role for Ap {
             driver,
             net,
             policy,
+            metrics,
         })
     }
 
@@ -108,6 +112,9 @@ impl Role for Ap {
         if req.cmd() == "reload" {
             let answer = reload(&self.cli, &cx.log, &self.engine, &self.policy).await;
             let _ = req.reply.send(answer);
+        } else if req.cmd() == "metrics" {
+            let text = self.metrics.scrape().await;
+            let _ = req.reply.send(Ok(serde_json::Value::String(text)));
         } else {
             handle(&self.engine, req, self.driver.io_status()).await;
         }
@@ -254,7 +261,6 @@ async fn handle(engine: &Mutex<AccessPoint>, req: ControlRequest, io: serde_json
             Ok(v)
         }
         "members" => Ok(status::members(&ap, now)),
-        "metrics" => Ok(serde_json::Value::String(status::metrics(&ap, now, &io))),
         "flows" => {
             let top = req
                 .request

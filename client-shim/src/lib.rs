@@ -9,3 +9,4 @@
 //! discovery record.
 
 pub mod config;
+pub mod metrics;

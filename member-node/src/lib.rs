@@ -8,3 +8,4 @@
 //! each goes: back through the AP or straight to a client's shim.
 
 pub mod config;
+pub mod metrics;
