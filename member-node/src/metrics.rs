@@ -56,15 +56,16 @@ impl Timings {
         h.observe(elapsed.as_secs_f64());
     }
 
+    /// The registry ends each help text with a period of its own.
     fn register(&self, registry: &mut Registry) {
         registry.register(
             "homeaddr_member_return_routability_seconds",
-            "Return routability with a new shim client: first test sent to the shim's binding acknowledgement.",
+            "Return routability with a new shim client: first test sent to the shim's binding acknowledgement",
             self.rr.clone(),
         );
         registry.register(
             "homeaddr_member_handoff_seconds",
-            "After a move: from re-testing a bound shim to its acknowledgement of the new care-of address.",
+            "After a move: from re-testing a bound shim to its acknowledgement of the new care-of address",
             self.handoff.clone(),
         );
     }
@@ -259,6 +260,7 @@ mod tests {
         timings.route_optimized(a, Duration::from_millis(4));
         let t = text(&registry);
         for line in [
+            "# HELP homeaddr_member_return_routability_seconds Return routability with a new shim client: first test sent to the shim's binding acknowledgement.",
             "# TYPE homeaddr_member_return_routability_seconds histogram",
             "homeaddr_member_return_routability_seconds_bucket{le=\"0.005\"} 2",
             "homeaddr_member_return_routability_seconds_bucket{le=\"0.05\"} 3",

@@ -443,7 +443,10 @@ fn scrape(ns: &Netns, port: u16) -> String {
         .expect("enter the namespace")
         .expect("scrape the metrics endpoint");
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
-    assert!(answer.contains("application/openmetrics-text; version=1.0.0"), "{answer}");
+    assert!(
+        answer.contains("application/openmetrics-text; version=1.0.0"),
+        "{answer}"
+    );
     answer.split_once("\r\n\r\n").expect("a body").1.to_string()
 }
 
