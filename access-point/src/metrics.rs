@@ -4,9 +4,10 @@
 use std::time::Instant;
 
 use homeaddr_daemon::driver::Shared;
-use homeaddr_daemon::metrics::{IoSource, Metrics, counter, counters, encode_drops, gauge, gauges};
+use homeaddr_daemon::metrics::{
+    EngineCollector, IoSource, Metrics, counter, counters, encode_drops, gauge, gauges,
+};
 use homeaddr_proto::engine::ap::{AccessPoint, MemberEntry, MemberState};
-use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, GaugeValueEncoder,
 };
@@ -15,22 +16,8 @@ use prometheus_client::registry::Registry;
 /// The AP's registry: its engine's counters and gauges, then `io`'s.
 pub fn metrics(engine: Shared<AccessPoint>, io: IoSource) -> Metrics {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(ApCollector { engine }));
+    registry.register_collector(Box::new(EngineCollector::new(engine, encode)));
     Metrics::new(registry, io)
-}
-
-/// Encodes the engine's state as it is at scrape time.
-#[derive(Debug)]
-pub struct ApCollector {
-    /// The running engine.
-    pub engine: Shared<AccessPoint>,
-}
-
-impl Collector for ApCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
-        let ap = self.engine.blocking_lock();
-        encode(&ap, Instant::now(), &mut encoder)
-    }
 }
 
 #[derive(Debug, EncodeLabelSet)]
@@ -282,7 +269,7 @@ mod tests {
         let now = Instant::now();
         let engine = Arc::new(tokio::sync::Mutex::new(ap_with_member_1(now)));
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(ApCollector { engine }));
+        registry.register_collector(Box::new(EngineCollector::new(engine, encode)));
         let text = homeaddr_daemon::metrics::encode(&registry);
         for line in [
             "# HELP homeaddr_ap_member_state 1 for the state each member is in (active, draining, down).",

@@ -4,31 +4,18 @@
 use std::time::Instant;
 
 use homeaddr_daemon::driver::Shared;
-use homeaddr_daemon::metrics::{IoSource, Metrics, counter, counters, encode_drops, gauge, gauges};
+use homeaddr_daemon::metrics::{
+    EngineCollector, IoSource, Metrics, counter, counters, encode_drops, gauge, gauges,
+};
 use homeaddr_proto::engine::shim::Shim;
-use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
 use prometheus_client::registry::Registry;
 
 /// The shim's registry: its engine's counters and gauges, then `io`'s.
 pub fn metrics(engine: Shared<Shim>, io: IoSource) -> Metrics {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(ShimCollector { engine }));
+    registry.register_collector(Box::new(EngineCollector::new(engine, encode)));
     Metrics::new(registry, io)
-}
-
-/// Encodes the engine's state as it is at scrape time.
-#[derive(Debug)]
-pub struct ShimCollector {
-    /// The running engine.
-    pub engine: Shared<Shim>,
-}
-
-impl Collector for ShimCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
-        let s = self.engine.blocking_lock();
-        encode(&s, Instant::now(), &mut encoder)
-    }
 }
 
 #[derive(Debug, EncodeLabelSet)]
@@ -123,7 +110,7 @@ mod tests {
         );
         let engine = Arc::new(tokio::sync::Mutex::new(Shim::new(Instant::now(), config)));
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(ShimCollector { engine }));
+        registry.register_collector(Box::new(EngineCollector::new(engine, encode)));
         let text = homeaddr_daemon::metrics::encode(&registry);
         for line in [
             "# TYPE homeaddr_shim_packets counter",

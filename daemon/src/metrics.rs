@@ -14,7 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use homeaddr_io::{TunDevice, TunStats, UdpStats};
 use homeaddr_proto::engine::DropCounters;
@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::control::ControlRequest;
-use crate::driver::{Driver, SendSocket};
+use crate::driver::{Driver, SendSocket, Shared};
 
 /// Longest request head accepted.
 const MAX_HEAD: usize = 8 * 1024;
@@ -199,6 +199,36 @@ pub fn encode(registry: &Registry) -> String {
     // return the encoder's own (infallible) results.
     let _ = prometheus_client::encoding::text::encode(&mut out, registry);
     out
+}
+
+/// How a role encodes its engine's counters and gauges at time `now`.
+pub type EncodeEngine<E> = fn(&E, Instant, &mut DescriptorEncoder<'_>) -> std::fmt::Result;
+
+/// A role's collector: locks the engine when scraped and encodes what it
+/// counts at that moment.
+pub struct EngineCollector<E> {
+    engine: Shared<E>,
+    encode: EncodeEngine<E>,
+}
+
+impl<E> EngineCollector<E> {
+    /// Encode `engine` with `encode` at each scrape.
+    pub fn new(engine: Shared<E>, encode: EncodeEngine<E>) -> Self {
+        Self { engine, encode }
+    }
+}
+
+impl<E> std::fmt::Debug for EngineCollector<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineCollector").finish_non_exhaustive()
+    }
+}
+
+impl<E: Send + 'static> Collector for EngineCollector<E> {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let engine = self.engine.blocking_lock();
+        (self.encode)(&engine, Instant::now(), &mut encoder)
+    }
 }
 
 /// Where a daemon's TUN and UDP counters are read at scrape time: the TUN

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use homeaddr_daemon::driver::Shared;
 use homeaddr_daemon::metrics::{
-    IoSource, LATENCY_BUCKETS, Metrics, counters, encode_drops, gauges,
+    EngineCollector, IoSource, LATENCY_BUCKETS, Metrics, counters, encode_drops, gauges,
 };
 use homeaddr_proto::engine::member::{Member, RegistrationState};
-use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -76,22 +75,8 @@ impl Timings {
 pub fn metrics(engine: Shared<Member>, timings: &Timings, io: IoSource) -> Metrics {
     let mut registry = Registry::default();
     timings.register(&mut registry);
-    registry.register_collector(Box::new(MemberCollector { engine }));
+    registry.register_collector(Box::new(EngineCollector::new(engine, encode)));
     Metrics::new(registry, io)
-}
-
-/// Encodes the engine's state as it is at scrape time.
-#[derive(Debug)]
-pub struct MemberCollector {
-    /// The running engine.
-    pub engine: Shared<Member>,
-}
-
-impl Collector for MemberCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
-        let m = self.engine.blocking_lock();
-        encode(&m, Instant::now(), &mut encoder)
-    }
 }
 
 #[derive(Debug, EncodeLabelSet)]
@@ -219,7 +204,7 @@ mod tests {
     fn an_unregistered_member_shows_its_id_and_zeroed_counters() {
         let engine = Arc::new(tokio::sync::Mutex::new(member_3()));
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(MemberCollector { engine }));
+        registry.register_collector(Box::new(EngineCollector::new(engine, encode)));
         let t = text(&registry);
         for line in [
             "# HELP homeaddr_member_registered 1 while registered with the access point.",
@@ -247,7 +232,7 @@ mod tests {
         let timings = Timings::default();
         let mut registry = Registry::default();
         timings.register(&mut registry);
-        registry.register_collector(Box::new(MemberCollector { engine }));
+        registry.register_collector(Box::new(EngineCollector::new(engine, encode)));
         let (a, b): (Ipv6Addr, Ipv6Addr) = (
             "2001:db8:c::1".parse().unwrap(),
             "2001:db8:c::2".parse().unwrap(),
