@@ -9,4 +9,5 @@
 
 pub mod config;
 pub mod control;
+pub mod metrics;
 pub mod status;

@@ -8,11 +8,12 @@ use anyhow::Context as _;
 use clap::Parser;
 use homeaddr_ap::config::{Cli, Reloadable, Settings, engine_policies};
 use homeaddr_ap::control::handle;
-use homeaddr_ap::status;
+use homeaddr_ap::{metrics, status};
 use homeaddr_control::{ControlError, Reloaded, Response};
 use homeaddr_daemon::LogLevel;
 use homeaddr_daemon::control::ControlRequest;
 use homeaddr_daemon::driver::Driver;
+use homeaddr_daemon::metrics::{IoSource, Metrics};
 use homeaddr_daemon::netcfg::{NetConfig, sysctl};
 use homeaddr_daemon::shell::{self, Context, Role, Stop};
 use homeaddr_io::{TunConfig, TunDevice, UdpTunnel};
@@ -33,6 +34,7 @@ struct Ap {
     engine: Arc<Mutex<AccessPoint>>,
     driver: Driver<AccessPoint>,
     net: NetConfig,
+    metrics: Metrics,
 }
 
 impl Role for Ap {
@@ -76,6 +78,7 @@ impl Role for Ap {
         let engine = Arc::new(Mutex::new(engine));
         let hook = Arc::new(on_events);
         let driver = Driver::start(engine.clone(), hook, tun.clone(), udp.clone());
+        let metrics = metrics::metrics(engine.clone(), IoSource::of(&driver));
         info!(
             home_address = %hoa, listen = %udp.local_addr(), tun = tun.name(), mtu = tun.mtu(), offload = tun.offload(),
             control = %common.control.display(), "access point up"
@@ -85,6 +88,7 @@ impl Role for Ap {
             engine,
             driver,
             net,
+            metrics,
         })
     }
 
@@ -100,6 +104,9 @@ impl Role for Ap {
         if req.cmd() == "reload" {
             let answer = reload(&self.cli, &cx.log, &self.engine).await;
             let _ = req.reply.send(answer);
+        } else if req.cmd() == "metrics" {
+            let text = self.metrics.scrape().await;
+            let _ = req.reply.send(Ok(Response::Metrics(text)));
         } else {
             handle(&self.engine, req, self.driver.io_status()).await;
         }

@@ -17,20 +17,13 @@ pub const COMMANDS: &str = "status or metrics";
 /// How many flows `status` lists, largest first.
 pub const STATUS_FLOWS: usize = 100;
 
-/// Answer `req` from the engine; `io` is the driver's `io_status()`, and
-/// `metrics` renders the Prometheus text (it stays in the shell).
-pub async fn handle(
-    engine: &Mutex<Shim>,
-    req: ControlRequest,
-    io: serde_json::Value,
-    metrics: impl FnOnce(&Shim, &serde_json::Value) -> String,
-) {
+/// Answer `req` from the engine; `io` is the driver's `io_status()`.
+/// `metrics` is answered by the shell from its registry.
+pub async fn handle(engine: &Mutex<Shim>, req: ControlRequest, io: serde_json::Value) {
     let ControlRequest { request, reply } = req;
-    let s = engine.lock().await;
-    let outcome = match (request, io_status(&io)) {
-        (Request::Metrics, _) => Ok(Response::Metrics(metrics(&s, &io))),
-        (_, Err(e)) => Err(e),
-        (request, Ok(io)) => answer(&s, Instant::now(), &io, request),
+    let outcome = match io_status(&io) {
+        Ok(io) => answer(&*engine.lock().await, Instant::now(), &io, request),
+        Err(e) => Err(e),
     };
     let _ = reply.send(outcome);
 }
@@ -48,6 +41,9 @@ pub fn answer(
             now,
             io.clone(),
         ))))),
+        Request::Metrics => Err(ControlError::internal(
+            "metrics are answered by the daemon's metrics registry",
+        )),
         other => Err(ControlError::unsupported_by_role(
             other.cmd(),
             "shim",

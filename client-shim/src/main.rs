@@ -10,6 +10,7 @@ use clap::Parser;
 use homeaddr_daemon::common::CommonSettings;
 use homeaddr_daemon::control::ControlRequest;
 use homeaddr_daemon::driver::{Driver, source_address_for};
+use homeaddr_daemon::metrics::{IoSource, Metrics};
 use homeaddr_daemon::netcfg::NetConfig;
 use homeaddr_daemon::shell::{self, Context, Role, Stop};
 use homeaddr_io::{TunConfig, TunDevice, UdpTunnel};
@@ -17,7 +18,8 @@ use homeaddr_proto::engine::DropCounters;
 use homeaddr_proto::engine::shim::{Shim, ShimConfig, ShimEvent};
 use homeaddr_shim::config::{AccessPointSource, Cli, Settings};
 use homeaddr_shim::control::handle;
-use serde_json::Value;
+use homeaddr_shim::metrics;
+use homeaddr_control::Response;
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
@@ -31,6 +33,7 @@ struct ShimNode {
     engine: Arc<Mutex<Shim>>,
     driver: Driver<Shim>,
     net: NetConfig,
+    metrics: Metrics,
 }
 
 impl Role for ShimNode {
@@ -86,11 +89,13 @@ impl Role for ShimNode {
         config.route_optimization = settings.route_optimization;
         let engine = Arc::new(Mutex::new(Shim::new(Instant::now(), config)));
         let driver = Driver::start(engine.clone(), Arc::new(on_events), tun.clone(), udp);
+        let metrics = metrics::metrics(engine.clone(), IoSource::of(&driver));
         info!(home_address = %hoa, access_point = %ap, local = %local, tun = tun.name(), control = %common.control.display(), "shim up");
         Ok(Self {
             engine,
             driver,
             net,
+            metrics,
         })
     }
 
@@ -103,7 +108,12 @@ impl Role for ShimNode {
     }
 
     async fn control(&mut self, req: ControlRequest, _cx: &Context) {
-        handle(&self.engine, req, self.driver.io_status(), metrics_text).await;
+        if req.cmd() == "metrics" {
+            let text = self.metrics.scrape().await;
+            let _ = req.reply.send(Ok(Response::Metrics(text)));
+            return;
+        }
+        handle(&self.engine, req, self.driver.io_status()).await;
     }
 
     async fn stop(mut self, _why: &Stop) {
@@ -160,66 +170,4 @@ fn on_events(s: &mut Shim) {
             other => info!(event = ?other, "shim"),
         }
     }
-}
-
-/// Prometheus text of the shim (docs/OPERATING.md lists the metrics).
-fn metrics_text(s: &Shim, io: &Value) -> String {
-    let now = Instant::now();
-    let c = s.counters();
-    let mut e = homeaddr_daemon::metrics::Exposition::default();
-    let name = "homeaddr_shim_packets_total";
-    e.family(
-        name,
-        "counter",
-        "Data packets by path: through the AP or direct to a member.",
-    );
-    for (path, n) in [
-        ("via_ap_out", c.via_ap_out),
-        ("via_ap_in", c.via_ap_in),
-        ("direct_out", c.direct_out),
-        ("direct_in", c.direct_in),
-    ] {
-        e.sample(name, &[("path", path)], n as f64);
-    }
-    let name = "homeaddr_shim_binding_updates_total";
-    e.family(name, "counter", "Binding updates from members, by result.")
-        .sample(name, &[("result", "accepted")], c.bus_accepted as f64)
-        .sample(name, &[("result", "rejected")], c.bus_rejected as f64);
-    e.single(
-        "homeaddr_shim_tests_answered_total",
-        "counter",
-        "Home and care-of tests answered.",
-        c.tests_answered as f64,
-    );
-    e.single(
-        "homeaddr_shim_binding_errors_total",
-        "counter",
-        "Binding errors sent.",
-        c.binding_errors as f64,
-    );
-    e.single(
-        "homeaddr_shim_resets_total",
-        "counter",
-        "TCP resets sent to local applications (member revoked).",
-        c.resets as f64,
-    );
-    let name = "homeaddr_shim_binding_lifetime_seconds";
-    e.family(name, "gauge", "Lifetime left of each member binding.");
-    for (id, b) in s.bindings() {
-        let id = id.0.to_string();
-        e.sample(
-            name,
-            &[("member", id.as_str())],
-            b.expires.saturating_duration_since(now).as_secs_f64(),
-        );
-    }
-    e.single(
-        "homeaddr_shim_flows",
-        "gauge",
-        "Flows in the flow table.",
-        s.flows().count() as f64,
-    );
-    e.drops("homeaddr_shim_dropped_packets_total", &c.drops);
-    e.io(io);
-    e.finish()
 }

@@ -198,6 +198,12 @@ impl<E: Engine + Send + 'static> Driver<E> {
         self.send.get()
     }
 
+    /// The send socket as it is swapped, for readers that outlive a move
+    /// (the metrics collector).
+    pub fn send_sockets(&self) -> Arc<SendSocket> {
+        self.send.clone()
+    }
+
     /// The engine.
     pub fn engine(&self) -> &Shared<E> {
         &self.core.engine

@@ -1,31 +1,45 @@
-//! Prometheus metrics: the text exposition format 0.0.4 and a tiny
-//! HTTP/1.1 server for `GET /metrics`.
+//! Prometheus metrics: a daemon's registry, the collector helpers the
+//! three roles share, and a tiny HTTP/1.1 server for `GET /metrics`.
 //!
-//! Hand-written on purpose: a scrape is one request line and one text
-//! answer, and the daemons already own their counters (the engines count,
-//! the daemon renders them on demand); a registry crate would duplicate
-//! every counter. The server turns each scrape into a
-//! [`ControlRequest`] `{"cmd": "metrics"}`, which the daemon answers like
-//! any control command with the text as a JSON string, so
+//! The engines own their counters; a role's [`Collector`] reads the
+//! engine when scraped and encodes its counters and gauges as constant
+//! metrics, so nothing on the data path is mirrored into atomics. Only
+//! what no engine keeps (the member's latency histograms, fed from engine
+//! events) is a live metric, registered once. Text is OpenMetrics 1.0
+//! (`prometheus_client::encoding::text`). The server turns each scrape
+//! into a [`ControlRequest`] `{"cmd": "metrics"}`, which the daemon answers
+//! like any control command with the text as a JSON string, so
 //! `homeaddr-ctl metrics` and a scrape read the same numbers.
 //! docs/OPERATING.md lists every metric with a sample scrape.
 
-use std::fmt::Write;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use homeaddr_io::{TunDevice, TunStats, UdpStats};
+use homeaddr_proto::engine::DropCounters;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeMetric,
+};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::control::{ControlRequest, Request, Response};
+use crate::driver::{Driver, SendSocket, Shared};
 
 /// Longest request head accepted.
 const MAX_HEAD: usize = 8 * 1024;
 /// How long a client may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The content type of [`prometheus_client::encoding::text`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Parse a `--metrics` value: `[ADDR]:PORT`, `ADDR:PORT` or `:PORT`
 /// (all addresses).
@@ -127,8 +141,14 @@ async fn serve(mut stream: TcpStream, tx: mpsc::Sender<ControlRequest>) {
         ("GET", _) => ("404 Not Found", "only /metrics is served here\n".into()),
         _ => ("405 Method Not Allowed", "use GET /metrics\n".into()),
     };
+    // Errors are a sentence for a human, not an exposition.
+    let content_type = if status.starts_with("200") {
+        CONTENT_TYPE
+    } else {
+        "text/plain; charset=utf-8"
+    };
     let answer = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     if let Err(e) = stream.write_all(answer.as_bytes()).await {
@@ -137,247 +157,359 @@ async fn serve(mut stream: TcpStream, tx: mpsc::Sender<ControlRequest>) {
     let _ = stream.shutdown().await;
 }
 
-/// Prometheus text: families with HELP and TYPE, then their samples.
-#[derive(Debug, Default)]
-pub struct Exposition {
-    out: String,
+/// A daemon's metrics: its role's collector (and any live metrics) with
+/// the daemon's I/O counters after them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Arc<Registry>,
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn labels(l: &[(&str, &str)]) -> String {
-    if l.is_empty() {
-        return String::new();
-    }
-    let inner: Vec<String> = l
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-        .collect();
-    format!("{{{}}}", inner.join(","))
-}
-
-impl Exposition {
-    /// Start a family: `kind` is `counter`, `gauge` or `histogram`.
-    pub fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Self {
-        let _ = writeln!(self.out, "# HELP {name} {help}");
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
-        self
-    }
-
-    /// One sample of the current family.
-    pub fn sample(&mut self, name: &str, l: &[(&str, &str)], value: impl Into<f64>) -> &mut Self {
-        let _ = writeln!(self.out, "{name}{} {}", labels(l), value.into());
-        self
-    }
-
-    /// A family with one unlabelled sample.
-    pub fn single(&mut self, name: &str, kind: &str, help: &str, value: impl Into<f64>) {
-        self.family(name, kind, help).sample(name, &[], value);
-    }
-
-    /// A histogram family.
-    pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
-        self.family(name, "histogram", help);
-        let mut cumulative = 0u64;
-        for (bound, n) in h.bounds.iter().zip(&h.counts) {
-            cumulative += n;
-            let le = format!("{bound}");
-            let _ = writeln!(
-                self.out,
-                "{name}_bucket{} {cumulative}",
-                labels(&[("le", &le)])
-            );
-        }
-        let _ = writeln!(self.out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(self.out, "{name}_sum {}", h.sum);
-        let _ = writeln!(self.out, "{name}_count {}", h.count);
-    }
-
-    /// The daemon's TUN and UDP counters from `Driver::io_status`.
-    pub fn io(&mut self, io: &Value) {
-        let n = |p: &str| io.pointer(p).and_then(Value::as_u64).unwrap_or(0) as f64;
-        self.family(
-            "homeaddr_tun_packets_total",
-            "counter",
-            "Packets through the TUN device.",
-        )
-        .sample(
-            "homeaddr_tun_packets_total",
-            &[("direction", "rx")],
-            n("/tun/rx_packets"),
-        )
-        .sample(
-            "homeaddr_tun_packets_total",
-            &[("direction", "tx")],
-            n("/tun/tx_packets"),
-        );
-        self.family(
-            "homeaddr_tun_bytes_total",
-            "counter",
-            "Bytes through the TUN device.",
-        )
-        .sample(
-            "homeaddr_tun_bytes_total",
-            &[("direction", "rx")],
-            n("/tun/rx_bytes"),
-        )
-        .sample(
-            "homeaddr_tun_bytes_total",
-            &[("direction", "tx")],
-            n("/tun/tx_bytes"),
-        );
-        self.family(
-            "homeaddr_udp_datagrams_total",
-            "counter",
-            "Tunnel datagrams through the UDP socket data leaves from.",
-        )
-        .sample(
-            "homeaddr_udp_datagrams_total",
-            &[("direction", "rx")],
-            n("/udp/rx_datagrams"),
-        )
-        .sample(
-            "homeaddr_udp_datagrams_total",
-            &[("direction", "tx")],
-            n("/udp/tx_datagrams"),
-        );
-        self.family(
-            "homeaddr_udp_bytes_total",
-            "counter",
-            "Tunnel bytes through the UDP socket data leaves from.",
-        )
-        .sample(
-            "homeaddr_udp_bytes_total",
-            &[("direction", "rx")],
-            n("/udp/rx_bytes"),
-        )
-        .sample(
-            "homeaddr_udp_bytes_total",
-            &[("direction", "tx")],
-            n("/udp/tx_bytes"),
-        );
-        self.family(
-            "homeaddr_io_errors_total",
-            "counter",
-            "I/O errors and drops of the TUN device and UDP socket.",
-        )
-        .sample(
-            "homeaddr_io_errors_total",
-            &[("device", "tun"), ("kind", "rx_error")],
-            n("/tun/rx_errors"),
-        )
-        .sample(
-            "homeaddr_io_errors_total",
-            &[("device", "tun"), ("kind", "tx_error")],
-            n("/tun/tx_errors"),
-        )
-        .sample(
-            "homeaddr_io_errors_total",
-            &[("device", "tun"), ("kind", "tx_dropped")],
-            n("/tun/tx_dropped"),
-        )
-        .sample(
-            "homeaddr_io_errors_total",
-            &[("device", "udp"), ("kind", "rx_error")],
-            n("/udp/rx_errors"),
-        )
-        .sample(
-            "homeaddr_io_errors_total",
-            &[("device", "udp"), ("kind", "tx_error")],
-            n("/udp/tx_errors"),
-        )
-        .sample(
-            "homeaddr_io_errors_total",
-            &[("device", "udp"), ("kind", "tx_dropped")],
-            n("/udp/tx_dropped"),
-        );
-    }
-
-    /// Drops by reason as one labelled counter family.
-    pub fn drops(&mut self, name: &str, drops: &homeaddr_proto::engine::DropCounters) {
-        self.family(name, "counter", "Packets dropped, by reason.");
-        for (reason, n) in drops.iter() {
-            self.sample(name, &[("reason", reason.name())], n as f64);
-        }
-    }
-
-    /// The text.
-    pub fn finish(self) -> String {
-        self.out
-    }
-}
-
-/// A fixed-bucket histogram of seconds.
-#[derive(Debug, Clone)]
-pub struct Histogram {
-    bounds: Vec<f64>,
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
-
-impl Histogram {
-    /// Buckets for protocol exchanges, from a LAN to a slow WAN: 1 ms to 10 s.
-    pub fn latency() -> Self {
-        Self::new(&[
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ])
-    }
-
-    /// Buckets with these upper bounds (ascending, seconds).
-    pub fn new(bounds: &[f64]) -> Self {
+impl Metrics {
+    /// `registry` holds the role's collector and live metrics; the I/O
+    /// counters of `io` are registered after them.
+    pub fn new(mut registry: Registry, io: IoSource) -> Self {
+        registry.register_collector(Box::new(io));
         Self {
-            bounds: bounds.to_vec(),
-            counts: vec![0; bounds.len()],
-            sum: 0.0,
-            count: 0,
+            registry: Arc::new(registry),
         }
     }
 
-    /// Count one observation.
-    pub fn observe(&mut self, d: Duration) {
-        let s = d.as_secs_f64();
-        if let Some(i) = self.bounds.iter().position(|b| s <= *b) {
-            self.counts[i] += 1;
-        }
-        self.sum += s;
-        self.count += 1;
+    /// The OpenMetrics text. Collectors lock the engine with a blocking
+    /// lock: call this from a test or a blocking thread, never on the
+    /// runtime (use [`Metrics::scrape`] there).
+    pub fn text(&self) -> String {
+        encode(&self.registry)
     }
 
-    /// Observations so far.
-    pub fn count(&self) -> u64 {
-        self.count
+    /// The OpenMetrics text, encoded on a blocking thread so that the
+    /// collectors can wait for the engine without stalling the runtime.
+    pub async fn scrape(&self) -> String {
+        let registry = self.registry.clone();
+        tokio::task::spawn_blocking(move || encode(&registry))
+            .await
+            .unwrap_or_else(|e| format!("# metrics failed: {e}\n# EOF\n"))
     }
 }
+
+/// `registry` as OpenMetrics text.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Writing into a String fails only if a collector fails, and ours
+    // return the encoder's own (infallible) results.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}
+
+/// How a role encodes its engine's counters and gauges at time `now`.
+pub type EncodeEngine<E> = fn(&E, Instant, &mut DescriptorEncoder<'_>) -> std::fmt::Result;
+
+/// A role's collector: locks the engine when scraped and encodes what it
+/// counts at that moment.
+pub struct EngineCollector<E> {
+    engine: Shared<E>,
+    encode: EncodeEngine<E>,
+}
+
+impl<E> EngineCollector<E> {
+    /// Encode `engine` with `encode` at each scrape.
+    pub fn new(engine: Shared<E>, encode: EncodeEngine<E>) -> Self {
+        Self { engine, encode }
+    }
+}
+
+impl<E> std::fmt::Debug for EngineCollector<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineCollector").finish_non_exhaustive()
+    }
+}
+
+impl<E: Send + 'static> Collector for EngineCollector<E> {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let engine = self.engine.blocking_lock();
+        (self.encode)(&engine, Instant::now(), &mut encoder)
+    }
+}
+
+/// Where a daemon's TUN and UDP counters are read at scrape time: the TUN
+/// and the socket data leaves from (which a member's move swaps).
+#[derive(Debug, Clone)]
+pub struct IoSource {
+    tun: Arc<TunDevice>,
+    send: Arc<SendSocket>,
+}
+
+impl IoSource {
+    /// The devices of `driver`.
+    pub fn of<E: homeaddr_proto::engine::Engine + Send + 'static>(driver: &Driver<E>) -> Self {
+        Self {
+            tun: driver.tun().clone(),
+            send: driver.send_sockets(),
+        }
+    }
+}
+
+impl Collector for IoSource {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let tun = self.tun.counters().snapshot();
+        let udp = self.send.get().counters().snapshot();
+        encode_io(&mut encoder, &tun, &udp)
+    }
+}
+
+#[derive(Debug, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+}
+
+#[derive(Debug, EncodeLabelSet)]
+struct DeviceLabels {
+    device: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Debug, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+fn rx_tx(rx: u64, tx: u64) -> [(DirectionLabels, u64); 2] {
+    [
+        (DirectionLabels { direction: "rx" }, rx),
+        (DirectionLabels { direction: "tx" }, tx),
+    ]
+}
+
+/// The TUN and UDP counters (docs/OPERATING.md, "Every daemon").
+pub fn encode_io(
+    encoder: &mut DescriptorEncoder<'_>,
+    tun: &TunStats,
+    udp: &UdpStats,
+) -> std::fmt::Result {
+    counters(
+        encoder,
+        "homeaddr_tun_packets",
+        "Packets through the TUN device.",
+        rx_tx(tun.rx_packets, tun.tx_packets),
+    )?;
+    counters(
+        encoder,
+        "homeaddr_tun_bytes",
+        "Bytes through the TUN device.",
+        rx_tx(tun.rx_bytes, tun.tx_bytes),
+    )?;
+    counters(
+        encoder,
+        "homeaddr_udp_datagrams",
+        "Tunnel datagrams through the UDP socket data leaves from.",
+        rx_tx(udp.rx_datagrams, udp.tx_datagrams),
+    )?;
+    counters(
+        encoder,
+        "homeaddr_udp_bytes",
+        "Tunnel bytes through the UDP socket data leaves from.",
+        rx_tx(udp.rx_bytes, udp.tx_bytes),
+    )?;
+    let errors = [
+        ("tun", "rx_error", tun.rx_errors),
+        ("tun", "tx_error", tun.tx_errors),
+        ("tun", "tx_dropped", tun.tx_dropped),
+        ("udp", "rx_error", udp.rx_errors),
+        ("udp", "tx_error", udp.tx_errors),
+        ("udp", "tx_dropped", udp.tx_dropped),
+    ];
+    counters(
+        encoder,
+        "homeaddr_io_errors",
+        "I/O errors and drops of the TUN device and UDP socket.",
+        errors.map(|(device, kind, n)| (DeviceLabels { device, kind }, n)),
+    )
+}
+
+/// Drops by reason as one labelled counter family `name` (without `_total`).
+pub fn encode_drops(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    drops: &DropCounters,
+) -> std::fmt::Result {
+    counters(
+        encoder,
+        name,
+        "Packets dropped, by reason.",
+        drops
+            .iter()
+            .map(|(r, n)| (ReasonLabels { reason: r.name() }, n)),
+    )
+}
+
+/// A counter family: `name` without `_total` (the encoder adds it to the
+/// samples), one sample per label set.
+pub fn counters<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, u64)>,
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (labels, n) in samples {
+        ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A gauge family, one sample per label set.
+pub fn gauges<L: EncodeLabelSet, V: EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, V)>,
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (labels, v) in samples {
+        ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// An unlabelled counter (`name` without `_total`).
+pub fn counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    n: u64,
+) -> std::fmt::Result {
+    let c = ConstCounter::new(n);
+    c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+/// An unlabelled gauge.
+pub fn gauge<V: EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    v: V,
+) -> std::fmt::Result {
+    let g = ConstGauge::new(v);
+    g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+/// Buckets for protocol exchanges, from a LAN to a slow WAN: 1 ms to 10 s.
+pub const LATENCY_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The I/O counters of fixed snapshots, as a collector.
+    #[derive(Debug)]
+    struct FixedIo(TunStats, UdpStats);
+
+    impl Collector for FixedIo {
+        fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+            encode_io(&mut encoder, &self.0, &self.1)
+        }
+    }
+
     #[test]
-    fn the_text_format_has_help_type_labels_and_cumulative_buckets() {
-        let mut h = Histogram::new(&[0.1, 1.0]);
-        h.observe(Duration::from_millis(50));
-        h.observe(Duration::from_millis(500));
-        h.observe(Duration::from_secs(3));
-        let mut e = Exposition::default();
-        e.family("x_total", "counter", "Things.").sample(
-            "x_total",
-            &[("member", "1"), ("why", "a\"b")],
-            3u32,
-        );
-        e.histogram("y_seconds", "Time.", &h);
+    fn io_counters_are_read_from_the_typed_snapshots() {
+        let tun = TunStats {
+            rx_packets: 7,
+            tx_bytes: 1500,
+            tx_dropped: 2,
+            ..Default::default()
+        };
+        let udp = UdpStats {
+            tx_datagrams: 9,
+            rx_errors: 1,
+            ..Default::default()
+        };
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(FixedIo(tun, udp)));
+        let text = encode(&registry);
+        for line in [
+            "# HELP homeaddr_tun_packets Packets through the TUN device.",
+            "# TYPE homeaddr_tun_packets counter",
+            "homeaddr_tun_packets_total{direction=\"rx\"} 7",
+            "homeaddr_tun_packets_total{direction=\"tx\"} 0",
+            "homeaddr_tun_bytes_total{direction=\"tx\"} 1500",
+            "homeaddr_udp_datagrams_total{direction=\"tx\"} 9",
+            "homeaddr_io_errors_total{device=\"tun\",kind=\"tx_dropped\"} 2",
+            "homeaddr_io_errors_total{device=\"udp\",kind=\"rx_error\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn helpers_encode_labels_in_order_and_gauges_as_given() {
+        #[derive(Debug, EncodeLabelSet)]
+        struct Labels {
+            member: u16,
+            why: &'static str,
+        }
+        #[derive(Debug)]
+        struct Fixed;
+        impl Collector for Fixed {
+            fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
+                counters(
+                    &mut e,
+                    "x",
+                    "Things.",
+                    [(
+                        Labels {
+                            member: 1,
+                            why: "a\"b",
+                        },
+                        3,
+                    )],
+                )?;
+                gauge(&mut e, "y_seconds", "Time left.", 1.5)?;
+                counter(&mut e, "z", "Zs.", 0)
+            }
+        }
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Fixed));
         assert_eq!(
-            e.finish(),
-            "# HELP x_total Things.\n# TYPE x_total counter\nx_total{member=\"1\",why=\"a\\\"b\"} 3\n\
-             # HELP y_seconds Time.\n# TYPE y_seconds histogram\n\
-             y_seconds_bucket{le=\"0.1\"} 1\ny_seconds_bucket{le=\"1\"} 2\ny_seconds_bucket{le=\"+Inf\"} 3\n\
-             y_seconds_sum 3.55\ny_seconds_count 3\n"
+            encode(&registry),
+            "# HELP x Things.\n# TYPE x counter\nx_total{member=\"1\",why=\"a\\\"b\"} 3\n\
+             # HELP y_seconds Time left.\n# TYPE y_seconds gauge\ny_seconds 1.5\n\
+             # HELP z Zs.\n# TYPE z counter\nz_total 0\n# EOF\n"
         );
+    }
+
+    #[test]
+    fn latency_histograms_are_cumulative_with_sum_and_count() {
+        let h = prometheus_client::metrics::histogram::Histogram::new(LATENCY_BUCKETS);
+        let mut registry = Registry::default();
+        registry.register("t_seconds", "Time.", h.clone());
+        h.observe(0.0009);
+        h.observe(0.3);
+        h.observe(30.0);
+        let text = encode(&registry);
+        for line in [
+            "# TYPE t_seconds histogram",
+            "t_seconds_bucket{le=\"0.001\"} 1",
+            "t_seconds_bucket{le=\"0.25\"} 1",
+            "t_seconds_bucket{le=\"0.5\"} 2",
+            "t_seconds_bucket{le=\"10.0\"} 2",
+            "t_seconds_bucket{le=\"+Inf\"} 3",
+            "t_seconds_sum 30.3009",
+            "t_seconds_count 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
     }
 
     #[test]
@@ -411,7 +543,8 @@ mod tests {
         let ok = get("/metrics").await;
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(
-            ok.contains("version=0.0.4") && ok.ends_with("\r\n\r\nup 1\n"),
+            ok.contains(&format!("Content-Type: {CONTENT_TYPE}\r\n"))
+                && ok.ends_with("\r\n\r\nup 1\n"),
             "{ok}"
         );
         assert!(get("/").await.starts_with("HTTP/1.1 404"));

@@ -13,16 +13,16 @@ use homeaddr_daemon::common::CommonSettings;
 use homeaddr_daemon::common::RUN_DIR;
 use homeaddr_daemon::control::{ControlRequest, io_status};
 use homeaddr_daemon::driver::{Driver, source_address_for};
-use homeaddr_daemon::metrics::{Exposition, Histogram};
+use homeaddr_daemon::metrics::{IoSource, Metrics};
 use homeaddr_daemon::netcfg::{Claim, NetConfig, ip, ip_output};
 use homeaddr_daemon::shell::{self, Context, Role, Stop, StopHandle};
 use homeaddr_io::{TunConfig, TunDevice, UdpTunnel};
 use homeaddr_member::config::{Cli, Settings};
+use homeaddr_member::metrics::{self, Timings};
 use homeaddr_proto::engine::DropCounters;
 use homeaddr_proto::engine::member::{Member, MemberConfig, MemberEvent, RegistrationState};
 use homeaddr_proto::wire::MemberId;
 use homeaddr_proto::wire::mh::ba_status;
-use serde_json::Value;
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
@@ -62,18 +62,8 @@ struct MemberNode {
     _claim: Claim,
     receive_task: usize,
     retire: Vec<(Instant, usize)>,
-    timings: Arc<std::sync::Mutex<Timings>>,
-}
-
-/// Histograms for the metrics endpoint, fed from engine events.
-struct Timings {
-    /// Return routability with a new correspondent: start to the shim's BA.
-    rr: Histogram,
-    /// After a move: return routability restart to the shim's BA, i.e. how
-    /// long a bound shim's flows go through the AP until they are direct again.
-    handoff: Histogram,
-    /// Clients bound when the member last moved, whose re-binding is a handoff.
-    moving: std::collections::HashSet<std::net::Ipv6Addr>,
+    timings: Arc<Timings>,
+    metrics: Metrics,
 }
 
 impl Role for MemberNode {
@@ -199,14 +189,11 @@ impl Role for MemberNode {
         let mut member = Member::new(config);
         member.start(Instant::now());
         let engine = Arc::new(Mutex::new(member));
-        let timings = Arc::new(std::sync::Mutex::new(Timings {
-            rr: Histogram::latency(),
-            handoff: Histogram::latency(),
-            moving: Default::default(),
-        }));
+        let timings = Arc::new(Timings::default());
         let (hook_timings, stop) = (timings.clone(), cx.stop.clone());
         let hook = Arc::new(move |m: &mut Member| on_events(m, &hook_timings, &stop));
-        let driver = Driver::start(engine, hook, tun.clone(), udp.clone());
+        let driver = Driver::start(engine.clone(), hook, tun.clone(), udp.clone());
+        let metrics = metrics::metrics(engine, &timings, IoSource::of(&driver));
         driver.kick().await;
         info!(
             id = settings.id, home_address = %hoa, care_of = %udp.local_addr(), access_point = %settings.access_point,
@@ -219,6 +206,7 @@ impl Role for MemberNode {
             receive_task: 1,
             retire: Vec::new(),
             timings,
+            metrics,
         })
     }
 
@@ -284,7 +272,7 @@ async fn leave(driver: &Driver<Member>) {
 
 /// Log engine events and time route optimization; a refused
 /// registration stops the daemon (exit status 3).
-fn on_events(m: &mut Member, timings: &std::sync::Mutex<Timings>, stop: &StopHandle) {
+fn on_events(m: &mut Member, timings: &Timings, stop: &StopHandle) {
     while let Some(e) = m.poll_event() {
         match e {
             MemberEvent::Registered { care_of, lifetime } => {
@@ -310,12 +298,7 @@ fn on_events(m: &mut Member, timings: &std::sync::Mutex<Timings>, stop: &StopHan
                 shim,
                 elapsed,
             } => {
-                let mut t = timings.lock().unwrap_or_else(|p| p.into_inner());
-                if t.moving.remove(&client) {
-                    t.handoff.observe(elapsed);
-                } else {
-                    t.rr.observe(elapsed);
-                }
+                timings.route_optimized(client, elapsed);
                 debug!(%client, %shim, ?elapsed, "route optimized: talking to the client's shim directly")
             }
             // One per client: the operator reads them in `status`, not the log.
@@ -330,12 +313,7 @@ fn on_events(m: &mut Member, timings: &std::sync::Mutex<Timings>, stop: &StopHan
 async fn handle(state: &mut MemberNode, req: ControlRequest) {
     let ControlRequest { request, reply } = req;
     let answer = match request {
-        Request::Metrics => {
-            let io = state.driver.io_status();
-            let m = state.driver.engine().lock().await;
-            let t = state.timings.lock().unwrap_or_else(|p| p.into_inner());
-            Ok(Response::Metrics(metrics_text(&m, &t, &io)))
-        }
+        Request::Metrics => Ok(Response::Metrics(state.metrics.scrape().await)),
         Request::Move { care_of } => move_to(state, care_of).await,
         request => match io_status(&state.driver.io_status()) {
             Ok(io) => homeaddr_member::control::answer(
@@ -366,15 +344,11 @@ async fn move_to(state: &mut MemberNode, to: SocketAddr) -> Result<Response, Con
     {
         let now = Instant::now();
         let m = state.driver.engine().lock().await;
-        state
-            .timings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .moving = m
-            .correspondents()
-            .filter(|c| c.binding.is_some_and(|b| b.expires > now))
-            .map(|c| c.client)
-            .collect();
+        state.timings.moved(
+            m.correspondents()
+                .filter(|c| c.binding.is_some_and(|b| b.expires > now))
+                .map(|c| c.client),
+        );
     }
     state
         .driver
@@ -388,110 +362,4 @@ async fn move_to(state: &mut MemberNode, to: SocketAddr) -> Result<Response, Con
     Ok(Response::Moved(Moved {
         care_of: udp.local_addr(),
     }))
-}
-
-/// Prometheus text of the member (docs/OPERATING.md lists the metrics).
-fn metrics_text(m: &Member, timings: &Timings, io: &Value) -> String {
-    let now = Instant::now();
-    let c = m.counters();
-    let id = m.config().id.0.to_string();
-    let member = [("member", id.as_str())];
-    let mut e = Exposition::default();
-    let (registered, left) = match m.state() {
-        RegistrationState::Registered { expires } => {
-            (1u8, expires.saturating_duration_since(now).as_secs_f64())
-        }
-        _ => (0, 0.0),
-    };
-    e.family(
-        "homeaddr_member_registered",
-        "gauge",
-        "1 while registered with the access point.",
-    )
-    .sample("homeaddr_member_registered", &member, registered);
-    e.family(
-        "homeaddr_member_lifetime_seconds",
-        "gauge",
-        "Registration lifetime left.",
-    )
-    .sample("homeaddr_member_lifetime_seconds", &member, left);
-    e.family(
-        "homeaddr_member_draining",
-        "gauge",
-        "1 while the member drains.",
-    )
-    .sample(
-        "homeaddr_member_draining",
-        &member,
-        u8::from(m.is_draining()),
-    );
-    let bound = m
-        .correspondents()
-        .filter(|c| c.binding.is_some_and(|b| b.expires > now))
-        .count();
-    e.family(
-        "homeaddr_member_bindings",
-        "gauge",
-        "Shim clients with a binding in force (route optimized).",
-    )
-    .sample("homeaddr_member_bindings", &member, bound as f64);
-    let name = "homeaddr_member_packets_total";
-    e.family(name, "counter", "Data packets by path: in/out through the AP or direct with shims, and direct server return.");
-    for (path, n) in [
-        ("via_ap_in", c.via_ap_in),
-        ("via_ap_out", c.via_ap_out),
-        ("direct_in", c.direct_in),
-        ("direct_out", c.direct_out),
-        ("direct_return", c.direct_return),
-    ] {
-        e.sample(name, &[("member", id.as_str()), ("path", path)], n as f64);
-    }
-    e.family(
-        "homeaddr_member_registration_updates_total",
-        "counter",
-        "Binding updates sent to the access point.",
-    )
-    .sample(
-        "homeaddr_member_registration_updates_total",
-        &member,
-        c.registration_bus as f64,
-    );
-    e.family(
-        "homeaddr_member_retransmissions_total",
-        "counter",
-        "Control messages sent again after a timeout.",
-    )
-    .sample(
-        "homeaddr_member_retransmissions_total",
-        &member,
-        c.retransmissions as f64,
-    );
-    e.family(
-        "homeaddr_member_return_routability_total",
-        "counter",
-        "Return routability runs with shims, by result.",
-    )
-    .sample(
-        "homeaddr_member_return_routability_total",
-        &[("member", id.as_str()), ("result", "success")],
-        c.rr_successes as f64,
-    )
-    .sample(
-        "homeaddr_member_return_routability_total",
-        &[("member", id.as_str()), ("result", "failure")],
-        c.rr_failures as f64,
-    );
-    e.drops("homeaddr_member_dropped_packets_total", &c.drops);
-    e.histogram(
-        "homeaddr_member_return_routability_seconds",
-        "Return routability with a new shim client: first test sent to the shim's binding acknowledgement.",
-        &timings.rr,
-    );
-    e.histogram(
-        "homeaddr_member_handoff_seconds",
-        "After a move: from re-testing a bound shim to its acknowledgement of the new care-of address.",
-        &timings.handoff,
-    );
-    e.io(io);
-    e.finish()
 }
