@@ -10,7 +10,7 @@ use clap::Parser;
 use homeaddr_daemon::common::CommonSettings;
 use homeaddr_daemon::control::ControlRequest;
 use homeaddr_daemon::driver::{Driver, source_address_for};
-use homeaddr_daemon::netcfg::NetConfig;
+use homeaddr_daemon::netcfg::{Claim, NetConfig, claim_route_and_tun};
 use homeaddr_daemon::shell::{self, Context, Role, Stop};
 use homeaddr_io::{TunConfig, TunDevice, UdpTunnel};
 use homeaddr_proto::engine::DropCounters;
@@ -30,6 +30,7 @@ struct ShimNode {
     engine: Arc<Mutex<Shim>>,
     driver: Driver<Shim>,
     net: NetConfig,
+    _claims: Vec<Claim>,
 }
 
 impl Role for ShimNode {
@@ -44,6 +45,8 @@ impl Role for ShimNode {
     async fn setup(settings: Settings, _cx: &Context) -> anyhow::Result<Self> {
         let hoa = settings.home_address;
         let common = &settings.common;
+        // Before anything on the host changes (see the AP's setup).
+        let claims = claim_route_and_tun(hoa, &common.tun)?;
         let ap = access_point(&settings.access_point).await?;
         let local = match settings.local {
             Some(l) => l,
@@ -90,6 +93,7 @@ impl Role for ShimNode {
             engine,
             driver,
             net,
+            _claims: claims,
         })
     }
 
