@@ -14,7 +14,7 @@ use homeaddr_daemon::LogLevel;
 use homeaddr_daemon::control::ControlRequest;
 use homeaddr_daemon::driver::Driver;
 use homeaddr_daemon::metrics::{IoSource, Metrics};
-use homeaddr_daemon::netcfg::{NetConfig, sysctl};
+use homeaddr_daemon::netcfg::{Claim, NetConfig, claim_route_and_tun, sysctl};
 use homeaddr_daemon::shell::{self, Context, Role, Stop};
 use homeaddr_io::{TunConfig, TunDevice, UdpTunnel};
 use homeaddr_proto::engine::DropCounters;
@@ -35,6 +35,7 @@ struct Ap {
     driver: Driver<AccessPoint>,
     net: NetConfig,
     metrics: Metrics,
+    _claims: Vec<Claim>,
 }
 
 impl Role for Ap {
@@ -50,6 +51,10 @@ impl Role for Ap {
     async fn setup((settings, cli): Self::Settings, _cx: &Context) -> anyhow::Result<Self> {
         let hoa = settings.engine.home_address;
         let common = settings.common.clone();
+        // Before anything on the host changes: is the route or the TUN
+        // another live daemon's? One killed with -9 leaves its claims (its
+        // TUN, with the route into it, went with it).
+        let claims = claim_route_and_tun(hoa, &common.tun)?;
         sysctl("net.ipv6.conf.all.forwarding", "1")
             .context("the AP forwards packets between clients and its TUN")?;
         let tun_config =
@@ -89,6 +94,7 @@ impl Role for Ap {
             driver,
             net,
             metrics,
+            _claims: claims,
         })
     }
 

@@ -11,7 +11,7 @@ use homeaddr_daemon::common::CommonSettings;
 use homeaddr_daemon::control::ControlRequest;
 use homeaddr_daemon::driver::{Driver, source_address_for};
 use homeaddr_daemon::metrics::{IoSource, Metrics};
-use homeaddr_daemon::netcfg::NetConfig;
+use homeaddr_daemon::netcfg::{Claim, NetConfig, claim_route_and_tun};
 use homeaddr_daemon::shell::{self, Context, Role, Stop};
 use homeaddr_io::{TunConfig, TunDevice, UdpTunnel};
 use homeaddr_proto::engine::DropCounters;
@@ -34,6 +34,7 @@ struct ShimNode {
     driver: Driver<Shim>,
     net: NetConfig,
     metrics: Metrics,
+    _claims: Vec<Claim>,
 }
 
 impl Role for ShimNode {
@@ -48,6 +49,8 @@ impl Role for ShimNode {
     async fn setup(settings: Settings, _cx: &Context) -> anyhow::Result<Self> {
         let hoa = settings.home_address;
         let common = &settings.common;
+        // Before anything on the host changes (see the AP's setup).
+        let claims = claim_route_and_tun(hoa, &common.tun)?;
         let ap = access_point(&settings.access_point).await?;
         let local = match settings.local {
             Some(l) => l,
@@ -96,6 +99,7 @@ impl Role for ShimNode {
             driver,
             net,
             metrics,
+            _claims: claims,
         })
     }
 

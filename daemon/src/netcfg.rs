@@ -71,11 +71,14 @@ impl Drop for NetConfig {
     }
 }
 
-/// Whether a process `pid` runs one of our daemons (a recycled pid of
-/// another program does not count).
+/// Whether a process `pid` runs one of our daemons in this network
+/// namespace (a recycled pid of another program, or of a daemon elsewhere,
+/// does not count).
 fn is_our_daemon(pid: u32) -> bool {
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/net")).ok();
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .is_ok_and(|comm| comm.trim_end().starts_with("homeaddr-"))
+        && ns(&pid.to_string()) == ns("self")
 }
 
 /// The network namespace this process runs in (its inode), so that
@@ -147,6 +150,45 @@ impl Claim {
         }
         anyhow::bail!("{resource}: another daemon claimed it at the same time; try again")
     }
+
+    /// Claim the TUN device `name` (`--tun`); `None` for an empty name
+    /// (the kernel picks a free one). The kernel refuses a second opener of
+    /// a TUN anyway; the claim says who holds it and which flag to change.
+    /// A dead holder's TUN went with it: there is nothing to clean up.
+    pub fn tun(dir: &std::path::Path, name: &str) -> anyhow::Result<Option<Claim>> {
+        if name.is_empty() {
+            return Ok(None);
+        }
+        Claim::take(dir, &format!("TUN device {name}"), "--tun").map(Some)
+    }
+
+    /// Claim the host route of `home_address` into a TUN (an AP's or a
+    /// shim's `ip -6 route replace HOA/128 dev TUN`): a second daemon
+    /// would steal the route, and its cleanup would delete it.
+    pub fn home_address_route(
+        dir: &std::path::Path,
+        home_address: std::net::Ipv6Addr,
+    ) -> anyhow::Result<Claim> {
+        Claim::take(
+            dir,
+            &format!("the route to home address {home_address}"),
+            "--home-address",
+        )
+    }
+}
+
+/// An AP's or a shim's claims, taken before it changes anything: the
+/// route of `home_address` into its TUN, and the TUN `tun`, under
+/// [`RUN_DIR`](crate::common::RUN_DIR).
+pub fn claim_route_and_tun(
+    home_address: std::net::Ipv6Addr,
+    tun: &str,
+) -> anyhow::Result<Vec<Claim>> {
+    let dir = std::path::Path::new(crate::common::RUN_DIR);
+    let route = Claim::home_address_route(dir, home_address)?;
+    Ok(std::iter::once(route)
+        .chain(Claim::tun(dir, tun)?)
+        .collect())
 }
 
 impl Drop for Claim {

@@ -94,6 +94,45 @@ fn set_gso_max_size(name: &str, size: u32) -> io::Result<()> {
     }
 }
 
+/// Stops the kernel from sending packets of its own into the TUN of `name`
+/// (still down), so that an engine reads only traffic: a TUN is a
+/// point-to-point link to the engine, with no routers or neighbours.
+///
+/// - `addr_gen_mode = 1`: no link-local address, hence no router
+///   solicitations (sent from one) at up.
+/// - `forwarding = 0` on this interface only (host behaviour; forwarding
+///   through it follows `all.forwarding`): it leaves the all-routers
+///   groups, which a router joins and reports in MLD at up. Under MLDv1
+///   leaving a group never reported sends nothing (MLDv2 would queue a
+///   leave report for the up), so `force_mld_version` is 1 for the change.
+///
+/// Best effort: a sysctl that cannot be set only leaves the noise (counted
+/// by the engines as `not_tunnelled` drops). Writing `all.forwarding`
+/// again later re-enables forwarding here (the kernel copies it to every
+/// interface), and with it the MLD reports.
+fn quiet_ipv6(name: &str) {
+    let conf = format!("/proc/sys/net/ipv6/conf/{name}");
+    let set = |key: &str, value: &str| {
+        std::fs::write(format!("{conf}/{key}"), value).inspect_err(|e| {
+            warn!(tun = %name, key, value, error = %e, "cannot set an IPv6 sysctl of the TUN: \
+                  the kernel may send MLD reports or router solicitations into it (counted as not_tunnelled drops)")
+        })
+    };
+    if !std::path::Path::new(&conf).exists() {
+        // IPv6 is off on the device (an MTU below 1280): nothing to quiet.
+        return;
+    }
+    let _ = set("addr_gen_mode", "1");
+    let read = |key: &str| std::fs::read_to_string(format!("{conf}/{key}")).ok();
+    if read("forwarding").is_some_and(|v| v.trim() != "0") {
+        let mld = read("force_mld_version").unwrap_or_else(|| "0".into());
+        if set("force_mld_version", "1").is_ok() {
+            let _ = set("forwarding", "0");
+            let _ = set("force_mld_version", mld.trim());
+        }
+    }
+}
+
 /// Longest time [`TunDevice::create`] waits for its IPv6 addresses to leave
 /// the tentative state.
 pub const ADDRESS_READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -184,7 +223,9 @@ impl TunConfig {
     }
 
     fn builder(&self, offload: bool) -> DeviceBuilder {
-        let mut builder = DeviceBuilder::new().mtu(self.mtu).with(|b| {
+        // Down until `quiet_ipv6` has run: the kernel's MLD and router
+        // solicitations start when the link comes up.
+        let mut builder = DeviceBuilder::new().mtu(self.mtu).enable(false).with(|b| {
             b.offload(offload).tx_queue_len(self.tx_queue_len);
         });
         if !self.name.is_empty() {
@@ -221,8 +262,10 @@ impl std::fmt::Debug for TunDevice {
 }
 
 impl TunDevice {
-    /// Creates the device, sets MTU, queue length and addresses, and brings
-    /// it up. With `config.offload` it first asks for TSO/USO offload and, if
+    /// Creates the device, sets MTU, queue length and addresses, keeps the
+    /// kernel from sending its own IPv6 control packets into it (no
+    /// link-local address, no router role: see `quiet_ipv6`) and brings it
+    /// up. With `config.offload` it first asks for TSO/USO offload and, if
     /// the kernel refuses, logs why and creates a plain device.
     ///
     /// Returns once the addresses can be bound to: the kernel marks new IPv6
@@ -260,6 +303,8 @@ impl TunDevice {
             )
         };
         let name = dev.name().map_err(create_err)?;
+        quiet_ipv6(&name);
+        dev.enabled(true).map_err(create_err)?;
         let mut gso_max_size = None;
         if offload {
             let size = config

@@ -58,8 +58,9 @@ fn refusal_reason(status: u8) -> String {
 struct MemberNode {
     driver: Driver<Member>,
     net: NetConfig,
-    /// The routing table is ours until the network setup is undone.
-    _claim: Claim,
+    /// The routing table and the TUN are ours until the network setup is
+    /// undone.
+    _claims: [Option<Claim>; 2],
     receive_task: usize,
     retire: Vec<(Instant, usize)>,
     timings: Arc<Timings>,
@@ -111,6 +112,13 @@ impl Role for MemberNode {
                 "policy routing table {table} already has routes ({}): another program uses it; give another --table",
                 routes.trim().replace('\n', "; ")
             );
+        }
+        let tun_claim = Claim::tun(Path::new(RUN_DIR), &common.tun)?;
+        // Before the TUN exists: writing all.forwarding resets every
+        // interface's, and the TUN's must stay 0 (no MLD reports into it).
+        if settings.direct_return {
+            homeaddr_daemon::netcfg::sysctl("net.ipv6.conf.all.forwarding", "1")
+                .context("direct server return forwards answers out of the TUN")?;
         }
         let tun_config = TunConfig::new(&common.tun, common.mtu)
             .with_offload(common.offload)
@@ -165,10 +173,6 @@ impl Role for MemberNode {
                 "1000",
             ],
         )?;
-        if settings.direct_return {
-            homeaddr_daemon::netcfg::sysctl("net.ipv6.conf.all.forwarding", "1")
-                .context("direct server return forwards answers out of the TUN")?;
-        }
         let udp = Arc::new(
             UdpTunnel::bind(care_of)
                 .with_context(|| format!("cannot bind the care-of endpoint {care_of}"))?,
@@ -202,7 +206,7 @@ impl Role for MemberNode {
         Ok(Self {
             driver,
             net,
-            _claim: claim,
+            _claims: [Some(claim), tun_claim],
             receive_task: 1,
             retire: Vec::new(),
             timings,
