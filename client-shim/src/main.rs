@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Parser;
+use homeaddr_control::Response;
 use homeaddr_daemon::common::CommonSettings;
 use homeaddr_daemon::control::ControlRequest;
 use homeaddr_daemon::driver::{Driver, source_address_for};
@@ -19,7 +20,6 @@ use homeaddr_proto::engine::shim::{Shim, ShimConfig, ShimEvent};
 use homeaddr_shim::config::{AccessPointSource, Cli, Settings};
 use homeaddr_shim::control::handle;
 use homeaddr_shim::metrics;
-use homeaddr_control::Response;
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
