@@ -12,10 +12,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use homeaddr_netns_tests::service::Service;
 use homeaddr_netns_tests::wan::LinkParams;
 use homeaddr_netns_tests::{require_root, testapp, wait_until};
 
+use homeaddr_netns_tests::scenario::{Move, Rebind};
 use support::*;
 
 const MB: u64 = 1 << 20;
@@ -50,9 +50,8 @@ fn shim_transfer_started_through_the_ap_finishes_on_the_direct_path() {
         return;
     }
     let _cpu = common::heavy_test();
-    let mut svc = Service::start("rotransfer").expect("service starts");
-    svc.add_member(1, &[]).expect("member starts");
-    let client = svc.add_client(true, &[]).expect("shim client");
+    let svc = service("rotransfer", 1, &[Client::Shim]);
+    let client = 0;
     svc.wan.set_link_both("ap", "c0", limited(40, 30)).unwrap();
     svc.wan.set_link_both("m1", "c0", limited(200, 30)).unwrap();
     svc.wan.set_loss("c0", "m1", 1.0).unwrap();
@@ -178,18 +177,10 @@ fn full_size_segments_cross_both_ways_for_legacy_and_shim_clients() {
         return;
     }
     let _cpu = common::heavy_test();
-    let mut svc = Service::start("tcpmtu").expect("service starts");
-    svc.add_member(1, &[]).expect("member starts");
-    let shim = svc.add_client(true, &[]).expect("shim client");
-    let legacy = svc.add_client(false, &[]).expect("legacy client");
+    let svc = service("tcpmtu", 1, &[Client::Shim, Client::Legacy]);
+    let (shim, legacy) = (0, 1);
     assert_eq!(who(&svc, shim), "member1");
-    wait_until(
-        Duration::from_secs(5),
-        POLL,
-        "a binding at the shim",
-        || shim_binding(&svc.clients[shim], 1).is_some(),
-    )
-    .expect("route optimization");
+    bound(&svc, shim, 1);
     let server = svc.service_endpoint();
     const BYTES: u64 = 20 * MB;
     let namespaces = [
@@ -264,20 +255,12 @@ fn shim_transfer_survives_a_member_move() {
         return;
     }
     let _cpu = common::heavy_test();
-    let mut svc = Service::start("movexfer").expect("service starts");
-    svc.add_member(1, &[]).expect("member starts");
-    let client = svc.add_client(true, &[]).expect("shim client");
-    let legacy = svc.add_client(false, &[]).expect("legacy client");
+    let mut svc = service("movexfer", 1, &[Client::Shim, Client::Legacy]);
+    let (client, legacy) = (0, 1);
     svc.wan.set_link_both("m1", "c0", limited(200, 30)).unwrap();
     let server = svc.service_endpoint();
     assert_eq!(who(&svc, client), "member1");
-    wait_until(
-        Duration::from_secs(5),
-        POLL,
-        "a binding at the shim",
-        || shim_binding(&svc.clients[client], 1).is_some(),
-    )
-    .expect("route optimization");
+    bound(&svc, client, 1);
     const BYTES: u64 = 50 * MB;
     let baseline = in_ns(&svc.clients[client], || {
         testapp::get(server, BYTES, OP_TIMEOUT)
@@ -304,9 +287,12 @@ fn shim_transfer_survives_a_member_move() {
         || num(&member.status(), "/counters/direct_out") >= direct_out + 10_000,
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", dump(&svc)));
-    let (old, new) = svc.move_member(1).expect("member moves");
-    let new_care_of = endpoint(new);
-    let (at_ap, at_shim) = await_move(&svc, client, 1, &new_care_of);
+    let Move {
+        old,
+        care_of: new_care_of,
+        rebind: Rebind { at_ap, at_shim },
+        ..
+    } = move_member(&mut svc, 1, client);
     let still_running = !transfer.is_finished();
     let legacy_still_running = !legacy_transfer.is_finished();
     let report = transfer
