@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use homeaddr_netns_tests::service::{HOME_ADDRESS, SERVICE_PORT, Service, TUNNEL_PORT};
 use homeaddr_netns_tests::wan::core::SplitMix64;
 use homeaddr_netns_tests::{require_root, testapp, wait_until};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use homeaddr_netns_tests::scenario::{Move, Rebind, care_of};
 use support::*;
@@ -38,7 +38,6 @@ fn legacy_clients_spread_over_members_and_keep_their_member_when_one_joins() {
     const CLIENTS: usize = 12;
     let mut svc = service("legacy", 3, &[Client::Legacy; CLIENTS]);
     let clients: Vec<usize> = (0..CLIENTS).collect();
-    let server = svc.service_endpoint();
 
     // Every client lands on one member, connection after connection.
     let before: Vec<String> = clients
@@ -71,25 +70,7 @@ fn legacy_clients_spread_over_members_and_keep_their_member_when_one_joins() {
 
     // A long session per client (60 round trips, 50 ms apart), open while
     // member 4 joins.
-    let sessions: Vec<_> = clients
-        .iter()
-        .map(|&c| {
-            spawn_in(&svc.clients[c], "rtt", move || {
-                testapp::rtt(server, 60, 50 * MS, OP_TIMEOUT)
-            })
-        })
-        .collect();
-    wait_until(
-        Duration::from_secs(10),
-        Duration::from_millis(50),
-        "every client's session to be established",
-        || {
-            clients
-                .iter()
-                .all(|&c| established_to_service(&svc.clients[c].ns) >= 1)
-        },
-    )
-    .expect("sessions start");
+    let sessions = open_sessions(&svc, &clients, 60);
     svc.add_member(4, &[]).expect("member 4 joins");
     let legacy_in = num(&svc.ap.status(), "/counters/legacy_in");
     wait_until(
@@ -109,11 +90,7 @@ fn legacy_clients_spread_over_members_and_keep_their_member_when_one_joins() {
         "an open connection moved to member 4:\n{}",
         dump(&svc)
     );
-    for (i, session) in sessions.into_iter().enumerate() {
-        let report = session
-            .join()
-            .expect("rtt thread")
-            .unwrap_or_else(|e| panic!("session of c{i} broke: {e}\n{}", dump(&svc)));
+    for (i, report) in session_reports(&svc, sessions) {
         assert_eq!(report.rtt_us.len(), 60);
         assert_eq!(
             report.server, before[i],
@@ -367,7 +344,6 @@ fn drained_member_finishes_open_connections_and_gets_no_new_ones() {
     }
     let _cpu = common::timing_test();
     let (svc, shim, legacy) = two_member_pool("drain");
-    let server = svc.service_endpoint();
     // Drain the shim's member; some legacy clients are on it too.
     let drained_name = who(&svc, shim);
     let drained: u16 = id_of(&drained_name);
@@ -385,40 +361,12 @@ fn drained_member_finishes_open_connections_and_gets_no_new_ones() {
     let open: Vec<usize> = std::iter::once(shim)
         .chain(on_drained.iter().copied())
         .collect();
-    let sessions: Vec<_> = open
-        .iter()
-        .map(|&c| {
-            spawn_in(&svc.clients[c], "rtt", move || {
-                testapp::rtt(server, 60, 50 * MS, OP_TIMEOUT)
-            })
-        })
-        .collect();
-    wait_until(
-        Duration::from_secs(10),
-        Duration::from_millis(50),
-        "the sessions on the drained member",
-        || {
-            open.iter()
-                .all(|&c| established_to_service(&svc.clients[c].ns) >= 1)
-        },
-    )
-    .expect("sessions start");
+    let sessions = open_sessions(&svc, &open, 60);
 
-    svc.ap
-        .control(json!({"cmd": "drain", "member": drained}))
-        .expect("drain accepted");
-    assert_eq!(ap_member_state(&svc, drained), "draining");
     // The member learns it from the AP's BA and re-binds its shims with D.
-    let took = wait_until(
-        Duration::from_secs(5),
-        POLL,
-        "the shim's binding to show the drain",
-        || {
-            shim_binding(&svc.clients[shim], drained).is_some_and(|b| b["draining"] == true)
-                && svc.members[&drained].status()["draining"] == true
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&svc)));
+    let took = drain(&svc, drained, shim);
+    assert_eq!(ap_member_state(&svc, drained), "draining");
+    assert!(member_draining(&svc.members[&drained]), "{}", dump(&svc));
     println!("member {drained} drained; its shim knew after {took:?}");
     for &c in std::iter::once(&shim).chain(&legacy) {
         let w = who(&svc, c);
@@ -428,11 +376,7 @@ fn drained_member_finishes_open_connections_and_gets_no_new_ones() {
             "a new connection of c{c} reached the drained member"
         );
     }
-    for (c, session) in open.iter().zip(sessions) {
-        let report = session
-            .join()
-            .expect("rtt thread")
-            .unwrap_or_else(|e| panic!("c{c}'s open session broke: {e}\n{}", dump(&svc)));
+    for (c, report) in session_reports(&svc, sessions) {
         assert_eq!(report.server, drained_name, "c{c}");
         assert_eq!(report.rtt_us.len(), 60);
     }
@@ -655,21 +599,9 @@ fn fragmented_datagrams_stay_whole_when_the_members_change() {
     let other = 3 - first;
     bound(&svc, shim, first);
     assert_eq!(echo(&svc, shim), 20, "shim client, one binding");
-    svc.ap
-        .control(json!({"cmd": "drain", "member": first}))
-        .expect("drain accepted");
-    wait_until(
-        Duration::from_secs(5),
-        POLL,
-        "the shim's binding to show the drain",
-        || shim_binding(&svc.clients[shim], first).is_some_and(|b| b["draining"] == true),
-    )
-    .expect("drain reaches the shim");
+    drain(&svc, first, shim);
     assert_eq!(who(&svc, shim), format!("member{other}"));
-    wait_until(Duration::from_secs(5), POLL, "a second binding", || {
-        shim_binding(&svc.clients[shim], other).is_some()
-    })
-    .expect("route optimization to the other member");
+    bound(&svc, shim, other);
     let received = echo(&svc, shim);
     println!("shim client bound to both members: {received}/20 fragmented datagrams echoed");
     assert_eq!(
@@ -694,109 +626,25 @@ fn garbage_datagrams_are_dropped_and_counted() {
     let (shim, attacker) = (0, 1);
     assert_eq!(who(&svc, shim), "member1");
     bound(&svc, shim, 1);
-    let shim_addr = svc.clients[shim].addr;
-    let attacker_addr = svc.clients[attacker].addr;
-    let ap = svc.ap_endpoint();
-    let member = SocketAddr::new(svc.members[&1].addr.into(), TUNNEL_PORT);
     let shim_local: SocketAddr = svc.clients[shim].status()["local"]
         .as_str()
         .and_then(|s| s.parse().ok())
         .expect("the shim's tunnel endpoint");
-    let inner_to_hoa = |src: Ipv6Addr| inner_udp(src, HOME_ADDRESS, 5555, SERVICE_PORT, b"spoof");
-    let inner_from_hoa = inner_udp(HOME_ADDRESS, attacker_addr, SERVICE_PORT, 5555, b"spoof");
-
-    // (target, frame, the drop reason it must be counted as)
-    let crafted: Vec<(SocketAddr, Vec<u8>, &str)> = vec![
-        (ap, vec![0x10], "malformed"),
-        (ap, vec![0x10, 0x00, 0x00], "malformed"),
-        (
-            ap,
-            frame(0x20, None, &inner_to_hoa(attacker_addr)),
-            "bad_version",
-        ),
-        (ap, frame(0x15, None, &[0; 40]), "malformed"), // unknown kind
-        (ap, frame(0x10, None, &[0x60; 20]), "malformed"), // inner too short
-        (ap, frame(0x11, None, &[0xff; 24]), "malformed"), // control, bad MH
-        // A data frame whose inner source is another host (the shim client).
-        (
-            ap,
-            frame(0x10, None, &inner_to_hoa(shim_addr)),
-            "spoofed_source",
-        ),
-        (
-            ap,
-            frame(
-                0x10,
-                None,
-                &inner_udp(attacker_addr, attacker_addr, 1, 2, b"x"),
-            ),
-            "unknown_home_address",
-        ),
-        (member, vec![0x10, 0x80], "malformed"),
-        (
-            member,
-            frame(0x30, Some(1), &inner_to_hoa(attacker_addr)),
-            "bad_version",
-        ),
-        (member, frame(0x11, Some(1), &[0x3b; 16]), "malformed"),
-        // Data from an endpoint that is neither the AP nor a bound shim.
-        (
-            member,
-            frame(0x10, Some(1), &inner_to_hoa(attacker_addr)),
-            "unknown_peer",
-        ),
-        // ... claiming to be the shim client, from the wrong endpoint.
-        (
-            member,
-            frame(0x10, Some(1), &inner_to_hoa(shim_addr)),
-            "spoofed_source",
-        ),
-        // ... for another member.
-        (
-            member,
-            frame(0x10, Some(2), &inner_to_hoa(attacker_addr)),
-            "unknown_peer",
-        ),
-        (shim_local, vec![0x1f; 3], "malformed"),
-        (
-            shim_local,
-            frame(0x40, Some(1), &inner_from_hoa),
-            "bad_version",
-        ),
-        // Data "from the HoA" sent by a stranger, not the bound member.
-        (
-            shim_local,
-            frame(0x10, Some(1), &inner_from_hoa),
-            "unknown_peer",
-        ),
-        // Inner source not the HoA.
-        (
-            shim_local,
-            frame(
-                0x10,
-                Some(1),
-                &inner_udp(attacker_addr, shim_addr, 1, 2, b"x"),
-            ),
-            "spoofed_source",
-        ),
-    ];
-    let mut rng = SplitMix64::new(3);
-    let random: Vec<(SocketAddr, Vec<u8>)> = (0..300)
-        .map(|i| {
-            let len = (rng.next_u64() % 1400) as usize + 1;
-            let bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
-            ([ap, member, shim_local][i % 3], bytes)
-        })
-        .collect();
-
-    let hosts = ["ap", "member", "shim"];
-    let status_of = |who: &str| match who {
-        "ap" => svc.ap.status(),
-        "member" => svc.members[&1].status(),
-        _ => svc.clients[shim].status(),
+    let targets = Targets {
+        ap: svc.ap_endpoint(),
+        member: SocketAddr::new(svc.members[&1].addr.into(), TUNNEL_PORT),
+        shim: shim_local,
     };
-    let drops = |who: &str| status_of(who)["counters"]["drops"].clone();
-    let before: Vec<_> = hosts.iter().map(|h| drops(h)).collect();
+    let crafted = targets.crafted(svc.clients[shim].addr, svc.clients[attacker].addr);
+    let random = targets.random(300);
+    let hosts = [
+        ("ap", &svc.ap),
+        ("member", &svc.members[&1]),
+        ("shim", &svc.clients[shim]),
+    ];
+    let drops = |i: usize| hosts[i].1.status()["counters"]["drops"].clone();
+    let before: Vec<Value> = (0..3).map(drops).collect();
+    let attacker_addr = svc.clients[attacker].addr;
     let sent = in_ns(&svc.clients[attacker], || {
         let socket = UdpSocket::bind(SocketAddr::new(attacker_addr.into(), 0))?;
         for (to, bytes, _) in &crafted {
@@ -809,82 +657,153 @@ fn garbage_datagrams_are_dropped_and_counted() {
         std::io::Result::Ok(crafted.len() + random.len())
     })
     .expect("send the garbage");
-    let target_of = |to: &SocketAddr| {
-        if *to == ap {
-            "ap"
-        } else if *to == member {
-            "member"
-        } else {
-            "shim"
-        }
-    };
-    let mut expected: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-    for (to, _, reason) in &crafted {
-        *expected.entry((target_of(to), reason)).or_default() += 1;
-    }
-    let total = |v: &serde_json::Value| {
-        v.as_object()
-            .map_or(0, |o| o.values().filter_map(|n| n.as_u64()).sum::<u64>())
-    };
-    let counted = |i: usize, h: &str| {
-        let now = drops(h);
-        total(&now) - total(&before[i])
-    };
-    let per_host = |h: &str| {
+    let counted = |i: usize| drop_total(&drops(i)) - drop_total(&before[i]);
+    let per_host = |i: usize| {
+        let to = hosts[i].0;
         crafted
             .iter()
-            .filter(|(to, _, _)| target_of(to) == h)
+            .filter(|(t, _, _)| targets.name(t) == to)
             .count()
-            + random.iter().filter(|(to, _)| target_of(to) == h).count()
+            + random.iter().filter(|(t, _)| targets.name(t) == to).count()
     };
     wait_until(
         Duration::from_secs(5),
         POLL,
         "every datagram to be counted as a drop",
-        || {
-            hosts
-                .iter()
-                .enumerate()
-                .all(|(i, h)| counted(i, h) >= per_host(h) as u64)
-        },
+        || (0..3).all(|i| counted(i) >= per_host(i) as u64),
     )
     .unwrap_or_else(|e| {
+        let counts: Vec<(u64, usize)> = (0..3).map(|i| (counted(i), per_host(i))).collect();
         panic!(
-            "{e}: sent {sent}; counted {:?} of {:?}\n{}",
-            hosts
-                .iter()
-                .enumerate()
-                .map(|(i, h)| counted(i, h))
-                .collect::<Vec<_>>(),
-            hosts.iter().map(|h| per_host(h)).collect::<Vec<_>>(),
+            "{e}: sent {sent}; counted of expected {counts:?}\n{}",
             dump(&svc)
         )
     });
+    let mut expected: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for (to, _, reason) in &crafted {
+        *expected.entry((targets.name(to), reason)).or_default() += 1;
+    }
     for ((host, reason), n) in &expected {
-        let i = hosts.iter().position(|h| h == host).expect("host");
-        let delta =
-            num(&drops(host), &format!("/{reason}")) - num(&before[i], &format!("/{reason}"));
+        let i = hosts.iter().position(|(h, _)| h == host).expect("host");
+        let reason = format!("/{reason}");
+        let delta = num(&drops(i), &reason) - num(&before[i], &reason);
         assert!(
             delta >= *n,
             "{host}: {n} frames should count as {reason}, counted {delta}: {}",
-            drops(host)
+            drops(i)
         );
     }
-    for (i, h) in hosts.iter().enumerate() {
+    for (i, (h, _)) in hosts.iter().enumerate() {
         println!(
             "{h} drops after the garbage (+{}): {}",
-            counted(i, h),
-            drops(h)
+            counted(i),
+            drops(i)
         );
     }
     // Everyone is alive and the service goes on, on the direct path too.
-    assert!(svc.ap.daemon().is_running() && svc.members[&1].daemon().is_running());
-    assert!(svc.clients[shim].daemon().is_running());
+    assert!(hosts.iter().all(|(_, host)| host.daemon().is_running()));
     assert_eq!(who(&svc, attacker), "member1");
     let direct = num(&svc.clients[shim].status(), "/counters/direct_in");
     assert_eq!(who(&svc, shim), "member1");
     assert!(num(&svc.clients[shim].status(), "/counters/direct_in") > direct);
     assert!(shim_binding(&svc.clients[shim], 1).is_some());
+}
+
+/// The tunnel endpoints the garbage goes to.
+struct Targets {
+    ap: SocketAddr,
+    member: SocketAddr,
+    shim: SocketAddr,
+}
+
+impl Targets {
+    /// "ap", "member" or "shim".
+    fn name(&self, to: &SocketAddr) -> &'static str {
+        if *to == self.ap {
+            "ap"
+        } else if *to == self.member {
+            "member"
+        } else {
+            "shim"
+        }
+    }
+
+    /// Crafted frames: (target, frame, the drop reason it must be counted
+    /// as). `shim_addr` is the shim client's address, `attacker` the sender's.
+    fn crafted(&self, shim_addr: Ipv6Addr, attacker: Ipv6Addr) -> Vec<(SocketAddr, Vec<u8>, &str)> {
+        let to_hoa = |src: Ipv6Addr| inner_udp(src, HOME_ADDRESS, 5555, SERVICE_PORT, b"spoof");
+        let from_hoa = inner_udp(HOME_ADDRESS, attacker, SERVICE_PORT, 5555, b"spoof");
+        let (ap, member, shim) = (self.ap, self.member, self.shim);
+        vec![
+            (ap, vec![0x10], "malformed"),
+            (ap, vec![0x10, 0x00, 0x00], "malformed"),
+            (ap, frame(0x20, None, &to_hoa(attacker)), "bad_version"),
+            (ap, frame(0x15, None, &[0; 40]), "malformed"), // unknown kind
+            (ap, frame(0x10, None, &[0x60; 20]), "malformed"), // inner too short
+            (ap, frame(0x11, None, &[0xff; 24]), "malformed"), // control, bad MH
+            // A data frame whose inner source is another host (the shim client).
+            (ap, frame(0x10, None, &to_hoa(shim_addr)), "spoofed_source"),
+            (
+                ap,
+                frame(0x10, None, &inner_udp(attacker, attacker, 1, 2, b"x")),
+                "unknown_home_address",
+            ),
+            (member, vec![0x10, 0x80], "malformed"),
+            (
+                member,
+                frame(0x30, Some(1), &to_hoa(attacker)),
+                "bad_version",
+            ),
+            (member, frame(0x11, Some(1), &[0x3b; 16]), "malformed"),
+            // Data from an endpoint that is neither the AP nor a bound shim.
+            (
+                member,
+                frame(0x10, Some(1), &to_hoa(attacker)),
+                "unknown_peer",
+            ),
+            // ... claiming to be the shim client, from the wrong endpoint.
+            (
+                member,
+                frame(0x10, Some(1), &to_hoa(shim_addr)),
+                "spoofed_source",
+            ),
+            // ... for another member.
+            (
+                member,
+                frame(0x10, Some(2), &to_hoa(attacker)),
+                "unknown_peer",
+            ),
+            (shim, vec![0x1f; 3], "malformed"),
+            (shim, frame(0x40, Some(1), &from_hoa), "bad_version"),
+            // Data "from the HoA" sent by a stranger, not the bound member.
+            (shim, frame(0x10, Some(1), &from_hoa), "unknown_peer"),
+            // Inner source not the HoA.
+            (
+                shim,
+                frame(0x10, Some(1), &inner_udp(attacker, shim_addr, 1, 2, b"x")),
+                "spoofed_source",
+            ),
+        ]
+    }
+
+    /// `count` random datagrams of 1 to 1400 bytes, to each target in turn.
+    fn random(&self, count: usize) -> Vec<(SocketAddr, Vec<u8>)> {
+        let mut rng = SplitMix64::new(3);
+        (0..count)
+            .map(|i| {
+                let len = (rng.next_u64() % 1400) as usize + 1;
+                let bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+                ([self.ap, self.member, self.shim][i % 3], bytes)
+            })
+            .collect()
+    }
+}
+
+/// The sum of a daemon's drop counters.
+fn drop_total(drops: &Value) -> u64 {
+    drops
+        .as_object()
+        .map_or(0, |o| o.values().filter_map(Value::as_u64).sum())
 }
 
 /// In the tests with the AP 30 ms from the client and 2 ms from the

@@ -5,14 +5,15 @@
 #![allow(dead_code, unused_imports)] // each test file uses a different subset
 
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use homeaddr_netns_tests::service::{Host, SERVICE_PORT, Service};
-use homeaddr_netns_tests::testapp;
-use homeaddr_netns_tests::{Netns, scenario};
+use homeaddr_netns_tests::testapp::{self, RttReport};
+use homeaddr_netns_tests::{Netns, scenario, wait_until};
 use serde_json::Value;
 
 pub use homeaddr_netns_tests::scenario::read::{
-    ap_member_state, num, shim_binding, shim_service_flow,
+    ap_member_state, member_draining, num, shim_binding, shim_service_flow,
 };
 pub use homeaddr_netns_tests::scenario::{Client, OP_TIMEOUT, POLL};
 
@@ -64,6 +65,46 @@ pub fn move_member(svc: &mut Service, id: u16, shim: usize) -> scenario::Move {
         dump(svc)
     );
     mv
+}
+
+/// Drains member `id` and waits until shim client `shim` hears of it;
+/// how long that took.
+pub fn drain(svc: &Service, id: u16, shim: usize) -> Duration {
+    scenario::drain(svc, id, Some(shim))
+        .expect("drain accepted")
+        .unwrap_or_else(|| panic!("the shim's binding does not show the drain\n{}", dump(svc)))
+}
+
+/// Sessions of `count` round trips 50 ms apart from each of `clients`,
+/// once every one of them is established.
+pub fn open_sessions(svc: &Service, clients: &[usize], count: usize) -> scenario::Sessions {
+    let sessions = scenario::Sessions::start(svc, clients, count, Duration::from_millis(50))
+        .expect("sessions start");
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        "every session to be established",
+        || {
+            clients
+                .iter()
+                .all(|&c| established_to_service(&svc.clients[c].ns) >= 1)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(svc)));
+    sessions
+}
+
+/// Each session's report, with its client; panics if one broke.
+pub fn session_reports(svc: &Service, sessions: scenario::Sessions) -> Vec<(usize, RttReport)> {
+    let clients = sessions.clients.clone();
+    clients
+        .into_iter()
+        .zip(sessions.join())
+        .map(|(c, r)| {
+            let report = r.unwrap_or_else(|e| panic!("c{c}'s session broke: {e}\n{}", dump(svc)));
+            (c, report)
+        })
+        .collect()
 }
 
 /// The member id of a server name ("member2" -> 2).
