@@ -597,6 +597,37 @@ fn send_from(
 // ---------------------------------------------------------------------------
 // Clients.
 
+/// SCHED_FIFO priority of [`realtime`]: below the WAN emulator's threads
+/// (10 by default), so that the emulator still delivers on time.
+pub const PROBE_PRIORITY: i32 = 5;
+
+/// Runs `f` with the calling thread at real-time priority
+/// ([`PROBE_PRIORITY`]) and restores its policy after; threads and
+/// processes that `f` starts inherit the priority and keep it.
+///
+/// For light probes that measure the emulated path (RTT series, echo
+/// servers): on a loaded machine a normal thread waits for a core for
+/// milliseconds after each wake-up, and that wait would be measured as
+/// latency. Not for bulk transfers: they would starve the machine.
+pub fn realtime<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: reads and sets only the calling thread's scheduling policy,
+    // with valid pointers to locals.
+    let (policy, param) = unsafe {
+        let mut policy = 0;
+        let mut param: libc::sched_param = std::mem::zeroed();
+        libc::pthread_getschedparam(libc::pthread_self(), &mut policy, &mut param);
+        let rt = libc::sched_param {
+            sched_priority: PROBE_PRIORITY,
+        };
+        libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &rt);
+        (policy, param)
+    };
+    let result = f();
+    // SAFETY: as above.
+    unsafe { libc::pthread_setschedparam(libc::pthread_self(), policy, &param) };
+    result
+}
+
 fn connect(server: SocketAddr, timeout: Duration) -> Result<TcpStream, TestAppError> {
     let stream = TcpStream::connect_timeout(&server, timeout).map_err(io_ctx(format!(
         "connecting to {server} (timeout {timeout:?})"

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use homeaddr_netns_tests::service::{HOME_ADDRESS, SERVICE_PORT, Service, TUNNEL_PORT};
 use homeaddr_netns_tests::wan::core::SplitMix64;
-use homeaddr_netns_tests::{require_root, testapp, wait_until};
+use homeaddr_netns_tests::{testapp, wait_until};
 use serde_json::{Value, json};
 
 use homeaddr_netns_tests::scenario::{Move, Rebind, care_of};
@@ -31,10 +31,9 @@ const MS: Duration = Duration::from_millis(1);
 /// connection (affinity table in front of Maglev).
 #[test]
 fn legacy_clients_spread_over_members_and_keep_their_member_when_one_joins() {
-    if !require_root("legacy_clients_spread_over_members_and_keep_their_member_when_one_joins") {
+    let Some(_cpu) = common::timing_test() else {
         return;
-    }
-    let _cpu = common::timing_test();
+    };
     const CLIENTS: usize = 12;
     let mut svc = service("legacy", 3, &[Client::Legacy; CLIENTS]);
     let clients: Vec<usize> = (0..CLIENTS).collect();
@@ -133,10 +132,9 @@ fn legacy_clients_spread_over_members_and_keep_their_member_when_one_joins() {
 /// retransmission completes the binding.
 #[test]
 fn route_optimization_cuts_the_request_rtt_to_the_direct_path() {
-    if !require_root("route_optimization_cuts_the_request_rtt_to_the_direct_path") {
+    let Some(_cpu) = common::timing_test() else {
         return;
-    }
-    let _cpu = common::timing_test();
+    };
     let svc = service("rtt", 1, &[Client::Shim, Client::Shim]);
     let (cold, late) = (0, 1);
     for c in ["c0", "c1"] {
@@ -243,10 +241,9 @@ fn route_optimization_cuts_the_request_rtt_to_the_direct_path() {
 /// after the old address is gone traffic still flows.
 #[test]
 fn member_move_keeps_the_session_and_traffic_follows_the_new_care_of() {
-    if !require_root("member_move_keeps_the_session_and_traffic_follows_the_new_care_of") {
+    let Some(_cpu) = common::timing_test() else {
         return;
-    }
-    let _cpu = common::timing_test();
+    };
     let mut svc = service("move", 1, &[Client::Shim, Client::Legacy]);
     let (shim, legacy) = (0, 1);
     svc.set_latency("c0", "ap", 30 * MS).unwrap();
@@ -339,10 +336,9 @@ fn member_move_keeps_the_session_and_traffic_follows_the_new_care_of() {
 /// connection, from legacy and shim clients, goes to the other member.
 #[test]
 fn drained_member_finishes_open_connections_and_gets_no_new_ones() {
-    if !require_root("drained_member_finishes_open_connections_and_gets_no_new_ones") {
+    let Some(_cpu) = common::timing_test() else {
         return;
-    }
-    let _cpu = common::timing_test();
+    };
     let (svc, shim, legacy) = two_member_pool("drain");
     // Drain the shim's member; some legacy clients are on it too.
     let drained_name = who(&svc, shim);
@@ -392,10 +388,9 @@ fn drained_member_finishes_open_connections_and_gets_no_new_ones() {
 /// connection that was open on the dead member instead of letting it hang.
 #[test]
 fn killed_member_is_declared_down_and_its_clients_recover() {
-    if !require_root("killed_member_is_declared_down_and_its_clients_recover") {
+    let Some(_cpu) = common::timing_test() else {
         return;
-    }
-    let _cpu = common::timing_test();
+    };
     let (svc, shim, legacy) = two_member_pool("kill");
     let server = svc.service_endpoint();
     let victim_name = who(&svc, shim);
@@ -493,10 +488,9 @@ fn killed_member_is_declared_down_and_its_clients_recover() {
 /// Packet Too Big, and from then on the client fragments for 1448.
 #[test]
 fn full_size_and_fragmented_datagrams_cross_both_ways() {
-    if !require_root("full_size_and_fragmented_datagrams_cross_both_ways") {
+    let Some(_cpu) = common::timing_test() else {
         return;
-    }
-    let _cpu = common::timing_test();
+    };
     let svc = service("udpmtu", 1, &[Client::Shim, Client::Legacy]);
     let (shim, legacy) = (0, 1);
     let server = svc.service_endpoint();
@@ -551,10 +545,9 @@ fn full_size_and_fragmented_datagrams_cross_both_ways() {
 /// one was drained, still get their fragmented datagrams echoed whole.
 #[test]
 fn fragmented_datagrams_stay_whole_when_the_members_change() {
-    if !require_root("fragmented_datagrams_stay_whole_when_the_members_change") {
+    let Some(_cpu) = common::timing_test() else {
         return;
-    }
-    let _cpu = common::timing_test();
+    };
     let mut svc = service("fragmove", 1, &[Client::Legacy; 6]);
     let legacy: Vec<usize> = (0..6).collect();
     let server = svc.service_endpoint();
@@ -618,10 +611,9 @@ fn fragmented_datagrams_stay_whole_when_the_members_change() {
 /// keep running, and the service goes on.
 #[test]
 fn garbage_datagrams_are_dropped_and_counted() {
-    if !require_root("garbage_datagrams_are_dropped_and_counted") {
+    let Some(_cpu) = common::timing_test() else {
         return;
-    }
-    let _cpu = common::timing_test();
+    };
     let svc = service("garbage", 1, &[Client::Shim, Client::Legacy]);
     let (shim, attacker) = (0, 1);
     assert_eq!(who(&svc, shim), "member1");

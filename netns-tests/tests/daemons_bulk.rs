@@ -13,7 +13,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use homeaddr_netns_tests::wan::LinkParams;
-use homeaddr_netns_tests::{require_root, testapp, wait_until};
+use homeaddr_netns_tests::{testapp, wait_until};
 
 use homeaddr_netns_tests::scenario::{Move, Rebind};
 use support::*;
@@ -46,10 +46,9 @@ fn mbit_per_s(bytes: u64, seconds: f64) -> f64 {
 /// shows the flow on the direct path.
 #[test]
 fn shim_transfer_started_through_the_ap_finishes_on_the_direct_path() {
-    if !require_root("shim_transfer_started_through_the_ap_finishes_on_the_direct_path") {
+    let Some(_cpu) = common::heavy_test() else {
         return;
-    }
-    let _cpu = common::heavy_test();
+    };
     let svc = service("rotransfer", 1, &[Client::Shim]);
     let client = 0;
     svc.wan.set_link_both("ap", "c0", limited(40, 30)).unwrap();
@@ -173,10 +172,9 @@ fn shim_transfer_started_through_the_ap_finishes_on_the_direct_path() {
 /// and no tunnel packet or inner packet had to be fragmented.
 #[test]
 fn full_size_segments_cross_both_ways_for_legacy_and_shim_clients() {
-    if !require_root("full_size_segments_cross_both_ways_for_legacy_and_shim_clients") {
+    let Some(_cpu) = common::heavy_test() else {
         return;
-    }
-    let _cpu = common::heavy_test();
+    };
     let svc = service("tcpmtu", 1, &[Client::Shim, Client::Legacy]);
     let (shim, legacy) = (0, 1);
     assert_eq!(who(&svc, shim), "member1");
@@ -251,10 +249,9 @@ fn full_size_segments_cross_both_ways_for_legacy_and_shim_clients() {
 /// without a move. After the old address is retired, traffic still flows.
 #[test]
 fn shim_transfer_survives_a_member_move() {
-    if !require_root("shim_transfer_survives_a_member_move") {
+    let Some(_cpu) = common::heavy_test() else {
         return;
-    }
-    let _cpu = common::heavy_test();
+    };
     let mut svc = service("movexfer", 1, &[Client::Shim, Client::Legacy]);
     let (client, legacy) = (0, 1);
     svc.wan.set_link_both("m1", "c0", limited(200, 30)).unwrap();

@@ -14,6 +14,11 @@ use homeaddr_netns_tests::{Netns, Topology, require_root, ula};
 
 const MS: Duration = Duration::from_millis(1);
 
+// The probes and echo servers run at real-time priority below the
+// emulator's (`testapp::realtime`): on a loaded machine a normal thread
+// waits milliseconds for a core after every wake-up, four wake-ups per
+// round trip, and that is not the emulated path.
+
 /// Checks round trips against the emulated path of `expected_us`: none is
 /// faster, and the fastest is within 3 ms of it. Other work on a loaded
 /// machine delays a sample now and then (the emulator's threads run at
@@ -34,7 +39,7 @@ fn assert_emulated(samples: &[u64], expected_us: u64, what: &str) {
 
 /// A testapp server on port 7000 of `addr` in `ns`.
 fn echo_server(ns: &Netns, addr: Ipv6Addr, name: &str) -> testapp::Server {
-    ns.enter(|| testapp::Server::start(sock(addr, 7000), name))
+    ns.enter(|| testapp::realtime(|| testapp::Server::start(sock(addr, 7000), name)))
         .unwrap()
         .unwrap()
 }
@@ -49,7 +54,7 @@ fn udp_echo(
     timeout: Duration,
 ) -> UdpEchoReport {
     let to = server.local_addr();
-    ns.enter(|| testapp::udp_echo(to, count, interval, size, timeout))
+    ns.enter(|| testapp::realtime(|| testapp::udp_echo(to, count, interval, size, timeout)))
         .unwrap()
         .unwrap()
 }
@@ -68,17 +73,14 @@ fn tcp_rtt(
     timeout: Duration,
 ) -> RttReport {
     let to = server.local_addr();
-    ns.enter(|| testapp::rtt(to, count, interval, timeout))
+    ns.enter(|| testapp::realtime(|| testapp::rtt(to, count, interval, timeout)))
         .unwrap()
         .unwrap()
 }
 
 #[test]
 fn latency_30ms_one_way_gives_60ms_rtt() {
-    if !require_root("latency_30ms_one_way_gives_60ms_rtt") {
-        return;
-    }
-    let _cpu = timing_test();
+    let Some(_cpu) = timing_test() else { return };
     let bed = wan_bed("latency", WanConfig::default());
     bed.wan
         .set_link_both("a", "b", LinkParams::with_latency(30 * MS))
@@ -97,10 +99,7 @@ fn latency_30ms_one_way_gives_60ms_rtt() {
 
 #[test]
 fn asymmetric_latency_matrix_adds_up() {
-    if !require_root("asymmetric_latency_matrix_adds_up") {
-        return;
-    }
-    let _cpu = timing_test();
+    let Some(_cpu) = timing_test() else { return };
     let bed = wan_bed("asym", WanConfig::default());
     bed.wan
         .set_link("a", "b", LinkParams::with_latency(5 * MS))
@@ -115,10 +114,7 @@ fn asymmetric_latency_matrix_adds_up() {
 
 #[test]
 fn loss_10_percent_is_statistical_and_counted() {
-    if !require_root("loss_10_percent_is_statistical_and_counted") {
-        return;
-    }
-    let _cpu = timing_test();
+    let Some(_cpu) = timing_test() else { return };
     let bed = wan_bed("loss", WanConfig::default());
     bed.wan
         .set_link(
@@ -158,10 +154,7 @@ fn loss_10_percent_is_statistical_and_counted() {
 
 #[test]
 fn full_queue_drops_and_counts() {
-    if !require_root("full_queue_drops_and_counts") {
-        return;
-    }
-    let _cpu = timing_test();
+    let Some(_cpu) = timing_test() else { return };
     let bed = wan_bed("queue", WanConfig::default());
     bed.wan
         .set_link(
@@ -189,32 +182,31 @@ fn full_queue_drops_and_counts() {
 
 #[test]
 fn latency_change_shows_within_one_tcp_connection() {
-    if !require_root("latency_change_shows_within_one_tcp_connection") {
-        return;
-    }
-    let _cpu = timing_test();
+    let Some(_cpu) = timing_test() else { return };
     let bed = wan_bed("change", WanConfig::default());
     bed.wan.set_latency("a", "b", 5 * MS).unwrap();
     let server = echo_server(&bed.b, B_WAN, "b");
     let addr = server.local_addr();
     let probe = bed
         .a
-        .spawn_thread("rtt", move || testapp::rtt(addr, 40, 25 * MS, 2 * SECOND))
+        .spawn_thread("rtt", move || {
+            testapp::realtime(|| testapp::rtt(addr, 40, 25 * MS, 2 * SECOND))
+        })
         .unwrap();
     // Pacing, not a condition: the assertions below find the change in the
     // samples wherever it fell, as long as it fell inside the connection.
     std::thread::sleep(500 * MS);
     bed.wan.set_latency("a", "b", 20 * MS).unwrap();
     let report = probe.join().unwrap().unwrap();
-    // The first sample of the new latency; the one before it may straddle
-    // the change.
+    // No round trip after the change can be faster than 40 ms: the last one
+    // that is came before it (a sample delayed before the change may still
+    // count as late; it only makes that side slower).
     let switch = report
         .rtt_us
         .iter()
-        .position(|&r| r >= 40_000)
-        .unwrap_or(report.rtt_us.len());
-    let early = &report.rtt_us[..switch.saturating_sub(1)];
-    let late = &report.rtt_us[switch..];
+        .rposition(|&r| r < 40_000)
+        .map_or(0, |i| i + 1);
+    let (early, late) = report.rtt_us.split_at(switch);
     assert!(
         early.len() >= 5 && late.len() >= 5,
         "the change did not fall inside the connection: {:?}",
@@ -260,10 +252,7 @@ fn extra_prefix_is_delivered_to_its_host() {
 
 #[test]
 fn tcp_download_with_testapp_binary_has_the_right_sha256() {
-    if !require_root("tcp_download_with_testapp_binary_has_the_right_sha256") {
-        return;
-    }
-    let _cpu = heavy_test();
+    let Some(_cpu) = heavy_test() else { return };
     let bed = wan_bed("download", WanConfig::default());
     bed.wan.set_latency("a", "b", 10 * MS).unwrap();
     let bind = sock(B_WAN, 8080).to_string();
@@ -346,12 +335,15 @@ fn tcp_download_with_testapp_binary_has_the_right_sha256() {
 
 #[test]
 fn emulator_throughput_without_delay() {
-    if !require_root("emulator_throughput_without_delay") {
-        return;
-    }
-    let _cpu = heavy_test();
+    let Some(_cpu) = heavy_test() else { return };
     let bed = wan_bed("thruput", WanConfig::default());
-    let server = echo_server(&bed.b, B_WAN, "b");
+    // At normal priority: a bulk transfer at real-time priority would
+    // starve the machine.
+    let server = bed
+        .b
+        .enter(|| testapp::Server::start(sock(B_WAN, 7000), "b"))
+        .unwrap()
+        .unwrap();
     let bytes: u64 = 128 << 20;
     let report = bed
         .a
@@ -378,10 +370,7 @@ fn emulator_throughput_without_delay() {
 
 #[test]
 fn wan_binary_relays_with_configured_latency() {
-    if !require_root("wan_binary_relays_with_configured_latency") {
-        return;
-    }
-    let _cpu = timing_test();
+    let Some(_cpu) = timing_test() else { return };
     let topo = Topology::new("wanbin").unwrap();
     let a = topo.add_netns("a").unwrap();
     let b = topo.add_netns("b").unwrap();
