@@ -696,17 +696,15 @@ fn step_move(svc: &mut Service, report: &mut Report, member: u16) -> anyhow::Res
     say(&format!(
         "packets dropped by the access point, the member and the shim meanwhile: {dropped}"
     ));
-    report.check(
-        "member move mid-transfer",
-        get.sha_ok && get.server == format!("member{member}") && stall < Duration::from_secs(1),
-        format!(
-            "{} SHA-256 ok={}, stall {}",
-            mib(get.bytes),
-            get.sha_ok,
-            ms(stall)
-        ),
+    let transfer_ok =
+        get.sha_ok && get.server == format!("member{member}") && stall < Duration::from_secs(1);
+    let numbers = format!(
+        "{} SHA-256 ok={}, stall {}",
+        mib(get.bytes),
+        get.sha_ok,
+        ms(stall)
     );
-    after_the_move(svc, report, member, &moved.mv)
+    after_the_move(svc, report, member, &moved.mv, (transfer_ok, numbers))
 }
 
 /// When the member moved and when the shim followed.
@@ -758,11 +756,13 @@ fn say_held(m: &str, via_ap_sent: u64, rebound: bool) {
 }
 
 /// The old address retired: the member is reachable at the new one only.
+/// Reports the transfer's check (`transfer`) and then the bindings'.
 fn after_the_move(
     svc: &Service,
     report: &mut Report,
     member: u16,
     mv: &Move,
+    transfer: (bool, String),
 ) -> anyhow::Result<()> {
     svc.retire_address(mv.old);
     let before = shim_count(svc, "via_ap_out");
@@ -776,6 +776,7 @@ fn after_the_move(
         "old address {} retired; a new connection is served by {who} ({via_ap} packets via the access point); the access point lists its care-of as {ap_care_of}",
         mv.old
     ));
+    report.check("member move mid-transfer", transfer.0, transfer.1);
     let new_ep = &mv.care_of;
     let followed = ap_care_of == *new_ep && shim_care_of == *new_ep;
     report.check(
@@ -876,6 +877,7 @@ fn step_drain(
             )
         })
         .unwrap_or_default();
+    let (open_ok, open_numbers) = open_session_finished(session, member);
     report.check(
         "drain: new connections go elsewhere",
         told.is_some()
@@ -889,12 +891,13 @@ fn step_drain(
             if told.is_some() { "" } else { ", shim not told" }
         ),
     );
-    open_session_finished(report, session, member);
+    report.check("drain: the open connection finishes", open_ok, open_numbers);
     Ok(())
 }
 
-/// The open connection on the drained member ran to its end there.
-fn open_session_finished(report: &mut Report, session: Sessions, member: u16) {
+/// Whether the open connection on the drained member ran to its end there,
+/// and the numbers of its check.
+fn open_session_finished(session: Sessions, member: u16) -> (bool, String) {
     let open = session.join().pop().expect("one session");
     let (ok, numbers) = match &open {
         Ok(r) => {
@@ -920,7 +923,7 @@ fn open_session_finished(report: &mut Report, session: Sessions, member: u16) {
             (false, e.to_string())
         }
     };
-    report.check("drain: the open connection finishes", ok, numbers);
+    (ok, numbers)
 }
 
 // ---------------------------------------------------------------------------
