@@ -12,10 +12,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use homeaddr_netns_tests::service::Service;
 use homeaddr_netns_tests::wan::LinkParams;
 use homeaddr_netns_tests::{testapp, wait_until};
 
-use homeaddr_netns_tests::scenario::{Move, Rebind};
+use homeaddr_netns_tests::scenario::traffic;
 use support::*;
 
 const MB: u64 = 1 << 20;
@@ -28,6 +29,15 @@ fn limited(mbit: u64, queue_ms: u64) -> LinkParams {
         queue_limit: (packets_per_ms * queue_ms).max(16) as usize,
         ..LinkParams::default()
     }
+}
+
+/// Waits up to `seconds` until member 1 has sent `packets` directly.
+fn await_direct_out(svc: &Service, packets: u64, seconds: u64, what: &str) {
+    let member = &svc.members[&1];
+    wait_until(Duration::from_secs(seconds), POLL, what, || {
+        num(&member.status(), "/counters/direct_out") >= packets
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(svc)));
 }
 
 fn mbit_per_s(bytes: u64, seconds: f64) -> f64 {
@@ -95,13 +105,12 @@ fn shim_transfer_started_through_the_ap_finishes_on_the_direct_path() {
         .as_secs_f64();
     let member = &svc.members[&1];
     let direct_out = num(&member.status(), "/counters/direct_out");
-    wait_until(
-        Duration::from_secs(5),
-        POLL,
+    await_direct_out(
+        &svc,
+        direct_out + 500,
+        5,
         "the member to send the transfer directly",
-        || num(&member.status(), "/counters/direct_out") >= direct_out + 500,
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&svc)));
+    );
     // Sample A, then B after 10 more MB, while the transfer goes on.
     let sample = || {
         let m = ap_member(&svc, 1);
@@ -259,44 +268,18 @@ fn shim_transfer_survives_a_member_move() {
     assert_eq!(who(&svc, client), "member1");
     bound(&svc, client, 1);
     const BYTES: u64 = 50 * MB;
-    let baseline = in_ns(&svc.clients[client], || {
-        testapp::get(server, BYTES, OP_TIMEOUT)
-    })
-    .expect("baseline transfer");
-    assert_eq!(baseline.sha256, testapp::expected_sha256(BYTES));
+    let baseline = download(&svc, client, BYTES);
 
-    let member = &svc.members[&1];
-    let direct_out = num(&member.status(), "/counters/direct_out");
     let spoofed = num(&svc.ap.status(), "/counters/drops/spoofed_source");
-    let transfer = spawn_in(&svc.clients[client], "get", move || {
-        testapp::get(server, BYTES, OP_TIMEOUT)
-    });
     // A legacy client's transfer runs across the move too: the member's
     // answers to it reach the AP from the old, then the new care-of.
     let legacy_transfer = spawn_in(&svc.clients[legacy], "get", move || {
         testapp::get(server, 4 * BYTES, OP_TIMEOUT)
     });
-    // About 15 MB in (1448-byte segments), move.
-    wait_until(
-        Duration::from_secs(20),
-        POLL,
-        "the transfer to be under way",
-        || num(&member.status(), "/counters/direct_out") >= direct_out + 10_000,
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&svc)));
-    let Move {
-        old,
-        care_of: new_care_of,
-        rebind: Rebind { at_ap, at_shim },
-        ..
-    } = move_member(&mut svc, 1, client);
-    let still_running = !transfer.is_finished();
+    // About 15 MB in, move.
+    let moved = traffic::move_mid_download(&mut svc, 1, client, BYTES, 15 * MB)
+        .unwrap_or_else(|e| panic!("the transfer broke at the move: {e:#}\n{}", dump(&svc)));
     let legacy_still_running = !legacy_transfer.is_finished();
-    let report = transfer
-        .join()
-        .expect("get thread")
-        .unwrap_or_else(|e| panic!("the transfer broke at the move: {e}\n{}", dump(&svc)));
-    assert_eq!(report.sha256, testapp::expected_sha256(BYTES));
     let legacy_report = legacy_transfer
         .join()
         .expect("get thread")
@@ -315,41 +298,38 @@ fn shim_transfer_survives_a_member_move() {
     // Make before break: the member re-registers from the new care-of
     // before any data leaves from there, so the AP drops none of it.
     assert_eq!(dropped, 0, "{}", dump(&svc));
+    let Some(at) = &moved.moved else {
+        panic!("the transfer ended before the move took effect");
+    };
+    assert!(
+        at.mv.rebind.complete(),
+        "{:?}\n{}",
+        at.mv.rebind,
+        dump(&svc)
+    );
+    let (get, seconds) = (&moved.get, moved.get.elapsed.as_secs_f64());
     println!(
-        "50 MB without a move {:.2} s ({:.0} Mbit/s), with a move {:.2} s ({:.0} Mbit/s): {:+.0} ms; AP had the new care-of {at_ap:?} and the shim {at_shim:?} after the move",
+        "50 MB without a move {:.2} s ({:.0} Mbit/s), with a move {seconds:.2} s: {:+.0} ms, longest pause {:?}; AP had the new care-of {:?} and the shim {:?} after the move",
         baseline.seconds,
         baseline.mbit_per_s(),
-        report.seconds,
-        report.mbit_per_s(),
-        (report.seconds - baseline.seconds) * 1e3
+        (seconds - baseline.seconds) * 1e3,
+        moved.stall(Duration::from_millis(500)).0,
+        at.mv.rebind.at_ap,
+        at.mv.rebind.at_shim,
     );
+    assert!(get.sha_ok, "the transfer across the move is not intact");
     assert!(
-        still_running,
-        "the transfer ended before the move took effect"
-    );
-    assert!(
-        report.seconds < baseline.seconds + 2.0,
-        "the move stalled the transfer: {:.2} s vs {:.2} s",
-        report.seconds,
+        seconds < baseline.seconds + 2.0,
+        "the move stalled the transfer: {seconds:.2} s vs {:.2} s",
         baseline.seconds
     );
 
-    svc.retire_address(old);
-    let member = &svc.members[&1];
-    let direct_in = num(&member.status(), "/counters/direct_in");
-    let after = in_ns(&svc.clients[client], || {
-        testapp::get(server, 5 * MB, OP_TIMEOUT)
-    })
-    .unwrap_or_else(|e| {
-        panic!(
-            "no transfer after the old address went: {e}\n{}",
-            dump(&svc)
-        )
-    });
-    assert_eq!(after.sha256, testapp::expected_sha256(5 * MB));
-    assert!(num(&member.status(), "/counters/direct_in") > direct_in);
+    svc.retire_address(at.mv.old);
+    let direct_in = num(&svc.members[&1].status(), "/counters/direct_in");
+    download(&svc, client, 5 * MB);
+    assert!(num(&svc.members[&1].status(), "/counters/direct_in") > direct_in);
     assert_eq!(
         shim_binding(&svc.clients[client], 1).map(|b| b["care_of"].clone()),
-        Some(new_care_of.as_str().into())
+        Some(at.mv.care_of.as_str().into())
     );
 }

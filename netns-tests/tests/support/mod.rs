@@ -107,6 +107,17 @@ pub fn session_reports(svc: &Service, sessions: scenario::Sessions) -> Vec<(usiz
         .collect()
 }
 
+/// A download of `bytes` by client `index`; panics unless it is intact.
+pub fn download(svc: &Service, index: usize, bytes: u64) -> testapp::GetReport {
+    let get = scenario::download(svc, &svc.clients[index], bytes)
+        .unwrap_or_else(|e| panic!("download: {e:#}\n{}", dump(svc)));
+    assert!(
+        scenario::intact(&get),
+        "the download is not intact: {get:?}"
+    );
+    get
+}
+
 /// The member id of a server name ("member2" -> 2).
 pub fn id_of(server_name: &str) -> u16 {
     scenario::member_of(server_name).unwrap_or_else(|| panic!("not a member: {server_name}"))
