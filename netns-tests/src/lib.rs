@@ -16,6 +16,7 @@
 //! root, and fails when `CI=true` (a skipped namespace test in CI is a bug).
 
 mod nsenter;
+pub mod scenario;
 pub mod service;
 pub mod testapp;
 pub mod topology;

@@ -597,6 +597,37 @@ fn send_from(
 // ---------------------------------------------------------------------------
 // Clients.
 
+/// SCHED_FIFO priority of [`realtime`]: below the WAN emulator's threads
+/// (10 by default), so that the emulator still delivers on time.
+pub const PROBE_PRIORITY: i32 = 5;
+
+/// Runs `f` with the calling thread at real-time priority
+/// ([`PROBE_PRIORITY`]) and restores its policy after; threads and
+/// processes that `f` starts inherit the priority and keep it.
+///
+/// For light probes that measure the emulated path (RTT series, echo
+/// servers): on a loaded machine a normal thread waits for a core for
+/// milliseconds after each wake-up, and that wait would be measured as
+/// latency. Not for bulk transfers: they would starve the machine.
+pub fn realtime<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: reads and sets only the calling thread's scheduling policy,
+    // with valid pointers to locals.
+    let (policy, param) = unsafe {
+        let mut policy = 0;
+        let mut param: libc::sched_param = std::mem::zeroed();
+        libc::pthread_getschedparam(libc::pthread_self(), &mut policy, &mut param);
+        let rt = libc::sched_param {
+            sched_priority: PROBE_PRIORITY,
+        };
+        libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &rt);
+        (policy, param)
+    };
+    let result = f();
+    // SAFETY: as above.
+    unsafe { libc::pthread_setschedparam(libc::pthread_self(), policy, &param) };
+    result
+}
+
 fn connect(server: SocketAddr, timeout: Duration) -> Result<TcpStream, TestAppError> {
     let stream = TcpStream::connect_timeout(&server, timeout).map_err(io_ctx(format!(
         "connecting to {server} (timeout {timeout:?})"
@@ -953,13 +984,9 @@ pub fn udp_echo(
         sent_at
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())[seq] = Some(Instant::now());
-        if let Err(e) = socket.send(&datagram) {
-            // ICMP errors surface as ECONNREFUSED on a connected socket;
-            // keep going, the datagram just counts as lost.
-            if e.kind() != io::ErrorKind::ConnectionRefused {
-                send_result = Err(io_ctx(format!("sending datagram {seq} to {server}"))(e));
-                break;
-            }
+        if let Err(e) = send_datagram(&socket, &datagram) {
+            send_result = Err(io_ctx(format!("sending datagram {seq} to {server}"))(e));
+            break;
         }
     }
     done.store(true, Ordering::SeqCst);
@@ -974,6 +1001,36 @@ pub fn udp_echo(
         median_us: median(&received),
         rtt_us: rtts,
     })
+}
+
+/// How many times one datagram is offered again after the socket reported
+/// an ICMP error: each report stands for one ICMPv6 message that came back,
+/// and a path has few hops whose MTU can shrink.
+const ICMP_RETRIES: usize = 4;
+
+/// Sends one datagram on a connected UDP socket. The kernel reports an
+/// ICMP error that came back for an earlier datagram on the *next* send,
+/// and that send does not leave: ECONNREFUSED (port unreachable: the
+/// earlier datagram is lost), or EMSGSIZE after a Packet Too Big (the path
+/// MTU shrank; sent again, the datagram leaves fragmented for the new
+/// MTU). The error is not this datagram's, so it is sent again. A datagram
+/// still refused after [`ICMP_RETRIES`] reports counts as lost
+/// (ECONNREFUSED) or is an error (EMSGSIZE: the socket cannot carry it).
+fn send_datagram(socket: &UdpSocket, datagram: &[u8]) -> io::Result<()> {
+    let mut reports = 0;
+    loop {
+        match socket.send(datagram) {
+            Ok(_) => return Ok(()),
+            Err(e) if reports < ICMP_RETRIES && is_icmp_report(&e) => reports += 1,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether a send error is the report of an ICMP error for an earlier datagram.
+fn is_icmp_report(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::ConnectionRefused || e.raw_os_error() == Some(libc::EMSGSIZE)
 }
 
 #[cfg(test)]
@@ -998,6 +1055,38 @@ mod tests {
             hex(&whole[..8]),
             hex(&SplitMix64::new(PAYLOAD_SEED).next_u64().to_le_bytes())
         );
+    }
+
+    /// An ICMP error pending on a connected socket fails the next plain
+    /// send; `send_datagram` takes it as the report it is and sends again.
+    #[test]
+    fn a_pending_icmp_error_does_not_fail_the_next_datagram() {
+        let closed = UdpSocket::bind("[::1]:0").unwrap();
+        let port = closed.local_addr().unwrap();
+        drop(closed);
+        let socket = UdpSocket::bind("[::1]:0").unwrap();
+        socket.connect(port).unwrap();
+        let pending = |socket: &UdpSocket| {
+            socket.send(b"probe").unwrap();
+            let mut pfd = libc::pollfd {
+                fd: socket.as_raw_fd(),
+                events: 0,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the call.
+            let n = unsafe { libc::poll(&mut pfd, 1, 5000) };
+            assert!(
+                n == 1 && pfd.revents & libc::POLLERR != 0,
+                "no ICMP error came back"
+            );
+        };
+        pending(&socket);
+        assert_eq!(
+            socket.send(b"plain").unwrap_err().kind(),
+            io::ErrorKind::ConnectionRefused
+        );
+        pending(&socket);
+        send_datagram(&socket, b"again").unwrap();
     }
 
     #[test]

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use homeaddr_control::FlowPath;
 use homeaddr_netns_tests::service::Service;
 use homeaddr_netns_tests::wan::LinkParams;
-use homeaddr_netns_tests::{require_root, testapp, wait_until};
+use homeaddr_netns_tests::{testapp, wait_until};
 
+use homeaddr_netns_tests::scenario::traffic;
 use support::*;
 
 const MB: u64 = 1 << 20;
@@ -29,6 +30,15 @@ fn limited(mbit: u64, queue_ms: u64) -> LinkParams {
         queue_limit: (packets_per_ms * queue_ms).max(16) as usize,
         ..LinkParams::default()
     }
+}
+
+/// Waits up to `seconds` until member 1 has sent `packets` directly.
+fn await_direct_out(svc: &Service, packets: u64, seconds: u64, what: &str) {
+    let member = &svc.members[&1];
+    wait_until(Duration::from_secs(seconds), POLL, what, || {
+        num(&member.status(), "/counters/direct_out") >= packets
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(svc)));
 }
 
 fn mbit_per_s(bytes: u64, seconds: f64) -> f64 {
@@ -47,13 +57,11 @@ fn mbit_per_s(bytes: u64, seconds: f64) -> f64 {
 /// shows the flow on the direct path.
 #[test]
 fn shim_transfer_started_through_the_ap_finishes_on_the_direct_path() {
-    if !require_root("shim_transfer_started_through_the_ap_finishes_on_the_direct_path") {
+    let Some(_cpu) = common::heavy_test() else {
         return;
-    }
-    let _cpu = common::heavy_test();
-    let mut svc = Service::start("rotransfer").expect("service starts");
-    svc.add_member(1, &[]).expect("member starts");
-    let client = svc.add_client(true, &[]).expect("shim client");
+    };
+    let svc = service("rotransfer", 1, &[Client::Shim]);
+    let client = 0;
     svc.wan.set_link_both("ap", "c0", limited(40, 30)).unwrap();
     svc.wan.set_link_both("m1", "c0", limited(200, 30)).unwrap();
     svc.wan.set_loss("c0", "m1", 1.0).unwrap();
@@ -98,13 +106,12 @@ fn shim_transfer_started_through_the_ap_finishes_on_the_direct_path() {
         .as_secs_f64();
     let member = &svc.members[&1];
     let direct_out = num(&member.status(), "/counters/direct_out");
-    wait_until(
-        Duration::from_secs(5),
-        POLL,
+    await_direct_out(
+        &svc,
+        direct_out + 500,
+        5,
         "the member to send the transfer directly",
-        || num(&member.status(), "/counters/direct_out") >= direct_out + 500,
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&svc)));
+    );
     // Sample A, then B after 10 more MB, while the transfer goes on.
     let sample = || {
         let m = ap_member(&svc, 1);
@@ -175,22 +182,13 @@ fn shim_transfer_started_through_the_ap_finishes_on_the_direct_path() {
 /// and no tunnel packet or inner packet had to be fragmented.
 #[test]
 fn full_size_segments_cross_both_ways_for_legacy_and_shim_clients() {
-    if !require_root("full_size_segments_cross_both_ways_for_legacy_and_shim_clients") {
+    let Some(_cpu) = common::heavy_test() else {
         return;
-    }
-    let _cpu = common::heavy_test();
-    let mut svc = Service::start("tcpmtu").expect("service starts");
-    svc.add_member(1, &[]).expect("member starts");
-    let shim = svc.add_client(true, &[]).expect("shim client");
-    let legacy = svc.add_client(false, &[]).expect("legacy client");
+    };
+    let svc = service("tcpmtu", 1, &[Client::Shim, Client::Legacy]);
+    let (shim, legacy) = (0, 1);
     assert_eq!(who(&svc, shim), "member1");
-    wait_until(
-        Duration::from_secs(5),
-        POLL,
-        "a binding at the shim",
-        || shim_binding(&svc.clients[shim], 1).is_some(),
-    )
-    .expect("route optimization");
+    bound(&svc, shim, 1);
     let server = svc.service_endpoint();
     const BYTES: u64 = 20 * MB;
     let namespaces = [
@@ -261,60 +259,28 @@ fn full_size_segments_cross_both_ways_for_legacy_and_shim_clients() {
 /// without a move. After the old address is retired, traffic still flows.
 #[test]
 fn shim_transfer_survives_a_member_move() {
-    if !require_root("shim_transfer_survives_a_member_move") {
+    let Some(_cpu) = common::heavy_test() else {
         return;
-    }
-    let _cpu = common::heavy_test();
-    let mut svc = Service::start("movexfer").expect("service starts");
-    svc.add_member(1, &[]).expect("member starts");
-    let client = svc.add_client(true, &[]).expect("shim client");
-    let legacy = svc.add_client(false, &[]).expect("legacy client");
+    };
+    let mut svc = service("movexfer", 1, &[Client::Shim, Client::Legacy]);
+    let (client, legacy) = (0, 1);
     svc.wan.set_link_both("m1", "c0", limited(200, 30)).unwrap();
     let server = svc.service_endpoint();
     assert_eq!(who(&svc, client), "member1");
-    wait_until(
-        Duration::from_secs(5),
-        POLL,
-        "a binding at the shim",
-        || shim_binding(&svc.clients[client], 1).is_some(),
-    )
-    .expect("route optimization");
+    bound(&svc, client, 1);
     const BYTES: u64 = 50 * MB;
-    let baseline = in_ns(&svc.clients[client], || {
-        testapp::get(server, BYTES, OP_TIMEOUT)
-    })
-    .expect("baseline transfer");
-    assert_eq!(baseline.sha256, testapp::expected_sha256(BYTES));
+    let baseline = download(&svc, client, BYTES);
 
-    let member = &svc.members[&1];
-    let direct_out = num(&member.status(), "/counters/direct_out");
     let spoofed = num(&svc.ap.status(), "/counters/drops/spoofed_source");
-    let transfer = spawn_in(&svc.clients[client], "get", move || {
-        testapp::get(server, BYTES, OP_TIMEOUT)
-    });
     // A legacy client's transfer runs across the move too: the member's
     // answers to it reach the AP from the old, then the new care-of.
     let legacy_transfer = spawn_in(&svc.clients[legacy], "get", move || {
         testapp::get(server, 4 * BYTES, OP_TIMEOUT)
     });
-    // About 15 MB in (1448-byte segments), move.
-    wait_until(
-        Duration::from_secs(20),
-        POLL,
-        "the transfer to be under way",
-        || num(&member.status(), "/counters/direct_out") >= direct_out + 10_000,
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&svc)));
-    let (old, new) = svc.move_member(1).expect("member moves");
-    let new_care_of = endpoint(new);
-    let (at_ap, at_shim) = await_move(&svc, client, 1, &new_care_of);
-    let still_running = !transfer.is_finished();
+    // About 15 MB in, move.
+    let moved = traffic::move_mid_download(&mut svc, 1, client, BYTES, 15 * MB)
+        .unwrap_or_else(|e| panic!("the transfer broke at the move: {e:#}\n{}", dump(&svc)));
     let legacy_still_running = !legacy_transfer.is_finished();
-    let report = transfer
-        .join()
-        .expect("get thread")
-        .unwrap_or_else(|e| panic!("the transfer broke at the move: {e}\n{}", dump(&svc)));
-    assert_eq!(report.sha256, testapp::expected_sha256(BYTES));
     let legacy_report = legacy_transfer
         .join()
         .expect("get thread")
@@ -333,41 +299,38 @@ fn shim_transfer_survives_a_member_move() {
     // Make before break: the member re-registers from the new care-of
     // before any data leaves from there, so the AP drops none of it.
     assert_eq!(dropped, 0, "{}", dump(&svc));
+    let Some(at) = &moved.moved else {
+        panic!("the transfer ended before the move took effect");
+    };
+    assert!(
+        at.mv.rebind.complete(),
+        "{:?}\n{}",
+        at.mv.rebind,
+        dump(&svc)
+    );
+    let (get, seconds) = (&moved.get, moved.get.elapsed.as_secs_f64());
     println!(
-        "50 MB without a move {:.2} s ({:.0} Mbit/s), with a move {:.2} s ({:.0} Mbit/s): {:+.0} ms; AP had the new care-of {at_ap:?} and the shim {at_shim:?} after the move",
+        "50 MB without a move {:.2} s ({:.0} Mbit/s), with a move {seconds:.2} s: {:+.0} ms, longest pause {:?}; AP had the new care-of {:?} and the shim {:?} after the move",
         baseline.seconds,
         baseline.mbit_per_s(),
-        report.seconds,
-        report.mbit_per_s(),
-        (report.seconds - baseline.seconds) * 1e3
+        (seconds - baseline.seconds) * 1e3,
+        moved.stall(Duration::from_millis(500)).0,
+        at.mv.rebind.at_ap,
+        at.mv.rebind.at_shim,
     );
+    assert!(get.sha_ok, "the transfer across the move is not intact");
     assert!(
-        still_running,
-        "the transfer ended before the move took effect"
-    );
-    assert!(
-        report.seconds < baseline.seconds + 2.0,
-        "the move stalled the transfer: {:.2} s vs {:.2} s",
-        report.seconds,
+        seconds < baseline.seconds + 2.0,
+        "the move stalled the transfer: {seconds:.2} s vs {:.2} s",
         baseline.seconds
     );
 
-    svc.retire_address(old);
-    let member = &svc.members[&1];
-    let direct_in = num(&member.status(), "/counters/direct_in");
-    let after = in_ns(&svc.clients[client], || {
-        testapp::get(server, 5 * MB, OP_TIMEOUT)
-    })
-    .unwrap_or_else(|e| {
-        panic!(
-            "no transfer after the old address went: {e}\n{}",
-            dump(&svc)
-        )
-    });
-    assert_eq!(after.sha256, testapp::expected_sha256(5 * MB));
-    assert!(num(&member.status(), "/counters/direct_in") > direct_in);
+    svc.retire_address(at.mv.old);
+    let direct_in = num(&svc.members[&1].status(), "/counters/direct_in");
+    download(&svc, client, 5 * MB);
+    assert!(num(&svc.members[&1].status(), "/counters/direct_in") > direct_in);
     assert_eq!(
         shim_binding(&svc.clients[client], 1).map(|b| b.care_of.to_string()),
-        Some(new_care_of)
+        Some(at.mv.care_of.clone())
     );
 }

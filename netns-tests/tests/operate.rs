@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use homeaddr_netns_tests::scenario::{self, Client};
 use homeaddr_netns_tests::service::{HOME_ADDRESS, KEY, Service, TUNNEL_PORT, bin};
 use homeaddr_netns_tests::wan::{HostSpec, WAN_SUBNET};
 use homeaddr_netns_tests::{Netns, require_root, testapp, ula, wait_until};
@@ -78,12 +79,7 @@ fn member_num(svc: &Service, id: u16, field: &str) -> u64 {
 
 /// The member that answers a fresh connection from client `index`.
 fn who(svc: &Service, index: usize) -> String {
-    let server = svc.service_endpoint();
-    svc.clients[index]
-        .ns
-        .enter(|| testapp::who(server, OP_TIMEOUT))
-        .expect("enter the client namespace")
-        .unwrap_or_else(|e| panic!("client c{index} cannot reach the service: {e}"))
+    scenario::who(svc, &svc.clients[index]).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A long session on one connection from client `index`, on a thread.
@@ -101,6 +97,23 @@ fn session(
         .expect("session thread starts")
 }
 
+/// A 60-round-trip session from client `index`, once the AP counts a flow
+/// on member 1 (where the client's connections go).
+fn session_on_member1(
+    svc: &Service,
+    index: usize,
+) -> std::thread::JoinHandle<Result<testapp::RttReport, testapp::TestAppError>> {
+    let open = session(svc, index, 60);
+    wait_until(
+        Duration::from_secs(10),
+        POLL,
+        "the session on member 1",
+        || member_num(svc, 1, "flows") >= 1,
+    )
+    .expect("session starts");
+    open
+}
+
 /// An extra host on the WAN that runs no daemon yet.
 fn bare_host(svc: &Service, name: &str, n: u16) -> (Netns, Ipv6Addr) {
     let ns = svc.topo.add_netns(name).expect("namespace");
@@ -113,14 +126,8 @@ fn bare_host(svc: &Service, name: &str, n: u16) -> (Netns, Ipv6Addr) {
 
 /// Start members 1..=n and `clients` legacy clients.
 fn service(tag: &str, members: u16, clients: usize) -> Service {
-    let mut svc = Service::start(tag).expect("service starts");
-    for id in 1..=members {
-        svc.add_member(id, &[]).expect("member starts");
-    }
-    for _ in 0..clients {
-        svc.add_client(false, &[]).expect("legacy client");
-    }
-    svc
+    scenario::start_service(tag, members, &vec![Client::Legacy; clients])
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// The CLI's tables, JSON, commands and errors against a live AP.
@@ -251,14 +258,7 @@ fn drain_lets_open_flows_finish_and_sends_new_connections_elsewhere() {
     let Some(c) = homes.iter().position(|w| w == "member1") else {
         panic!("no client lands on member 1: {homes:?}");
     };
-    let open = session(&svc, c, 60);
-    wait_until(
-        Duration::from_secs(10),
-        POLL,
-        "the session on member 1",
-        || member_num(&svc, 1, "flows") >= 1,
-    )
-    .expect("session starts");
+    let open = session_on_member1(&svc, c);
 
     let out = ctl(&svc, &["drain", "1", "--deadline", "120"]).stdout;
     assert!(out.contains("member 1 is draining"), "{out}");
@@ -599,14 +599,7 @@ fn reload_changes_weights_drains_and_keys_and_rejects_a_broken_line() {
         .position(|w| w == "member1")
         .unwrap_or_else(|| panic!("no client on member 1: {homes:?}"));
     let drops = ap_drops(&svc);
-    let open = session(&svc, c, 60);
-    wait_until(
-        Duration::from_secs(10),
-        POLL,
-        "the session on member 1",
-        || member_num(&svc, 1, "flows") >= 1,
-    )
-    .expect("session starts");
+    let open = session_on_member1(&svc, c);
 
     // Weight 0 for member 1 by `homeaddr-ctl reload`: new connections leave it.
     std::fs::write(&file, "[[member]]\nid = 1\nweight = 0\n").unwrap();

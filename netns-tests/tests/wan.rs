@@ -4,65 +4,94 @@
 
 mod common;
 
+use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use common::{A_WAN, B_WAN, SECOND, TESTAPP, WAN_BIN, heavy_test, sock, timing_test, wan_bed};
 use homeaddr_netns_tests::testapp::{self, GetReport, RttReport, UdpEchoReport};
 use homeaddr_netns_tests::wan::{LinkParams, WanConfig};
-use homeaddr_netns_tests::{Topology, require_root, ula};
+use homeaddr_netns_tests::{Netns, Topology, require_root, ula};
 
 const MS: Duration = Duration::from_millis(1);
 
+// The probes and echo servers run at real-time priority below the
+// emulator's (`testapp::realtime`): on a loaded machine a normal thread
+// waits milliseconds for a core after every wake-up, four wake-ups per
+// round trip, and that is not the emulated path.
+
+/// Checks round trips against the emulated path of `expected_us`: none is
+/// faster, and the fastest is within 3 ms of it. Other work on a loaded
+/// machine delays a sample now and then (the emulator's threads run at
+/// real-time priority, the kernel's and the test application's do not); it
+/// can only make samples longer, so the median is printed, not checked.
+fn assert_emulated(samples: &[u64], expected_us: u64, what: &str) {
+    let min = samples.iter().copied().min().unwrap_or(0);
+    eprintln!(
+        "{what}: expected {expected_us} us; min {min} us, median {} us, max {} us",
+        testapp::median(samples),
+        samples.iter().max().unwrap_or(&0)
+    );
+    assert!(
+        !samples.is_empty() && min >= expected_us && min <= expected_us + 3_000,
+        "{what}: round trips not on the emulated {expected_us} us path: {samples:?}"
+    );
+}
+
+/// A testapp server on port 7000 of `addr` in `ns`.
+fn echo_server(ns: &Netns, addr: Ipv6Addr, name: &str) -> testapp::Server {
+    ns.enter(|| testapp::realtime(|| testapp::Server::start(sock(addr, 7000), name)))
+        .unwrap()
+        .unwrap()
+}
+
+/// `count` UDP echoes of `size` bytes from `ns` to `server`.
+fn udp_echo(
+    ns: &Netns,
+    server: &testapp::Server,
+    count: usize,
+    interval: Duration,
+    size: usize,
+    timeout: Duration,
+) -> UdpEchoReport {
+    let to = server.local_addr();
+    ns.enter(|| testapp::realtime(|| testapp::udp_echo(to, count, interval, size, timeout)))
+        .unwrap()
+        .unwrap()
+}
+
+/// The round trips of the datagrams that were echoed.
+fn echoed(udp: &UdpEchoReport) -> Vec<u64> {
+    udp.rtt_us.iter().flatten().copied().collect()
+}
+
+/// `count` round trips on one TCP connection from `ns` to `server`.
+fn tcp_rtt(
+    ns: &Netns,
+    server: &testapp::Server,
+    count: usize,
+    interval: Duration,
+    timeout: Duration,
+) -> RttReport {
+    let to = server.local_addr();
+    ns.enter(|| testapp::realtime(|| testapp::rtt(to, count, interval, timeout)))
+        .unwrap()
+        .unwrap()
+}
+
 #[test]
 fn latency_30ms_one_way_gives_60ms_rtt() {
-    if !require_root("latency_30ms_one_way_gives_60ms_rtt") {
-        return;
-    }
-    let _cpu = timing_test();
+    let Some(_cpu) = timing_test() else { return };
     let bed = wan_bed("latency", WanConfig::default());
     bed.wan
         .set_link_both("a", "b", LinkParams::with_latency(30 * MS))
         .unwrap();
-    let server = bed
-        .b
-        .enter(|| testapp::Server::start(sock(B_WAN, 7000), "b"))
-        .unwrap()
-        .unwrap();
-    let udp = bed
-        .a
-        .enter(|| testapp::udp_echo(server.local_addr(), 100, 10 * MS, 64, 2 * SECOND))
-        .unwrap()
-        .unwrap();
+    let server = echo_server(&bed.b, B_WAN, "b");
+    let udp = udp_echo(&bed.a, &server, 100, 10 * MS, 64, 2 * SECOND);
     assert_eq!(udp.received, 100, "no loss configured");
-    let rtts: Vec<u64> = udp.rtt_us.iter().flatten().copied().collect();
-    let min = *rtts.iter().min().unwrap();
-    eprintln!(
-        "UDP RTT over 2 x 30 ms: min {} us, median {} us, max {} us",
-        min,
-        udp.median_us,
-        rtts.iter().max().unwrap()
-    );
-    assert!(min >= 60_000, "an RTT below the emulated 60 ms: {min} us");
-    assert!(
-        (57_000..=63_000).contains(&udp.median_us),
-        "median UDP RTT {} us not within 60 ms +- 3 ms",
-        udp.median_us
-    );
+    assert_emulated(&echoed(&udp), 60_000, "UDP over 2 x 30 ms");
     // The same over one TCP connection.
-    let tcp = bed
-        .a
-        .enter(|| testapp::rtt(server.local_addr(), 20, 10 * MS, 2 * SECOND))
-        .unwrap()
-        .unwrap();
-    eprintln!(
-        "TCP RTT over 2 x 30 ms: min {} us, median {} us, max {} us",
-        tcp.min_us, tcp.median_us, tcp.max_us
-    );
-    assert!(
-        (57_000..=63_000).contains(&tcp.median_us),
-        "median TCP RTT {} us not within 60 ms +- 3 ms",
-        tcp.median_us
-    );
+    let tcp = tcp_rtt(&bed.a, &server, 20, 10 * MS, 2 * SECOND);
+    assert_emulated(&tcp.rtt_us, 60_000, "TCP over 2 x 30 ms");
     let c = bed.wan.link_counters("a", "b").unwrap();
     assert!(c.delivered >= 120, "{c:?}");
     assert_eq!(c.dropped_loss + c.dropped_queue, 0, "{c:?}");
@@ -70,10 +99,7 @@ fn latency_30ms_one_way_gives_60ms_rtt() {
 
 #[test]
 fn asymmetric_latency_matrix_adds_up() {
-    if !require_root("asymmetric_latency_matrix_adds_up") {
-        return;
-    }
-    let _cpu = timing_test();
+    let Some(_cpu) = timing_test() else { return };
     let bed = wan_bed("asym", WanConfig::default());
     bed.wan
         .set_link("a", "b", LinkParams::with_latency(5 * MS))
@@ -81,29 +107,14 @@ fn asymmetric_latency_matrix_adds_up() {
     bed.wan
         .set_link("b", "a", LinkParams::with_latency(25 * MS))
         .unwrap();
-    let server = bed
-        .b
-        .enter(|| testapp::Server::start(sock(B_WAN, 7000), "b"))
-        .unwrap()
-        .unwrap();
-    let udp = bed
-        .a
-        .enter(|| testapp::udp_echo(server.local_addr(), 30, 5 * MS, 64, 2 * SECOND))
-        .unwrap()
-        .unwrap();
-    assert!(
-        (29_000..=33_000).contains(&udp.median_us),
-        "median {} us, expected ~30 ms",
-        udp.median_us
-    );
+    let server = echo_server(&bed.b, B_WAN, "b");
+    let udp = udp_echo(&bed.a, &server, 30, 5 * MS, 64, 2 * SECOND);
+    assert_emulated(&echoed(&udp), 30_000, "UDP over 5 + 25 ms");
 }
 
 #[test]
 fn loss_10_percent_is_statistical_and_counted() {
-    if !require_root("loss_10_percent_is_statistical_and_counted") {
-        return;
-    }
-    let _cpu = timing_test();
+    let Some(_cpu) = timing_test() else { return };
     let bed = wan_bed("loss", WanConfig::default());
     bed.wan
         .set_link(
@@ -116,24 +127,15 @@ fn loss_10_percent_is_statistical_and_counted() {
             },
         )
         .unwrap();
-    let server = bed
-        .b
-        .enter(|| testapp::Server::start(sock(B_WAN, 7000), "b"))
-        .unwrap()
-        .unwrap();
-    let udp: UdpEchoReport = bed
-        .a
-        .enter(|| {
-            testapp::udp_echo(
-                server.local_addr(),
-                1000,
-                Duration::from_micros(500),
-                64,
-                SECOND,
-            )
-        })
-        .unwrap()
-        .unwrap();
+    let server = echo_server(&bed.b, B_WAN, "b");
+    let udp = udp_echo(
+        &bed.a,
+        &server,
+        1000,
+        Duration::from_micros(500),
+        64,
+        SECOND,
+    );
     let lost = udp.sent - udp.received;
     let c = bed.wan.link_counters("a", "b").unwrap();
     eprintln!("10% loss a->b: lost {lost} of {}; counters {c:?}", udp.sent);
@@ -152,10 +154,7 @@ fn loss_10_percent_is_statistical_and_counted() {
 
 #[test]
 fn full_queue_drops_and_counts() {
-    if !require_root("full_queue_drops_and_counts") {
-        return;
-    }
-    let _cpu = timing_test();
+    let Some(_cpu) = timing_test() else { return };
     let bed = wan_bed("queue", WanConfig::default());
     bed.wan
         .set_link(
@@ -168,17 +167,9 @@ fn full_queue_drops_and_counts() {
             },
         )
         .unwrap();
-    let server = bed
-        .b
-        .enter(|| testapp::Server::start(sock(B_WAN, 7000), "b"))
-        .unwrap()
-        .unwrap();
+    let server = echo_server(&bed.b, B_WAN, "b");
     // 100 datagrams in well under 50 ms: at most 10 can be in flight.
-    let udp = bed
-        .a
-        .enter(|| testapp::udp_echo(server.local_addr(), 100, Duration::ZERO, 64, SECOND))
-        .unwrap()
-        .unwrap();
+    let udp = udp_echo(&bed.a, &server, 100, Duration::ZERO, 64, SECOND);
     let c = bed.wan.link_counters("a", "b").unwrap();
     assert!(
         udp.received <= 20,
@@ -191,32 +182,38 @@ fn full_queue_drops_and_counts() {
 
 #[test]
 fn latency_change_shows_within_one_tcp_connection() {
-    if !require_root("latency_change_shows_within_one_tcp_connection") {
-        return;
-    }
-    let _cpu = timing_test();
+    let Some(_cpu) = timing_test() else { return };
     let bed = wan_bed("change", WanConfig::default());
     bed.wan.set_latency("a", "b", 5 * MS).unwrap();
-    let server = bed
-        .b
-        .enter(|| testapp::Server::start(sock(B_WAN, 7000), "b"))
-        .unwrap()
-        .unwrap();
+    let server = echo_server(&bed.b, B_WAN, "b");
     let addr = server.local_addr();
     let probe = bed
         .a
-        .spawn_thread("rtt", move || testapp::rtt(addr, 40, 25 * MS, 2 * SECOND))
+        .spawn_thread("rtt", move || {
+            testapp::realtime(|| testapp::rtt(addr, 40, 25 * MS, 2 * SECOND))
+        })
         .unwrap();
-    std::thread::sleep(500 * MS); // pacing of the scenario, not a condition
+    // Pacing, not a condition: the assertions below find the change in the
+    // samples wherever it fell, as long as it fell inside the connection.
+    std::thread::sleep(500 * MS);
     bed.wan.set_latency("a", "b", 20 * MS).unwrap();
     let report = probe.join().unwrap().unwrap();
-    let (early, late) = (&report.rtt_us[..10], &report.rtt_us[30..]);
-    let (early_median, late_median) = (testapp::median(early), testapp::median(late));
-    assert!((10_000..13_000).contains(&early_median), "early {early:?}");
-    assert!((40_000..43_000).contains(&late_median), "late {late:?}");
-    // Every sample, even one delayed by scheduling, shows the emulated floor.
-    assert!(early.iter().all(|&r| r >= 10_000), "early {early:?}");
-    assert!(late.iter().all(|&r| r >= 40_000), "late {late:?}");
+    // No round trip after the change can be faster than 40 ms: the last one
+    // that is came before it (a sample delayed before the change may still
+    // count as late; it only makes that side slower).
+    let switch = report
+        .rtt_us
+        .iter()
+        .rposition(|&r| r < 40_000)
+        .map_or(0, |i| i + 1);
+    let (early, late) = report.rtt_us.split_at(switch);
+    assert!(
+        early.len() >= 5 && late.len() >= 5,
+        "the change did not fall inside the connection: {:?}",
+        report.rtt_us
+    );
+    assert_emulated(early, 10_000, "before the change");
+    assert_emulated(late, 40_000, "after the change");
 }
 
 #[test]
@@ -236,10 +233,7 @@ fn extra_prefix_is_delivered_to_its_host() {
     )
     .unwrap();
     b.add_addr("lo", hoa, 128).unwrap();
-    let server = b
-        .enter(|| testapp::Server::start(sock(hoa, 7000), "hoa-b"))
-        .unwrap()
-        .unwrap();
+    let server = echo_server(&b, hoa, "hoa-b");
     let who = a
         .enter(|| testapp::who(server.local_addr(), 5 * SECOND))
         .unwrap();
@@ -258,10 +252,7 @@ fn extra_prefix_is_delivered_to_its_host() {
 
 #[test]
 fn tcp_download_with_testapp_binary_has_the_right_sha256() {
-    if !require_root("tcp_download_with_testapp_binary_has_the_right_sha256") {
-        return;
-    }
-    let _cpu = heavy_test();
+    let Some(_cpu) = heavy_test() else { return };
     let bed = wan_bed("download", WanConfig::default());
     bed.wan.set_latency("a", "b", 10 * MS).unwrap();
     let bind = sock(B_WAN, 8080).to_string();
@@ -320,7 +311,9 @@ fn tcp_download_with_testapp_binary_has_the_right_sha256() {
         .unwrap();
     let rtt: RttReport = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(rtt.rtt_us.len(), 5);
-    assert!((19_000..=23_000).contains(&rtt.median_us), "{rtt:?}");
+    // The binary prints the library's report; the library's accuracy is
+    // checked above, so only the emulated floor here.
+    assert!(rtt.rtt_us.iter().all(|&r| r >= 20_000), "{rtt:?}");
     let out = bed
         .a
         .run(
@@ -342,11 +335,10 @@ fn tcp_download_with_testapp_binary_has_the_right_sha256() {
 
 #[test]
 fn emulator_throughput_without_delay() {
-    if !require_root("emulator_throughput_without_delay") {
-        return;
-    }
-    let _cpu = heavy_test();
+    let Some(_cpu) = heavy_test() else { return };
     let bed = wan_bed("thruput", WanConfig::default());
+    // At normal priority: a bulk transfer at real-time priority would
+    // starve the machine.
     let server = bed
         .b
         .enter(|| testapp::Server::start(sock(B_WAN, 7000), "b"))
@@ -378,10 +370,7 @@ fn emulator_throughput_without_delay() {
 
 #[test]
 fn wan_binary_relays_with_configured_latency() {
-    if !require_root("wan_binary_relays_with_configured_latency") {
-        return;
-    }
-    let _cpu = timing_test();
+    let Some(_cpu) = timing_test() else { return };
     let topo = Topology::new("wanbin").unwrap();
     let a = topo.add_netns("a").unwrap();
     let b = topo.add_netns("b").unwrap();
@@ -405,20 +394,10 @@ fn wan_binary_relays_with_configured_latency() {
         .spawn("wan", WAN_BIN, ["--config", config.to_str().unwrap()])
         .unwrap();
     wan.wait_for_output("ready", 10 * SECOND).unwrap();
-    let server = b
-        .enter(|| testapp::Server::start(sock(B_WAN, 7000), "b"))
-        .unwrap()
-        .unwrap();
-    let udp = a
-        .enter(|| testapp::udp_echo(server.local_addr(), 20, 5 * MS, 64, 2 * SECOND))
-        .unwrap()
-        .unwrap();
+    let server = echo_server(&b, B_WAN, "b");
+    let udp = udp_echo(&a, &server, 20, 5 * MS, 64, 2 * SECOND);
     assert_eq!(udp.received, 20);
-    assert!(
-        (29_000..=33_000).contains(&udp.median_us),
-        "median {} us",
-        udp.median_us
-    );
+    assert_emulated(&echoed(&udp), 30_000, "UDP over 2 x 15 ms");
     // SIGHUP re-reads the file: raise the latency.
     let text = std::fs::read_to_string(&config)
         .unwrap()
@@ -427,15 +406,8 @@ fn wan_binary_relays_with_configured_latency() {
     wan.signal(libc::SIGHUP);
     wan.wait_for_output("configuration reloaded", 5 * SECOND)
         .unwrap();
-    let udp = a
-        .enter(|| testapp::udp_echo(server.local_addr(), 10, 5 * MS, 64, 2 * SECOND))
-        .unwrap()
-        .unwrap();
-    assert!(
-        (79_000..=83_000).contains(&udp.median_us),
-        "median after reload {} us",
-        udp.median_us
-    );
+    let udp = udp_echo(&a, &server, 20, 5 * MS, 64, 2 * SECOND);
+    assert_emulated(&echoed(&udp), 80_000, "UDP over 2 x 40 ms after the reload");
     // Counters come as JSON lines; SIGTERM prints a final report.
     let started = Instant::now();
     let status = wan.stop(5 * SECOND).expect("stops on SIGTERM");

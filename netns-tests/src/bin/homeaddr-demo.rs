@@ -23,22 +23,17 @@
 //! every wait; a second Ctrl-C kills at once, and the next run removes what
 //! that left behind).
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
-use homeaddr_control::Request;
-use homeaddr_netns_tests::service::{HOME_ADDRESS, SERVICE_PORT, Service, control_call};
-use homeaddr_netns_tests::testapp;
+use anyhow::Context;
+use homeaddr_control::{MemberRow, MemberState, Request};
+use homeaddr_netns_tests::scenario::traffic::{self, MovedAt, TracedSession};
+use homeaddr_netns_tests::scenario::{
+    self, BIND_TIMEOUT, Drops, Interrupted, Move, Sessions, check_interrupted, member_of, read,
+};
+use homeaddr_netns_tests::service::{HOME_ADDRESS, Host, SERVICE_PORT, Service};
 use homeaddr_netns_tests::wan::LinkParams;
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 // ---------------------------------------------------------------------------
 // The map.
@@ -107,11 +102,6 @@ fn city(host: &str) -> &'static str {
         .map_or("?", |(_, _, city)| city)
 }
 
-/// "member2" (the server's WHO answer) -> 2.
-fn member_of(server_name: &str) -> Option<u16> {
-    server_name.strip_prefix("member")?.parse().ok()
-}
-
 // ---------------------------------------------------------------------------
 // Sizes and limits.
 
@@ -120,15 +110,12 @@ const MOVE_DOWNLOAD_BYTES: u64 = 24 << 20;
 /// The member -> shim client link is limited to this during the move, so
 /// that the transfer takes a few seconds and a stall is visible.
 const MOVE_RATE_BPS: u64 = 80_000_000;
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------
 // Ctrl-C.
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
 extern "C" fn on_signal(_sig: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
+    scenario::interrupt();
     let msg = b"\n*** interrupted: stopping after this step and cleaning up (Ctrl-C again to kill at once) ***\n";
     // SAFETY: write(2) is async-signal-safe; the buffer is valid.
     unsafe {
@@ -147,46 +134,6 @@ fn install_signal_handlers() {
             libc::sigemptyset(&mut action.sa_mask);
             libc::sigaction(sig, &action, std::ptr::null_mut());
         }
-    }
-}
-
-#[derive(Debug)]
-struct Interrupted;
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("interrupted")
-    }
-}
-
-impl std::error::Error for Interrupted {}
-
-fn check_stop() -> anyhow::Result<()> {
-    if STOP.load(Ordering::SeqCst) {
-        Err(Interrupted.into())
-    } else {
-        Ok(())
-    }
-}
-
-/// Polls `cond` every `poll` until it holds (returns the time it took),
-/// `timeout` passes, or the demo is interrupted.
-fn wait_for(
-    what: &str,
-    timeout: Duration,
-    poll: Duration,
-    mut cond: impl FnMut() -> bool,
-) -> anyhow::Result<Duration> {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return Ok(start.elapsed());
-        }
-        check_stop()?;
-        if start.elapsed() >= timeout {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(poll);
     }
 }
 
@@ -342,14 +289,8 @@ fn rtt_matches(measured: Duration, expected: Duration) -> bool {
 // ---------------------------------------------------------------------------
 // Status helpers.
 
-fn ap_members(svc: &Service) -> anyhow::Result<Vec<Value>> {
-    let v = control_call(&svc.ap.control, &Request::Members)
-        .map_err(|e| anyhow!("access point `members`: {e}"))?;
-    Ok(v.as_array().cloned().unwrap_or_default())
-}
-
-fn print_members(svc: &Service) -> anyhow::Result<Vec<Value>> {
-    let members = ap_members(svc)?;
+fn print_members(svc: &Service) -> anyhow::Result<Vec<MemberRow>> {
+    let members = read::ap_members(svc)?;
     let mut rows = vec![vec![
         ">member".to_string(),
         "site".into(),
@@ -359,330 +300,56 @@ fn print_members(svc: &Service) -> anyhow::Result<Vec<Value>> {
         ">flows".into(),
     ]];
     for m in &members {
-        let id = m["id"].as_u64().unwrap_or(0);
+        let id = m.id;
         rows.push(vec![
             id.to_string(),
             city(&format!("m{id}")).to_string(),
-            m["care_of"].as_str().unwrap_or("?").to_string(),
-            m["state"].as_str().unwrap_or("?").to_string(),
-            m["weight"].to_string(),
-            m["flows"].to_string(),
+            m.care_of.to_string(),
+            m.state.name().to_string(),
+            m.weight.to_string(),
+            m.flows.to_string(),
         ]);
     }
     table(6, &rows);
     Ok(members)
 }
-
-fn shim_status(path: &Path) -> Value {
-    control_call(path, &Request::Status).unwrap_or(Value::Null)
-}
-
-fn shim_binding(status: &Value, member: u16) -> Option<Value> {
-    status["bindings"]
-        .as_array()?
-        .iter()
-        .find(|b| b["member"] == json!(member))
-        .cloned()
-}
-
-fn shim_counter(status: &Value, name: &str) -> u64 {
-    status["counters"][name].as_u64().unwrap_or(0)
-}
-
-/// Packets each daemon dropped, by "daemon: reason" (all reasons but the
-/// kernel's own link-local chatter on a TUN, which is never tunnelled).
-fn drops(svc: &Service, member: u16) -> BTreeMap<String, u64> {
-    let mut all = BTreeMap::new();
-    for (who, status) in [
-        ("access point", svc.ap.status()),
-        ("member", svc.members[&member].status()),
-        ("shim", svc.clients[1].status()),
-    ] {
-        if let Some(d) = status["counters"]["drops"].as_object() {
-            for (reason, n) in d {
-                if reason != "not_tunnelled" {
-                    all.insert(format!("{who}: {reason}"), n.as_u64().unwrap_or(0));
-                }
-            }
-        }
-    }
-    all
-}
-
-/// "0", or the total with the reasons that grew.
-fn drops_since(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> (u64, String) {
-    let grown: Vec<(String, u64)> = after
-        .iter()
-        .map(|(k, n)| (k.clone(), n - before.get(k).copied().unwrap_or(0).min(*n)))
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    let total = grown.iter().map(|(_, n)| n).sum();
-    if grown.is_empty() {
-        (0, "0".into())
-    } else {
-        let list: Vec<String> = grown.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        (total, format!("{total} ({})", list.join(", ")))
-    }
-}
-
-/// The path of the shim's flow for a local TCP port: "direct",
-/// "access-point" or "unknown".
-fn shim_path(control: &Path, port: u16) -> String {
-    let status = shim_status(control);
-    status["flows"]
-        .as_array()
-        .and_then(|flows| {
-            flows
-                .iter()
-                .find(|f| f["src_port"] == json!(port) && f["proto"] == json!(6))
-        })
-        .and_then(|f| f["path"].as_str())
-        .unwrap_or("unknown")
-        .to_string()
-}
-
 // ---------------------------------------------------------------------------
-// Traffic the demo needs beyond testapp's one-shot clients.
-
-struct RoundTrip {
-    what: String,
-    /// When it was sent, after the first packet (the SYN).
-    sent: Duration,
-    rtt: Duration,
-    /// The shim's path for the flow right after the request left (the
-    /// path of the flow's last outgoing packet: the request itself).
-    path: String,
-}
-
-struct TracedSession {
-    server: String,
-    trips: Vec<RoundTrip>,
-    /// When the shim first held a binding, after the SYN.
-    bound_at: Option<Duration>,
-}
-
-fn read_line(reader: &mut impl BufRead, what: &str) -> anyhow::Result<String> {
-    let mut line = String::new();
-    let n = reader
-        .read_line(&mut line)
-        .with_context(|| format!("reading {what}"))?;
-    if n == 0 {
-        bail!("connection closed while waiting for {what}");
-    }
-    Ok(line.trim_end().to_string())
-}
-
-/// One TCP connection to the service from inside the shim client: the
-/// handshake, a WHO and `probes` echo round trips, each timed, each labelled
-/// with the path the shim reports for the flow just after the request left
-/// (the shim's flow table records the path of the flow's last outgoing
-/// packet). A side thread watches for the shim's first binding.
-fn traced_session(
-    server: SocketAddr,
-    probes: usize,
-    interval: Duration,
-    control: &Path,
-) -> anyhow::Result<TracedSession> {
-    let done = AtomicBool::new(false);
-    let start = Instant::now();
-    std::thread::scope(|scope| {
-        let watcher = scope.spawn(|| {
-            while !done.load(Ordering::Relaxed) {
-                let status = shim_status(control);
-                if status["bindings"].as_array().is_some_and(|b| !b.is_empty()) {
-                    return Some(start.elapsed());
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            None
-        });
-        let result = (|| -> anyhow::Result<(String, Vec<RoundTrip>)> {
-            let mut trips = Vec::new();
-            let stream = TcpStream::connect_timeout(&server, IO_TIMEOUT)
-                .with_context(|| format!("connecting to {server}"))?;
-            let handshake = start.elapsed();
-            stream.set_nodelay(true)?;
-            stream.set_read_timeout(Some(IO_TIMEOUT))?;
-            let port = stream.local_addr()?.port();
-            let mut writer = stream.try_clone()?;
-            let mut reader = BufReader::new(stream);
-            // The last packet of the handshake (the ACK) took the SYN's path.
-            trips.push(RoundTrip {
-                what: "TCP handshake".into(),
-                sent: Duration::ZERO,
-                rtt: handshake,
-                path: shim_path(control, port),
-            });
-            let sent = start.elapsed();
-            writer.write_all(b"WHO\n")?;
-            let path = shim_path(control, port);
-            let name = read_line(&mut reader, "the server's name")?;
-            trips.push(RoundTrip {
-                what: format!("WHO -> {name}"),
-                sent,
-                rtt: start.elapsed() - sent,
-                path,
-            });
-            writer.write_all(b"ECHO\n")?;
-            let mut next = Instant::now();
-            for i in 0..probes {
-                check_stop()?;
-                let now = Instant::now();
-                if next > now {
-                    std::thread::sleep(next - now);
-                }
-                next = Instant::now() + interval;
-                let sent_at = Instant::now();
-                writer.write_all(format!("probe {i}\n").as_bytes())?;
-                let path = shim_path(control, port);
-                let echo = read_line(&mut reader, &format!("the echo of probe {i}"))?;
-                let rtt = sent_at.elapsed();
-                if echo != format!("probe {i}") {
-                    bail!("echo {echo:?} does not match probe {i}");
-                }
-                trips.push(RoundTrip {
-                    what: format!("echo {}", i + 1),
-                    sent: sent_at - start,
-                    rtt,
-                    path,
-                });
-            }
-            Ok((name, trips))
-        })();
-        done.store(true, Ordering::Relaxed);
-        let bound_at = watcher.join().unwrap_or(None);
-        let (server, trips) = result?;
-        Ok(TracedSession {
-            server,
-            trips,
-            bound_at,
-        })
-    })
-}
-
-/// A download whose progress the main thread can follow, recording when
-/// each chunk arrived.
-struct TracedGet {
-    server: String,
-    bytes: u64,
-    sha_ok: bool,
-    elapsed: Duration,
-    /// (time since start, bytes so far) after every read.
-    reads: Vec<(Duration, u64)>,
-}
-
-fn traced_get(
-    server: SocketAddr,
-    bytes: u64,
-    start: Instant,
-    progress: &AtomicU64,
-) -> anyhow::Result<TracedGet> {
-    let mut stream = TcpStream::connect_timeout(&server, IO_TIMEOUT)
-        .with_context(|| format!("connecting to {server}"))?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.write_all(format!("WHO\nGET {bytes}\n").as_bytes())?;
-    // The name line, byte by byte, so no payload is buffered before timing.
-    let mut name = Vec::new();
-    let mut b = [0u8; 1];
-    loop {
-        stream
-            .read_exact(&mut b)
-            .context("reading the server name")?;
-        if b[0] == b'\n' {
-            break;
-        }
-        name.push(b[0]);
-    }
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut received = 0u64;
-    let mut reads = Vec::with_capacity(1 << 16);
-    loop {
-        let n = stream.read(&mut buf).with_context(|| {
-            format!("downloading from {server} after {received} of {bytes} bytes")
-        })?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        received += n as u64;
-        progress.store(received, Ordering::Relaxed);
-        reads.push((start.elapsed(), received));
-    }
-    let sha: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok(TracedGet {
-        server: String::from_utf8_lossy(&name).into_owned(),
-        bytes: received,
-        sha_ok: received == bytes && sha == testapp::expected_sha256(bytes),
-        elapsed: start.elapsed(),
-        reads,
-    })
-}
-
-/// The longest gap between two reads that ends inside (or, with `inside`
-/// false, outside) `[from, to]`, with the time it started.
-fn longest_gap(
-    reads: &[(Duration, u64)],
-    from: Duration,
-    to: Duration,
-    inside: bool,
-) -> (Duration, Duration) {
-    reads
-        .windows(2)
-        .filter(|w| (w[1].0 >= from && w[1].0 <= to) == inside)
-        .map(|w| (w[1].0 - w[0].0, w[0].0))
-        .max()
-        .unwrap_or_default()
-}
+// The steps.
 
 /// How long after the move a pause in the data counts as caused by it.
 const MOVE_WINDOW: Duration = Duration::from_millis(500);
 
-// ---------------------------------------------------------------------------
-// The steps.
-
 fn header(n: usize, title: &str) -> anyhow::Result<()> {
-    check_stop()?;
+    check_interrupted()?;
     println!();
     println!("[{n}/6] {title}");
     Ok(())
 }
 
-fn step_build(svc: &mut Service, report: &mut Report) -> anyhow::Result<()> {
-    header(
-        1,
-        "Building the sites: an access point, three members, two clients",
-    )?;
-    // Clients first: host addresses follow creation order, and a client's
-    // address decides which member Maglev gives it.
-    let legacy = svc.add_client(false, &[])?;
-    let shim = svc.add_client(true, &[])?;
-    assert_eq!(
-        (
-            svc.clients[legacy].name.as_str(),
-            svc.clients[shim].name.as_str()
-        ),
-        (LEGACY, SHIM)
-    );
-    let mut took = Vec::new();
-    for id in 1..=3u16 {
-        check_stop()?;
-        let t = Instant::now();
-        svc.add_member(id, &[])
-            .with_context(|| format!("starting member {id}"))?;
-        took.push(t.elapsed());
+fn verified(ok: bool) -> &'static str {
+    if ok { "verified" } else { "WRONG" }
+}
+
+/// The median of some round trips in ms, "-" when there are none.
+fn median_or_dash(samples: &[u64]) -> String {
+    if samples.is_empty() {
+        "-".into()
+    } else {
+        us_ms(low_median(samples))
     }
-    for (a, b, ms) in LATENCY_MS {
-        svc.set_latency(a, b, Duration::from_millis(*ms))?;
-    }
-    say(&format!(
-        "home address {HOME_ADDRESS}, port {SERVICE_PORT}: every member runs the same unmodified TCP server on it"
-    ));
-    say("one-way WAN latencies (emulated), ms:");
+}
+
+fn shim(svc: &Service) -> &Host {
+    &svc.clients[1]
+}
+
+/// The shim's counter `name` now.
+fn shim_count(svc: &Service, name: &str) -> u64 {
+    read::counter(&shim(svc).status(), name)
+}
+
+/// The one-way latency table of the map.
+fn print_latencies() {
     let cols = ["ap", "m1", "m2", "m3"];
     let mut rows = vec![
         std::iter::once(String::new())
@@ -703,6 +370,33 @@ fn step_build(svc: &mut Service, report: &mut Report) -> anyhow::Result<()> {
         rows.push(row);
     }
     table(6, &rows);
+}
+
+fn step_build(svc: &mut Service, report: &mut Report) -> anyhow::Result<()> {
+    header(
+        1,
+        "Building the sites: an access point, three members, two clients",
+    )?;
+    // Clients first: host addresses follow creation order, and a client's
+    // address decides which member Maglev gives it.
+    let legacy = svc.add_client(false, &[])?;
+    let shim = svc.add_client(true, &[])?;
+    assert_eq!(
+        (
+            svc.clients[legacy].name.as_str(),
+            svc.clients[shim].name.as_str()
+        ),
+        (LEGACY, SHIM)
+    );
+    let took = scenario::start_members(svc, 1..=3)?;
+    for (a, b, ms) in LATENCY_MS {
+        svc.set_latency(a, b, Duration::from_millis(*ms))?;
+    }
+    say(&format!(
+        "home address {HOME_ADDRESS}, port {SERVICE_PORT}: every member runs the same unmodified TCP server on it"
+    ));
+    say("one-way WAN latencies (emulated), ms:");
+    print_latencies();
     say(&format!(
         "members up in {}, {}, {} (daemon start, authenticated registration with the access point, server start)",
         secs(took[0]),
@@ -713,7 +407,7 @@ fn step_build(svc: &mut Service, report: &mut Report) -> anyhow::Result<()> {
     let members = print_members(svc)?;
     let active = members
         .iter()
-        .filter(|m| m["state"] == json!("active"))
+        .filter(|m| m.state == MemberState::Active)
         .count();
     report.check(
         "three members registered and active",
@@ -732,12 +426,9 @@ fn step_legacy(svc: &mut Service, report: &mut Report) -> anyhow::Result<u16> {
         2,
         "A legacy client (no shim) reaches the home address through the access point",
     )?;
-    let endpoint = svc.service_endpoint();
     let host = &svc.clients[0];
-    let rtt = host
-        .ns
-        .enter(|| testapp::rtt(endpoint, 10, Duration::ZERO, IO_TIMEOUT))?
-        .context("legacy client round trips")?;
+    let rtt =
+        scenario::rtt_series(svc, host, 10, Duration::ZERO).context("legacy client round trips")?;
     let member = member_of(&rtt.server).unwrap_or(0);
     let m = format!("m{member}");
     let expected = 2 * (one_way(LEGACY, "ap") + one_way("ap", &m));
@@ -754,15 +445,12 @@ fn step_legacy(svc: &mut Service, report: &mut Report) -> anyhow::Result<u16> {
         one_way("ap", &m).as_millis(),
         ms(expected)
     ));
-    let get = host
-        .ns
-        .enter(|| testapp::get(endpoint, 1 << 20, IO_TIMEOUT))?
-        .context("legacy client download")?;
-    let sha_ok = get.sha256 == testapp::expected_sha256(1 << 20);
+    let get = scenario::download(svc, host, 1 << 20).context("legacy client download")?;
+    let sha_ok = scenario::intact(&get);
     say(&format!(
         "download of 1 MiB from {}: SHA-256 {}, {:.2} s",
         get.server,
-        if sha_ok { "verified" } else { "WRONG" },
+        verified(sha_ok),
         get.seconds
     ));
     let ap = svc.ap.status();
@@ -783,29 +471,19 @@ fn step_legacy(svc: &mut Service, report: &mut Report) -> anyhow::Result<u16> {
     Ok(member)
 }
 
-fn step_route_optimization(svc: &mut Service, report: &mut Report) -> anyhow::Result<u16> {
-    header(
-        3,
-        "The shim client: route optimization on an open connection",
-    )?;
-    let endpoint = svc.service_endpoint();
-    let host = &svc.clients[1];
-    let control = host.control.clone();
-    say("one TCP connection to the home address: handshake, WHO, then 20 echo round trips");
-    let session = host
-        .ns
-        .enter(|| traced_session(endpoint, 20, Duration::from_millis(20), &control))?
-        .context("shim client session")?;
-    let member = member_of(&session.server).unwrap_or(0);
-    let m = format!("m{member}");
+/// The session's round trips as a table: the first ones one by one up to
+/// two after the switch to the direct path, the rest summed up.
+fn print_session(session: &TracedSession) {
     let mut rows = vec![vec![
         "round trip".to_string(),
         ">sent at".into(),
         ">RTT".into(),
         "path of the request (the shim's flow table)".into(),
     ]];
-    let first_direct = session.trips.iter().position(|t| t.path == "direct");
-    let shown = first_direct.map_or(5, |i| i + 3).min(session.trips.len());
+    let shown = session
+        .first_direct()
+        .map_or(5, |i| i + 3)
+        .min(session.trips.len());
     for t in &session.trips[..shown] {
         rows.push(vec![
             t.what.clone(),
@@ -813,6 +491,9 @@ fn step_route_optimization(svc: &mut Service, report: &mut Report) -> anyhow::Re
             ms(t.rtt),
             match t.path.as_str() {
                 "direct" => format!("direct to {}", session.server),
+                "access-point" if t.mixed() => {
+                    "via the access point (the answer came directly)".into()
+                }
                 "access-point" => "via the access point".into(),
                 other => other.to_string(),
             },
@@ -834,27 +515,10 @@ fn step_route_optimization(svc: &mut Service, report: &mut Report) -> anyhow::Re
         ]);
     }
     table(6, &rows);
-    let via: Vec<u64> = session
-        .trips
-        .iter()
-        .filter(|t| t.path == "access-point")
-        .map(|t| t.rtt.as_micros() as u64)
-        .collect();
-    let direct: Vec<u64> = session
-        .trips
-        .iter()
-        .filter(|t| t.path == "direct")
-        .map(|t| t.rtt.as_micros() as u64)
-        .collect();
-    let (via_med, direct_med) = (low_median(&via), low_median(&direct));
-    let expected_via = 2 * (one_way(SHIM, "ap") + one_way("ap", &m));
-    let expected_direct = 2 * one_way(SHIM, &m);
-    if member != NEAR_MEMBER {
-        say(&format!(
-            "note: Maglev gave this client member {member}, not member {NEAR_MEMBER} as this map assumes (hashing changed?)"
-        ));
-    }
-    let direct_at = first_direct.map(|i| session.trips[i].sent);
+}
+
+/// When the shim bound and when the first round trip went direct.
+fn say_binding(session: &TracedSession, direct_at: Option<Duration>) {
     match (session.bound_at, direct_at) {
         (Some(bound), Some(direct)) => {
             say(&format!(
@@ -875,68 +539,73 @@ fn step_route_optimization(svc: &mut Service, report: &mut Report) -> anyhow::Re
             )
         )),
     }
+}
+
+fn step_route_optimization(svc: &mut Service, report: &mut Report) -> anyhow::Result<u16> {
+    header(
+        3,
+        "The shim client: route optimization on an open connection",
+    )?;
+    say("one TCP connection to the home address: handshake, WHO, then 20 echo round trips");
+    let session = traffic::traced_session(svc, 1, 20, Duration::from_millis(20))
+        .context("shim client session")?;
+    let member = member_of(&session.server).unwrap_or(0);
+    let m = format!("m{member}");
+    print_session(&session);
+    let (via, direct) = (session.rtts_on("access-point"), session.rtts_on("direct"));
+    let expected_via = 2 * (one_way(SHIM, "ap") + one_way("ap", &m));
+    let expected_direct = 2 * one_way(SHIM, &m);
+    if member != NEAR_MEMBER {
+        say(&format!(
+            "note: Maglev gave this client member {member}, not member {NEAR_MEMBER} as this map assumes (hashing changed?)"
+        ));
+    }
+    let direct_at = session.first_direct().map(|i| session.trips[i].sent);
+    say_binding(&session, direct_at);
+    let (via_med, direct_med) = (median_or_dash(&via), median_or_dash(&direct));
     say(&format!(
-        "RTT {} via the access point -> {} direct (the emulated WAN paths: {} and {})",
-        if via.is_empty() {
-            "-".into()
-        } else {
-            us_ms(via_med)
-        },
-        if direct.is_empty() {
-            "-".into()
-        } else {
-            us_ms(direct_med)
-        },
+        "RTT {via_med} via the access point -> {direct_med} direct (the emulated WAN paths: {} and {})",
         ms(expected_via),
         ms(expected_direct)
     ));
-    let all_after_direct =
-        first_direct.is_some_and(|i| session.trips[i..].iter().all(|t| t.path == "direct"));
+    let on_path = |samples: &[u64], expected| {
+        !samples.is_empty() && rtt_matches(Duration::from_micros(low_median(samples)), expected)
+    };
     report.check(
         "route optimization on an open connection",
         member != 0
-            && !via.is_empty()
-            && !direct.is_empty()
-            && all_after_direct
-            && rtt_matches(Duration::from_micros(via_med), expected_via)
-            && rtt_matches(Duration::from_micros(direct_med), expected_direct),
+            && session.direct_from_then_on()
+            && on_path(&via, expected_via)
+            && on_path(&direct, expected_direct),
         format!(
-            "{} -> {} ({}), direct after {}",
-            if via.is_empty() {
-                "-".into()
-            } else {
-                us_ms(via_med)
-            },
-            if direct.is_empty() {
-                "-".into()
-            } else {
-                us_ms(direct_med)
-            },
+            "{via_med} -> {direct_med} ({}), direct after {}",
             session.server,
             direct_at.map_or("never".into(), ms)
         ),
     );
+    check_interrupted()?;
+    direct_download(svc, report, &session.server)?;
+    Ok(member)
+}
 
-    check_stop()?;
+/// A new connection of the bound shim: a download, all of it direct.
+fn direct_download(svc: &Service, report: &mut Report, server: &str) -> anyhow::Result<()> {
     say(&format!(
         "a new connection: download of {} from the home address",
         mib(DOWNLOAD_BYTES)
     ));
-    let before = shim_status(&control);
-    let get = host
-        .ns
-        .enter(|| testapp::get(endpoint, DOWNLOAD_BYTES, IO_TIMEOUT))?
-        .context("shim client download")?;
-    let after = shim_status(&control);
-    let via_ap = shim_counter(&after, "via_ap_out") - shim_counter(&before, "via_ap_out");
-    let direct_pk = shim_counter(&after, "direct_out") - shim_counter(&before, "direct_out");
-    let sha_ok = get.sha256 == testapp::expected_sha256(DOWNLOAD_BYTES);
+    let (via_ap_before, direct_before) =
+        (shim_count(svc, "via_ap_out"), shim_count(svc, "direct_out"));
+    let get = scenario::download(svc, shim(svc), DOWNLOAD_BYTES).context("shim client download")?;
+    let via_ap = shim_count(svc, "via_ap_out") - via_ap_before;
+    let direct_pk = shim_count(svc, "direct_out") - direct_before;
+    let sha_ok = scenario::intact(&get);
+    let rate = mbit(get.bytes, Duration::from_secs_f64(get.seconds));
     say(&format!(
-        "served by {}; SHA-256 {}; {:.2} s, {}",
+        "served by {}; SHA-256 {}; {:.2} s, {rate}",
         get.server,
-        if sha_ok { "verified" } else { "WRONG" },
+        verified(sha_ok),
         get.seconds,
-        mbit(get.bytes, Duration::from_secs_f64(get.seconds))
     ));
     say(&format!(
         "packets the shim sent: {direct_pk} direct, {via_ap} via the access point{}",
@@ -948,15 +617,23 @@ fn step_route_optimization(svc: &mut Service, report: &mut Report) -> anyhow::Re
     ));
     report.check(
         "download over the direct path, SHA-256",
-        sha_ok && get.server == session.server && via_ap == 0 && direct_pk > 0,
+        sha_ok && get.server == server && via_ap == 0 && direct_pk > 0,
         format!(
-            "{} in {:.2} s ({}), {via_ap} packets via the AP",
+            "{} in {:.2} s ({rate}), {via_ap} packets via the AP",
             mib(get.bytes),
             get.seconds,
-            mbit(get.bytes, Duration::from_secs_f64(get.seconds))
         ),
     );
-    Ok(member)
+    Ok(())
+}
+
+/// Packets dropped by the access point, member `member` and the shim.
+fn drops(svc: &Service, member: u16) -> Drops {
+    Drops::of(&[
+        ("access point", &svc.ap),
+        ("member", &svc.members[&member]),
+        ("shim", shim(svc)),
+    ])
 }
 
 fn step_move(svc: &mut Service, report: &mut Report, member: u16) -> anyhow::Result<()> {
@@ -964,9 +641,7 @@ fn step_move(svc: &mut Service, report: &mut Report, member: u16) -> anyhow::Res
         4,
         &format!("Member {member} moves to a new address in the middle of a download"),
     )?;
-    let endpoint = svc.service_endpoint();
     let m = format!("m{member}");
-    let control = svc.clients[1].control.clone();
     let normal = svc.wan.link_params(&m, SHIM)?;
     svc.wan.set_link(
         &m,
@@ -984,73 +659,15 @@ fn step_move(svc: &mut Service, report: &mut Report, member: u16) -> anyhow::Res
         mib(MOVE_DOWNLOAD_BYTES),
         MOVE_RATE_BPS / 1_000_000
     ));
-    let member_before = svc.members[&member].status();
+    let via_ap_before = read::counter(&svc.members[&member].status(), "via_ap_out");
     let drops_before = drops(svc, member);
-    let progress = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let download = {
-        let progress = Arc::clone(&progress);
-        svc.clients[1].ns.spawn_thread("download", move || {
-            traced_get(endpoint, MOVE_DOWNLOAD_BYTES, start, &progress)
-        })?
-    };
-    let third = MOVE_DOWNLOAD_BYTES / 3;
-    let waited = wait_for(
-        "a third of the download",
-        Duration::from_secs(20),
-        Duration::from_millis(1),
-        || progress.load(Ordering::Relaxed) >= third || download.is_finished(),
-    );
-    let moved = match waited {
-        Ok(_) if !download.is_finished() => {
-            let at = start.elapsed();
-            let at_bytes = progress.load(Ordering::Relaxed);
-            let (old, new) = svc.move_member(member)?;
-            let command = start.elapsed() - at;
-            say(&format!(
-                "at {} ({} received) the member gets address {new} and moves its care-of endpoint there",
-                ms(at),
-                mib(at_bytes),
-            ));
-            say(&format!(
-                "(control: move {{\"care_of\": \"[{new}]:4790\"}}, {}; the old address keeps receiving: make before break)",
-                ms(command)
-            ));
-            let new_ep = format!("[{new}]:4790");
-            let rebound = wait_for(
-                "the shim's binding to follow",
-                Duration::from_secs(5),
-                Duration::from_millis(1),
-                || {
-                    shim_binding(&shim_status(&control), member)
-                        .is_some_and(|b| b["care_of"] == json!(new_ep))
-                },
-            );
-            match &rebound {
-                Ok(t) => say(&format!(
-                    "the shim accepted the member's new binding update {} after the move command returned",
-                    ms(*t)
-                )),
-                Err(e) => say(&format!("the shim's binding did not follow: {e}")),
-            }
-            Some((at, old, new, rebound.is_ok()))
-        }
-        Ok(_) => None,
-        Err(e) => {
-            // Interrupted, or the download stalled before a third: let it
-            // end (its socket operations time out) before reporting.
-            let _ = download.join();
-            return Err(e);
-        }
-    };
-    let result = download
-        .join()
-        .map_err(|_| anyhow!("the download thread panicked"))?;
+    let result =
+        traffic::move_mid_download(svc, member, 1, MOVE_DOWNLOAD_BYTES, MOVE_DOWNLOAD_BYTES / 3);
     svc.wan.set_link(&m, SHIM, normal)?;
-    let member_after = svc.members[&member].status();
-    let (_, dropped) = drops_since(&drops_before, &drops(svc, member));
-    let get = result.context("download during the move")?;
-    let Some((at, old, new, rebound)) = moved else {
+    let result = result?;
+    let via_ap_sent = read::counter(&svc.members[&member].status(), "via_ap_out") - via_ap_before;
+    let (_, dropped) = drops(svc, member).since(&drops_before);
+    let Some(moved) = &result.moved else {
         report.check(
             "member move mid-transfer",
             false,
@@ -1058,28 +675,69 @@ fn step_move(svc: &mut Service, report: &mut Report, member: u16) -> anyhow::Res
         );
         return Ok(());
     };
-    let (stall, stall_start) = longest_gap(&get.reads, at, at + MOVE_WINDOW, true);
-    let (other_gap, _) = longest_gap(&get.reads, at, at + MOVE_WINDOW, false);
+    say_move(moved);
+    let get = &result.get;
+    let (stall, stall_start) = result.stall(MOVE_WINDOW);
     say(&format!(
         "the transfer finished at {}: {} from {}, SHA-256 {}",
         ms(get.elapsed),
         mib(get.bytes),
         get.server,
-        if get.sha_ok { "verified" } else { "WRONG" }
+        verified(get.sha_ok)
     ));
     say(&format!(
         "longest pause in the data within {} of the move: {}, starting {} after it (at other times: at most {})",
         ms(MOVE_WINDOW),
         ms(stall),
-        ms(stall_start.saturating_sub(at)),
-        ms(other_gap),
+        ms(stall_start),
+        ms(result.other_gap(MOVE_WINDOW)),
     ));
-    let via_ap_sent =
-        shim_counter(&member_after, "via_ap_out") - shim_counter(&member_before, "via_ap_out");
+    say_held(&m, via_ap_sent, moved.mv.rebind.at_shim.is_some());
+    say(&format!(
+        "packets dropped by the access point, the member and the shim meanwhile: {dropped}"
+    ));
+    let transfer_ok =
+        get.sha_ok && get.server == format!("member{member}") && stall < Duration::from_secs(1);
+    let numbers = format!(
+        "{} SHA-256 ok={}, stall {}",
+        mib(get.bytes),
+        get.sha_ok,
+        ms(stall)
+    );
+    after_the_move(svc, report, member, &moved.mv, (transfer_ok, numbers))
+}
+
+/// When the member moved and when the shim followed.
+fn say_move(moved: &MovedAt) {
+    let mv = &moved.mv;
+    say(&format!(
+        "at {} ({} received) the member gets address {} and moves its care-of endpoint there",
+        ms(moved.at),
+        mib(moved.at_bytes),
+        mv.new,
+    ));
+    say(&format!(
+        "(control: move {{\"care_of\": \"{}\"}}, {}; the old address keeps receiving: make before break)",
+        mv.care_of,
+        ms(mv.command)
+    ));
+    match mv.rebind.at_shim {
+        Some(t) => say(&format!(
+            "the shim accepted the member's new binding update {} after the move command returned",
+            ms(t)
+        )),
+        None => say(&format!(
+            "the shim's binding did not follow: timed out after {BIND_TIMEOUT:?}"
+        )),
+    }
+}
+
+/// Whether the member held its answers to the shim during the move.
+fn say_held(m: &str, via_ap_sent: u64, rebound: bool) {
     let long_way = format!(
         "{} one way instead of {}",
-        ms(one_way(&m, "ap") + one_way("ap", SHIM)),
-        ms(one_way(&m, SHIM))
+        ms(one_way(m, "ap") + one_way("ap", SHIM)),
+        ms(one_way(m, SHIM))
     );
     if via_ap_sent == 0 && rebound {
         say(&format!(
@@ -1095,53 +753,67 @@ fn step_move(svc: &mut Service, report: &mut Report, member: u16) -> anyhow::Res
             }
         ));
     }
-    say(&format!(
-        "packets dropped by the access point, the member and the shim meanwhile: {dropped}"
-    ));
-    // The old address goes away; the member must be reachable at the new one only.
-    svc.retire_address(old);
-    let before = shim_status(&control);
-    let who = svc.clients[1]
-        .ns
-        .enter(|| testapp::who(endpoint, IO_TIMEOUT))?
+}
+
+/// The old address retired: the member is reachable at the new one only.
+/// Reports the transfer's check (`transfer`) and then the bindings'.
+fn after_the_move(
+    svc: &Service,
+    report: &mut Report,
+    member: u16,
+    mv: &Move,
+    transfer: (bool, String),
+) -> anyhow::Result<()> {
+    svc.retire_address(mv.old);
+    let before = shim_count(svc, "via_ap_out");
+    let who = scenario::who(svc, shim(svc))
         .context("a new connection after the old address was retired")?;
-    let after = shim_status(&control);
-    let via_ap = shim_counter(&after, "via_ap_out") - shim_counter(&before, "via_ap_out");
-    let ap_care_of = svc
-        .ap_member(member)
-        .map(|m| m.care_of.to_string())
-        .unwrap_or_default();
-    let new_ep = format!("[{new}]:4790");
-    let shim_care_of = shim_binding(&shim_status(&control), member)
-        .and_then(|b| b["care_of"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "(no binding)".into());
+    let via_ap = shim_count(svc, "via_ap_out") - before;
+    let ap_care_of = read::ap_care_of(svc, member);
+    let shim_care_of =
+        read::shim_care_of(shim(svc), member).unwrap_or_else(|| "(no binding)".into());
     say(&format!(
-        "old address {old} retired; a new connection is served by {who} ({via_ap} packets via the access point); the access point lists its care-of as {ap_care_of}"
+        "old address {} retired; a new connection is served by {who} ({via_ap} packets via the access point); the access point lists its care-of as {ap_care_of}",
+        mv.old
     ));
-    report.check(
-        "member move mid-transfer",
-        get.sha_ok && get.server == format!("member{member}") && stall < Duration::from_secs(1),
-        format!(
-            "{} SHA-256 ok={}, stall {}",
-            mib(get.bytes),
-            get.sha_ok,
-            ms(stall)
-        ),
-    );
+    report.check("member move mid-transfer", transfer.0, transfer.1);
+    let new_ep = &mv.care_of;
+    let followed = ap_care_of == *new_ep && shim_care_of == *new_ep;
     report.check(
         "bindings follow the move",
-        rebound
-            && ap_care_of == new_ep
-            && shim_care_of == new_ep
-            && who == format!("member{member}")
-            && via_ap == 0,
-        if ap_care_of == new_ep && shim_care_of == new_ep {
+        mv.rebind.at_shim.is_some() && followed && who == format!("member{member}") && via_ap == 0,
+        if followed {
             format!("AP and shim at {new_ep}, old address retired")
         } else {
             format!("AP at {ap_care_of}, shim at {shim_care_of}, moved to {new_ep}")
         },
     );
     Ok(())
+}
+
+/// An open connection on `member` from the shim: 40 echo round trips over
+/// 2 s, started and seen in the shim's flow table.
+fn open_session(svc: &Service, member: u16) -> anyhow::Result<Sessions> {
+    let known = read::shim_flow_ports(shim(svc));
+    let session = Sessions::start(svc, &[1], 40, Duration::from_millis(50))?;
+    let started = scenario::wait_for(
+        "the open connection",
+        Duration::from_secs(5),
+        Duration::from_millis(5),
+        || read::shim_new_flow_on(shim(svc), &known, member, 3) || session.all_finished(),
+    );
+    if let Err(e) = started {
+        let _ = session.join();
+        return Err(e);
+    }
+    Ok(session)
+}
+
+/// The member a new connection from client `index` reaches, and its name.
+fn new_connection(svc: &Service, index: usize, what: &str) -> anyhow::Result<(u16, String)> {
+    let who = scenario::who(svc, &svc.clients[index])
+        .with_context(|| format!("a new connection from the {what}"))?;
+    Ok((member_of(&who).unwrap_or(0), who))
 }
 
 fn step_drain(
@@ -1154,95 +826,37 @@ fn step_drain(
         5,
         &format!("Draining member {member}: new connections go elsewhere, the open one finishes"),
     )?;
-    let endpoint = svc.service_endpoint();
-    let control = svc.clients[1].control.clone();
-    // The open connection: 40 echo round trips over 2 s.
-    let known: Vec<u64> = shim_status(&control)["flows"]
-        .as_array()
-        .map(|f| f.iter().filter_map(|f| f["src_port"].as_u64()).collect())
-        .unwrap_or_default();
-    let session = svc.clients[1].ns.spawn_thread("open-session", move || {
-        testapp::rtt(endpoint, 40, Duration::from_millis(50), IO_TIMEOUT)
-    })?;
-    let started = wait_for(
-        "the open connection",
-        Duration::from_secs(5),
-        Duration::from_millis(5),
-        || {
-            shim_status(&control)["flows"]
-                .as_array()
-                .is_some_and(|flows| {
-                    flows.iter().any(|f| {
-                        !f["src_port"].as_u64().is_some_and(|p| known.contains(&p))
-                            && f["member"] == json!(member)
-                            && f["packets_in"].as_u64().unwrap_or(0) >= 3
-                    })
-                })
-                || session.is_finished()
-        },
-    );
-    if let Err(e) = started {
-        let _ = session.join();
-        return Err(e);
-    }
+    let session = open_session(svc, member)?;
     say(&format!(
-        "an open connection runs 40 echo round trips on {} over 2 s",
-        format_args!("member{member}")
+        "an open connection runs 40 echo round trips on member{member} over 2 s"
     ));
-    svc.ap
-        .control(Request::Drain {
-            member: Some(member),
-            deadline_s: None,
-        })
-        .map_err(|e| anyhow!("drain: {e}"))?;
+    let told = scenario::drain(svc, member, Some(1))?;
     say(&format!(
         "the operator drains member {member} at the access point (control: drain {{\"member\": {member}}})"
     ));
-    let told = wait_for(
-        "the shim to hear of the drain",
-        Duration::from_secs(5),
-        Duration::from_millis(2),
-        || {
-            shim_binding(&shim_status(&control), member)
-                .is_some_and(|b| b["draining"] == json!(true))
-        },
-    );
-    match &told {
-        Ok(d) => say(&format!(
+    match told {
+        Some(d) => say(&format!(
             "{} later the member's binding update tells the shim it is draining: no new flows start there",
-            ms(*d)
+            ms(d)
         )),
-        Err(e) => say(&format!("the shim was not told: {e}")),
+        None => say(&format!(
+            "the shim was not told: timed out after {BIND_TIMEOUT:?}"
+        )),
     }
-    let before = shim_status(&control);
+    let before = shim_count(svc, "via_ap_out");
     let asked = Instant::now();
-    let shim_who = svc.clients[1]
-        .ns
-        .enter(|| testapp::who(endpoint, IO_TIMEOUT))?
-        .context("a new connection from the shim client")?;
-    let new_member = member_of(&shim_who).unwrap_or(0);
-    let via_ap =
-        shim_counter(&shim_status(&control), "via_ap_out") - shim_counter(&before, "via_ap_out");
+    let (new_member, shim_who) = new_connection(svc, 1, "shim client")?;
+    let via_ap = shim_count(svc, "via_ap_out") - before;
     say(&format!(
         "a new connection from the shim client goes through the access point ({via_ap} packets) and is served by {shim_who}"
     ));
-    let rebound = wait_for(
-        "a binding with the new member",
-        Duration::from_secs(5),
-        Duration::from_millis(2),
-        || shim_binding(&shim_status(&control), new_member).is_some(),
-    );
-    if rebound.is_ok() {
+    if scenario::await_binding(shim(svc), new_member).is_ok() {
         say(&format!(
             "the shim now also holds a binding with {shim_who} (within {} of that connection's first packet)",
             ms(asked.elapsed())
         ));
     }
-    let legacy_who = svc.clients[0]
-        .ns
-        .enter(|| testapp::who(endpoint, IO_TIMEOUT))?
-        .context("a new connection from the legacy client")?;
-    let legacy_now = member_of(&legacy_who).unwrap_or(0);
+    let (legacy_now, legacy_who) = new_connection(svc, 0, "legacy client")?;
     say(&format!(
         "a new connection from the legacy client is served by {legacy_who}{}",
         if legacy_now == legacy_member && legacy_member != member {
@@ -1253,20 +867,34 @@ fn step_drain(
     ));
     say("the access point's member table now:");
     let members = print_members(svc)?;
-    let state = members
+    let (state, weight) = members
         .iter()
-        .find(|m| m["id"] == json!(member))
-        .map(|m| {
-            (
-                m["state"].as_str().unwrap_or("?").to_string(),
-                m["weight"].as_u64().unwrap_or(u64::MAX),
-            )
-        })
+        .find(|m| m.id == member)
+        .map(|m| (m.state.name().to_string(), u64::from(m.weight)))
         .unwrap_or_default();
-    let open = session
-        .join()
-        .map_err(|_| anyhow!("the open session thread panicked"))?;
-    let (open_ok, open_numbers) = match &open {
+    let (open_ok, open_numbers) = open_session_finished(session, member);
+    report.check(
+        "drain: new connections go elsewhere",
+        told.is_some()
+            && state == "draining"
+            && weight == 0
+            && ![0, member].contains(&new_member)
+            && ![0, member].contains(&legacy_now)
+            && (legacy_member == member || legacy_now == legacy_member),
+        format!(
+            "member {member} {state} (weight {weight}){}; new: shim -> {shim_who}, legacy -> {legacy_who}",
+            if told.is_some() { "" } else { ", shim not told" }
+        ),
+    );
+    report.check("drain: the open connection finishes", open_ok, open_numbers);
+    Ok(())
+}
+
+/// Whether the open connection on the drained member ran to its end there,
+/// and the numbers of its check.
+fn open_session_finished(session: Sessions, member: u16) -> (bool, String) {
+    let open = session.join().pop().expect("one session");
+    let (ok, numbers) = match &open {
         Ok(r) => {
             say(&format!(
                 "the open connection finished: {} of 40 round trips answered by {} (median {}, max {})",
@@ -1290,25 +918,7 @@ fn step_drain(
             (false, e.to_string())
         }
     };
-    report.check(
-        "drain: new connections go elsewhere",
-        told.is_ok()
-            && state.0 == "draining"
-            && state.1 == 0
-            && new_member != 0
-            && new_member != member
-            && legacy_now != 0
-            && legacy_now != member
-            && (legacy_member == member || legacy_now == legacy_member),
-        format!(
-            "member {member} {} (weight {}){}; new: shim -> {shim_who}, legacy -> {legacy_who}",
-            state.0,
-            state.1,
-            if told.is_ok() { "" } else { ", shim not told" }
-        ),
-    );
-    report.check("drain: the open connection finishes", open_ok, open_numbers);
-    Ok(())
+    (ok, numbers)
 }
 
 // ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use homeaddr_netns_tests::wan::{HostSpec, WAN_SUBNET, Wan, WanConfig};
-use homeaddr_netns_tests::{Netns, Topology, ula};
+use homeaddr_netns_tests::{Netns, Topology, require_root, ula};
 
 /// Whether namespace `name` still exists (mount point or `ip netns list`).
 pub fn netns_exists(name: &str) -> bool {
@@ -70,16 +70,30 @@ pub const WAN_BIN: &str = env!("CARGO_BIN_EXE_homeaddr-wan");
 /// inside one test binary (cargo runs the tests of a binary in parallel).
 static CPU_LOAD: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
-/// Taken by a timing-sensitive test.
-pub fn timing_test() -> std::sync::RwLockReadGuard<'static, ()> {
-    CPU_LOAD
-        .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The running test's name: libtest names the thread of each test after it.
+fn test_name() -> String {
+    match std::thread::current().name() {
+        Some(name) if name != "main" => name.to_string(),
+        _ => "namespace test".to_string(),
+    }
 }
 
-/// Taken by a test that saturates the CPU.
-pub fn heavy_test() -> std::sync::RwLockWriteGuard<'static, ()> {
-    CPU_LOAD
-        .write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// A timing-sensitive namespace test: `None` when it must skip (see
+/// `require_root`), else the shared side of the CPU-load lock.
+pub fn timing_test() -> Option<std::sync::RwLockReadGuard<'static, ()>> {
+    require_root(&test_name()).then(|| {
+        CPU_LOAD
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    })
+}
+
+/// A namespace test that saturates the CPU: `None` when it must skip,
+/// else the exclusive side of the CPU-load lock.
+pub fn heavy_test() -> Option<std::sync::RwLockWriteGuard<'static, ()>> {
+    require_root(&test_name()).then(|| {
+        CPU_LOAD
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    })
 }

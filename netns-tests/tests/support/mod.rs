@@ -1,29 +1,22 @@
 //! Helpers shared by the daemon namespace tests (`daemons.rs`,
-//! `daemons_bulk.rs`): reading the daemons' status JSON, running test
+//! `daemons_bulk.rs`): reading the daemons' answers, running test
 //! clients inside a host's namespace, and kernel counters of a namespace.
 
-#![allow(dead_code)] // each test file uses a different subset
+#![allow(dead_code, unused_imports)] // each test file uses a different subset
 
-use std::net::{Ipv6Addr, SocketAddr};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use homeaddr_control::{MemberRow, Request, ShimBindingRow, ShimFlowRow, ShimStatus, Status};
-use homeaddr_netns_tests::Netns;
+use homeaddr_control::{MemberRow, Request};
 use homeaddr_netns_tests::service::{Host, SERVICE_PORT, Service};
-use homeaddr_netns_tests::testapp;
+use homeaddr_netns_tests::testapp::{self, RttReport};
+use homeaddr_netns_tests::{Netns, scenario, wait_until};
 use serde_json::Value;
 
-/// How often bounded waits poll the daemons.
-pub const POLL: Duration = Duration::from_millis(20);
-
-/// Timeout of each socket operation of a test client.
-pub const OP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The number at a JSON pointer (`"/counters/direct_in"`), 0 when absent.
-pub fn num(v: &Value, pointer: &str) -> u64 {
-    v.pointer(pointer).and_then(Value::as_u64).unwrap_or(0)
-}
+pub use homeaddr_netns_tests::scenario::read::{
+    ap_member_state, member_draining, num, shim_binding, shim_service_flow,
+};
+pub use homeaddr_netns_tests::scenario::{Client, OP_TIMEOUT, POLL};
 
 /// The AP's entry for member `id`; panics with the member table if missing.
 pub fn ap_member(svc: &Service, id: u16) -> MemberRow {
@@ -40,74 +33,93 @@ pub fn ap_member_num(svc: &Service, id: u16, field: fn(&MemberRow) -> u64) -> u6
     field(&ap_member(svc, id))
 }
 
-/// The state the AP shows for member `id` ("active", "draining", "down").
-pub fn ap_member_state(svc: &Service, id: u16) -> String {
-    svc.ap_member(id)
-        .map(|m| m.state.name().to_string())
-        .unwrap_or_default()
-}
-
-/// The shim's `status`, if it answers.
-pub fn shim_status(shim: &Host) -> Option<ShimStatus> {
-    match shim.ask(Request::Status).ok()? {
-        Status::Shim(s) => Some(s),
-        _ => None,
-    }
-}
-
-/// The shim's TCP flow to the service port that carried the most bytes
-/// (the shim lists flows by bytes, largest first).
-pub fn shim_service_flow(shim: &Host) -> Option<ShimFlowRow> {
-    shim_status(shim)?
-        .flows
-        .into_iter()
-        .find(|f| f.proto == 6 && f.dst_port == SERVICE_PORT)
-}
-
-/// The shim's binding for member `id`, if any.
-pub fn shim_binding(shim: &Host, id: u16) -> Option<ShimBindingRow> {
-    shim_status(shim)?
-        .bindings
-        .into_iter()
-        .find(|b| b.member == id)
-}
-
-/// The care-of endpoint string the daemons print for `addr`.
-/// Wait until the AP lists member `id` at `care_of` and then until the
-/// shim client `shim` binds it there; returns how long each took.
-pub fn await_move(svc: &Service, shim: usize, id: u16, care_of: &str) -> (Duration, Duration) {
-    let at_ap = homeaddr_netns_tests::wait_until(
-        Duration::from_secs(5),
-        POLL,
-        "the AP to list the new care-of",
-        || ap_member(svc, id).care_of.to_string() == care_of,
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", dump(svc)));
-    let at_shim = homeaddr_netns_tests::wait_until(
-        Duration::from_secs(5),
-        POLL,
-        "the shim's binding to follow",
-        || shim_binding(&svc.clients[shim], id).is_some_and(|b| b.care_of.to_string() == care_of),
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", dump(svc)));
-    (at_ap, at_shim)
+/// A service with members `1..=members` and then `clients` (see
+/// `scenario::start_service`); panics with the reason if it cannot start.
+pub fn service(tag: &str, members: u16, clients: &[Client]) -> Service {
+    scenario::start_service(tag, members, clients).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Two members, one shim client and six legacy clients: returns the
 /// service, the shim client's index and the legacy clients' indices.
 pub fn two_member_pool(tag: &str) -> (Service, usize, Vec<usize>) {
-    let mut svc = Service::start(tag).expect("service starts");
-    svc.add_member(1, &[]).expect("member starts");
-    svc.add_member(2, &[]).expect("member starts");
-    let shim = svc.add_client(true, &[]).expect("shim client");
-    let legacy = (0..6)
-        .map(|_| svc.add_client(false, &[]).expect("legacy client"))
-        .collect();
-    (svc, shim, legacy)
+    let mut clients = vec![Client::Shim];
+    clients.extend([Client::Legacy; 6]);
+    (service(tag, 2, &clients), 0, (1..=6).collect())
 }
 
-pub fn endpoint(addr: Ipv6Addr) -> String {
-    SocketAddr::new(addr.into(), homeaddr_netns_tests::service::TUNNEL_PORT).to_string()
+/// Waits until shim client `shim` holds a binding with `member`.
+pub fn bound(svc: &Service, shim: usize, member: u16) {
+    scenario::await_binding(&svc.clients[shim], member)
+        .unwrap_or_else(|e| panic!("route optimization: {e}\n{}", dump(svc)));
+}
+
+/// Moves member `id` and waits until the AP and shim client `shim` follow.
+pub fn move_member(svc: &mut Service, id: u16, shim: usize) -> scenario::Move {
+    let mv = scenario::move_member(svc, id, shim).expect("member moves");
+    assert!(
+        mv.rebind.complete(),
+        "the AP and the shim did not follow the move to {}: {:?}\n{}",
+        mv.care_of,
+        mv.rebind,
+        dump(svc)
+    );
+    mv
+}
+
+/// Drains member `id` and waits until shim client `shim` hears of it;
+/// how long that took.
+pub fn drain(svc: &Service, id: u16, shim: usize) -> Duration {
+    scenario::drain(svc, id, Some(shim))
+        .expect("drain accepted")
+        .unwrap_or_else(|| panic!("the shim's binding does not show the drain\n{}", dump(svc)))
+}
+
+/// Sessions of `count` round trips 50 ms apart from each of `clients`,
+/// once every one of them is established.
+pub fn open_sessions(svc: &Service, clients: &[usize], count: usize) -> scenario::Sessions {
+    let sessions = scenario::Sessions::start(svc, clients, count, Duration::from_millis(50))
+        .expect("sessions start");
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        "every session to be established",
+        || {
+            clients
+                .iter()
+                .all(|&c| established_to_service(&svc.clients[c].ns) >= 1)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(svc)));
+    sessions
+}
+
+/// Each session's report, with its client; panics if one broke.
+pub fn session_reports(svc: &Service, sessions: scenario::Sessions) -> Vec<(usize, RttReport)> {
+    let clients = sessions.clients.clone();
+    clients
+        .into_iter()
+        .zip(sessions.join())
+        .map(|(c, r)| {
+            let report = r.unwrap_or_else(|e| panic!("c{c}'s session broke: {e}\n{}", dump(svc)));
+            (c, report)
+        })
+        .collect()
+}
+
+/// A download of `bytes` by client `index`; panics unless it is intact.
+pub fn download(svc: &Service, index: usize, bytes: u64) -> testapp::GetReport {
+    let get = scenario::download(svc, &svc.clients[index], bytes)
+        .unwrap_or_else(|e| panic!("download: {e:#}\n{}", dump(svc)));
+    assert!(
+        scenario::intact(&get),
+        "the download is not intact: {get:?}"
+    );
+    get
+}
+
+/// The member id of a server name ("member2" -> 2).
+pub fn id_of(server_name: &str) -> u16 {
+    scenario::member_of(server_name).unwrap_or_else(|| panic!("not a member: {server_name}"))
 }
 
 /// Runs `f` inside the host's namespace and returns its result.
@@ -130,10 +142,8 @@ pub fn spawn_in<R: Send + 'static>(
 
 /// The member that answers a fresh connection from client `index`.
 pub fn who(svc: &Service, index: usize) -> String {
-    let server = svc.service_endpoint();
-    let client = &svc.clients[index];
-    in_ns(client, || testapp::who(server, OP_TIMEOUT))
-        .unwrap_or_else(|e| panic!("client {} cannot reach the service: {e}", client.name))
+    scenario::who(svc, &svc.clients[index])
+        .unwrap_or_else(|e| panic!("cannot reach the service: {e:#}"))
 }
 
 /// TCP connections in state ESTABLISHED from the namespace to the service
