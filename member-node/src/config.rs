@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use homeaddr_daemon::common::{CommonArgs, CommonConfig, CommonSettings, load_config};
+use homeaddr_proto::engine::member;
 use serde::Deserialize;
 
 /// Command line of `homeaddr-member`.
@@ -157,11 +158,13 @@ impl Settings {
             care_of: cli.care_of.or(file.care_of),
             key,
             spi: cli.spi.or(file.spi).unwrap_or(1),
-            weight: cli.weight.or(file.weight).unwrap_or(100),
+            weight: cli.weight.or(file.weight).unwrap_or(member::DEFAULT_WEIGHT),
             table: cli.table.or(file.table).unwrap_or(4790),
             route_optimization: !cli.no_route_optimization
                 && file.route_optimization.unwrap_or(true),
-            lifetime: Duration::from_secs(file.lifetime_s.unwrap_or(60).clamp(8, 3600)),
+            lifetime: file
+                .lifetime_s
+                .map_or(member::DEFAULT_LIFETIME, |s| Duration::from_secs(s.clamp(8, 3600))),
             direct_return: cli.direct_return || file.direct_return.unwrap_or(false),
             common,
         })

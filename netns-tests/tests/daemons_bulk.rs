@@ -265,6 +265,10 @@ fn shim_transfer_survives_a_member_move() {
     let mut svc = service("movexfer", 1, &[Client::Shim, Client::Legacy]);
     let (client, legacy) = (0, 1);
     svc.wan.set_link_both("m1", "c0", limited(200, 30)).unwrap();
+    // The legacy client's 200 MB take at least 4 s at 400 Mbit/s, while the
+    // shim reaches the move after 15 MB (0.6 s at its 200 Mbit/s): the
+    // legacy transfer spans the move by its rate limit, not by luck.
+    svc.wan.set_link_both("ap", "c1", limited(400, 30)).unwrap();
     let server = svc.service_endpoint();
     assert_eq!(who(&svc, client), "member1");
     bound(&svc, client, 1);
@@ -275,16 +279,22 @@ fn shim_transfer_survives_a_member_move() {
     // A legacy client's transfer runs across the move too: the member's
     // answers to it reach the AP from the old, then the new care-of.
     let legacy_transfer = spawn_in(&svc.clients[legacy], "get", move || {
-        testapp::get(server, 4 * BYTES, OP_TIMEOUT)
+        testapp::get(server, 4 * BYTES, OP_TIMEOUT).map(|r| (r, Instant::now()))
     });
     // About 15 MB in, move.
+    let download_start = Instant::now();
     let moved = traffic::move_mid_download(&mut svc, 1, client, BYTES, 15 * MB)
         .unwrap_or_else(|e| panic!("the transfer broke at the move: {e:#}\n{}", dump(&svc)));
-    let legacy_still_running = !legacy_transfer.is_finished();
-    let legacy_report = legacy_transfer
+    let (legacy_report, legacy_end) = legacy_transfer
         .join()
         .expect("get thread")
         .unwrap_or_else(|e| panic!("the legacy transfer broke at the move: {e}\n{}", dump(&svc)));
+    // The move began `at` after the download started, which started after
+    // `download_start`.
+    let legacy_still_running = moved
+        .moved
+        .as_ref()
+        .is_some_and(|m| legacy_end > download_start + m.at);
     assert_eq!(legacy_report.sha256, testapp::expected_sha256(4 * BYTES));
     let dropped = num(&svc.ap.status(), "/counters/drops/spoofed_source") - spoofed;
     println!(
