@@ -176,8 +176,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_graph_has_every_member_client_and_pinned_flow() {
+    /// Two members (one draining), a legacy client and a shim client.
+    fn example() -> (ApStatus, FlowTable) {
         let mut status = ap_status(
             vec![
                 MemberRow {
@@ -207,6 +207,12 @@ mod tests {
             total: 2,
             flows: vec![flow("fd00::8", 2, 100), flow("fd00::9", 1, 5000)],
         };
+        (status, flows)
+    }
+
+    #[test]
+    fn the_graph_has_every_member_client_and_pinned_flow() {
+        let (status, flows) = example();
         let d = dot(&status, &flows);
         assert!(
             d.starts_with("digraph homeaddr {") && d.ends_with("}\n"),
@@ -232,5 +238,60 @@ mod tests {
             d.contains("c1 -> ap [penwidth=2.1, label=\"100 B → m2×1\"]"),
             "{d}"
         );
+    }
+
+    #[test]
+    fn the_whole_graph_is_nodes_then_edges_in_order() {
+        let (status, flows) = example();
+        let d = dot(&status, &flows);
+        assert_eq!(d, WHOLE_GRAPH, "{d}");
+    }
+
+    const WHOLE_GRAPH: &str = r##"digraph homeaddr {
+  rankdir=LR;
+  node [fontname="Helvetica", fontsize=10]; edge [fontname="Helvetica", fontsize=9];
+  ap [shape=box, style="rounded,filled", fillcolor="#dde8ff", label="access point\nHoA fd00::1\n2 flows · 10 legacy + 3 shim packets in"];
+  subgraph members { rank=same;
+    m1 [shape=box3d, style=filled, fillcolor="#c8f0c8", label="member 1\n[fd00::2]:4790\nactive · weight 1\n1 flows · 1 shim clients"];
+    m2 [shape=box3d, style=filled, fillcolor="#ffd9a0", label="member 2\n[fd00::3]:4790\ndraining, cut in 9.0s · weight 0\n1 flows · 0 shim clients"];
+  }
+  ap -> m1 [dir=both, penwidth=3.1, label="→ 2.0 KiB\n← 4.0 KiB"];
+  ap -> m2 [dir=both, penwidth=1.0, label="→ 0 B\n← 0 B"];
+  subgraph clients { rank=same;
+    c0 [shape=ellipse, label="shim client\nfd00::9"];
+    c1 [shape=ellipse, label="client\nfd00::8"];
+  }
+  c0 -> ap [penwidth=3.0, label="4.9 KiB → m1×1"];
+  c0 -> m1 [style=dashed, color="#3060c0", constraint=false, label="route optimized"];
+  c1 -> ap [penwidth=2.1, label="100 B → m2×1"];
+}
+"##;
+
+    #[test]
+    fn clients_past_the_limit_are_one_node() {
+        let (status, _) = example();
+        let flows = FlowTable {
+            total: MAX_CLIENTS as u64 + 2,
+            flows: (0..MAX_CLIENTS + 2)
+                .map(|i| flow(&format!("fd00::1:{i:x}"), 1, 1000 - i as u64))
+                .collect(),
+        };
+        let d = dot(&status, &flows);
+        let last = MAX_CLIENTS - 1;
+        assert!(d.contains(&format!("\n    c{last} [shape=ellipse")), "{d}");
+        // The shim client carried nothing: it is among the hidden.
+        assert!(
+            !d.contains(&format!("c{MAX_CLIENTS} ")) && !d.contains("shim client\\n"),
+            "{d}"
+        );
+        assert!(
+            d.contains("    c0 [shape=ellipse, label=\"client\\nfd00::1:0\"];\n"),
+            "{d}"
+        );
+        assert!(
+            d.contains("    more [shape=note, label=\"3 more clients\"];\n  }\n"),
+            "{d}"
+        );
+        assert!(d.ends_with("  more -> ap [style=dotted];\n}\n"), "{d}");
     }
 }
