@@ -70,6 +70,19 @@ fn state_name(state: MemberState) -> &'static str {
 /// drops by reason.
 pub fn encode(ap: &AccessPoint, now: Instant, e: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
     let members: Vec<&MemberEntry> = ap.members().collect();
+    encode_member_states(e, &members)?;
+    encode_member_gauges(e, ap, &members, now)?;
+    encode_member_traffic(e, &members)?;
+    encode_ap_counters(e, ap)?;
+    encode_ap_gauges(e, ap, members.len())?;
+    encode_drops(e, "homeaddr_ap_dropped_packets", &ap.counters().drops)
+}
+
+/// One sample per member and state: 1 for the state it is in.
+fn encode_member_states(
+    e: &mut DescriptorEncoder<'_>,
+    members: &[&MemberEntry],
+) -> std::fmt::Result {
     gauges(
         e,
         "homeaddr_ap_member_state",
@@ -83,37 +96,55 @@ pub fn encode(ap: &AccessPoint, now: Instant, e: &mut DescriptorEncoder<'_>) -> 
                 (labels, i64::from(state_name(m.state) == state))
             })
         }),
-    )?;
-    let per_member = |e: &mut DescriptorEncoder<'_>,
-                      name: &str,
-                      help: &str,
-                      f: &dyn Fn(&MemberEntry) -> Value| {
-        gauges(
-            e,
-            name,
-            help,
-            members
-                .iter()
-                .map(|m| (MemberLabels { member: m.id.0 }, f(m))),
-        )
-    };
+    )
+}
+
+/// A gauge family with one sample per member.
+fn per_member(
+    e: &mut DescriptorEncoder<'_>,
+    members: &[&MemberEntry],
+    name: &str,
+    help: &str,
+    value: impl Fn(&MemberEntry) -> Value,
+) -> std::fmt::Result {
+    gauges(
+        e,
+        name,
+        help,
+        members
+            .iter()
+            .map(|m| (MemberLabels { member: m.id.0 }, value(m))),
+    )
+}
+
+/// The per-member gauges: weight, flows, shim clients, lifetime and drain
+/// deadline left.
+fn encode_member_gauges(
+    e: &mut DescriptorEncoder<'_>,
+    ap: &AccessPoint,
+    members: &[&MemberEntry],
+    now: Instant,
+) -> std::fmt::Result {
     per_member(
         e,
+        members,
         "homeaddr_ap_member_weight",
         "Maglev weight in force (0 while draining or down).",
-        &|m| Value::Count(m.effective_weight().into()),
+        |m| Value::Count(m.effective_weight().into()),
     )?;
     per_member(
         e,
+        members,
         "homeaddr_ap_member_flows",
         "Flows pinned to the member in the affinity table.",
-        &|m| Value::Count(ap.affinity().flows_of(m.id) as i64),
+        |m| Value::Count(ap.affinity().flows_of(m.id) as i64),
     )?;
     per_member(
         e,
+        members,
         "homeaddr_ap_member_shim_clients",
         "Shim clients told about the member.",
-        &|m| {
+        |m| {
             let n = ap
                 .shim_clients()
                 .filter(|(_, s)| s.members.contains_key(&m.id))
@@ -123,21 +154,30 @@ pub fn encode(ap: &AccessPoint, now: Instant, e: &mut DescriptorEncoder<'_>) -> 
     )?;
     per_member(
         e,
+        members,
         "homeaddr_ap_member_lifetime_seconds",
         "Registration lifetime left.",
-        &|m| Value::Seconds(m.lifetime_expires.saturating_duration_since(now)),
+        |m| Value::Seconds(m.lifetime_expires.saturating_duration_since(now)),
     )?;
     per_member(
         e,
+        members,
         "homeaddr_ap_member_drain_deadline_seconds",
         "Seconds until a draining member's flows are cut (0: no deadline).",
-        &|m| match m.state {
+        |m| match m.state {
             MemberState::Draining {
                 deadline: Some(d), ..
             } => Value::Seconds(d.saturating_duration_since(now)),
             _ => Value::Seconds(std::time::Duration::ZERO),
         },
-    )?;
+    )
+}
+
+/// Packets and bytes to and from each member (label `direction`).
+fn encode_member_traffic(
+    e: &mut DescriptorEncoder<'_>,
+    members: &[&MemberEntry],
+) -> std::fmt::Result {
     let to_from = |to: fn(&MemberEntry) -> u64, from: fn(&MemberEntry) -> u64| {
         members.iter().flat_map(move |m| {
             [("to", to(m)), ("from", from(m))].map(|(direction, n)| {
@@ -160,7 +200,12 @@ pub fn encode(ap: &AccessPoint, now: Instant, e: &mut DescriptorEncoder<'_>) -> 
         "homeaddr_ap_member_bytes",
         "Bytes forwarded to and received from the member.",
         to_from(|m| m.counters.bytes_to, |m| m.counters.bytes_from),
-    )?;
+    )
+}
+
+/// The AP's own counters: packets forwarded by path, then one counter per
+/// kind of message or event.
+fn encode_ap_counters(e: &mut DescriptorEncoder<'_>, ap: &AccessPoint) -> std::fmt::Result {
     let c = ap.counters();
     counters(
         e,
@@ -208,25 +253,35 @@ pub fn encode(ap: &AccessPoint, now: Instant, e: &mut DescriptorEncoder<'_>) -> 
     ] {
         counter(e, name, help, n)?;
     }
-    gauge(
-        e,
-        "homeaddr_ap_flows",
-        "Flows in the affinity table.",
-        ap.affinity().len() as i64,
-    )?;
-    gauge(
-        e,
-        "homeaddr_ap_members",
-        "Members in the member table.",
-        members.len() as i64,
-    )?;
-    gauge(
-        e,
-        "homeaddr_ap_shim_clients",
-        "Shim clients known.",
-        ap.shim_clients().count() as i64,
-    )?;
-    encode_drops(e, "homeaddr_ap_dropped_packets", &c.drops)
+    Ok(())
+}
+
+/// The sizes of the AP's tables: flows, members, shim clients.
+fn encode_ap_gauges(
+    e: &mut DescriptorEncoder<'_>,
+    ap: &AccessPoint,
+    members: usize,
+) -> std::fmt::Result {
+    for (name, help, n) in [
+        (
+            "homeaddr_ap_flows",
+            "Flows in the affinity table.",
+            ap.affinity().len(),
+        ),
+        (
+            "homeaddr_ap_members",
+            "Members in the member table.",
+            members,
+        ),
+        (
+            "homeaddr_ap_shim_clients",
+            "Shim clients known.",
+            ap.shim_clients().count(),
+        ),
+    ] {
+        gauge(e, name, help, n as i64)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -300,4 +355,105 @@ mod tests {
         assert!(lifetime > 0.0, "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
+
+    /// Encodes the AP as of one fixed instant, so the text is the same at
+    /// every run.
+    #[derive(Debug)]
+    struct At(std::sync::Mutex<AccessPoint>, Instant);
+
+    impl prometheus_client::collector::Collector for At {
+        fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
+            encode(&self.0.lock().unwrap(), self.1, &mut e)
+        }
+    }
+
+    #[test]
+    fn the_whole_text_is_every_family_in_order() {
+        let now = Instant::now();
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(At(
+            std::sync::Mutex::new(ap_with_member_1(now)),
+            now,
+        )));
+        let text = homeaddr_daemon::metrics::encode(&registry);
+        assert_eq!(text, FULL_TEXT, "{text}");
+    }
+
+    /// Every family of an AP whose member 1 has just registered, in order.
+    const FULL_TEXT: &str = r#"# HELP homeaddr_ap_member_state 1 for the state each member is in (active, draining, down).
+# TYPE homeaddr_ap_member_state gauge
+homeaddr_ap_member_state{member="1",state="active"} 1
+homeaddr_ap_member_state{member="1",state="draining"} 0
+homeaddr_ap_member_state{member="1",state="down"} 0
+# HELP homeaddr_ap_member_weight Maglev weight in force (0 while draining or down).
+# TYPE homeaddr_ap_member_weight gauge
+homeaddr_ap_member_weight{member="1"} 100
+# HELP homeaddr_ap_member_flows Flows pinned to the member in the affinity table.
+# TYPE homeaddr_ap_member_flows gauge
+homeaddr_ap_member_flows{member="1"} 0
+# HELP homeaddr_ap_member_shim_clients Shim clients told about the member.
+# TYPE homeaddr_ap_member_shim_clients gauge
+homeaddr_ap_member_shim_clients{member="1"} 0
+# HELP homeaddr_ap_member_lifetime_seconds Registration lifetime left.
+# TYPE homeaddr_ap_member_lifetime_seconds gauge
+homeaddr_ap_member_lifetime_seconds{member="1"} 60.0
+# HELP homeaddr_ap_member_drain_deadline_seconds Seconds until a draining member's flows are cut (0: no deadline).
+# TYPE homeaddr_ap_member_drain_deadline_seconds gauge
+homeaddr_ap_member_drain_deadline_seconds{member="1"} 0.0
+# HELP homeaddr_ap_member_packets Packets forwarded to and received from the member.
+# TYPE homeaddr_ap_member_packets counter
+homeaddr_ap_member_packets_total{member="1",direction="to"} 0
+homeaddr_ap_member_packets_total{member="1",direction="from"} 0
+# HELP homeaddr_ap_member_bytes Bytes forwarded to and received from the member.
+# TYPE homeaddr_ap_member_bytes counter
+homeaddr_ap_member_bytes_total{member="1",direction="to"} 0
+homeaddr_ap_member_bytes_total{member="1",direction="from"} 0
+# HELP homeaddr_ap_forwarded_packets Data packets forwarded, by path.
+# TYPE homeaddr_ap_forwarded_packets counter
+homeaddr_ap_forwarded_packets_total{path="legacy_in"} 0
+homeaddr_ap_forwarded_packets_total{path="legacy_out"} 0
+homeaddr_ap_forwarded_packets_total{path="shim_in"} 0
+homeaddr_ap_forwarded_packets_total{path="shim_out"} 0
+# HELP homeaddr_ap_home_tests_relayed Home tests relayed (HoTI and HoT).
+# TYPE homeaddr_ap_home_tests_relayed counter
+homeaddr_ap_home_tests_relayed_total 0
+# HELP homeaddr_ap_shim_notices Shim Notices sent to members.
+# TYPE homeaddr_ap_shim_notices counter
+homeaddr_ap_shim_notices_total 0
+# HELP homeaddr_ap_revocations Revocations sent to shims (each repeat counts).
+# TYPE homeaddr_ap_revocations counter
+homeaddr_ap_revocations_total 0
+# HELP homeaddr_ap_registrations Registrations accepted, refreshes included.
+# TYPE homeaddr_ap_registrations counter
+homeaddr_ap_registrations_total 1
+# HELP homeaddr_ap_mss_clamped TCP SYNs whose MSS was clamped to the inner MTU.
+# TYPE homeaddr_ap_mss_clamped counter
+homeaddr_ap_mss_clamped_total 0
+# HELP homeaddr_ap_affinity_overflows Flows not pinned because the affinity table was full.
+# TYPE homeaddr_ap_affinity_overflows counter
+homeaddr_ap_affinity_overflows_total 0
+# HELP homeaddr_ap_flows Flows in the affinity table.
+# TYPE homeaddr_ap_flows gauge
+homeaddr_ap_flows 0
+# HELP homeaddr_ap_members Members in the member table.
+# TYPE homeaddr_ap_members gauge
+homeaddr_ap_members 1
+# HELP homeaddr_ap_shim_clients Shim clients known.
+# TYPE homeaddr_ap_shim_clients gauge
+homeaddr_ap_shim_clients 0
+# HELP homeaddr_ap_dropped_packets Packets dropped, by reason.
+# TYPE homeaddr_ap_dropped_packets counter
+homeaddr_ap_dropped_packets_total{reason="malformed"} 0
+homeaddr_ap_dropped_packets_total{reason="bad_version"} 0
+homeaddr_ap_dropped_packets_total{reason="unknown_peer"} 0
+homeaddr_ap_dropped_packets_total{reason="spoofed_source"} 0
+homeaddr_ap_dropped_packets_total{reason="unknown_home_address"} 0
+homeaddr_ap_dropped_packets_total{reason="no_member"} 0
+homeaddr_ap_dropped_packets_total{reason="auth_failed"} 0
+homeaddr_ap_dropped_packets_total{reason="replay"} 0
+homeaddr_ap_dropped_packets_total{reason="unexpected_message"} 0
+homeaddr_ap_dropped_packets_total{reason="overflow"} 0
+homeaddr_ap_dropped_packets_total{reason="not_tunnelled"} 0
+# EOF
+"#;
 }

@@ -167,145 +167,176 @@ fn show(json: bool, value: &impl Serialize, table: impl FnOnce() -> String) -> S
 }
 
 fn run(cli: &Cli, daemon: &Daemon) -> Result<String, CtlError> {
-    fn done(json: bool, value: &impl Serialize, what: String) -> Result<String, CtlError> {
-        Ok(show(json, value, || format!("{what}\n")))
-    }
     let json = cli.json;
     match &cli.command {
-        Command::Status => {
-            let s: Status = daemon.ask(Request::Status)?;
-            Ok(show(json, &s, || views::status(&s).render()))
-        }
-        Command::Members => {
-            let m: Vec<MemberRow> = daemon.ask(Request::Members)?;
-            Ok(show(json, &m, || {
-                let t = views::members(&m);
-                if t.is_empty() {
-                    "no members registered\n".into()
-                } else {
-                    t.render()
-                }
-            }))
-        }
-        Command::Bindings => {
-            let s: Status = daemon.ask(Request::Status)?;
-            let (rows, t) = views::bindings(&s);
-            Ok(show(json, &rows, || {
-                if t.is_empty() {
-                    "no bindings\n".into()
-                } else {
-                    t.render()
-                }
-            }))
-        }
-        Command::Flows { top } => match daemon.ask(Request::Status)? {
-            Status::AccessPoint(_) => {
-                let f: FlowTable = daemon.ask(Request::Flows { top: *top })?;
-                Ok(show(json, &f, || {
-                    format!(
-                        "{}{} of {} flows\n",
-                        views::ap_flows(&f).render(),
-                        f.flows.len(),
-                        f.total
-                    )
-                }))
-            }
-            Status::Shim(s) => {
-                let (rows, t) = views::shim_flows(&s, *top);
-                Ok(show(json, &rows, || t.render()))
-            }
-            Status::Member(_) => Err(CtlError::Daemon(
-                "a member keeps no flow table: ask the access point (homeaddr-ctl flows) or a shim"
-                    .into(),
-            )),
-        },
-        Command::Stats => {
-            let s: Status = daemon.ask(Request::Status)?;
-            let (flat, t) = views::stats(&s);
-            Ok(show(json, &flat, || t.render()))
-        }
-        Command::Drain { target, deadline } => {
-            if deadline.is_some() && target.is_none() {
-                return Err(CtlError::Local(
-                    "--deadline is set on the access point: homeaddr-ctl drain MEMBER --deadline S"
-                        .into(),
-                ));
-            }
-            let v = daemon.call(Request::Drain {
-                member: *target,
-                deadline_s: *deadline,
-            })?;
-            let what = match (target, deadline) {
-                (Some(id), Some(d)) => format!(
-                    "member {id} is draining: no new clients; flows still open in {d} s are cut"
-                ),
-                (Some(id), None) => {
-                    format!("member {id} is draining: no new clients; open flows go on")
-                }
-                (None, _) => "this member is draining: no new clients; open flows go on".into(),
-            };
-            done(json, &v, what)
-        }
-        Command::Undrain { target } => {
-            let v = daemon.call(Request::Undrain { member: *target })?;
-            let what = match target {
-                Some(id) => format!("member {id} is active again"),
-                None => "this member is active again".into(),
-            };
-            done(json, &v, what)
-        }
-        Command::Weight { target, weight } => {
-            let v: WeightSet = daemon.ask(Request::Weight {
-                member: *target,
-                weight: *weight,
-            })?;
-            done(
-                json,
-                &v,
-                format!("member {} now has weight {}", v.member, v.weight),
-            )
-        }
-        Command::Remove { target } => {
-            let v: MemberRemoved = daemon.ask(Request::Remove { member: *target })?;
-            done(
-                json,
-                &v,
-                format!(
-                    "member {} removed: its flows ended, its shim clients were told",
-                    v.removed
-                ),
-            )
-        }
-        Command::Move { care_of } => {
-            let v: Moved = daemon.ask(Request::Move { care_of: *care_of })?;
-            let what = format!("moved to {}: re-registering, shims follow", v.care_of);
-            done(json, &v, what)
-        }
-        Command::Leave => {
-            let v: Leaving = daemon.ask(Request::Leave)?;
-            done(json, &v, "leaving: the member deregisters and stops".into())
-        }
-        Command::Reload => {
-            let v: Reloaded = daemon.ask(Request::Reload)?;
-            let what = format!("reloaded {}", v.config);
-            done(json, &v, what)
-        }
+        Command::Status => status(daemon, json),
+        Command::Members => members(daemon, json),
+        Command::Bindings => bindings(daemon, json),
+        Command::Flows { top } => flows(daemon, json, *top),
+        Command::Stats => stats(daemon, json),
         Command::Metrics => daemon.ask::<String>(Request::Metrics),
-        Command::Topology { dot: _, svg } => {
-            let Status::AccessPoint(s) = daemon.ask(Request::Status)? else {
-                return Err(CtlError::Daemon(
-                    "topology is drawn from the access point's view: leave out --member/--control or point it at the AP's socket".into(),
-                ));
-            };
-            let f: FlowTable = daemon.ask(Request::Flows { top: 100_000 })?;
-            let dot = topology::dot(&s, &f);
-            match svg {
-                None => Ok(dot),
-                Some(file) => {
-                    render_svg(&dot, file).map(|()| format!("wrote {}\n", file.display()))
-                }
-            }
+        Command::Drain { target, deadline } => drain(daemon, json, *target, *deadline),
+        Command::Undrain { target } => undrain(daemon, json, *target),
+        Command::Weight { target, weight } => set_weight(daemon, json, *target, *weight),
+        Command::Remove { target } => remove(daemon, json, *target),
+        Command::Reload => reload(daemon, json),
+        Command::Move { care_of } => move_to(daemon, json, *care_of),
+        Command::Leave => leave(daemon, json),
+        Command::Topology { dot: _, svg } => topology(daemon, svg.as_deref()),
+    }
+}
+
+/// A table, or `none` when it has no rows.
+fn table_or(t: &table::Table, none: &str) -> String {
+    if t.is_empty() {
+        none.into()
+    } else {
+        t.render()
+    }
+}
+
+// Read-only views.
+
+fn status(daemon: &Daemon, json: bool) -> Result<String, CtlError> {
+    let s: Status = daemon.ask(Request::Status)?;
+    Ok(show(json, &s, || views::status(&s).render()))
+}
+
+fn members(daemon: &Daemon, json: bool) -> Result<String, CtlError> {
+    let m: Vec<MemberRow> = daemon.ask(Request::Members)?;
+    Ok(show(json, &m, || {
+        table_or(&views::members(&m), "no members registered\n")
+    }))
+}
+
+fn bindings(daemon: &Daemon, json: bool) -> Result<String, CtlError> {
+    let s: Status = daemon.ask(Request::Status)?;
+    let (rows, t) = views::bindings(&s);
+    Ok(show(json, &rows, || table_or(&t, "no bindings\n")))
+}
+
+/// The AP's affinity table or a shim's flow table, whichever daemon it is.
+fn flows(daemon: &Daemon, json: bool, top: usize) -> Result<String, CtlError> {
+    match daemon.ask(Request::Status)? {
+        Status::AccessPoint(_) => {
+            let f: FlowTable = daemon.ask(Request::Flows { top })?;
+            Ok(show(json, &f, || {
+                format!(
+                    "{}{} of {} flows\n",
+                    views::ap_flows(&f).render(),
+                    f.flows.len(),
+                    f.total
+                )
+            }))
         }
+        Status::Shim(s) => {
+            let (rows, t) = views::shim_flows(&s, top);
+            Ok(show(json, &rows, || t.render()))
+        }
+        Status::Member(_) => Err(CtlError::Daemon(
+            "a member keeps no flow table: ask the access point (homeaddr-ctl flows) or a shim"
+                .into(),
+        )),
+    }
+}
+
+fn stats(daemon: &Daemon, json: bool) -> Result<String, CtlError> {
+    let s: Status = daemon.ask(Request::Status)?;
+    let (flat, t) = views::stats(&s);
+    Ok(show(json, &flat, || t.render()))
+}
+
+// Operations: the daemon's reply as JSON, or one line saying what it did.
+
+fn done(json: bool, value: &impl Serialize, what: String) -> Result<String, CtlError> {
+    Ok(show(json, value, || format!("{what}\n")))
+}
+
+/// Drain `target` on the AP, or, without one, the member asked.
+fn drain(
+    daemon: &Daemon,
+    json: bool,
+    target: Option<u16>,
+    deadline: Option<f64>,
+) -> Result<String, CtlError> {
+    if deadline.is_some() && target.is_none() {
+        return Err(CtlError::Local(
+            "--deadline is set on the access point: homeaddr-ctl drain MEMBER --deadline S".into(),
+        ));
+    }
+    let v = daemon.call(Request::Drain {
+        member: target,
+        deadline_s: deadline,
+    })?;
+    let what = match (target, deadline) {
+        (Some(id), Some(d)) => {
+            format!("member {id} is draining: no new clients; flows still open in {d} s are cut")
+        }
+        (Some(id), None) => format!("member {id} is draining: no new clients; open flows go on"),
+        (None, _) => "this member is draining: no new clients; open flows go on".into(),
+    };
+    done(json, &v, what)
+}
+
+fn undrain(daemon: &Daemon, json: bool, target: Option<u16>) -> Result<String, CtlError> {
+    let v = daemon.call(Request::Undrain { member: target })?;
+    let what = match target {
+        Some(id) => format!("member {id} is active again"),
+        None => "this member is active again".into(),
+    };
+    done(json, &v, what)
+}
+
+// Access point operations.
+
+fn set_weight(daemon: &Daemon, json: bool, member: u16, weight: u32) -> Result<String, CtlError> {
+    let v: WeightSet = daemon.ask(Request::Weight { member, weight })?;
+    let what = format!("member {} now has weight {}", v.member, v.weight);
+    done(json, &v, what)
+}
+
+fn remove(daemon: &Daemon, json: bool, member: u16) -> Result<String, CtlError> {
+    let v: MemberRemoved = daemon.ask(Request::Remove { member })?;
+    let what = format!(
+        "member {} removed: its flows ended, its shim clients were told",
+        v.removed
+    );
+    done(json, &v, what)
+}
+
+fn reload(daemon: &Daemon, json: bool) -> Result<String, CtlError> {
+    let v: Reloaded = daemon.ask(Request::Reload)?;
+    let what = format!("reloaded {}", v.config);
+    done(json, &v, what)
+}
+
+// Member operations.
+
+fn move_to(daemon: &Daemon, json: bool, care_of: SocketAddr) -> Result<String, CtlError> {
+    let v: Moved = daemon.ask(Request::Move { care_of })?;
+    let what = format!("moved to {}: re-registering, shims follow", v.care_of);
+    done(json, &v, what)
+}
+
+fn leave(daemon: &Daemon, json: bool) -> Result<String, CtlError> {
+    let v: Leaving = daemon.ask(Request::Leave)?;
+    done(json, &v, "leaving: the member deregisters and stops".into())
+}
+
+// Topology.
+
+/// The AP's view as DOT, printed or rendered to `svg`.
+fn topology(daemon: &Daemon, svg: Option<&Path>) -> Result<String, CtlError> {
+    let Status::AccessPoint(s) = daemon.ask(Request::Status)? else {
+        return Err(CtlError::Daemon(
+            "topology is drawn from the access point's view: leave out --member/--control or point it at the AP's socket".into(),
+        ));
+    };
+    let f: FlowTable = daemon.ask(Request::Flows { top: 100_000 })?;
+    let dot = topology::dot(&s, &f);
+    match svg {
+        None => Ok(dot),
+        Some(file) => render_svg(&dot, file).map(|()| format!("wrote {}\n", file.display())),
     }
 }
 

@@ -1,6 +1,6 @@
 //! `homeaddr-member`: see the crate documentation of `homeaddr_member`.
 
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -78,121 +78,19 @@ impl Role for MemberNode {
 
     async fn setup(settings: Settings, cx: &Context) -> anyhow::Result<Self> {
         let hoa = settings.home_address;
-        let care_of = match settings.care_of {
-            Some(c) => c,
-            None => {
-                let ip = source_address_for(settings.access_point).with_context(|| {
-                    format!(
-                        "no route to the access point {}; give --care-of",
-                        settings.access_point
-                    )
-                })?;
-                SocketAddr::new(ip, 4790)
-            }
-        };
+        let care_of = care_of_endpoint(&settings)?;
         let common = &settings.common;
         let table = settings.table.to_string();
-        // Before anything on the host changes: is the table another live
-        // member's? A member killed with -9 leaves its claim and its rule.
-        let claim = Claim::take(
-            Path::new(RUN_DIR),
-            &format!("routing table {table}"),
-            "--table",
-        )?;
-        // A table nobody has used yet does not exist.
-        let routes = ip_output(&["-6", "route", "show", "table", &table]).or_else(|e| {
-            if e.to_string().contains("does not exist") {
-                Ok(String::new())
-            } else {
-                Err(e)
-            }
-        })?;
-        if !routes.trim().is_empty() {
-            anyhow::bail!(
-                "policy routing table {table} already has routes ({}): another program uses it; give another --table",
-                routes.trim().replace('\n', "; ")
-            );
-        }
+        let claim = claim_table(&table)?;
         let tun_claim = Claim::tun(Path::new(RUN_DIR), &common.tun)?;
-        // Before the TUN exists: writing all.forwarding resets every
-        // interface's, and the TUN's must stay 0 (no MLD reports into it).
-        if settings.direct_return {
-            homeaddr_daemon::netcfg::sysctl("net.ipv6.conf.all.forwarding", "1")
-                .context("direct server return forwards answers out of the TUN")?;
-        }
-        let tun_config = TunConfig::new(&common.tun, common.mtu)
-            .with_offload(common.offload)
-            .with_ipv6(hoa, 128);
-        let tun = Arc::new(TunDevice::create(&tun_config).with_context(|| {
-            format!(
-                "cannot create the TUN device {} (root? /dev/net/tun? another daemon's: give another --tun)",
-                common.tun
-            )
-        })?);
+        let tun = create_tun(&settings)?;
         let mut net = NetConfig::new();
-        let from = format!("{hoa}/128");
-        let rule = [
-            "-6", "rule", "del", "from", &from, "iif", "lo", "lookup", &table, "priority", "1000",
-        ];
-        if claim.stale && ip(&rule).is_ok() {
-            info!(table = %table, "removed the source rule a dead member left behind");
-        }
-        // Answers from the home address go back into the TUN, to the engine.
-        net.apply(
-            &[
-                "-6",
-                "route",
-                "replace",
-                "default",
-                "dev",
-                tun.name(),
-                "table",
-                &table,
-            ],
-            &[
-                "-6",
-                "route",
-                "del",
-                "default",
-                "dev",
-                tun.name(),
-                "table",
-                &table,
-            ],
-        )?;
-        // `iif lo`: only locally generated answers; packets the engine writes
-        // back for direct server return come in on the TUN and are routed
-        // natively.
-        net.apply(
-            &[
-                "-6", "rule", "add", "from", &from, "iif", "lo", "lookup", &table, "priority",
-                "1000",
-            ],
-            &[
-                "-6", "rule", "del", "from", &from, "iif", "lo", "lookup", &table, "priority",
-                "1000",
-            ],
-        )?;
+        route_answers_into_tun(&mut net, claim.stale, hoa, tun.name(), &table)?;
         let udp = Arc::new(
             UdpTunnel::bind(care_of)
                 .with_context(|| format!("cannot bind the care-of endpoint {care_of}"))?,
         );
-        let mut config = MemberConfig::new(
-            MemberId(settings.id),
-            hoa,
-            settings.access_point,
-            udp.local_addr(),
-            settings.key.clone(),
-            homeaddr_daemon::random_seed()?,
-        );
-        config.spi = settings.spi;
-        config.weight = settings.weight;
-        config.route_optimization = settings.route_optimization;
-        config.direct_return = settings.direct_return;
-        config.lifetime = settings.lifetime;
-        let mut member = Member::new(config);
-        member.start(Instant::now());
-        let engine = Arc::new(Mutex::new(member));
+        let engine = Arc::new(Mutex::new(start_engine(&settings, udp.local_addr())?));
         let timings = Arc::new(Timings::default());
         let (hook_timings, stop) = (timings.clone(), cx.stop.clone());
         let hook = Arc::new(move |m: &mut Member| on_events(m, &hook_timings, &stop));
@@ -256,6 +154,122 @@ impl Role for MemberNode {
         self.driver.shutdown();
         self.net.undo_all();
     }
+}
+
+/// `--care-of`, or the address the route to the access point leaves from
+/// with the tunnel port.
+fn care_of_endpoint(settings: &Settings) -> anyhow::Result<SocketAddr> {
+    if let Some(c) = settings.care_of {
+        return Ok(c);
+    }
+    let ip = source_address_for(settings.access_point).with_context(|| {
+        format!(
+            "no route to the access point {}; give --care-of",
+            settings.access_point
+        )
+    })?;
+    Ok(SocketAddr::new(ip, 4790))
+}
+
+/// Claim the policy routing `table` before anything on the host changes:
+/// is it another live member's? A member killed with -9 leaves its claim
+/// and its rule. A table with routes belongs to another program.
+fn claim_table(table: &str) -> anyhow::Result<Claim> {
+    let claim = Claim::take(
+        Path::new(RUN_DIR),
+        &format!("routing table {table}"),
+        "--table",
+    )?;
+    // A table nobody has used yet does not exist.
+    let routes = ip_output(&["-6", "route", "show", "table", table]).or_else(|e| {
+        if e.to_string().contains("does not exist") {
+            Ok(String::new())
+        } else {
+            Err(e)
+        }
+    })?;
+    if !routes.trim().is_empty() {
+        anyhow::bail!(
+            "policy routing table {table} already has routes ({}): another program uses it; give another --table",
+            routes.trim().replace('\n', "; ")
+        );
+    }
+    Ok(claim)
+}
+
+/// The TUN holding the home address (after forwarding is on, for direct
+/// server return).
+fn create_tun(settings: &Settings) -> anyhow::Result<Arc<TunDevice>> {
+    let common = &settings.common;
+    // Before the TUN exists: writing all.forwarding resets every
+    // interface's, and the TUN's must stay 0 (no MLD reports into it).
+    if settings.direct_return {
+        homeaddr_daemon::netcfg::sysctl("net.ipv6.conf.all.forwarding", "1")
+            .context("direct server return forwards answers out of the TUN")?;
+    }
+    let tun_config = TunConfig::new(&common.tun, common.mtu)
+        .with_offload(common.offload)
+        .with_ipv6(settings.home_address, 128);
+    let tun = TunDevice::create(&tun_config).with_context(|| {
+        format!(
+            "cannot create the TUN device {} (root? /dev/net/tun? another daemon's: give another --tun)",
+            common.tun
+        )
+    })?;
+    Ok(Arc::new(tun))
+}
+
+/// `ip -6 rule OP` of the rule sending the home address's answers to `table`.
+fn source_rule<'a>(op: &'a str, from: &'a str, table: &'a str) -> [&'a str; 11] {
+    [
+        "-6", "rule", op, "from", from, "iif", "lo", "lookup", table, "priority", "1000",
+    ]
+}
+
+/// Answers from the home address go back into the TUN, to the engine: a
+/// default route into `tun` in `table` and a source rule to it (after
+/// removing the rule a dead member left behind, if the table's claim was
+/// `stale`).
+fn route_answers_into_tun(
+    net: &mut NetConfig,
+    stale: bool,
+    hoa: Ipv6Addr,
+    tun: &str,
+    table: &str,
+) -> anyhow::Result<()> {
+    let from = format!("{hoa}/128");
+    if stale && ip(&source_rule("del", &from, table)).is_ok() {
+        info!(table = %table, "removed the source rule a dead member left behind");
+    }
+    let default_route = |op| ["-6", "route", op, "default", "dev", tun, "table", table];
+    net.apply(&default_route("replace"), &default_route("del"))?;
+    // `iif lo`: only locally generated answers; packets the engine writes
+    // back for direct server return come in on the TUN and are routed
+    // natively.
+    net.apply(
+        &source_rule("add", &from, table),
+        &source_rule("del", &from, table),
+    )
+}
+
+/// The member engine of `settings`, bound to `care_of`, started.
+fn start_engine(settings: &Settings, care_of: SocketAddr) -> anyhow::Result<Member> {
+    let mut config = MemberConfig::new(
+        MemberId(settings.id),
+        settings.home_address,
+        settings.access_point,
+        care_of,
+        settings.key.clone(),
+        homeaddr_daemon::random_seed()?,
+    );
+    config.spi = settings.spi;
+    config.weight = settings.weight;
+    config.route_optimization = settings.route_optimization;
+    config.direct_return = settings.direct_return;
+    config.lifetime = settings.lifetime;
+    let mut member = Member::new(config);
+    member.start(Instant::now());
+    Ok(member)
 }
 
 /// Deregister and wait (bounded) for the AP's acknowledgement.

@@ -187,6 +187,87 @@ pub enum MobilityOption {
     },
 }
 
+/// The Option Data of an option of type `kind`, for the length checks
+/// every type makes.
+struct OptionData<'a> {
+    kind: u8,
+    value: &'a [u8],
+}
+
+impl<'a> OptionData<'a> {
+    fn bad_len(&self) -> WireError {
+        WireError::BadOptionLength {
+            kind: self.kind,
+            // A value longer than 255 bytes cannot come from the wire.
+            len: u8::try_from(self.value.len()).unwrap_or(u8::MAX),
+        }
+    }
+
+    /// The value, if it is `len` bytes long.
+    fn exactly(&self, len: usize) -> Result<&'a [u8], WireError> {
+        if self.value.len() == len {
+            Ok(self.value)
+        } else {
+            Err(self.bad_len())
+        }
+    }
+
+    /// The value, if it is `N` bytes long.
+    fn array<const N: usize>(&self) -> Result<[u8; N], WireError> {
+        self.value.try_into().map_err(|_| self.bad_len())
+    }
+
+    /// The value as an IPv6 address, if it is 16 bytes long.
+    fn ipv6(&self) -> Result<Ipv6Addr, WireError> {
+        self.array::<16>().map(Ipv6Addr::from)
+    }
+}
+
+/// An Authentication option's `value` of the right length.
+fn authentication(value: &[u8]) -> MobilityOption {
+    let mut spi = [0u8; 4];
+    spi.copy_from_slice(&value[field::AUTH_SPI]);
+    let mut data = [0u8; AUTHENTICATION_DATA_LEN];
+    data.copy_from_slice(&value[field::AUTH_DATA]);
+    MobilityOption::Authentication {
+        subtype: value[field::AUTH_SUBTYPE],
+        spi: u32::from_be_bytes(spi),
+        data,
+    }
+}
+
+/// A Binding Identifier: no care-of address, an IPv4 or an IPv6 one.
+fn binding_id(data: &OptionData<'_>) -> Result<MobilityOption, WireError> {
+    let value = data.value;
+    let care_of = match value.len().checked_sub(field::BID_CARE_OF) {
+        Some(0) => None,
+        Some(4) => {
+            let mut v4 = [0u8; 4];
+            v4.copy_from_slice(&value[field::BID_CARE_OF..]);
+            Some(IpAddr::V4(Ipv4Addr::from(v4)))
+        }
+        Some(16) => Some(IpAddr::V6(ipv6_at(value, field::BID_CARE_OF))),
+        _ => return Err(data.bad_len()),
+    };
+    Ok(MobilityOption::BindingId {
+        id: MemberId(be16(value, field::BID_ID)),
+        status: value[field::BID_STATUS],
+        flags: value[field::BID_FLAGS],
+        care_of,
+    })
+}
+
+/// A Member State option's `value` of the right length.
+fn member_state(value: &[u8]) -> MobilityOption {
+    let mut instance = [0u8; 8];
+    instance.copy_from_slice(&value[field::MS_INSTANCE]);
+    MobilityOption::MemberState {
+        weight: be16(value, field::MS_WEIGHT),
+        draining: be16(value, field::MS_FLAGS) & MEMBER_STATE_DRAINING != 0,
+        instance: u64::from_be_bytes(instance),
+    }
+}
+
 fn be16(b: &[u8], r: core::ops::Range<usize>) -> u16 {
     let mut out = [0u8; 2];
     out.copy_from_slice(&b[r]);
@@ -247,94 +328,29 @@ impl MobilityOption {
     /// Parses the Option Data `value` of an option of type `kind`.
     /// Padding types are refused: [`OptionIter`] skips them before this.
     pub fn parse(kind: u8, value: &[u8]) -> Result<MobilityOption, WireError> {
-        let bad_len = || WireError::BadOptionLength {
-            kind,
-            // A value longer than 255 bytes cannot come from the wire.
-            len: u8::try_from(value.len()).unwrap_or(u8::MAX),
-        };
-        let need = |len: usize| {
-            if value.len() == len {
-                Ok(())
-            } else {
-                Err(bad_len())
-            }
-        };
+        let data = OptionData { kind, value };
         Ok(match kind {
             kind::PAD1 | kind::PADN => return Err(WireError::InvalidValue("padding option")),
-            kind::BINDING_REFRESH_ADVICE => {
-                need(2)?;
-                MobilityOption::BindingRefreshAdvice {
-                    interval: be16(value, 0..2),
-                }
-            }
-            kind::ALTERNATE_CARE_OF => {
-                need(16)?;
-                MobilityOption::AlternateCareOf(ipv6_at(value, 0))
-            }
+            kind::BINDING_REFRESH_ADVICE => MobilityOption::BindingRefreshAdvice {
+                interval: be16(data.exactly(2)?, 0..2),
+            },
+            kind::ALTERNATE_CARE_OF => MobilityOption::AlternateCareOf(data.ipv6()?),
             kind::NONCE_INDICES => {
-                need(4)?;
+                let value = data.exactly(4)?;
                 MobilityOption::NonceIndices {
                     home: be16(value, field::NI_HOME),
                     care_of: be16(value, field::NI_CARE_OF),
                 }
             }
-            kind::BINDING_AUTHORIZATION => {
-                need(BINDING_AUTHORIZATION_LEN)?;
-                let mut auth = [0u8; BINDING_AUTHORIZATION_LEN];
-                auth.copy_from_slice(value);
-                MobilityOption::BindingAuthorization(auth)
-            }
-            kind::AUTHENTICATION => {
-                need(field::AUTH_DATA.end)?;
-                let mut spi = [0u8; 4];
-                spi.copy_from_slice(&value[field::AUTH_SPI]);
-                let mut data = [0u8; AUTHENTICATION_DATA_LEN];
-                data.copy_from_slice(&value[field::AUTH_DATA]);
-                MobilityOption::Authentication {
-                    subtype: value[field::AUTH_SUBTYPE],
-                    spi: u32::from_be_bytes(spi),
-                    data,
-                }
-            }
-            kind::BINDING_ID => {
-                let care_of = match value.len().checked_sub(field::BID_CARE_OF) {
-                    Some(0) => None,
-                    Some(4) => {
-                        let mut v4 = [0u8; 4];
-                        v4.copy_from_slice(&value[field::BID_CARE_OF..]);
-                        Some(IpAddr::V4(Ipv4Addr::from(v4)))
-                    }
-                    Some(16) => Some(IpAddr::V6(ipv6_at(value, field::BID_CARE_OF))),
-                    _ => return Err(bad_len()),
-                };
-                MobilityOption::BindingId {
-                    id: MemberId(be16(value, field::BID_ID)),
-                    status: value[field::BID_STATUS],
-                    flags: value[field::BID_FLAGS],
-                    care_of,
-                }
-            }
-            kind::HOME_ADDRESS => {
-                need(16)?;
-                MobilityOption::HomeAddress(ipv6_at(value, 0))
-            }
-            kind::MEMBER_STATE => {
-                need(field::MS_INSTANCE.end)?;
-                let mut instance = [0u8; 8];
-                instance.copy_from_slice(&value[field::MS_INSTANCE]);
-                MobilityOption::MemberState {
-                    weight: be16(value, field::MS_WEIGHT),
-                    draining: be16(value, field::MS_FLAGS) & MEMBER_STATE_DRAINING != 0,
-                    instance: u64::from_be_bytes(instance),
-                }
-            }
-            kind::CORRESPONDENT => {
-                need(16)?;
-                MobilityOption::Correspondent(ipv6_at(value, 0))
-            }
+            kind::BINDING_AUTHORIZATION => MobilityOption::BindingAuthorization(data.array()?),
+            kind::AUTHENTICATION => authentication(data.exactly(field::AUTH_DATA.end)?),
+            kind::BINDING_ID => binding_id(&data)?,
+            kind::HOME_ADDRESS => MobilityOption::HomeAddress(data.ipv6()?),
+            kind::MEMBER_STATE => member_state(data.exactly(field::MS_INSTANCE.end)?),
+            kind::CORRESPONDENT => MobilityOption::Correspondent(data.ipv6()?),
             _ => {
                 if value.len() > usize::from(u8::MAX) {
-                    return Err(bad_len());
+                    return Err(data.bad_len());
                 }
                 MobilityOption::Unknown {
                     kind,
