@@ -6,12 +6,12 @@
 //! the first one keeps serving. On the way: the kernel sends nothing of
 //! its own into the daemons' TUNs (`not_tunnelled` stays 0).
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
 use homeaddr_netns_tests::service::{
-    HOME_ADDRESS, Host, KEY, START_TIMEOUT, Service, TUNNEL_PORT, bin,
+    HOME_ADDRESS, Host, KEY, START_TIMEOUT, Service, TUNNEL_PORT, ap_args, bin,
 };
 use homeaddr_netns_tests::topology::Daemon;
 use homeaddr_netns_tests::{require_root, testapp, wait_until};
@@ -21,20 +21,7 @@ const OP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Start `homeaddr-member --id id` in `host`'s namespace with its care-of
 /// port and control socket.
 fn spawn_member(svc: &Service, host: &Host, id: u16, port: u16, control: &Path) -> Daemon {
-    let args: Vec<String> = vec![
-        "--id".into(),
-        id.to_string(),
-        "--home-address".into(),
-        HOME_ADDRESS.to_string(),
-        "--access-point".into(),
-        svc.ap_endpoint().to_string(),
-        "--care-of".into(),
-        format!("[{}]:{port}", host.addr),
-        "--key".into(),
-        KEY.into(),
-        "--control".into(),
-        control.display().to_string(),
-    ];
+    let args = svc.member_args(id, SocketAddr::new(host.addr.into(), port), KEY, control);
     host.ns
         .spawn(
             &format!("homeaddr-member-{id}-again"),
@@ -53,16 +40,8 @@ fn spawn_ap(
     control: &Path,
     extra: &[&str],
 ) -> Daemon {
-    let mut args: Vec<String> = vec![
-        "--home-address".into(),
-        home_address.to_string(),
-        "--key".into(),
-        KEY.into(),
-        "--listen".into(),
-        format!("[{}]:{port}", svc.ap.addr),
-        "--control".into(),
-        control.display().to_string(),
-    ];
+    let listen = SocketAddr::new(svc.ap.addr.into(), port);
+    let mut args = ap_args(home_address, listen, control);
     args.extend(extra.iter().map(|s| s.to_string()));
     svc.ap
         .ns
