@@ -154,6 +154,23 @@ pub fn ap_args(home_address: Ipv6Addr, listen: SocketAddr, control: &Path) -> Ve
     ]
 }
 
+/// Starts `program` as `name` in `ns` with `args`, the log flags and the
+/// caller's `flags`, and waits until it logs `ready`.
+fn start_daemon(
+    ns: &Netns,
+    name: &str,
+    program: &str,
+    mut args: Vec<String>,
+    flags: &[&str],
+    ready: &str,
+) -> anyhow::Result<Daemon> {
+    args.extend(log_args());
+    args.extend(flags.iter().map(|s| s.to_string()));
+    let daemon = ns.spawn(name, &bin(program)?, &args)?;
+    daemon.wait_for_output(ready, START_TIMEOUT)?;
+    Ok(daemon)
+}
+
 impl Service {
     /// Namespaces, the WAN emulator and a running access point.
     pub fn start(tag: &str) -> anyhow::Result<Self> {
@@ -186,14 +203,15 @@ impl Service {
             .add_prefix("ap", Ipv6Net::new(HOME_ADDRESS, 128).expect("/128"))?;
         let control = service.topo.dir().join("ap.sock");
         let listen = SocketAddr::new(service.ap.addr.into(), TUNNEL_PORT);
-        let mut args = ap_args(HOME_ADDRESS, listen, &control);
-        args.extend(log_args());
-        args.extend(ap_flags.iter().map(|s| s.to_string()));
-        let daemon = service
-            .ap
-            .ns
-            .spawn("homeaddr-ap", &bin("homeaddr-ap")?, &args)?;
-        daemon.wait_for_output("access point up", START_TIMEOUT)?;
+        let args = ap_args(HOME_ADDRESS, listen, &control);
+        let daemon = start_daemon(
+            &service.ap.ns,
+            "homeaddr-ap",
+            "homeaddr-ap",
+            args,
+            ap_flags,
+            "access point up",
+        )?;
         service.ap.daemon = Some(daemon);
         service.ap.control = control;
         Ok(service)
@@ -260,15 +278,15 @@ impl Service {
         let name = format!("m{id}");
         let mut host = self.new_host(&name)?;
         let care_of = SocketAddr::new(host.addr.into(), TUNNEL_PORT);
-        let mut args = self.member_args(id, care_of, KEY, &host.control);
-        args.extend(log_args());
-        args.extend(flags.iter().map(|s| s.to_string()));
-        let daemon = host.ns.spawn(
+        let args = self.member_args(id, care_of, KEY, &host.control);
+        let daemon = start_daemon(
+            &host.ns,
             &format!("homeaddr-member-{id}"),
-            &bin("homeaddr-member")?,
-            &args,
+            "homeaddr-member",
+            args,
+            flags,
+            "registered with the access point",
         )?;
-        daemon.wait_for_output("registered with the access point", START_TIMEOUT)?;
         host.daemon = Some(daemon);
         let server = host.ns.spawn(
             &format!("server-{id}"),
@@ -303,14 +321,14 @@ impl Service {
                 "--control".into(),
                 host.control.display().to_string(),
             ]);
-            args.extend(log_args());
-            args.extend(flags.iter().map(|s| s.to_string()));
-            let daemon = host.ns.spawn(
+            let daemon = start_daemon(
+                &host.ns,
                 &format!("homeaddr-shim-{name}"),
-                &bin("homeaddr-shim")?,
-                &args,
+                "homeaddr-shim",
+                args,
+                flags,
+                "shim up",
             )?;
-            daemon.wait_for_output("shim up", START_TIMEOUT)?;
             host.daemon = Some(daemon);
         }
         self.clients.push(host);
