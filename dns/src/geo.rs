@@ -158,6 +158,10 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn found(value: Option<u32>, scope: u8) -> Match {
+        Match { value, scope }
+    }
+
     #[test]
     fn distance_matches_known_city_pairs() {
         let ams = Coordinates {
@@ -191,13 +195,7 @@ mod tests {
     #[test]
     fn empty_trie_decides_at_scope_zero() {
         let t = PrefixTrie::new(32);
-        assert_eq!(
-            t.lookup(ip("1.2.3.4"), 32),
-            Match {
-                value: None,
-                scope: 0
-            }
-        );
+        assert_eq!(t.lookup(ip("1.2.3.4"), 32), found(None, 0));
     }
 
     #[test]
@@ -206,61 +204,25 @@ mod tests {
         t.insert(ip("10.0.0.0"), 8, 1);
         t.insert(ip("10.1.0.0"), 16, 2);
         // Inside the /16: decided at 16.
-        assert_eq!(
-            t.lookup(ip("10.1.2.3"), 32),
-            Match {
-                value: Some(2),
-                scope: 16
-            }
-        );
+        assert_eq!(t.lookup(ip("10.1.2.3"), 32), found(Some(2), 16));
         // In the /8 but outside the /16: the sibling /16 (10.0/16 vs 10.1/16
         // differ at bit 15) is constant, so the scope is 16.
-        assert_eq!(
-            t.lookup(ip("10.0.2.3"), 32),
-            Match {
-                value: Some(1),
-                scope: 16
-            }
-        );
+        assert_eq!(t.lookup(ip("10.0.2.3"), 32), found(Some(1), 16));
         // Far from the /16: 10.128/9 is constant.
-        assert_eq!(
-            t.lookup(ip("10.200.0.1"), 32),
-            Match {
-                value: Some(1),
-                scope: 9
-            }
-        );
+        assert_eq!(t.lookup(ip("10.200.0.1"), 32), found(Some(1), 9));
         // Outside everything: 0/1 vs 128/1 -- 192.0.2.1 is in 128/1 with no
         // prefix below it.
-        assert_eq!(
-            t.lookup(ip("192.0.2.1"), 32),
-            Match {
-                value: None,
-                scope: 1
-            }
-        );
+        assert_eq!(t.lookup(ip("192.0.2.1"), 32), found(None, 1));
         // Only 8 bits known: the masked address 10.0.0.0 lands in 10.0/16's
         // region; scope 16 > source 8 tells the resolver to ask with more.
-        assert_eq!(
-            t.lookup(ip("10.0.0.0"), 8),
-            Match {
-                value: Some(1),
-                scope: 16
-            }
-        );
+        assert_eq!(t.lookup(ip("10.0.0.0"), 8), found(Some(1), 16));
     }
 
     #[test]
     fn ipv6_trie() {
         let mut t = PrefixTrie::new(128);
         t.insert(ip("2001:db8::"), 32, 7);
-        assert_eq!(
-            t.lookup(ip("2001:db8:1::1"), 56),
-            Match {
-                value: Some(7),
-                scope: 32
-            }
-        );
+        assert_eq!(t.lookup(ip("2001:db8:1::1"), 56), found(Some(7), 32));
         assert_eq!(t.insert(ip("2001:db8::"), 32, 8), Some(7));
     }
 }

@@ -139,6 +139,38 @@ fn log_args() -> Vec<String> {
     ]
 }
 
+/// The flags of a `homeaddr-ap` serving `home_address` with the service's
+/// [`KEY`], listening on `listen`, with its control socket at `control`.
+pub fn ap_args(home_address: Ipv6Addr, listen: SocketAddr, control: &Path) -> Vec<String> {
+    vec![
+        "--home-address".into(),
+        home_address.to_string(),
+        "--key".into(),
+        KEY.into(),
+        "--listen".into(),
+        listen.to_string(),
+        "--control".into(),
+        control.display().to_string(),
+    ]
+}
+
+/// Starts `program` as `name` in `ns` with `args`, the log flags and the
+/// caller's `flags`, and waits until it logs `ready`.
+fn start_daemon(
+    ns: &Netns,
+    name: &str,
+    program: &str,
+    mut args: Vec<String>,
+    flags: &[&str],
+    ready: &str,
+) -> anyhow::Result<Daemon> {
+    args.extend(log_args());
+    args.extend(flags.iter().map(|s| s.to_string()));
+    let daemon = ns.spawn(name, &bin(program)?, &args)?;
+    daemon.wait_for_output(ready, START_TIMEOUT)?;
+    Ok(daemon)
+}
+
 impl Service {
     /// Namespaces, the WAN emulator and a running access point.
     pub fn start(tag: &str) -> anyhow::Result<Self> {
@@ -170,23 +202,16 @@ impl Service {
             .wan
             .add_prefix("ap", Ipv6Net::new(HOME_ADDRESS, 128).expect("/128"))?;
         let control = service.topo.dir().join("ap.sock");
-        let mut args: Vec<String> = vec![
-            "--home-address".into(),
-            HOME_ADDRESS.to_string(),
-            "--key".into(),
-            KEY.into(),
-            "--listen".into(),
-            format!("[{}]:{TUNNEL_PORT}", service.ap.addr),
-            "--control".into(),
-            control.display().to_string(),
-        ];
-        args.extend(log_args());
-        args.extend(ap_flags.iter().map(|s| s.to_string()));
-        let daemon = service
-            .ap
-            .ns
-            .spawn("homeaddr-ap", &bin("homeaddr-ap")?, &args)?;
-        daemon.wait_for_output("access point up", START_TIMEOUT)?;
+        let listen = SocketAddr::new(service.ap.addr.into(), TUNNEL_PORT);
+        let args = ap_args(HOME_ADDRESS, listen, &control);
+        let daemon = start_daemon(
+            &service.ap.ns,
+            "homeaddr-ap",
+            "homeaddr-ap",
+            args,
+            ap_flags,
+            "access point up",
+        )?;
         service.ap.daemon = Some(daemon);
         service.ap.control = control;
         Ok(service)
@@ -223,11 +248,16 @@ impl Service {
         SocketAddr::new(HOME_ADDRESS.into(), SERVICE_PORT)
     }
 
-    /// Start member `id` (daemon and server) and wait until it is registered.
-    pub fn add_member(&mut self, id: u16, flags: &[&str]) -> anyhow::Result<&Host> {
-        let name = format!("m{id}");
-        let mut host = self.new_host(&name)?;
-        let mut args: Vec<String> = vec![
+    /// The flags of a `homeaddr-member --id id` of this service at
+    /// `care_of`, registering with `key`, its control socket at `control`.
+    pub fn member_args(
+        &self,
+        id: u16,
+        care_of: SocketAddr,
+        key: &str,
+        control: &Path,
+    ) -> Vec<String> {
+        vec![
             "--id".into(),
             id.to_string(),
             "--home-address".into(),
@@ -235,20 +265,28 @@ impl Service {
             "--access-point".into(),
             self.ap_endpoint().to_string(),
             "--care-of".into(),
-            format!("[{}]:{TUNNEL_PORT}", host.addr),
+            care_of.to_string(),
             "--key".into(),
-            KEY.into(),
+            key.into(),
             "--control".into(),
-            host.control.display().to_string(),
-        ];
-        args.extend(log_args());
-        args.extend(flags.iter().map(|s| s.to_string()));
-        let daemon = host.ns.spawn(
+            control.display().to_string(),
+        ]
+    }
+
+    /// Start member `id` (daemon and server) and wait until it is registered.
+    pub fn add_member(&mut self, id: u16, flags: &[&str]) -> anyhow::Result<&Host> {
+        let name = format!("m{id}");
+        let mut host = self.new_host(&name)?;
+        let care_of = SocketAddr::new(host.addr.into(), TUNNEL_PORT);
+        let args = self.member_args(id, care_of, KEY, &host.control);
+        let daemon = start_daemon(
+            &host.ns,
             &format!("homeaddr-member-{id}"),
-            &bin("homeaddr-member")?,
-            &args,
+            "homeaddr-member",
+            args,
+            flags,
+            "registered with the access point",
         )?;
-        daemon.wait_for_output("registered with the access point", START_TIMEOUT)?;
         host.daemon = Some(daemon);
         let server = host.ns.spawn(
             &format!("server-{id}"),
@@ -283,14 +321,14 @@ impl Service {
                 "--control".into(),
                 host.control.display().to_string(),
             ]);
-            args.extend(log_args());
-            args.extend(flags.iter().map(|s| s.to_string()));
-            let daemon = host.ns.spawn(
+            let daemon = start_daemon(
+                &host.ns,
                 &format!("homeaddr-shim-{name}"),
-                &bin("homeaddr-shim")?,
-                &args,
+                "homeaddr-shim",
+                args,
+                flags,
+                "shim up",
             )?;
-            daemon.wait_for_output("shim up", START_TIMEOUT)?;
             host.daemon = Some(daemon);
         }
         self.clients.push(host);

@@ -610,10 +610,7 @@ fn garbage_datagrams_are_dropped_and_counted() {
     let Some(_cpu) = common::timing_test() else {
         return;
     };
-    let svc = service("garbage", 1, &[Client::Shim, Client::Legacy]);
-    let (shim, attacker) = (0, 1);
-    assert_eq!(who(&svc, shim), "member1");
-    bound(&svc, shim, 1);
+    let (svc, shim, attacker) = shim_bound_and_legacy("garbage");
     let shim_local: SocketAddr = svc.clients[shim].status()["local"]
         .as_str()
         .and_then(|s| s.parse().ok())

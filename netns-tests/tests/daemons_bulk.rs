@@ -185,10 +185,7 @@ fn full_size_segments_cross_both_ways_for_legacy_and_shim_clients() {
     let Some(_cpu) = common::heavy_test() else {
         return;
     };
-    let svc = service("tcpmtu", 1, &[Client::Shim, Client::Legacy]);
-    let (shim, legacy) = (0, 1);
-    assert_eq!(who(&svc, shim), "member1");
-    bound(&svc, shim, 1);
+    let (svc, shim, legacy) = shim_bound_and_legacy("tcpmtu");
     let server = svc.service_endpoint();
     const BYTES: u64 = 20 * MB;
     let namespaces = [

@@ -4,16 +4,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use homeaddr_netns_tests::service::{HOME_ADDRESS, Service, bin};
-use homeaddr_netns_tests::{require_root, testapp};
+use homeaddr_netns_tests::service::{HOME_ADDRESS, bin};
+use homeaddr_netns_tests::{require_root, scenario, testapp};
 
 #[test]
 fn shim_discovers_its_access_point_through_the_geo_dns() {
     if !require_root("shim_discovers_its_access_point_through_the_geo_dns") {
         return;
     }
-    let mut svc = Service::start("dnsdisc").expect("service starts");
-    svc.add_member(1, &[]).expect("member 1");
+    let mut svc = scenario::start_service("dnsdisc", 1, &[]).unwrap_or_else(|e| panic!("{e:#}"));
     // The DNS server runs on the AP host. Two sites: the real one, nearer
     // the default client location, and a far one whose AP does not exist.
     let dns = SocketAddr::new(svc.ap.addr.into(), 5353);

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use homeaddr_netns_tests::scenario::{self, Client};
-use homeaddr_netns_tests::service::{HOME_ADDRESS, KEY, Service, TUNNEL_PORT, bin};
+use homeaddr_netns_tests::service::{KEY, Service, TUNNEL_PORT, bin};
 use homeaddr_netns_tests::wan::{HostSpec, WAN_SUBNET};
 use homeaddr_netns_tests::{Netns, require_root, testapp, ula, wait_until};
 use serde_json::Value;
@@ -316,20 +316,7 @@ fn wrong_key_and_id_clash_are_refused_and_the_ap_logs_who_tried() {
     let try_member = |name: &str, n: u16, id: u16, key: &str| {
         let (ns, addr) = bare_host(&svc, name, n);
         let control = svc.topo.dir().join(format!("{name}.sock"));
-        let args: Vec<String> = vec![
-            "--id".into(),
-            id.to_string(),
-            "--home-address".into(),
-            HOME_ADDRESS.to_string(),
-            "--access-point".into(),
-            svc.ap_endpoint().to_string(),
-            "--care-of".into(),
-            SocketAddr::new(addr.into(), TUNNEL_PORT).to_string(),
-            "--key".into(),
-            key.into(),
-            "--control".into(),
-            control.display().to_string(),
-        ];
+        let args = svc.member_args(id, SocketAddr::new(addr.into(), TUNNEL_PORT), key, &control);
         let d = ns
             .spawn(name, bin("homeaddr-member").unwrap(), &args)
             .expect("member starts");
@@ -677,27 +664,11 @@ fn reload_changes_weights_drains_and_keys_and_rejects_a_broken_line() {
     ctl(&svc, &["reload"]);
     assert_eq!(member_row(&svc, 2).unwrap()["state"], "active");
     let (ns, addr) = bare_host(&svc, "newkey", 200);
+    let care_of = SocketAddr::new(addr.into(), TUNNEL_PORT);
+    let mut args = svc.member_args(5, care_of, key2, &svc.topo.dir().join("m5.sock"));
+    args.extend(["--spi".into(), "2".into()]);
     let m5 = ns
-        .spawn(
-            "homeaddr-member-5",
-            bin("homeaddr-member").unwrap(),
-            [
-                "--id",
-                "5",
-                "--home-address",
-                &HOME_ADDRESS.to_string(),
-                "--access-point",
-                &svc.ap_endpoint().to_string(),
-                "--care-of",
-                &SocketAddr::new(addr.into(), TUNNEL_PORT).to_string(),
-                "--spi",
-                "2",
-                "--key",
-                key2,
-                "--control",
-                &svc.topo.dir().join("m5.sock").display().to_string(),
-            ],
-        )
+        .spawn("homeaddr-member-5", bin("homeaddr-member").unwrap(), &args)
         .expect("member 5 starts");
     m5.wait_for_output("registered with the access point", Duration::from_secs(20))
         .expect("a member with the reloaded key registers");

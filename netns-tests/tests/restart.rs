@@ -6,35 +6,21 @@
 //! the first one keeps serving. On the way: the kernel sends nothing of
 //! its own into the daemons' TUNs (`not_tunnelled` stays 0).
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use homeaddr_netns_tests::scenario::{self, Client};
 use homeaddr_netns_tests::service::{
-    HOME_ADDRESS, Host, KEY, START_TIMEOUT, Service, TUNNEL_PORT, bin,
+    HOME_ADDRESS, Host, KEY, START_TIMEOUT, Service, TUNNEL_PORT, ap_args, bin,
 };
 use homeaddr_netns_tests::topology::Daemon;
-use homeaddr_netns_tests::{require_root, testapp, wait_until};
-
-const OP_TIMEOUT: Duration = Duration::from_secs(10);
+use homeaddr_netns_tests::{require_root, wait_until};
 
 /// Start `homeaddr-member --id id` in `host`'s namespace with its care-of
 /// port and control socket.
 fn spawn_member(svc: &Service, host: &Host, id: u16, port: u16, control: &Path) -> Daemon {
-    let args: Vec<String> = vec![
-        "--id".into(),
-        id.to_string(),
-        "--home-address".into(),
-        HOME_ADDRESS.to_string(),
-        "--access-point".into(),
-        svc.ap_endpoint().to_string(),
-        "--care-of".into(),
-        format!("[{}]:{port}", host.addr),
-        "--key".into(),
-        KEY.into(),
-        "--control".into(),
-        control.display().to_string(),
-    ];
+    let args = svc.member_args(id, SocketAddr::new(host.addr.into(), port), KEY, control);
     host.ns
         .spawn(
             &format!("homeaddr-member-{id}-again"),
@@ -53,16 +39,8 @@ fn spawn_ap(
     control: &Path,
     extra: &[&str],
 ) -> Daemon {
-    let mut args: Vec<String> = vec![
-        "--home-address".into(),
-        home_address.to_string(),
-        "--key".into(),
-        KEY.into(),
-        "--listen".into(),
-        format!("[{}]:{port}", svc.ap.addr),
-        "--control".into(),
-        control.display().to_string(),
-    ];
+    let listen = SocketAddr::new(svc.ap.addr.into(), port);
+    let mut args = ap_args(home_address, listen, control);
     args.extend(extra.iter().map(|s| s.to_string()));
     svc.ap
         .ns
@@ -111,14 +89,19 @@ fn not_tunnelled(host: &Host) -> u64 {
         .unwrap_or_else(|| panic!("{}: no counters.drops.not_tunnelled in {status}", host.name))
 }
 
-/// The member that answers a fresh connection from the legacy client.
+/// The member that answers a fresh connection from client `client`.
 fn who(svc: &Service, client: usize) -> String {
-    let server = svc.service_endpoint();
-    svc.clients[client]
-        .ns
-        .enter(|| testapp::who(server, OP_TIMEOUT))
-        .expect("enter the client's namespace")
-        .expect("the client reaches the service")
+    scenario::who(svc, &svc.clients[client]).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// An AP and member 1 serving one legacy client; returns the service and
+/// the client's index.
+fn member1_serving_a_client(tag: &str) -> (Service, usize) {
+    let svc =
+        scenario::start_service(tag, 1, &[Client::Legacy]).unwrap_or_else(|e| panic!("{e:#}"));
+    let client = 0;
+    assert_eq!(who(&svc, client), "member1");
+    (svc, client)
 }
 
 #[test]
@@ -126,10 +109,7 @@ fn a_member_restarted_after_sigkill_takes_over_and_serves_again() {
     if !require_root("a_member_restarted_after_sigkill_takes_over_and_serves_again") {
         return;
     }
-    let mut svc = Service::start("restart").expect("service");
-    svc.add_member(1, &[]).expect("member 1");
-    let client = svc.add_client(false, &[]).expect("legacy client");
-    assert_eq!(who(&svc, client), "member1");
+    let (svc, client) = member1_serving_a_client("restart");
 
     let m1 = &svc.members[&1];
     m1.daemon().kill().expect("member 1 is killed");
@@ -160,10 +140,7 @@ fn a_second_member_on_the_same_table_is_refused_and_the_first_keeps_serving() {
     if !require_root("a_second_member_on_the_same_table_is_refused_and_the_first_keeps_serving") {
         return;
     }
-    let mut svc = Service::start("clash").expect("service");
-    svc.add_member(1, &[]).expect("member 1");
-    let client = svc.add_client(false, &[]).expect("legacy client");
-    assert_eq!(who(&svc, client), "member1");
+    let (svc, client) = member1_serving_a_client("clash");
 
     let m1 = &svc.members[&1];
     let routes_before = m1.ns.ip("-6 route show table 4790").expect("table 4790");
@@ -236,10 +213,7 @@ fn a_second_ap_for_the_same_home_address_or_tun_is_refused_and_the_first_keeps_s
     ) {
         return;
     }
-    let mut svc = Service::start("apclash").expect("service");
-    svc.add_member(1, &[]).expect("member 1");
-    let client = svc.add_client(false, &[]).expect("legacy client");
-    assert_eq!(who(&svc, client), "member1");
+    let (svc, client) = member1_serving_a_client("apclash");
     let routes = || svc.ap.ns.ip("-6 route show").expect("ip route");
     let before = routes();
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use homeaddr_netns_tests::service::Service;
+use homeaddr_netns_tests::scenario::{self, Client};
 use homeaddr_netns_tests::{require_root, testapp, wait_until};
 
 #[test]
@@ -11,11 +11,9 @@ fn legacy_and_shim_clients_reach_a_member() {
     if !require_root("legacy_and_shim_clients_reach_a_member") {
         return;
     }
-    let mut svc = Service::start("smoke").expect("service starts");
-    svc.add_member(1, &[]).expect("member 1");
-    svc.add_member(2, &[]).expect("member 2");
-    let legacy = svc.add_client(false, &[]).expect("legacy client");
-    let shim = svc.add_client(true, &[]).expect("shim client");
+    let svc = scenario::start_service("smoke", 2, &[Client::Legacy, Client::Shim])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let (legacy, shim) = (0, 1);
     let server = svc.service_endpoint();
     let who = svc.clients[legacy]
         .ns

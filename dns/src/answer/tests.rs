@@ -112,6 +112,15 @@ fn ask(snap: &Snapshot, query: &[u8], src: &str) -> Message {
     ask_on(snap, query, src, Transport::Udp).expect("a reply")
 }
 
+/// [`ask`] for the geo service's AAAA, with ECS `addr/prefix`, from `src`.
+fn ask_svc(snap: &Snapshot, addr: &str, prefix: u8, src: &str) -> Message {
+    ask(
+        snap,
+        &q_ecs("svc.example.com.", rtype::AAAA, addr, prefix),
+        src,
+    )
+}
+
 fn aaaa(m: &Message) -> Vec<IpAddr> {
     m.answers
         .iter()
@@ -139,11 +148,7 @@ fn soa_in_authority(m: &Message) -> bool {
 #[test]
 fn ecs_selects_nearest_site_and_echoes_with_decision_scope() {
     let s = snap_all_up();
-    let m = ask(
-        &s,
-        &q_ecs("svc.example.com.", rtype::AAAA, "2001:db8:100:ff00::", 56),
-        "192.0.2.1",
-    );
+    let m = ask_svc(&s, "2001:db8:100:ff00::", 56, "192.0.2.1");
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert!(m.metadata.authoritative);
     assert_eq!(aaaa(&m), vec![ip("2001:db8:f::1")]);
@@ -155,37 +160,21 @@ fn ecs_selects_nearest_site_and_echoes_with_decision_scope() {
 fn scope_is_where_the_lookup_decided() {
     let s = snap_all_up();
     // Inside the eu /40, away from the /56: decided at /41.
-    let m = ask(
-        &s,
-        &q_ecs("svc.example.com.", rtype::AAAA, "2001:db8:180::", 48),
-        "192.0.2.1",
-    );
+    let m = ask_svc(&s, "2001:db8:180::", 48, "192.0.2.1");
     assert_eq!(aaaa(&m), vec![ip("2001:db8:a::1")]);
     assert_eq!(ecs(&m), Some((ip("2001:db8:180::"), 48, 41)));
     // More bits than needed: the /24 network decides, scope 24 < 32.
-    let m = ask(
-        &s,
-        &q_ecs("svc.example.com.", rtype::AAAA, "203.0.113.77", 32),
-        "192.0.2.1",
-    );
+    let m = ask_svc(&s, "203.0.113.77", 32, "192.0.2.1");
     assert_eq!(aaaa(&m), vec![ip("2001:db8:c::1"), ip("2001:db8:c::2")]);
     assert_eq!(ecs(&m), Some((ip("203.0.113.77"), 32, 24)));
     // No configured network: default policy; the scope is the size of
     // the unconfigured block around the client (192/5 vs 203.0.113/24),
     // neither 0 nor 32.
-    let m = ask(
-        &s,
-        &q_ecs("svc.example.com.", rtype::AAAA, "192.0.2.0", 24),
-        "198.51.100.1",
-    );
+    let m = ask_svc(&s, "192.0.2.0", 24, "198.51.100.1");
     assert_eq!(aaaa(&m), vec![ip("2001:db8:a::1")]);
     assert_eq!(ecs(&m), Some((ip("192.0.2.0"), 24, 5)));
     // Fewer bits than the config needs: scope longer than source.
-    let m = ask(
-        &s,
-        &q_ecs("svc.example.com.", rtype::AAAA, "2001:db8:100::", 40),
-        "192.0.2.1",
-    );
+    let m = ask_svc(&s, "2001:db8:100::", 40, "192.0.2.1");
     assert_eq!(ecs(&m), Some((ip("2001:db8:100::"), 40, 49)));
 }
 
@@ -219,11 +208,7 @@ fn no_ecs_in_query_means_none_in_reply_and_source_decides() {
 #[test]
 fn ecs_source_prefix_zero_uses_source_and_scope_zero() {
     let s = snap_all_up();
-    let m = ask(
-        &s,
-        &q_ecs("svc.example.com.", rtype::AAAA, "0.0.0.0", 0),
-        "203.0.113.5",
-    );
+    let m = ask_svc(&s, "0.0.0.0", 0, "203.0.113.5");
     assert_eq!(aaaa(&m)[0], ip("2001:db8:c::1"));
     assert_eq!(ecs(&m), Some((ip("0.0.0.0"), 0, 0)));
 }
@@ -233,18 +218,10 @@ fn private_ecs_address_is_ignored_and_scope_covers_the_private_block() {
     let s = snap_all_up();
     // 10.0.0.0/8 is configured for nyc, but a private ECS address says
     // nothing: the resolver's address (in the fra /56) decides.
-    let m = ask(
-        &s,
-        &q_ecs("svc.example.com.", rtype::AAAA, "10.1.2.0", 24),
-        "2001:db8:100:ff00::53",
-    );
+    let m = ask_svc(&s, "10.1.2.0", 24, "2001:db8:100:ff00::53");
     assert_eq!(aaaa(&m), vec![ip("2001:db8:f::1")]);
     assert_eq!(ecs(&m), Some((ip("10.1.2.0"), 24, 8)));
-    let m = ask(
-        &s,
-        &q_ecs("svc.example.com.", rtype::AAAA, "fd00:1::", 48),
-        "203.0.113.5",
-    );
+    let m = ask_svc(&s, "fd00:1::", 48, "203.0.113.5");
     assert_eq!(aaaa(&m)[0], ip("2001:db8:c::1"));
     assert_eq!(ecs(&m), Some((ip("fd00:1::"), 48, 7)));
     // A prefix wider than the private block is not private.
@@ -461,11 +438,7 @@ fn ttl_is_short_while_uncertain_or_on_fallback() {
 fn all_down_policies() {
     let mut s = snap_all_up();
     s.health = vec![SiteHealth::DOWN; 3];
-    let m = ask(
-        &s,
-        &q_ecs("svc.example.com.", rtype::AAAA, "203.0.113.0", 24),
-        "192.0.2.1",
-    );
+    let m = ask_svc(&s, "203.0.113.0", 24, "192.0.2.1");
     // Fail open: every site, nearest first, short TTL.
     assert_eq!(
         aaaa(&m),
@@ -482,11 +455,7 @@ fn all_down_policies() {
         Zone::from_toml(&SAMPLE.replace("all_down = \"fail-open\"", "all_down = \"nodata\""))
             .unwrap();
     let s = Snapshot::new(Arc::new(zone)).with_health(vec![SiteHealth::DOWN; 3]);
-    let m = ask(
-        &s,
-        &q_ecs("svc.example.com.", rtype::AAAA, "203.0.113.0", 24),
-        "192.0.2.1",
-    );
+    let m = ask_svc(&s, "203.0.113.0", 24, "192.0.2.1");
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert!(m.answers.is_empty() && soa_in_authority(&m));
 }
@@ -510,11 +479,7 @@ fn large_answers_truncate_over_udp_and_fit_over_tcp() {
     assert!(m.answers.is_empty());
     assert_eq!(m.queries.len(), 1);
     // With EDNS and ECS: still truncated at 1232, OPT and ECS kept.
-    let m = ask(
-        &s,
-        &q_ecs("svc.example.com.", rtype::AAAA, "192.0.2.0", 24),
-        "192.0.2.1",
-    );
+    let m = ask_svc(&s, "192.0.2.0", 24, "192.0.2.1");
     assert!(m.metadata.truncation);
     assert_eq!(ecs(&m), Some((ip("192.0.2.0"), 24, 5)));
     // A 4096 payload is capped by our max_udp_payload (1232).

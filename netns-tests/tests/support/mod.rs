@@ -47,6 +47,16 @@ pub fn two_member_pool(tag: &str) -> (Service, usize, Vec<usize>) {
     (service(tag, 2, &clients), 0, (1..=6).collect())
 }
 
+/// Member 1, a shim client bound to it and a legacy client: returns the
+/// service, the shim client's index and the legacy client's.
+pub fn shim_bound_and_legacy(tag: &str) -> (Service, usize, usize) {
+    let svc = service(tag, 1, &[Client::Shim, Client::Legacy]);
+    let (shim, legacy) = (0, 1);
+    assert_eq!(who(&svc, shim), "member1");
+    bound(&svc, shim, 1);
+    (svc, shim, legacy)
+}
+
 /// Waits until shim client `shim` holds a binding with `member`.
 pub fn bound(svc: &Service, shim: usize, member: u16) {
     scenario::await_binding(&svc.clients[shim], member)
