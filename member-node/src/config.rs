@@ -162,9 +162,9 @@ impl Settings {
             table: cli.table.or(file.table).unwrap_or(4790),
             route_optimization: !cli.no_route_optimization
                 && file.route_optimization.unwrap_or(true),
-            lifetime: file
-                .lifetime_s
-                .map_or(member::DEFAULT_LIFETIME, |s| Duration::from_secs(s.clamp(8, 3600))),
+            lifetime: file.lifetime_s.map_or(member::DEFAULT_LIFETIME, |s| {
+                Duration::from_secs(s.clamp(8, 3600))
+            }),
             direct_return: cli.direct_return || file.direct_return.unwrap_or(false),
             common,
         })
