@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use homeaddr_daemon::common::{CommonArgs, CommonConfig, CommonSettings, load_config};
+use homeaddr_daemon::common::{
+    CommonArgs, CommonConfig, CommonSettings, DaemonSettings, load_config,
+};
 use homeaddr_proto::engine::ap::{ApConfig, MemberKey};
 use serde::Deserialize;
 
@@ -181,14 +183,15 @@ pub struct Settings {
     pub members: Vec<MemberPolicy>,
 }
 
-impl Settings {
-    /// Merge the file (if any) and the flags; flags win.
-    pub fn from_cli(cli: &Cli) -> anyhow::Result<Self> {
-        Self::merge(cli, load_config(cli.common.config.as_deref())?)
+impl DaemonSettings for Settings {
+    type Cli = Cli;
+    type File = FileConfig;
+
+    fn common_args(cli: &Cli) -> &CommonArgs {
+        &cli.common
     }
 
-    /// Merge a parsed file and the flags.
-    pub fn merge(cli: &Cli, file: FileConfig) -> anyhow::Result<Self> {
+    fn merge(cli: &Cli, file: FileConfig) -> anyhow::Result<Self> {
         let home_address = cli
             .home_address
             .or(file.home_address)
@@ -223,16 +226,12 @@ impl Settings {
 mod tests {
     use super::*;
 
-    fn cli(args: &[&str]) -> Cli {
-        Cli::parse_from(std::iter::once("homeaddr-ap").chain(args.iter().copied()))
-    }
-
     #[test]
     fn flags_override_the_file() {
         let file: FileConfig = toml_file(
             "home_address = \"2001:db8::1\"\nmtu = 1400\n[[keys]]\nspi = 1\nkey = \"0123456789abcdef0123456789abcdef\"\n",
         );
-        let s = Settings::merge(&cli(&["--mtu", "1300"]), file).unwrap();
+        let s = Settings::from_args(&["--mtu", "1300"], file).unwrap();
         assert_eq!(s.engine.inner_mtu, 1300);
         assert_eq!(
             s.engine.home_address,
@@ -244,37 +243,26 @@ mod tests {
 
     #[test]
     fn bad_settings_say_what_to_do() {
-        let e = Settings::merge(&cli(&[]), FileConfig::default())
-            .unwrap_err()
-            .to_string();
+        let e = Settings::merge_error(&[], FileConfig::default());
         assert!(e.contains("--home-address"), "{e}");
-        let e = Settings::merge(
-            &cli(&["--home-address", "2001:db8::1"]),
-            FileConfig::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let e = Settings::merge_error(&["--home-address", "2001:db8::1"], FileConfig::default());
         assert!(e.contains("--key"), "{e}");
-        let e = Settings::merge(
-            &cli(&["--home-address", "2001:db8::1", "--key", "short"]),
+        let e = Settings::merge_error(
+            &["--home-address", "2001:db8::1", "--key", "short"],
             FileConfig::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        );
         assert!(e.contains("at least 16"), "{e}");
-        let e = Settings::merge(
-            &cli(&[
+        let e = Settings::merge_error(
+            &[
                 "--home-address",
                 "2001:db8::1",
                 "--key",
                 "a long enough key!",
                 "--mtu",
                 "600",
-            ]),
+            ],
             FileConfig::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        );
         assert!(e.contains("1280"), "{e}");
     }
 
@@ -282,7 +270,7 @@ mod tests {
     fn member_policies_parse_and_duplicates_are_refused() {
         let text = "home_address = \"2001:db8::1\"\n[[keys]]\nspi = 1\nkey = \"0123456789abcdef0123456789abcdef\"\n\
                     [[member]]\nid = 2\nweight = 3\n[[member]]\nid = 4\ndrain = true\n";
-        let s = Settings::merge(&cli(&[]), toml_file(text)).unwrap();
+        let s = Settings::from_args(&[], toml_file(text)).unwrap();
         assert_eq!(
             s.members,
             vec![
@@ -298,9 +286,7 @@ mod tests {
                 }
             ]
         );
-        let e = Settings::merge(&cli(&[]), toml_file(&format!("{text}[[member]]\nid = 2\n")))
-            .unwrap_err()
-            .to_string();
+        let e = Settings::merge_error(&[], toml_file(&format!("{text}[[member]]\nid = 2\n")));
         assert!(e.contains("id 2 appears twice"), "{e}");
         let e = homeaddr_daemon::common::parse_config::<FileConfig>(
             std::path::Path::new("ap.toml"),

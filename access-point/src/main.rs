@@ -11,6 +11,7 @@ use homeaddr_ap::control::handle;
 use homeaddr_ap::{metrics, status};
 use homeaddr_control::{ControlError, Reloaded, Response};
 use homeaddr_daemon::LogLevel;
+use homeaddr_daemon::common::DaemonSettings;
 use homeaddr_daemon::control::ControlRequest;
 use homeaddr_daemon::driver::Driver;
 use homeaddr_daemon::metrics::{IoSource, Metrics};

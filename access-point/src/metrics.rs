@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use homeaddr_daemon::driver::Shared;
 use homeaddr_daemon::metrics::{
-    EngineCollector, IoSource, Metrics, counter, counters, encode_drops, gauge, gauges,
+    IoSource, MemberLabels, Metrics, PathLabels, counter, counters, encode_drops, gauge, gauges,
 };
 use homeaddr_proto::engine::ap::{AccessPoint, MemberEntry, MemberState};
 use prometheus_client::encoding::{
@@ -15,14 +15,7 @@ use prometheus_client::registry::Registry;
 
 /// The AP's registry: its engine's counters and gauges, then `io`'s.
 pub fn metrics(engine: Shared<AccessPoint>, io: IoSource) -> Metrics {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(EngineCollector::new(engine, encode)));
-    Metrics::new(registry, io)
-}
-
-#[derive(Debug, EncodeLabelSet)]
-struct MemberLabels {
-    member: u16,
+    Metrics::with_engine(Registry::default(), engine, encode, io)
 }
 
 #[derive(Debug, EncodeLabelSet)]
@@ -35,11 +28,6 @@ struct MemberStateLabels {
 struct MemberDirectionLabels {
     member: u16,
     direction: &'static str,
-}
-
-#[derive(Debug, EncodeLabelSet)]
-struct PathLabels {
-    path: &'static str,
 }
 
 /// A per-member gauge: a count, or seconds.
@@ -287,8 +275,8 @@ fn encode_ap_gauges(
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
-    use std::sync::Arc;
 
+    use homeaddr_daemon::metrics::engine_text;
     use homeaddr_proto::engine::Engine;
     use homeaddr_proto::engine::ap::{ApConfig, MemberKey};
     use homeaddr_proto::engine::member::{Member, MemberConfig};
@@ -321,11 +309,7 @@ mod tests {
 
     #[test]
     fn a_registered_member_shows_with_its_labels_and_zeroed_counters() {
-        let now = Instant::now();
-        let engine = Arc::new(tokio::sync::Mutex::new(ap_with_member_1(now)));
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(EngineCollector::new(engine, encode)));
-        let text = homeaddr_daemon::metrics::encode(&registry);
+        let text = engine_text(ap_with_member_1(Instant::now()), encode);
         for line in [
             "# HELP homeaddr_ap_member_state 1 for the state each member is in (active, draining, down).",
             "# TYPE homeaddr_ap_member_state gauge",

@@ -4,7 +4,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use homeaddr_daemon::common::{CommonArgs, CommonConfig, CommonSettings, load_config};
+use homeaddr_daemon::common::{CommonArgs, CommonConfig, CommonSettings, DaemonSettings};
 use serde::Deserialize;
 
 /// Command line of `homeaddr-shim`.
@@ -88,14 +88,15 @@ pub struct Settings {
     pub common: CommonSettings,
 }
 
-impl Settings {
-    /// Merge the file (if any) and the flags; flags win.
-    pub fn from_cli(cli: &Cli) -> anyhow::Result<Self> {
-        Self::merge(cli, load_config(cli.common.config.as_deref())?)
+impl DaemonSettings for Settings {
+    type Cli = Cli;
+    type File = FileConfig;
+
+    fn common_args(cli: &Cli) -> &CommonArgs {
+        &cli.common
     }
 
-    /// Merge a parsed file and the flags.
-    pub fn merge(cli: &Cli, file: FileConfig) -> anyhow::Result<Self> {
+    fn merge(cli: &Cli, file: FileConfig) -> anyhow::Result<Self> {
         let access_point = match (
             cli.access_point.or(file.access_point),
             cli.dns_server.or(file.dns_server),
@@ -132,38 +133,27 @@ impl Settings {
 mod tests {
     use super::*;
 
-    fn cli(args: &[&str]) -> Cli {
-        Cli::parse_from(std::iter::once("homeaddr-shim").chain(args.iter().copied()))
-    }
-
     #[test]
     fn access_point_is_given_or_discovered() {
-        let e = Settings::merge(
-            &cli(&["--home-address", "2001:db8::1"]),
-            FileConfig::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let e = Settings::merge_error(&["--home-address", "2001:db8::1"], FileConfig::default());
         assert!(
             e.contains("--access-point") && e.contains("--dns-server"),
             "{e}"
         );
-        let e = Settings::merge(
-            &cli(&["--home-address", "2001:db8::1", "--dns-server", "[::1]:53"]),
+        let e = Settings::merge_error(
+            &["--home-address", "2001:db8::1", "--dns-server", "[::1]:53"],
             FileConfig::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        );
         assert!(e.contains("--service"), "{e}");
-        let s = Settings::merge(
-            &cli(&[
+        let s = Settings::from_args(
+            &[
                 "--home-address",
                 "2001:db8::1",
                 "--dns-server",
                 "[::1]:53",
                 "--service",
                 "svc.example",
-            ]),
+            ],
             FileConfig::default(),
         )
         .unwrap();

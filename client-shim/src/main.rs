@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::Parser;
 use homeaddr_control::Response;
-use homeaddr_daemon::common::CommonSettings;
+use homeaddr_daemon::common::{CommonSettings, DaemonSettings};
 use homeaddr_daemon::control::ControlRequest;
 use homeaddr_daemon::driver::{Driver, source_address_for};
 use homeaddr_daemon::metrics::{IoSource, Metrics};

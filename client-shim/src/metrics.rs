@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use homeaddr_daemon::driver::Shared;
 use homeaddr_daemon::metrics::{
-    EngineCollector, IoSource, Metrics, counter, counters, encode_drops, gauge, gauges,
+    IoSource, MemberLabels, Metrics, PathLabels, counter, counters, encode_drops, gauge, gauges,
 };
 use homeaddr_proto::engine::shim::Shim;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
@@ -13,24 +13,12 @@ use prometheus_client::registry::Registry;
 
 /// The shim's registry: its engine's counters and gauges, then `io`'s.
 pub fn metrics(engine: Shared<Shim>, io: IoSource) -> Metrics {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(EngineCollector::new(engine, encode)));
-    Metrics::new(registry, io)
-}
-
-#[derive(Debug, EncodeLabelSet)]
-struct PathLabels {
-    path: &'static str,
+    Metrics::with_engine(Registry::default(), engine, encode, io)
 }
 
 #[derive(Debug, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
-}
-
-#[derive(Debug, EncodeLabelSet)]
-struct MemberLabels {
-    member: u16,
 }
 
 /// The shim's counters and gauges, and drops.
@@ -94,8 +82,7 @@ pub fn encode(s: &Shim, now: Instant, e: &mut DescriptorEncoder<'_>) -> std::fmt
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
+    use homeaddr_daemon::metrics::engine_text;
     use homeaddr_proto::engine::shim::ShimConfig;
 
     use super::*;
@@ -108,10 +95,7 @@ mod tests {
             "[2001:db8:c::1]:40000".parse().unwrap(),
             [5; 32],
         );
-        let engine = Arc::new(tokio::sync::Mutex::new(Shim::new(Instant::now(), config)));
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(EngineCollector::new(engine, encode)));
-        let text = homeaddr_daemon::metrics::encode(&registry);
+        let text = engine_text(Shim::new(Instant::now(), config), encode);
         for line in [
             "# TYPE homeaddr_shim_packets counter",
             "homeaddr_shim_packets_total{path=\"via_ap_out\"} 0",

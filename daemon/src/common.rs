@@ -119,6 +119,44 @@ impl CommonSettings {
     }
 }
 
+/// A daemon's validated settings: its command line and its file merged,
+/// a flag beating the file.
+pub trait DaemonSettings: Sized {
+    /// The command line (which flattens a [`CommonArgs`]).
+    type Cli: clap::Parser;
+    /// The configuration file (which flattens a [`CommonConfig`]).
+    type File: DeserializeOwned + Default;
+
+    /// The flags every daemon has, within `cli`.
+    fn common_args(cli: &Self::Cli) -> &CommonArgs;
+
+    /// Merge a parsed file and the flags.
+    fn merge(cli: &Self::Cli, file: Self::File) -> anyhow::Result<Self>;
+
+    /// Merge the file (if any) and the flags; flags win.
+    fn from_cli(cli: &Self::Cli) -> anyhow::Result<Self> {
+        Self::merge(cli, load_config(Self::common_args(cli).config.as_deref())?)
+    }
+
+    /// Merge `file` and the command line `args` (without the program
+    /// name), for the daemons' tests.
+    fn from_args(args: &[&str], file: Self::File) -> anyhow::Result<Self> {
+        let cli = <Self::Cli as clap::Parser>::parse_from(
+            std::iter::once("daemon").chain(args.iter().copied()),
+        );
+        Self::merge(&cli, file)
+    }
+
+    /// What [`from_args`](Self::from_args) refuses `args` and `file` with,
+    /// for the daemons' tests; panics if it accepts them.
+    fn merge_error(args: &[&str], file: Self::File) -> String {
+        match Self::from_args(args, file) {
+            Ok(_) => panic!("{args:?} were accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+}
+
 /// Read the daemon's configuration file `T` (which flattens a
 /// [`CommonConfig`]), or `T::default()` without one.
 pub fn load_config<T: DeserializeOwned + Default>(path: Option<&Path>) -> anyhow::Result<T> {

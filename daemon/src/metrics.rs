@@ -22,6 +22,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeMetric,
 };
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
@@ -174,6 +175,19 @@ impl Metrics {
         }
     }
 
+    /// A role's metrics: the live metrics already in `registry`, then
+    /// `engine` encoded by `encode` at each scrape, then the I/O counters
+    /// of `io`.
+    pub fn with_engine<E: Send + 'static>(
+        mut registry: Registry,
+        engine: Shared<E>,
+        encode: EncodeEngine<E>,
+        io: IoSource,
+    ) -> Self {
+        registry.register_collector(Box::new(EngineCollector::new(engine, encode)));
+        Self::new(registry, io)
+    }
+
     /// The OpenMetrics text. Collectors lock the engine with a blocking
     /// lock: call this from a test or a blocking thread, never on the
     /// runtime (use [`Metrics::scrape`] there).
@@ -198,6 +212,15 @@ pub fn encode(registry: &Registry) -> String {
     // return the encoder's own (infallible) results.
     let _ = prometheus_client::encoding::text::encode(&mut out, registry);
     out
+}
+
+/// The text of `engine` alone, encoded by `encode` as a scrape would now
+/// (for the roles' tests, which have no I/O to count).
+pub fn engine_text<E: Send + 'static>(engine: E, encode: EncodeEngine<E>) -> String {
+    let mut registry = Registry::default();
+    let engine = Arc::new(tokio::sync::Mutex::new(engine));
+    registry.register_collector(Box::new(EngineCollector::new(engine, encode)));
+    self::encode(&registry)
 }
 
 /// How a role encodes its engine's counters and gauges at time `now`.
@@ -254,6 +277,20 @@ impl Collector for IoSource {
         let udp = self.send.get().counters().snapshot();
         encode_io(&mut encoder, &tun, &udp)
     }
+}
+
+/// The label of a family with one sample per member.
+#[derive(Debug, EncodeLabelSet)]
+pub struct MemberLabels {
+    /// The member's id.
+    pub member: u16,
+}
+
+/// The label of a family of packets by path (through the AP, direct...).
+#[derive(Debug, EncodeLabelSet)]
+pub struct PathLabels {
+    /// The path's name.
+    pub path: &'static str,
 }
 
 #[derive(Debug, EncodeLabelSet)]
@@ -349,16 +386,8 @@ pub fn counters<L: EncodeLabelSet>(
     help: &str,
     samples: impl IntoIterator<Item = (L, u64)>,
 ) -> std::fmt::Result {
-    let mut family = encoder.encode_descriptor(
-        name,
-        help,
-        None,
-        prometheus_client::metrics::MetricType::Counter,
-    )?;
-    for (labels, n) in samples {
-        ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
+    let samples = samples.into_iter().map(|(l, n)| (l, ConstCounter::new(n)));
+    family(encoder, name, help, MetricType::Counter, samples)
 }
 
 /// A gauge family, one sample per label set.
@@ -368,14 +397,21 @@ pub fn gauges<L: EncodeLabelSet, V: EncodeGaugeValue>(
     help: &str,
     samples: impl IntoIterator<Item = (L, V)>,
 ) -> std::fmt::Result {
-    let mut family = encoder.encode_descriptor(
-        name,
-        help,
-        None,
-        prometheus_client::metrics::MetricType::Gauge,
-    )?;
-    for (labels, v) in samples {
-        ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+    let samples = samples.into_iter().map(|(l, v)| (l, ConstGauge::new(v)));
+    family(encoder, name, help, MetricType::Gauge, samples)
+}
+
+/// A family of `kind`, one sample per label set.
+fn family<L: EncodeLabelSet, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (L, M)>,
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, metric) in samples {
+        metric.encode(family.encode_family(&labels)?)?;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use homeaddr_daemon::common::{CommonArgs, CommonConfig, CommonSettings, load_config};
+use homeaddr_daemon::common::{CommonArgs, CommonConfig, CommonSettings, DaemonSettings};
 use homeaddr_proto::engine::member;
 use serde::Deserialize;
 
@@ -113,14 +113,15 @@ pub struct Settings {
     pub common: CommonSettings,
 }
 
-impl Settings {
-    /// Merge the file (if any) and the flags; flags win.
-    pub fn from_cli(cli: &Cli) -> anyhow::Result<Self> {
-        Self::merge(cli, load_config(cli.common.config.as_deref())?)
+impl DaemonSettings for Settings {
+    type Cli = Cli;
+    type File = FileConfig;
+
+    fn common_args(cli: &Cli) -> &CommonArgs {
+        &cli.common
     }
 
-    /// Merge a parsed file and the flags.
-    pub fn merge(cli: &Cli, file: FileConfig) -> anyhow::Result<Self> {
+    fn merge(cli: &Cli, file: FileConfig) -> anyhow::Result<Self> {
         let id = cli
             .id
             .or(file.id)
@@ -175,25 +176,17 @@ impl Settings {
 mod tests {
     use super::*;
 
-    fn cli(args: &[&str]) -> Cli {
-        Cli::parse_from(std::iter::once("homeaddr-member").chain(args.iter().copied()))
-    }
-
     #[test]
     fn required_settings_are_named() {
-        let e = Settings::merge(&cli(&[]), FileConfig::default())
-            .unwrap_err()
-            .to_string();
+        let e = Settings::merge_error(&[], FileConfig::default());
         assert!(e.contains("--id"), "{e}");
-        let e = Settings::merge(
-            &cli(&["--id", "1", "--key", "0123456789abcdef"]),
+        let e = Settings::merge_error(
+            &["--id", "1", "--key", "0123456789abcdef"],
             FileConfig::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        );
         assert!(e.contains("--home-address"), "{e}");
-        let s = Settings::merge(
-            &cli(&[
+        let s = Settings::from_args(
+            &[
                 "--id",
                 "3",
                 "--key",
@@ -202,7 +195,7 @@ mod tests {
                 "2001:db8::1",
                 "--access-point",
                 "[2001:db8::2]:4790",
-            ]),
+            ],
             FileConfig::default(),
         )
         .unwrap();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use homeaddr_daemon::driver::Shared;
 use homeaddr_daemon::metrics::{
-    EngineCollector, IoSource, LATENCY_BUCKETS, Metrics, counters, encode_drops, gauges,
+    IoSource, LATENCY_BUCKETS, MemberLabels, Metrics, counters, encode_drops, gauges,
 };
 use homeaddr_proto::engine::member::{Member, RegistrationState};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
@@ -75,13 +75,7 @@ impl Timings {
 pub fn metrics(engine: Shared<Member>, timings: &Timings, io: IoSource) -> Metrics {
     let mut registry = Registry::default();
     timings.register(&mut registry);
-    registry.register_collector(Box::new(EngineCollector::new(engine, encode)));
-    Metrics::new(registry, io)
-}
-
-#[derive(Debug, EncodeLabelSet)]
-struct MemberLabels {
-    member: u16,
+    Metrics::with_engine(registry, engine, encode, io)
 }
 
 #[derive(Debug, EncodeLabelSet)]
@@ -178,7 +172,7 @@ pub fn encode(m: &Member, now: Instant, e: &mut DescriptorEncoder<'_>) -> std::f
 mod tests {
     use std::sync::Arc;
 
-    use homeaddr_daemon::metrics::encode as text;
+    use homeaddr_daemon::metrics::{EngineCollector, encode as text, engine_text};
     use homeaddr_proto::engine::member::MemberConfig;
     use homeaddr_proto::wire::MemberId;
 
@@ -202,10 +196,7 @@ mod tests {
 
     #[test]
     fn an_unregistered_member_shows_its_id_and_zeroed_counters() {
-        let engine = Arc::new(tokio::sync::Mutex::new(member_3()));
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(EngineCollector::new(engine, encode)));
-        let t = text(&registry);
+        let t = engine_text(member_3(), encode);
         for line in [
             "# HELP homeaddr_member_registered 1 while registered with the access point.",
             "# TYPE homeaddr_member_registered gauge",

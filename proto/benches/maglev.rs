@@ -69,13 +69,7 @@ fn flow(i: u32) -> FlowKey {
 }
 
 fn changed_percent(a: &Maglev, b: &Maglev) -> f64 {
-    let changed = a
-        .entries()
-        .iter()
-        .zip(b.entries())
-        .filter(|(x, y)| x != y)
-        .count();
-    100.0 * changed as f64 / a.table_size() as f64
+    100.0 * a.slots_changed(b) as f64 / a.table_size() as f64
 }
 
 fn maglev(rows: &mut Vec<(String, String)>) {

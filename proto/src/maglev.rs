@@ -330,6 +330,16 @@ impl Maglev {
         &self.members
     }
 
+    /// How many slots have another owner in `other` than here: the
+    /// disruption of going from one member set to the other.
+    pub fn slots_changed(&self, other: &Maglev) -> usize {
+        self.entries
+            .iter()
+            .zip(other.entries())
+            .filter(|(x, y)| x != y)
+            .count()
+    }
+
     /// How many slots `id` owns (0 for unknown and draining members). Its
     /// share of new clients is `share_of(id) / table_size()`.
     pub fn share_of(&self, id: MemberId) -> usize {
@@ -419,13 +429,7 @@ mod tests {
 
     /// Fraction of all slots whose owner differs between `a` and `b`.
     fn changed_fraction(a: &Maglev, b: &Maglev) -> f64 {
-        let changed = a
-            .entries()
-            .iter()
-            .zip(b.entries())
-            .filter(|(x, y)| x != y)
-            .count();
-        changed as f64 / a.table_size() as f64
+        a.slots_changed(b) as f64 / a.table_size() as f64
     }
 
     /// (max share - min share) / mean share, over the members with a weight.

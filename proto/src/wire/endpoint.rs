@@ -46,30 +46,31 @@ mod tests {
     use proptest::prelude::*;
     use std::net::Ipv4Addr;
 
-    #[test]
-    fn ipv6_fixture() {
-        let ep: SocketAddr = "[2001:db8::1]:4790".parse().unwrap();
-        let bytes = emit_endpoint(ep);
-        assert_eq!(
-            bytes,
-            [
-                0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x12, 0xb6
-            ]
-        );
+    /// `ep` emits as `bytes` and `bytes` parse back as `ep`.
+    fn fixture(ep: &str, bytes: [u8; ENDPOINT_LEN]) {
+        let ep: SocketAddr = ep.parse().unwrap();
+        assert_eq!(emit_endpoint(ep), bytes);
         assert_eq!(parse_endpoint(&bytes), ep);
     }
 
     #[test]
-    fn ipv4_is_mapped_and_comes_back_as_v4() {
-        let ep: SocketAddr = "192.0.2.7:53".parse().unwrap();
-        let bytes = emit_endpoint(ep);
-        assert_eq!(
-            bytes,
+    fn ipv6_fixture() {
+        fixture(
+            "[2001:db8::1]:4790",
             [
-                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 7, 0, 53
-            ]
+                0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x12, 0xb6,
+            ],
         );
-        assert_eq!(parse_endpoint(&bytes), ep);
+    }
+
+    #[test]
+    fn ipv4_is_mapped_and_comes_back_as_v4() {
+        fixture(
+            "192.0.2.7:53",
+            [
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 7, 0, 53,
+            ],
+        );
     }
 
     proptest! {
