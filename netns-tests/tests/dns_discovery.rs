@@ -66,6 +66,10 @@ location = {{ lat = 50.11, lon = 8.68 }}
             ],
         )
         .expect("dns starts");
+    // The shim asks the server once at start: it must be listening first.
+    server
+        .wait_for_output("listening (udp+tcp)", Duration::from_secs(20))
+        .expect("dns listens");
     let shim = svc
         .add_client(
             true,
