@@ -158,7 +158,7 @@ impl DaemonSettings for Settings {
                 .context("no access point: give --access-point [ADDR]:PORT")?,
             care_of: cli.care_of.or(file.care_of),
             key,
-            spi: cli.spi.or(file.spi).unwrap_or(1),
+            spi: cli.spi.or(file.spi).unwrap_or(member::DEFAULT_SPI),
             weight: cli.weight.or(file.weight).unwrap_or(member::DEFAULT_WEIGHT),
             table: cli.table.or(file.table).unwrap_or(4790),
             route_optimization: !cli.no_route_optimization
