@@ -103,6 +103,10 @@ impl Role for Ap {
         &mut self.driver
     }
 
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     fn drops(ap: &AccessPoint) -> &DropCounters {
         &ap.counters().drops
     }
@@ -111,9 +115,6 @@ impl Role for Ap {
         if req.cmd() == "reload" {
             let answer = reload(&self.cli, &cx.log, &self.engine).await;
             let _ = req.reply.send(answer);
-        } else if req.cmd() == "metrics" {
-            let text = self.metrics.scrape().await;
-            let _ = req.reply.send(Ok(Response::Metrics(text)));
         } else {
             handle(&self.engine, req, self.driver.io_status()).await;
         }

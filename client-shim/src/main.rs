@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Parser;
-use homeaddr_control::Response;
 use homeaddr_daemon::common::{CommonSettings, DaemonSettings};
 use homeaddr_daemon::control::ControlRequest;
 use homeaddr_daemon::driver::{Driver, source_address_for};
@@ -107,16 +106,15 @@ impl Role for ShimNode {
         &mut self.driver
     }
 
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     fn drops(s: &Shim) -> &DropCounters {
         &s.counters().drops
     }
 
     async fn control(&mut self, req: ControlRequest, _cx: &Context) {
-        if req.cmd() == "metrics" {
-            let text = self.metrics.scrape().await;
-            let _ = req.reply.send(Ok(Response::Metrics(text)));
-            return;
-        }
         handle(&self.engine, req, self.driver.io_status()).await;
     }
 

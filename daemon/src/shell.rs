@@ -19,9 +19,9 @@ use tokio::sync::mpsc;
 use tracing::{error, info};
 
 use crate::common::CommonSettings;
-use crate::control::{self, ControlRequest};
+use crate::control::{self, ControlRequest, Request, Response};
 use crate::driver::Driver;
-use crate::metrics::MetricsServer;
+use crate::metrics::{Metrics, MetricsServer};
 use crate::{DropLog, LogLevel};
 
 /// Why a daemon stops.
@@ -87,8 +87,11 @@ pub trait Role: Sized {
     /// The engine's drop counters, for the rate-limited drop warning.
     fn drops(engine: &Self::Engine) -> &DropCounters;
 
-    /// Answer one control request (also each metrics scrape, as
-    /// `{"cmd": "metrics"}`).
+    /// The daemon's metrics registry: the shell answers every `metrics`
+    /// request and scrape from it.
+    fn metrics(&self) -> &Metrics;
+
+    /// Answer one control request (all but `metrics`).
     async fn control(&mut self, req: ControlRequest, cx: &Context);
 
     /// Re-read the configuration (SIGHUP), if [`Role::RELOADS`].
@@ -190,10 +193,18 @@ async fn serve<R: Role>(settings: R::Settings, log: LogLevel) -> Stop {
             why = role.driver().failed() => break Stop::Failed(anyhow::anyhow!(why)),
             Some(why) = stops.recv() => break why,
             Some(req) = requests.recv() => {
-                role.control(req, &cx).await;
-                role.driver().kick().await;
+                if matches!(req.request, Request::Metrics) {
+                    let text = role.metrics().scrape().await;
+                    req.answer(Ok(Response::Metrics(text)));
+                } else {
+                    role.control(req, &cx).await;
+                    role.driver().kick().await;
+                }
             }
-            Some(req) = metrics.recv() => role.control(req, &cx).await,
+            Some(req) = metrics.recv() => {
+                let text = role.metrics().scrape().await;
+                req.answer(Ok(Response::Metrics(text)));
+            }
             Some(()) = hangup.recv() => {
                 if R::RELOADS {
                     info!("SIGHUP: reloading the configuration");

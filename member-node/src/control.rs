@@ -1,7 +1,7 @@
 //! The member's control commands answered from the engine's public state.
-//! `metrics` (its histograms) and `move` (a new socket for the driver)
-//! need the shell and are answered in `main.rs`; `leave` is acknowledged
-//! here and carried out there.
+//! `metrics` is answered by the daemon shell from the registry (with the
+//! member's histograms); `move` (a new socket for the driver) is answered
+//! in `main.rs`; `leave` is acknowledged here and carried out there.
 
 use std::time::Instant;
 

@@ -116,6 +116,10 @@ impl Role for MemberNode {
         &mut self.driver
     }
 
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     fn drops(m: &Member) -> &DropCounters {
         &m.counters().drops
     }
@@ -331,7 +335,6 @@ fn on_events(m: &mut Member, timings: &Timings, stop: &StopHandle) {
 async fn handle(state: &mut MemberNode, req: ControlRequest) {
     let ControlRequest { request, reply } = req;
     let answer = match request {
-        Request::Metrics => Ok(Response::Metrics(state.metrics.scrape().await)),
         Request::Move { care_of } => move_to(state, care_of).await,
         request => match io_status(&state.driver.io_status()) {
             Ok(io) => homeaddr_member::control::answer(
