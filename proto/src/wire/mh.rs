@@ -25,7 +25,8 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use super::endpoint::{ENDPOINT_LEN, emit_endpoint, parse_endpoint};
 use super::option::{
     AUTHENTICATION_DATA_LEN, AUTHENTICATION_DATA_OFFSET, BINDING_AUTHORIZATION_AUTH_OFFSET,
-    BINDING_AUTHORIZATION_LEN, MobilityOption, OptionIter, emit_padding, kind,
+    BINDING_AUTHORIZATION_LEN, CARE_OF_TICKET_LEN, COOKIE_LEN, MobilityOption, NONCE_LEN,
+    OptionIter, SHIM_INSTANCE_LEN, emit_padding, kind,
 };
 use super::{MemberId, WireError};
 
@@ -36,6 +37,8 @@ pub const MH_PAYLOAD_PROTO: u8 = 59;
 pub const MH_FIXED_LEN: usize = 6;
 /// The longest message Header Len can describe: (255 + 1) * 8.
 pub const MH_MAX_LEN: usize = 2048;
+/// Length of an X25519 public key (Shim Hello, Shim Welcome).
+pub const PUBLIC_KEY_LEN: usize = 32;
 
 /// Byte offsets of the common header fields.
 mod field {
@@ -93,6 +96,28 @@ mod body {
     pub const SN_CLIENT: Range<usize> = 8..24;
     /// Shim Notice: shim endpoint (address 16, port 2).
     pub const SN_SHIM: Range<usize> = 24..42;
+    /// Shim Hello: Reserved 2, shim instance.
+    pub const SH_INSTANCE: Range<usize> = 8..16;
+    /// Shim Hello: the shim's receive index (Is).
+    pub const SH_INDEX: Range<usize> = 16..20;
+    /// Shim Hello: the shim's nonce (Ns).
+    pub const SH_NONCE: Range<usize> = 20..36;
+    /// Shim Hello: cookie (zero if none).
+    pub const SH_COOKIE: Range<usize> = 36..52;
+    /// Shim Hello: the shim's X25519 public key.
+    pub const SH_PUBLIC: Range<usize> = 52..84;
+    /// Shim Cookie: Reserved 2, nonce (echo of Ns; zero = handshake again).
+    pub const SC_NONCE: Range<usize> = 8..24;
+    /// Shim Cookie: cookie.
+    pub const SC_COOKIE: Range<usize> = 24..40;
+    /// Shim Welcome: Reserved 2, nonce (echo of Ns).
+    pub const SW_NONCE: Range<usize> = 8..24;
+    /// Shim Welcome: the AP's receive index (Ia).
+    pub const SW_INDEX: Range<usize> = 24..28;
+    /// Shim Welcome: the AP's nonce (Na).
+    pub const SW_AP_NONCE: Range<usize> = 28..44;
+    /// Shim Welcome: the AP's X25519 public key.
+    pub const SW_PUBLIC: Range<usize> = 44..76;
 }
 
 /// Binding Update flag `A`: acknowledgement requested (RFC 6275 6.1.7).
@@ -127,6 +152,9 @@ pub mod ba_status {
     pub const AUTHENTICATION_FAILED: u8 = 146;
     /// homeaddr: the member id is registered by another member instance.
     pub const MEMBER_ID_IN_USE: u8 = 200;
+    /// homeaddr (v2): no valid cookie for this endpoint; the BA is signed
+    /// and carries a fresh Cookie option, send the BU again with it.
+    pub const RETRY_WITH_COOKIE: u8 = 202;
 }
 
 /// Binding Error status values (RFC 6275 6.1.9).
@@ -143,6 +171,9 @@ pub mod revocation_trigger {
     pub const UNSPECIFIED: u8 = 0;
     /// Administrative Reason (RFC 5846): the operator removed the member.
     pub const ADMINISTRATIVE: u8 = 1;
+    /// homeaddr (v2): another instance of the member took over its id.
+    /// A per-MN trigger value that IANA leaves unassigned (8-127).
+    pub const MEMBER_RESTARTED: u8 = 126;
     /// homeaddr: the member failed its liveness checks. A per-MN trigger
     /// value that IANA leaves unassigned (8-127).
     pub const LIVENESS_FAILURE: u8 = 127;
@@ -172,6 +203,12 @@ pub enum MhType {
     BindingRevocation = 16,
     /// Shim Notice (homeaddr, deviation D5).
     ShimNotice = 200,
+    /// Shim Hello (homeaddr, docs/V2-SPEC.md section 2).
+    ShimHello = 201,
+    /// Shim Cookie (homeaddr, docs/V2-SPEC.md section 2).
+    ShimCookie = 202,
+    /// Shim Welcome (homeaddr, docs/V2-SPEC.md section 2).
+    ShimWelcome = 203,
 }
 
 impl MhType {
@@ -188,6 +225,9 @@ impl MhType {
             7 => MhType::BindingError,
             16 => MhType::BindingRevocation,
             200 => MhType::ShimNotice,
+            201 => MhType::ShimHello,
+            202 => MhType::ShimCookie,
+            203 => MhType::ShimWelcome,
             _ => return None,
         })
     }
@@ -201,6 +241,11 @@ impl MhType {
             MhType::BindingUpdate | MhType::BindingAck | MhType::BindingRevocation => 6,
             MhType::BindingError => 18,
             MhType::ShimNotice => 2 + 16 + ENDPOINT_LEN,
+            MhType::ShimHello => {
+                2 + SHIM_INSTANCE_LEN + 4 + NONCE_LEN + COOKIE_LEN + PUBLIC_KEY_LEN
+            }
+            MhType::ShimCookie => 2 + NONCE_LEN + COOKIE_LEN,
+            MhType::ShimWelcome => 2 + NONCE_LEN + 4 + NONCE_LEN + PUBLIC_KEY_LEN,
         }
     }
 
@@ -406,6 +451,41 @@ pub enum MessageBody {
         /// The shim's tunnel endpoint.
         shim: SocketAddr,
     },
+    /// Shim Hello (homeaddr, shim -> AP, unsealed): opens a shim - AP
+    /// session; the second Hello echoes the AP's cookie.
+    ShimHello {
+        /// The shim process's instance.
+        instance: [u8; SHIM_INSTANCE_LEN],
+        /// The shim's receive session index (Is).
+        index: u32,
+        /// The shim's nonce (Ns).
+        nonce: [u8; NONCE_LEN],
+        /// The AP's cookie, all zero if the shim has none.
+        cookie: [u8; COOKIE_LEN],
+        /// The shim's ephemeral X25519 public key.
+        public: [u8; PUBLIC_KEY_LEN],
+    },
+    /// Shim Cookie (homeaddr, AP -> shim, unsealed): the stateless answer
+    /// to a Hello without a valid cookie.
+    ShimCookie {
+        /// Echo of the Hello's nonce (Ns); all zero = "I have no session
+        /// for you: handshake again".
+        nonce: [u8; NONCE_LEN],
+        /// The cookie to put in the next Hello.
+        cookie: [u8; COOKIE_LEN],
+    },
+    /// Shim Welcome (homeaddr, AP -> shim, unsealed): the AP accepted the
+    /// Hello; the session keys follow from these fields.
+    ShimWelcome {
+        /// Echo of the Hello's nonce (Ns).
+        nonce: [u8; NONCE_LEN],
+        /// The AP's receive session index (Ia).
+        index: u32,
+        /// The AP's nonce (Na).
+        ap_nonce: [u8; NONCE_LEN],
+        /// The AP's ephemeral X25519 public key.
+        public: [u8; PUBLIC_KEY_LEN],
+    },
 }
 
 impl MessageBody {
@@ -422,6 +502,9 @@ impl MessageBody {
             MessageBody::BindingError { .. } => MhType::BindingError,
             MessageBody::BindingRevocation { .. } => MhType::BindingRevocation,
             MessageBody::ShimNotice { .. } => MhType::ShimNotice,
+            MessageBody::ShimHello { .. } => MhType::ShimHello,
+            MessageBody::ShimCookie { .. } => MhType::ShimCookie,
+            MessageBody::ShimWelcome { .. } => MhType::ShimWelcome,
         }
     }
 
@@ -429,16 +512,13 @@ impl MessageBody {
     fn parse<T: AsRef<[u8]>>(mh: &MobilityHeader<T>) -> Result<MessageBody, WireError> {
         let b = mh.as_bytes();
         let u16_at = |r: Range<usize>| u16::from_be_bytes([b[r.start], b[r.start + 1]]);
-        let bytes8 = |r: Range<usize>| {
-            let mut out = [0u8; 8];
-            out.copy_from_slice(&b[r]);
-            out
+        let u32_at = |r: Range<usize>| {
+            u32::from_be_bytes([b[r.start], b[r.start + 1], b[r.start + 2], b[r.start + 3]])
         };
-        let ipv6 = |r: Range<usize>| {
-            let mut out = [0u8; 16];
-            out.copy_from_slice(&b[r]);
-            Ipv6Addr::from(out)
-        };
+        let bytes8 = |r: Range<usize>| array::<8>(&b[r]);
+        let bytes16 = |r: Range<usize>| array::<16>(&b[r]);
+        let bytes32 = |r: Range<usize>| array::<32>(&b[r]);
+        let ipv6 = |r: Range<usize>| Ipv6Addr::from(bytes16(r));
         Ok(match mh.mh_type() {
             MhType::BindingRefreshRequest => MessageBody::BindingRefreshRequest,
             MhType::HomeTestInit => MessageBody::HomeTestInit {
@@ -494,6 +574,23 @@ impl MessageBody {
                     shim: parse_endpoint(&shim),
                 }
             }
+            MhType::ShimHello => MessageBody::ShimHello {
+                instance: bytes8(body::SH_INSTANCE),
+                index: u32_at(body::SH_INDEX),
+                nonce: bytes16(body::SH_NONCE),
+                cookie: bytes16(body::SH_COOKIE),
+                public: bytes32(body::SH_PUBLIC),
+            },
+            MhType::ShimCookie => MessageBody::ShimCookie {
+                nonce: bytes16(body::SC_NONCE),
+                cookie: bytes16(body::SC_COOKIE),
+            },
+            MhType::ShimWelcome => MessageBody::ShimWelcome {
+                nonce: bytes16(body::SW_NONCE),
+                index: u32_at(body::SW_INDEX),
+                ap_nonce: bytes16(body::SW_AP_NONCE),
+                public: bytes32(body::SW_PUBLIC),
+            },
         })
     }
 
@@ -562,8 +659,43 @@ impl MessageBody {
                 put(body::SN_CLIENT, &client.octets());
                 put(body::SN_SHIM, &emit_endpoint(*shim));
             }
+            MessageBody::ShimHello {
+                instance,
+                index,
+                nonce,
+                cookie,
+                public,
+            } => {
+                put(body::SH_INSTANCE, instance);
+                put(body::SH_INDEX, &index.to_be_bytes());
+                put(body::SH_NONCE, nonce);
+                put(body::SH_COOKIE, cookie);
+                put(body::SH_PUBLIC, public);
+            }
+            MessageBody::ShimCookie { nonce, cookie } => {
+                put(body::SC_NONCE, nonce);
+                put(body::SC_COOKIE, cookie);
+            }
+            MessageBody::ShimWelcome {
+                nonce,
+                index,
+                ap_nonce,
+                public,
+            } => {
+                put(body::SW_NONCE, nonce);
+                put(body::SW_INDEX, &index.to_be_bytes());
+                put(body::SW_AP_NONCE, ap_nonce);
+                put(body::SW_PUBLIC, public);
+            }
         }
     }
+}
+
+/// The `N` bytes of `b`, which the caller made exactly `N` long.
+fn array<const N: usize>(b: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(b);
+    out
 }
 
 /// A typed Mobility Header message: the fixed fields and the options, in
@@ -746,6 +878,41 @@ impl MobilityMessage {
     pub fn correspondent(&self) -> Option<Ipv6Addr> {
         self.find(|o| match o {
             MobilityOption::Correspondent(a) => Some(*a),
+            _ => None,
+        })
+    }
+
+    /// The first Session option: (index, nonce).
+    pub fn session(&self) -> Option<(u32, [u8; NONCE_LEN])> {
+        self.find(|o| match o {
+            MobilityOption::Session { index, nonce } => Some((*index, *nonce)),
+            _ => None,
+        })
+    }
+
+    /// The first Cookie option.
+    pub fn cookie(&self) -> Option<[u8; COOKIE_LEN]> {
+        self.find(|o| match o {
+            MobilityOption::Cookie(c) => Some(*c),
+            _ => None,
+        })
+    }
+
+    /// The first Care-of Ticket option: (home nonce index, ticket).
+    pub fn care_of_ticket(&self) -> Option<(u16, [u8; CARE_OF_TICKET_LEN])> {
+        self.find(|o| match o {
+            MobilityOption::CareOfTicket {
+                nonce_index,
+                ticket,
+            } => Some((*nonce_index, *ticket)),
+            _ => None,
+        })
+    }
+
+    /// The first Shim Instance option.
+    pub fn shim_instance(&self) -> Option<[u8; SHIM_INSTANCE_LEN]> {
+        self.find(|o| match o {
+            MobilityOption::ShimInstance(i) => Some(*i),
             _ => None,
         })
     }
@@ -954,6 +1121,277 @@ mod tests {
     }
 
     #[test]
+    fn shim_hello_fixture() {
+        let msg = MobilityMessage::new(MessageBody::ShimHello {
+            instance: [1, 2, 3, 4, 5, 6, 7, 8],
+            index: 0x0a0b_0c0d,
+            nonce: [0x11; 16],
+            cookie: [0x22; 16],
+            public: [0x33; 32],
+        });
+        // 6 + 78 fixed = 84 -> 88, the PadN of 4 at the end.
+        let mut bytes = vec![59, 10, 201, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        bytes.extend_from_slice(&[0x0a, 0x0b, 0x0c, 0x0d]);
+        bytes.extend_from_slice(&[0x11; 16]);
+        bytes.extend_from_slice(&[0x22; 16]);
+        bytes.extend_from_slice(&[0x33; 32]);
+        bytes.extend_from_slice(&[1, 2, 0, 0]);
+        assert_eq!(bytes.len(), 88);
+        assert_eq!(MhType::ShimHello.options_offset(), 84);
+        assert_eq!(msg.buffer_len(), 88);
+        assert_eq!(msg.to_bytes(), bytes);
+        assert_eq!(MobilityMessage::parse(&bytes), Ok(msg.clone()));
+        let view = MobilityHeader::new_checked(&bytes[..]).unwrap();
+        assert_eq!(view.mh_type(), MhType::ShimHello);
+        assert_eq!(view.options().count(), 0);
+        // Reserved bytes are ignored on parse and sent as 0.
+        let mut reserved = bytes.clone();
+        reserved[6..8].copy_from_slice(&[0xff, 0xff]);
+        assert_eq!(MobilityMessage::parse(&reserved), Ok(msg.clone()));
+        // Too short for the type: 80 bytes announced, or the buffer ends
+        // before the 88 announced.
+        let mut short = bytes[..80].to_vec();
+        short[1] = 9;
+        assert_eq!(
+            MobilityMessage::parse(&short),
+            Err(WireError::BadLength(80))
+        );
+        assert_eq!(
+            MobilityMessage::parse(&bytes[..87]),
+            Err(WireError::BadLength(88))
+        );
+        assert_eq!(
+            msg.emit(&mut [0u8; 87]),
+            Err(WireError::BufferTooSmall { need: 88, have: 87 })
+        );
+    }
+
+    #[test]
+    fn shim_cookie_fixture() {
+        let msg = MobilityMessage::new(MessageBody::ShimCookie {
+            nonce: [0x44; 16],
+            cookie: [0x55; 16],
+        });
+        // 6 + 34 fixed = 40: no padding.
+        let mut bytes = vec![59, 4, 202, 0, 0, 0, 0, 0];
+        bytes.extend_from_slice(&[0x44; 16]);
+        bytes.extend_from_slice(&[0x55; 16]);
+        assert_eq!(msg.buffer_len(), 40);
+        assert_eq!(msg.to_bytes(), bytes);
+        assert_eq!(MobilityMessage::parse(&bytes), Ok(msg));
+        // The "handshake again" cookie: nonce all zero.
+        let again = MobilityMessage::new(MessageBody::ShimCookie {
+            nonce: [0; 16],
+            cookie: [0x55; 16],
+        });
+        assert_eq!(&again.to_bytes()[8..24], &[0; 16]);
+        // Too short: 32 bytes announced.
+        let mut short = bytes[..32].to_vec();
+        short[1] = 3;
+        assert_eq!(
+            MobilityMessage::parse(&short),
+            Err(WireError::BadLength(32))
+        );
+        assert_eq!(
+            MobilityMessage::parse(&bytes[..39]),
+            Err(WireError::BadLength(40))
+        );
+    }
+
+    #[test]
+    fn shim_welcome_fixture() {
+        let msg = MobilityMessage::new(MessageBody::ShimWelcome {
+            nonce: [0x66; 16],
+            index: 0x0102_0304,
+            ap_nonce: [0x77; 16],
+            public: [0x88; 32],
+        });
+        // 6 + 70 fixed = 76 -> 80, the PadN of 4 at the end.
+        let mut bytes = vec![59, 9, 203, 0, 0, 0, 0, 0];
+        bytes.extend_from_slice(&[0x66; 16]);
+        bytes.extend_from_slice(&[1, 2, 3, 4]);
+        bytes.extend_from_slice(&[0x77; 16]);
+        bytes.extend_from_slice(&[0x88; 32]);
+        bytes.extend_from_slice(&[1, 2, 0, 0]);
+        assert_eq!(bytes.len(), 80);
+        assert_eq!(msg.buffer_len(), 80);
+        assert_eq!(msg.to_bytes(), bytes);
+        assert_eq!(MobilityMessage::parse(&bytes), Ok(msg));
+        // Too short: 72 bytes announced.
+        let mut short = bytes[..72].to_vec();
+        short[1] = 8;
+        assert_eq!(
+            MobilityMessage::parse(&short),
+            Err(WireError::BadLength(72))
+        );
+        assert_eq!(
+            MobilityMessage::parse(&bytes[..79]),
+            Err(WireError::BadLength(80))
+        );
+    }
+
+    #[test]
+    fn retry_with_cookie_ba_keeps_the_authentication_last() {
+        let msg = MobilityMessage::new(MessageBody::BindingAck {
+            status: ba_status::RETRY_WITH_COOKIE,
+            sequence: 9,
+            lifetime: 0,
+        })
+        .with(MobilityOption::BindingId {
+            id: MemberId(5),
+            status: 0,
+            flags: 0,
+            care_of: None,
+        })
+        .with(MobilityOption::Cookie([0xcc; 16]))
+        .with(MobilityOption::Authentication {
+            subtype: 1,
+            spi: 7,
+            data: [0xee; 16],
+        });
+        #[rustfmt::skip]
+        let mut bytes = vec![
+            59, 7, 6, 0, 0, 0,          // proto, len (64 bytes), type BA, reserved, checksum
+            202, 0, 0, 9, 0, 0,         // status 202, flags, sequence, lifetime
+            35, 4, 0, 5, 0, 0,          // Binding ID, member 5
+            204, 16,                    // Cookie
+        ];
+        bytes.extend_from_slice(&[0xcc; 16]);
+        bytes.extend_from_slice(&[1, 3, 0, 0, 0]); // PadN of 5, before the last option
+        bytes.extend_from_slice(&[9, 21, 1, 0, 0, 0, 7]);
+        bytes.extend_from_slice(&[0xee; 16]);
+        assert_eq!(bytes.len(), 64);
+        assert_eq!(msg.to_bytes(), bytes);
+        assert_eq!(MobilityMessage::parse(&bytes), Ok(msg.clone()));
+        assert_eq!(msg.authenticator_range(), Some(48..64));
+        let view = MobilityHeader::new_checked(&bytes[..]).unwrap();
+        assert_eq!(view.authenticator_range(), Some(48..64));
+        assert_eq!(msg.cookie(), Some([0xcc; 16]));
+        assert_eq!(msg.session(), None);
+    }
+
+    #[test]
+    fn new_options_before_an_authenticating_last_option() {
+        let bu = MobilityMessage::new(MessageBody::BindingUpdate {
+            sequence: 1,
+            ack: true,
+            home: true,
+            lifetime: 75,
+        })
+        .with(MobilityOption::BindingId {
+            id: MemberId(5),
+            status: 0,
+            flags: 0,
+            care_of: None,
+        })
+        .with(MobilityOption::HomeAddress(hoa()))
+        .with(MobilityOption::Session {
+            index: 0x1234_5678,
+            nonce: [3; 16],
+        })
+        .with(MobilityOption::Cookie([4; 16]))
+        .with(MobilityOption::Authentication {
+            subtype: 1,
+            spi: 7,
+            data: [0xee; 16],
+        });
+        let ro_bu = MobilityMessage::new(MessageBody::BindingUpdate {
+            sequence: 2,
+            ack: true,
+            home: false,
+            lifetime: 10,
+        })
+        .with(MobilityOption::NonceIndices {
+            home: 1,
+            care_of: 2,
+        })
+        .with(MobilityOption::Session {
+            index: 9,
+            nonce: [5; 16],
+        })
+        .with(MobilityOption::BindingAuthorization([0x11; 12]));
+        let coti = MobilityMessage::new(MessageBody::CareOfTestInit { cookie: [6; 8] })
+            .with(MobilityOption::BindingId {
+                id: MemberId(5),
+                status: 0,
+                flags: 0,
+                care_of: None,
+            })
+            .with(MobilityOption::CareOfTicket {
+                nonce_index: 3,
+                ticket: [7; 8],
+            })
+            .with(MobilityOption::BindingAuthorization([0x22; 12]));
+        let notice = MobilityMessage::new(MessageBody::ShimNotice {
+            client: hoa(),
+            shim: "198.51.100.2:40000".parse().unwrap(),
+        })
+        .with(MobilityOption::ShimInstance([8; 8]))
+        .with(MobilityOption::Authentication {
+            subtype: 1,
+            spi: 1,
+            data: [0xdd; 16],
+        });
+        for msg in [bu, ro_bu, coti, notice] {
+            let bytes = msg.to_bytes();
+            let range = msg.authenticator_range().unwrap();
+            assert_eq!(range.end, bytes.len(), "{:?}", msg.mh_type());
+            let view = MobilityHeader::new_checked(&bytes[..]).unwrap();
+            assert_eq!(view.authenticator_range(), Some(range));
+            assert_eq!(MobilityMessage::parse(&bytes), Ok(msg));
+        }
+    }
+
+    #[test]
+    fn option_accessors() {
+        let msg = MobilityMessage::new(MessageBody::BindingRefreshRequest)
+            .with(MobilityOption::Session {
+                index: 1,
+                nonce: [2; 16],
+            })
+            .with(MobilityOption::Cookie([3; 16]))
+            .with(MobilityOption::CareOfTicket {
+                nonce_index: 4,
+                ticket: [5; 8],
+            })
+            .with(MobilityOption::ShimInstance([6; 8]));
+        assert_eq!(msg.session(), Some((1, [2; 16])));
+        assert_eq!(msg.cookie(), Some([3; 16]));
+        assert_eq!(msg.care_of_ticket(), Some((4, [5; 8])));
+        assert_eq!(msg.shim_instance(), Some([6; 8]));
+        let bare = MobilityMessage::new(MessageBody::BindingRefreshRequest);
+        assert_eq!(
+            (
+                bare.session(),
+                bare.cookie(),
+                bare.care_of_ticket(),
+                bare.shim_instance()
+            ),
+            (None, None, None, None)
+        );
+    }
+
+    #[test]
+    fn mh_type_numbers_are_consistent() {
+        let mut known = 0;
+        for value in 0..=u8::MAX {
+            if let Some(t) = MhType::from_u8(value) {
+                known += 1;
+                assert_eq!(t as u8, value);
+                assert_eq!(MhType::try_from(value), Ok(t));
+            } else {
+                assert_eq!(
+                    MhType::try_from(value),
+                    Err(WireError::UnknownMhType(value))
+                );
+            }
+        }
+        assert_eq!(known, 13);
+        assert_eq!(ba_status::RETRY_WITH_COOKIE, 202);
+        assert_eq!(revocation_trigger::MEMBER_RESTARTED, 126);
+    }
+
+    #[test]
     fn trailing_bytes_after_the_message_are_ignored() {
         let mut bytes = MobilityMessage::new(MessageBody::BindingRefreshRequest).to_bytes();
         bytes.extend_from_slice(&[0xff; 5]);
@@ -1079,6 +1517,38 @@ mod tests {
                 MessageBody::BindingRevocation { trigger, sequence }
             }),
             (v6(), endpoint()).prop_map(|(client, shim)| MessageBody::ShimNotice { client, shim }),
+            (
+                any::<[u8; 8]>(),
+                any::<u32>(),
+                any::<[u8; 16]>(),
+                any::<[u8; 16]>(),
+                any::<[u8; 32]>()
+            )
+                .prop_map(|(instance, index, nonce, cookie, public)| {
+                    MessageBody::ShimHello {
+                        instance,
+                        index,
+                        nonce,
+                        cookie,
+                        public,
+                    }
+                }),
+            (any::<[u8; 16]>(), any::<[u8; 16]>())
+                .prop_map(|(nonce, cookie)| MessageBody::ShimCookie { nonce, cookie }),
+            (
+                any::<[u8; 16]>(),
+                any::<u32>(),
+                any::<[u8; 16]>(),
+                any::<[u8; 32]>()
+            )
+                .prop_map(|(nonce, index, ap_nonce, public)| {
+                    MessageBody::ShimWelcome {
+                        nonce,
+                        index,
+                        ap_nonce,
+                        public,
+                    }
+                }),
         ]
     }
 
@@ -1105,9 +1575,9 @@ mod tests {
 
         #[test]
         fn plausible_headers_parse_without_panic(
-            mh_type in prop_oneof![0u8..8, Just(16u8), Just(200u8)],
-            header_len in 0u8..6,
-            rest in proptest::collection::vec(any::<u8>(), 0..56),
+            mh_type in prop_oneof![0u8..8, Just(16u8), 200u8..=204],
+            header_len in 0u8..13,
+            rest in proptest::collection::vec(any::<u8>(), 0..112),
         ) {
             let mut b = vec![59, header_len, mh_type, 0, 0, 0];
             b.extend_from_slice(&rest);

@@ -45,6 +45,14 @@ pub mod kind {
     pub const MEMBER_STATE: u8 = 201;
     /// Correspondent (homeaddr, docs/PROTOCOL.md D5).
     pub const CORRESPONDENT: u8 = 202;
+    /// Session (homeaddr, docs/V2-SPEC.md section 2).
+    pub const SESSION: u8 = 203;
+    /// Cookie (homeaddr, docs/V2-SPEC.md section 2).
+    pub const COOKIE: u8 = 204;
+    /// Care-of Ticket (homeaddr, docs/V2-SPEC.md section 2).
+    pub const CARE_OF_TICKET: u8 = 205;
+    /// Shim Instance (homeaddr, docs/V2-SPEC.md section 2).
+    pub const SHIM_INSTANCE: u8 = 206;
 
     /// Whether this build gives `kind` a meaning (padding included).
     pub const fn is_known(kind: u8) -> bool {
@@ -60,6 +68,10 @@ pub mod kind {
                 | HOME_ADDRESS
                 | MEMBER_STATE
                 | CORRESPONDENT
+                | SESSION
+                | COOKIE
+                | CARE_OF_TICKET
+                | SHIM_INSTANCE
         )
     }
 }
@@ -80,6 +92,15 @@ pub const BID_FLAG_H: u8 = 0x80;
 pub const BID_FLAG_O: u8 = 0x40;
 /// Member State flag `D`: the member is draining.
 pub const MEMBER_STATE_DRAINING: u16 = 0x8000;
+/// Length of a session nonce (Nm, Na, Ns), in the Session option and the
+/// shim handshake messages.
+pub const NONCE_LEN: usize = 16;
+/// Length of a stateless cookie (Cookie option, Shim Hello, Shim Cookie).
+pub const COOKIE_LEN: usize = 16;
+/// Length of a Care-of Ticket (the first 64 bits of an HMAC-SHA256).
+pub const CARE_OF_TICKET_LEN: usize = 8;
+/// Length of a shim instance.
+pub const SHIM_INSTANCE_LEN: usize = 8;
 
 /// Length of the Type and Length bytes.
 pub const OPTION_HEADER_LEN: usize = 2;
@@ -112,6 +133,14 @@ mod field {
     pub const MS_FLAGS: Range<usize> = 2..4;
     /// Member State: instance.
     pub const MS_INSTANCE: Range<usize> = 4..12;
+    /// Session: receiver index.
+    pub const SESSION_INDEX: Range<usize> = 0..4;
+    /// Session: nonce.
+    pub const SESSION_NONCE: Range<usize> = 4..20;
+    /// Care-of Ticket: home nonce index.
+    pub const COT_NONCE_INDEX: Range<usize> = 0..2;
+    /// Care-of Ticket: ticket.
+    pub const COT_TICKET: Range<usize> = 2..10;
 }
 
 /// Offset of the authenticator bytes inside the Binding Authorization Data
@@ -178,6 +207,27 @@ pub enum MobilityOption {
     },
     /// Correspondent (homeaddr): the client address a message is about.
     Correspondent(Ipv6Addr),
+    /// Session (homeaddr): the sender's receive index and nonce for the
+    /// session a registration or route-optimization handshake sets up.
+    Session {
+        /// The sender's receive session index (never 0 on a sent option).
+        index: u32,
+        /// The sender's nonce (Nm, Na or Ns).
+        nonce: [u8; NONCE_LEN],
+    },
+    /// Cookie (homeaddr): a stateless cookie of the AP, given in a BA or
+    /// echoed in a registration BU.
+    Cookie([u8; COOKIE_LEN]),
+    /// Care-of Ticket (homeaddr): lets a member send a CoTI to a shim.
+    CareOfTicket {
+        /// The home nonce index the ticket was made for.
+        nonce_index: u16,
+        /// First 64 bits of HMAC-SHA256(Kcn, ...).
+        ticket: [u8; CARE_OF_TICKET_LEN],
+    },
+    /// Shim Instance (homeaddr): the shim process the AP has a session
+    /// with (in a Shim Notice).
+    ShimInstance([u8; SHIM_INSTANCE_LEN]),
     /// An option of a type this build does not know, kept verbatim.
     Unknown {
         /// Option Type; never a known type or padding.
@@ -257,6 +307,28 @@ fn binding_id(data: &OptionData<'_>) -> Result<MobilityOption, WireError> {
     })
 }
 
+/// A Session option's `value` of the right length.
+fn session(value: &[u8]) -> MobilityOption {
+    let mut index = [0u8; 4];
+    index.copy_from_slice(&value[field::SESSION_INDEX]);
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&value[field::SESSION_NONCE]);
+    MobilityOption::Session {
+        index: u32::from_be_bytes(index),
+        nonce,
+    }
+}
+
+/// A Care-of Ticket option's `value` of the right length.
+fn care_of_ticket(value: &[u8]) -> MobilityOption {
+    let mut ticket = [0u8; CARE_OF_TICKET_LEN];
+    ticket.copy_from_slice(&value[field::COT_TICKET]);
+    MobilityOption::CareOfTicket {
+        nonce_index: be16(value, field::COT_NONCE_INDEX),
+        ticket,
+    }
+}
+
 /// A Member State option's `value` of the right length.
 fn member_state(value: &[u8]) -> MobilityOption {
     let mut instance = [0u8; 8];
@@ -293,6 +365,10 @@ impl MobilityOption {
             MobilityOption::HomeAddress(_) => kind::HOME_ADDRESS,
             MobilityOption::MemberState { .. } => kind::MEMBER_STATE,
             MobilityOption::Correspondent(_) => kind::CORRESPONDENT,
+            MobilityOption::Session { .. } => kind::SESSION,
+            MobilityOption::Cookie(_) => kind::COOKIE,
+            MobilityOption::CareOfTicket { .. } => kind::CARE_OF_TICKET,
+            MobilityOption::ShimInstance(_) => kind::SHIM_INSTANCE,
             MobilityOption::Unknown { kind, .. } => *kind,
         }
     }
@@ -316,6 +392,10 @@ impl MobilityOption {
             MobilityOption::HomeAddress(_) => 16,
             MobilityOption::MemberState { .. } => field::MS_INSTANCE.end,
             MobilityOption::Correspondent(_) => 16,
+            MobilityOption::Session { .. } => field::SESSION_NONCE.end,
+            MobilityOption::Cookie(_) => COOKIE_LEN,
+            MobilityOption::CareOfTicket { .. } => field::COT_TICKET.end,
+            MobilityOption::ShimInstance(_) => SHIM_INSTANCE_LEN,
             MobilityOption::Unknown { data, .. } => data.len(),
         }
     }
@@ -348,6 +428,10 @@ impl MobilityOption {
             kind::HOME_ADDRESS => MobilityOption::HomeAddress(data.ipv6()?),
             kind::MEMBER_STATE => member_state(data.exactly(field::MS_INSTANCE.end)?),
             kind::CORRESPONDENT => MobilityOption::Correspondent(data.ipv6()?),
+            kind::SESSION => session(data.exactly(field::SESSION_NONCE.end)?),
+            kind::COOKIE => MobilityOption::Cookie(data.array()?),
+            kind::CARE_OF_TICKET => care_of_ticket(data.exactly(field::COT_TICKET.end)?),
+            kind::SHIM_INSTANCE => MobilityOption::ShimInstance(data.array()?),
             _ => {
                 if value.len() > usize::from(u8::MAX) {
                     return Err(data.bad_len());
@@ -399,6 +483,19 @@ impl MobilityOption {
                 value[field::NI_CARE_OF].copy_from_slice(&care_of.to_be_bytes());
             }
             MobilityOption::BindingAuthorization(auth) => value.copy_from_slice(auth),
+            MobilityOption::Session { index, nonce } => {
+                value[field::SESSION_INDEX].copy_from_slice(&index.to_be_bytes());
+                value[field::SESSION_NONCE].copy_from_slice(nonce);
+            }
+            MobilityOption::Cookie(cookie) => value.copy_from_slice(cookie),
+            MobilityOption::CareOfTicket {
+                nonce_index,
+                ticket,
+            } => {
+                value[field::COT_NONCE_INDEX].copy_from_slice(&nonce_index.to_be_bytes());
+                value[field::COT_TICKET].copy_from_slice(ticket);
+            }
+            MobilityOption::ShimInstance(instance) => value.copy_from_slice(instance),
             MobilityOption::Authentication { subtype, spi, data } => {
                 value[field::AUTH_SUBTYPE] = *subtype;
                 value[field::AUTH_SPI].copy_from_slice(&spi.to_be_bytes());
@@ -639,6 +736,31 @@ pub(crate) mod tests {
             },
             &[201, 12, 0, 100, 0x80, 0, 1, 2, 3, 4, 5, 6, 7, 8],
         );
+        let mut session = vec![203, 20, 0x01, 0x02, 0x03, 0x04];
+        session.extend_from_slice(&[0x5a; 16]);
+        round_trip(
+            &MobilityOption::Session {
+                index: 0x0102_0304,
+                nonce: [0x5a; 16],
+            },
+            &session,
+        );
+        let mut cookie = vec![204, 16];
+        cookie.extend(1..=16u8);
+        let mut cookie_value = [0u8; 16];
+        cookie_value.copy_from_slice(&cookie[2..]);
+        round_trip(&MobilityOption::Cookie(cookie_value), &cookie);
+        round_trip(
+            &MobilityOption::CareOfTicket {
+                nonce_index: 0x0a0b,
+                ticket: [1, 2, 3, 4, 5, 6, 7, 8],
+            },
+            &[205, 10, 0x0a, 0x0b, 1, 2, 3, 4, 5, 6, 7, 8],
+        );
+        round_trip(
+            &MobilityOption::ShimInstance([8, 7, 6, 5, 4, 3, 2, 1]),
+            &[206, 8, 8, 7, 6, 5, 4, 3, 2, 1],
+        );
         round_trip(
             &MobilityOption::Unknown {
                 kind: 42,
@@ -683,12 +805,45 @@ pub(crate) mod tests {
             parse_options(&[35, 6, 0, 1, 0, 0, 1, 2]),
             Err(WireError::BadOptionLength { kind: 35, len: 6 })
         );
+        // The v2 options have fixed lengths: one byte short or long is an error.
+        for (kind, len) in [
+            (kind::SESSION, 20u8),
+            (kind::COOKIE, 16),
+            (kind::CARE_OF_TICKET, 10),
+            (kind::SHIM_INSTANCE, 8),
+        ] {
+            for bad in [0, len - 1, len + 1] {
+                let mut bytes = vec![kind, bad];
+                bytes.resize(OPTION_HEADER_LEN + usize::from(bad), 0);
+                assert_eq!(
+                    parse_options(&bytes),
+                    Err(WireError::BadOptionLength { kind, len: bad }),
+                    "type {kind} length {bad}"
+                );
+            }
+            // The value runs past the end of the buffer.
+            let mut short = vec![kind, len];
+            short.resize(OPTION_HEADER_LEN + usize::from(len) - 1, 0);
+            assert_eq!(
+                parse_options(&short),
+                Err(WireError::BadOptionLength { kind, len })
+            );
+        }
         // Unknown with a known type cannot be emitted.
         let bogus = MobilityOption::Unknown {
             kind: kind::NONCE_INDICES,
             data: vec![0; 4],
         };
         assert!(bogus.emit(&mut [0u8; 6]).is_err());
+        let bogus = MobilityOption::Unknown {
+            kind: kind::SESSION,
+            data: vec![0; 20],
+        };
+        assert!(bogus.emit(&mut [0u8; 22]).is_err());
+        assert_eq!(
+            MobilityOption::Cookie([0; 16]).emit(&mut [0u8; 17]),
+            Err(WireError::BufferTooSmall { need: 18, have: 17 })
+        );
         assert_eq!(
             MobilityOption::NonceIndices {
                 home: 0,
@@ -747,6 +902,16 @@ pub(crate) mod tests {
                 }
             }),
             v6().prop_map(MobilityOption::Correspondent),
+            (any::<u32>(), any::<[u8; 16]>())
+                .prop_map(|(index, nonce)| MobilityOption::Session { index, nonce }),
+            any::<[u8; 16]>().prop_map(MobilityOption::Cookie),
+            (any::<u16>(), any::<[u8; 8]>()).prop_map(|(nonce_index, ticket)| {
+                MobilityOption::CareOfTicket {
+                    nonce_index,
+                    ticket,
+                }
+            }),
+            any::<[u8; 8]>().prop_map(MobilityOption::ShimInstance),
             (
                 any::<u8>().prop_filter("unknown type", |k| !kind::is_known(*k)),
                 proptest::collection::vec(any::<u8>(), 0..40),
