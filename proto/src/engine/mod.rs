@@ -10,6 +10,7 @@
 pub mod ap;
 mod fragments;
 pub mod member;
+pub mod sealed;
 pub mod shim;
 #[cfg(test)]
 mod testutil;

@@ -14,6 +14,12 @@ use sha2::{Digest, Sha256};
 
 use crate::wire::{ENDPOINT_LEN, MemberId, emit_endpoint};
 
+pub mod cookie;
+pub mod session;
+
+pub use cookie::{COOKIE_EPOCH, COOKIE_LEN, Cookie, CookieJar, CookieKind, DhKeyPair};
+pub use session::{KeyMaterial, Protection, ReplayWindow, Role, Session, SessionError};
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// Length of a keygen token and of a cookie (64 bits, RFC 6275 sec. 5.2.5).
@@ -28,7 +34,7 @@ pub type Token = [u8; TOKEN_LEN];
 /// The binding management key Kbm.
 pub type Kbm = [u8; 32];
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC accepts keys of any length; new_from_slice cannot fail for HMAC.
     let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     for part in parts {
@@ -60,6 +66,21 @@ pub fn home_keygen_token(kcn: &[u8; 32], hoa: Ipv6Addr, member: MemberId, nonce:
 /// came from, encoded as 18 bytes (deviation D6).
 pub fn care_of_keygen_token(kcn: &[u8; 32], care_of: SocketAddr, nonce: &Token) -> Token {
     first(&hmac(kcn, &[&emit_endpoint(care_of), nonce, &[1]]))
+}
+
+/// Length of a care-of ticket (docs/PROTOCOL.md: option 205).
+pub const TICKET_LEN: usize = 8;
+
+/// Care-of ticket = First(64, HMAC_SHA256(Kcn, HoA | BID | home nonce | 2)).
+///
+/// The shim puts it in the HoT (which reaches the member sealed, through
+/// the AP); the member must show it in its CoTI, so the shim answers care-of
+/// tests only from members it has home-tested: a port scan gets nothing.
+pub fn care_of_ticket(kcn: &[u8; 32], hoa: Ipv6Addr, member: MemberId, nonce: &Token) -> Token {
+    first(&hmac(
+        kcn,
+        &[&hoa.octets(), &member.0.to_be_bytes(), nonce, &[2]],
+    ))
 }
 
 /// Kbm = SHA256(home keygen token | care-of keygen token) (RFC 6275 sec. 5.2.5).
@@ -177,6 +198,23 @@ impl Drbg {
     pub fn next_u16(&mut self) -> u16 {
         self.next_u64() as u16
     }
+
+    /// A random non-zero u32: a session index (0 means "not sealed").
+    pub fn session_index(&mut self) -> u32 {
+        loop {
+            let i = self.next_u64() as u32;
+            if i != 0 {
+                return i;
+            }
+        }
+    }
+
+    /// 16 random bytes: a session nonce.
+    pub fn nonce16(&mut self) -> [u8; 16] {
+        let mut n = [0u8; 16];
+        self.fill(&mut n);
+        n
+    }
 }
 
 /// Length of an endpoint inside a MAC, re-exported for documentation.
@@ -214,6 +252,16 @@ mod tests {
         );
         // Home and care-of tokens over the same bytes differ by the trailing 0/1.
         assert_ne!(kbm(&t, &n), kbm(&n, &t));
+    }
+
+    #[test]
+    fn care_of_ticket_differs_from_the_home_token() {
+        let kcn = [7u8; 32];
+        let hoa: Ipv6Addr = "fd00::1".parse().unwrap();
+        let n = [1u8; 8];
+        let t = care_of_ticket(&kcn, hoa, MemberId(1), &n);
+        assert_ne!(t, home_keygen_token(&kcn, hoa, MemberId(1), &n));
+        assert_ne!(t, care_of_ticket(&kcn, hoa, MemberId(2), &n));
     }
 
     #[test]
