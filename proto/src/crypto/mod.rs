@@ -18,7 +18,10 @@ pub mod cookie;
 pub mod session;
 
 pub use cookie::{COOKIE_EPOCH, COOKIE_LEN, Cookie, CookieJar, CookieKind, DhKeyPair};
-pub use session::{KeyMaterial, Protection, ReplayWindow, Role, Session, SessionError};
+pub use session::{
+    KeyMaterial, Protection, ReplayWindow, Role, Session, SessionError, member_ap_keys,
+    member_shim_keys, shim_ap_keys,
+};
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -148,6 +148,79 @@ impl KeyMaterial {
     }
 }
 
+/// Key material of a member - AP session (docs/PROTOCOL.md 1.2; the member
+/// is the initiator): ikm = the registration key, salt = Nm | Na.
+pub fn member_ap_keys(
+    key: &[u8],
+    member_nonce: &[u8; 16],
+    ap_nonce: &[u8; 16],
+    member: u16,
+    instance: u64,
+    member_index: u32,
+    ap_index: u32,
+) -> KeyMaterial {
+    KeyMaterial::derive(
+        key,
+        &[&member_nonce[..], &ap_nonce[..]].concat(),
+        &[
+            b"homeaddr v2 member-ap",
+            &member.to_be_bytes(),
+            &instance.to_be_bytes(),
+            &member_index.to_be_bytes(),
+            &ap_index.to_be_bytes(),
+        ],
+    )
+}
+
+/// Key material of a shim - AP session (the shim is the initiator): ikm =
+/// the X25519 shared secret, salt = Ns | Na.
+#[allow(clippy::too_many_arguments)]
+pub fn shim_ap_keys(
+    shared: &[u8; 32],
+    shim_nonce: &[u8; 16],
+    ap_nonce: &[u8; 16],
+    client: std::net::Ipv6Addr,
+    shim_index: u32,
+    ap_index: u32,
+    shim_public: &[u8; 32],
+    ap_public: &[u8; 32],
+) -> KeyMaterial {
+    KeyMaterial::derive(
+        shared,
+        &[&shim_nonce[..], &ap_nonce[..]].concat(),
+        &[
+            b"homeaddr v2 shim-ap",
+            &client.octets(),
+            &shim_index.to_be_bytes(),
+            &ap_index.to_be_bytes(),
+            shim_public,
+            ap_public,
+        ],
+    )
+}
+
+/// Key material of a member - shim session (the member is the initiator):
+/// ikm = Kbm, salt = Nm | Ns.
+pub fn member_shim_keys(
+    kbm: &[u8; 32],
+    member_nonce: &[u8; 16],
+    shim_nonce: &[u8; 16],
+    member: u16,
+    member_index: u32,
+    shim_index: u32,
+) -> KeyMaterial {
+    KeyMaterial::derive(
+        kbm,
+        &[&member_nonce[..], &shim_nonce[..]].concat(),
+        &[
+            b"homeaddr v2 member-shim",
+            &member.to_be_bytes(),
+            &member_index.to_be_bytes(),
+            &shim_index.to_be_bytes(),
+        ],
+    )
+}
+
 fn aead_key(bytes: &[u8]) -> LessSafeKey {
     // A 32-byte slice is always a valid AES-256 key.
     LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).expect("32-byte AES-256 key"))
@@ -523,6 +596,38 @@ mod tests {
             assert!(!w.check(c), "{c} seen");
         }
         assert!(!w.check(COUNTER_LIMIT));
+    }
+
+    #[test]
+    fn the_three_schedules_differ_and_both_ends_agree() {
+        let n1 = [1u8; 16];
+        let n2 = [2u8; 16];
+        let a = member_ap_keys(b"k", &n1, &n2, 1, 7, 10, 20);
+        assert_eq!(a.0, member_ap_keys(b"k", &n1, &n2, 1, 7, 10, 20).0);
+        assert_ne!(a.0, member_ap_keys(b"k", &n1, &n2, 2, 7, 10, 20).0);
+        assert_ne!(a.0, member_ap_keys(b"k", &n2, &n1, 1, 7, 10, 20).0);
+        let s = shim_ap_keys(
+            &[3; 32],
+            &n1,
+            &n2,
+            "fd00::1".parse().unwrap(),
+            10,
+            20,
+            &[4; 32],
+            &[5; 32],
+        );
+        let m = member_shim_keys(&[3; 32], &n1, &n2, 1, 10, 20);
+        assert_ne!(s.0, m.0);
+        let mut i = Session::new(&m, Role::Initiator, 10, 20);
+        let mut r = Session::new(
+            &member_shim_keys(&[3; 32], &n1, &n2, 1, 10, 20),
+            Role::Responder,
+            20,
+            10,
+        );
+        let mut f = frame(b"agree");
+        i.seal(Protection::Encrypt, &mut f).unwrap();
+        r.open(true, &mut f).unwrap();
     }
 
     #[test]
