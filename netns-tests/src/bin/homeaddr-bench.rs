@@ -115,6 +115,12 @@ fn setup() -> anyhow::Result<Bed> {
         ns.ip(&format!("-6 route add default via {}", ula(net, 1)))?;
         gro_on(ns, "eth0");
     }
+    // Each round opens thousands of connections per path from the same
+    // client: let connect() reuse TIME_WAIT ports (timestamps keep it
+    // safe), so later rounds do not hunt for free ports.
+    for ns in [&legacy, &shim] {
+        ns.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
+    }
     // The router sends the home address to the access point.
     router.add_route(
         ipnet::Ipv6Net::new(HOME_ADDRESS, 128)?,
