@@ -8,7 +8,6 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 use tun_rs::{AsyncDevice, DeviceBuilder, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
-use crate::{HEADROOM, TAILROOM};
 use crate::counters::{TunCounters, add};
 use crate::error::{PushError, TunError};
 use crate::gso::OutDatagram;
@@ -16,6 +15,7 @@ use crate::gso::gso_segment_cap;
 use crate::sealed::Sealed;
 use crate::throttle::LogThrottle;
 use crate::udp::DatagramBatch;
+use crate::{HEADROOM, TAILROOM};
 
 /// Packets per TUN batch: tun-rs's `IDEAL_BATCH_SIZE` (128). One offload
 /// read is split into at most this many packets; a super-packet with more

@@ -726,8 +726,8 @@ impl Targets {
             // A v1 frame (4-byte header).
             (ap, v1_frame(&to_hoa(attacker)), "bad_version"),
             (ap, with_first(0x25, data(None, &[0; 40])), "malformed"), // unknown kind
-            (ap, data(None, &[0x60; 20]), "malformed"), // inner too short
-            (ap, control(None, &[0xff; 24]), "malformed"), // bad MH
+            (ap, data(None, &[0x60; 20]), "malformed"),                // inner too short
+            (ap, control(None, &[0xff; 24]), "malformed"),             // bad MH
             // A data frame whose inner source is another host (the shim client).
             (ap, data(None, &to_hoa(shim_addr)), "spoofed_source"),
             (

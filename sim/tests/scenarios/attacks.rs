@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use homeaddr_proto::engine::{DropReason, Engine};
 use homeaddr_proto::wire::mh::MessageBody;
-use homeaddr_proto::wire::{MemberId, MobilityMessage, FRAME_HEADER_LEN};
+use homeaddr_proto::wire::{FRAME_HEADER_LEN, MemberId, MobilityMessage};
 use homeaddr_sim::{SessionState, Sim, SimRng};
 
 use crate::common::*;

@@ -38,14 +38,13 @@ use std::time::{Duration, Instant};
 use super::fragments::FragmentRoutes;
 use super::{
     DataAction, DropCounters, DropReason, Engine, TimerQueue, Transmit, TunPacket, binding_id,
-    canonical,
-    control_frame, sign_registration,
+    canonical, control_frame, sign_registration,
 };
 use crate::affinity::AffinityTable;
 use crate::maglev::Maglev;
 use crate::wire::inner;
 use crate::wire::mh::{MessageBody, revocation_trigger};
-use crate::wire::{FrameKind, MemberId, MobilityMessage, MobilityOption, FRAME_HEADER_LEN};
+use crate::wire::{FRAME_HEADER_LEN, FrameKind, MemberId, MobilityMessage, MobilityOption};
 
 pub use self::config::{
     ApConfig, ApError, DEFAULT_DEAD_AFTER, DEFAULT_HEARTBEAT, DEFAULT_INNER_MTU,

@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 use super::{DataAction, DropReason, Engine, TimerQueue, Transmit, TunPacket, canonical};
 use crate::crypto::{Drbg, Kbm, Token};
 use crate::wire::mh::ba_status;
-use crate::wire::{FrameKind, MobilityMessage, MobilityOption, FRAME_HEADER_LEN};
+use crate::wire::{FRAME_HEADER_LEN, FrameKind, MobilityMessage, MobilityOption};
 
 pub use self::config::{
     DEFAULT_BINDING_LIFETIME, DEFAULT_INITIAL_RETRANSMIT, DEFAULT_LIFETIME, DEFAULT_MAX_RETRANSMIT,

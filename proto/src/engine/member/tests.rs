@@ -51,7 +51,10 @@ fn registration_bu(m: &mut Member) -> (u16, u16) {
     let t = transmits(m);
     assert_eq!(t.len(), 1, "one BU: {t:?}");
     assert_eq!(t[0].to, ap_ep());
-    assert!(verify_registration(&t[0].payload[FRAME_HEADER_LEN..], KEY, HOA), "signed");
+    assert!(
+        verify_registration(&t[0].payload[FRAME_HEADER_LEN..], KEY, HOA),
+        "signed"
+    );
     match parse(&t[0]).1.body {
         MessageBody::BindingUpdate {
             sequence,
@@ -180,7 +183,11 @@ fn notice(m: &mut Member, now: Instant) -> (Token, Token) {
     for t in transmits(m) {
         match (t.to, parse(&t).1) {
             (to, msg) if to == ap_ep() => {
-                assert!(verify_registration(&t.payload[FRAME_HEADER_LEN..], KEY, HOA));
+                assert!(verify_registration(
+                    &t.payload[FRAME_HEADER_LEN..],
+                    KEY,
+                    HOA
+                ));
                 assert_eq!(msg.correspondent(), Some(CLIENT));
                 let MessageBody::HomeTestInit { cookie } = msg.body else {
                     panic!("expected a HoTI to the AP, got {msg:?}");
@@ -233,7 +240,12 @@ fn binding_update(m: &mut Member, care_of_token: Token, from: SocketAddr) -> u16
     assert_eq!(t.len(), 1, "one BU: {t:?}");
     assert_eq!(t[0].to, shim_ep());
     let kbm = crypto::kbm(&HOME_TOKEN, &care_of_token);
-    assert!(verify_binding(&t[0].payload[FRAME_HEADER_LEN..], &kbm, from, shim_ep()));
+    assert!(verify_binding(
+        &t[0].payload[FRAME_HEADER_LEN..],
+        &kbm,
+        from,
+        shim_ep()
+    ));
     let msg = parse(&t[0]).1;
     assert_eq!(msg.nonce_indices(), Some((5, 6)));
     match msg.body {
@@ -312,19 +324,13 @@ fn the_shims_ba_puts_answers_on_the_direct_path() {
     let mut m = registered(now);
     // Before the binding: answers go back through the AP.
     let header = TunnelHeader::data(Some(ID));
-    assert_eq!(
-        framed(&mut m, now, &mut answer()),
-        sent(ap_ep(), header)
-    );
+    assert_eq!(framed(&mut m, now, &mut answer()), sent(ap_ep(), header));
     let mut m = bound(now);
     assert!(matches!(
         events(&mut m).last(),
         Some(MemberEvent::RouteOptimized { client: CLIENT, .. })
     ));
-    assert_eq!(
-        framed(&mut m, now, &mut answer()),
-        sent(shim_ep(), header)
-    );
+    assert_eq!(framed(&mut m, now, &mut answer()), sent(shim_ep(), header));
     // Data from the bound shim is accepted, from elsewhere not.
     let mut frame = crate::engine::testutil::data_frame(
         Some(ID),

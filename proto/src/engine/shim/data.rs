@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use super::{FlowPath, Shim, ShimEvent};
 use crate::engine::{DataAction, DropReason, TunPacket, canonical, data_packet, frame_tun};
+use crate::wire::TunnelHeader;
 use crate::wire::inner;
 use crate::wire::mh::be_status;
-use crate::wire::TunnelHeader;
 
 impl Shim {
     /// A data frame from `from` (canonical): the AP's or a bound member's.

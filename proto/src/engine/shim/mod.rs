@@ -42,7 +42,7 @@ use super::{
 };
 use crate::crypto::{Drbg, Token};
 use crate::wire::inner::FlowKey;
-use crate::wire::{FrameKind, MemberId, FRAME_HEADER_LEN};
+use crate::wire::{FRAME_HEADER_LEN, FrameKind, MemberId};
 
 pub use self::config::{
     DEFAULT_MAX_BINDING_LIFETIME, DEFAULT_MAX_FLOWS, DEFAULT_NONCE_INTERVAL,

@@ -148,7 +148,12 @@ fn a_verified_bu_is_bound_and_answered_with_a_signed_ba() {
             lifetime: 30
         }
     );
-    assert!(verify_binding(&payload[FRAME_HEADER_LEN..], &kbm, care_of(M1), local()));
+    assert!(verify_binding(
+        &payload[FRAME_HEADER_LEN..],
+        &kbm,
+        care_of(M1),
+        local()
+    ));
     assert_eq!(
         events(&mut s),
         [ShimEvent::BindingUpdated {
