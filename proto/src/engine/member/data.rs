@@ -72,7 +72,7 @@ impl Member {
     /// An answer from the local TUN: direct to a bound shim, held during a
     /// move, natively (direct server return) or through the AP.
     pub(super) fn data_out(&mut self, now: Instant, mut pkt: TunPacket<'_>) -> DataAction {
-        let packet = &*pkt.packet;
+        let packet = pkt.packet();
         let Ok((src, dst)) = inner::addresses(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
