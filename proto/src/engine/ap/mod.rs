@@ -42,7 +42,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::fragments::FragmentRoutes;
-use super::{DataAction, DropCounters, Engine, TimerQueue, Transmit, binding_id};
+use super::{DataAction, DropCounters, Engine, TimerQueue, Transmit, TunPacket, binding_id};
 use crate::affinity::AffinityTable;
 use crate::crypto::session::{HEADER_LEN, TAG_LEN};
 use crate::crypto::{CookieJar, Drbg};
@@ -213,6 +213,8 @@ pub struct AccessPoint {
     handshake_rate: handshake::HandshakeRate,
     /// Shim Cookies of nonce 0 to sources naming no session.
     stale_answers: sessions::AnswerLimit,
+    /// Scratch frame for sealing TUN packets (interim, see `handle_tun`).
+    tun_scratch: Vec<u8>,
     timers: TimerQueue<ApTimer>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ApEvent>,
@@ -248,6 +250,7 @@ impl AccessPoint {
             cookies: None,
             handshake_rate: Default::default(),
             stale_answers: Default::default(),
+            tun_scratch: Vec::new(),
             timers: TimerQueue::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -350,12 +353,23 @@ impl Engine for AccessPoint {
         self.dispatch_udp(now, from, frame)
     }
 
-    fn handle_tun(&mut self, now: Instant, packet: &mut [u8]) -> DataAction {
-        // Interim (until the shell hands a frame buffer): copy into one.
-        let mut frame = vec![0u8; HEADER_LEN + packet.len() + TAG_LEN];
-        frame[HEADER_LEN..HEADER_LEN + packet.len()].copy_from_slice(packet);
+    fn handle_tun(&mut self, now: Instant, pkt: TunPacket<'_>) -> DataAction {
+        // Interim, until the shell hands one contiguous frame buffer: the
+        // AEAD seals header | packet | tag in one piece, so copy through a
+        // scratch buffer kept by the engine.
+        let len = pkt.packet.len();
+        let mut frame = std::mem::take(&mut self.tun_scratch);
+        frame.clear();
+        frame.resize(HEADER_LEN + len + TAG_LEN, 0);
+        frame[HEADER_LEN..HEADER_LEN + len].copy_from_slice(pkt.packet);
         let action = self.data_from_tun(now, &mut frame);
-        packet.copy_from_slice(&frame[HEADER_LEN..HEADER_LEN + packet.len()]);
+        if let DataAction::Send { .. } = action {
+            pkt.header.copy_from_slice(&frame[..HEADER_LEN]);
+            pkt.packet
+                .copy_from_slice(&frame[HEADER_LEN..HEADER_LEN + len]);
+            pkt.tag.copy_from_slice(&frame[HEADER_LEN + len..]);
+        }
+        self.tun_scratch = frame;
         action
     }
 

@@ -89,12 +89,8 @@ impl AnswerLimit {
 }
 
 /// The action that sends the (rewritten, sealed) frame to `to`.
-/// Interim: the v1 `Encap` until the v2 engine API (`Send { to }`) lands.
 pub(super) fn send_to(to: SocketAddr) -> DataAction {
-    DataAction::Encap {
-        to,
-        header: TunnelHeader::data(None),
-    }
+    DataAction::Send { to }
 }
 
 /// The client address of a shim: the UDP source address, IPv4 as

@@ -916,7 +916,13 @@ fn a_member_the_policy_drains_gets_no_flow_from_its_first_packet_on() {
     }));
     for n in 1..200 {
         let mut syn = tcp(v6(client(n), 40000), v6(HOA, 80), SYN, 1, 0);
-        assert_eq!(ap.handle_tun(now, &mut syn), send_to(m1_ep()));
+        let (mut header, mut tag) = ([0u8; HEADER_LEN], [0u8; TAG_LEN]);
+        let pkt = crate::engine::TunPacket {
+            header: &mut header,
+            packet: &mut syn,
+            tag: &mut tag,
+        };
+        assert_eq!(ap.handle_tun(now, pkt), send_to(m1_ep()));
     }
     assert_eq!(ap.affinity().flows_of(M2), 0);
 }

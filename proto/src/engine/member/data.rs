@@ -6,10 +6,13 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{MOVE_HOLD_PACKETS, Member};
-use crate::engine::{DataAction, DropReason, Transmit, binding_id, canonical, control_frame};
+use crate::engine::{
+    DataAction, DropReason, Transmit, TunPacket, binding_id, canonical, control_frame, data_packet,
+    frame_tun,
+};
 use crate::wire::inner;
 use crate::wire::mh::MessageBody;
-use crate::wire::{MobilityMessage, TUNNEL_HEADER_LEN, TunnelHeader};
+use crate::wire::{MobilityMessage, TunnelHeader};
 
 impl Member {
     pub(super) fn data_in(
@@ -18,7 +21,10 @@ impl Member {
         from: SocketAddr,
         frame: &mut [u8],
     ) -> DataAction {
-        let Ok((src, dst)) = inner::addresses(&frame[TUNNEL_HEADER_LEN..]) else {
+        let Some(packet) = data_packet(frame) else {
+            return self.counters.drops.drop(DropReason::Malformed);
+        };
+        let Ok((src, dst)) = inner::addresses(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
         if dst != self.config.home_address {
@@ -65,7 +71,8 @@ impl Member {
 
     /// An answer from the local TUN: direct to a bound shim, held during a
     /// move, natively (direct server return) or through the AP.
-    pub(super) fn data_out(&mut self, now: Instant, packet: &mut [u8]) -> DataAction {
+    pub(super) fn data_out(&mut self, now: Instant, mut pkt: TunPacket<'_>) -> DataAction {
+        let packet = &*pkt.packet;
         let Ok((src, dst)) = inner::addresses(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
@@ -80,7 +87,9 @@ impl Member {
             c.last_activity = now;
             if c.binding.is_some_and(|b| b.expires > now) {
                 self.counters.direct_out += 1;
-                return DataAction::Encap { to: c.shim, header };
+                let to = c.shim;
+                frame_tun(&mut pkt, header);
+                return DataAction::Send { to };
             }
             // Past the hold deadline, too, until the timer (due now) sends
             // everything held through the AP in order.
@@ -98,9 +107,9 @@ impl Member {
             return DataAction::ToTun;
         }
         self.counters.via_ap_out += 1;
-        DataAction::Encap {
+        frame_tun(&mut pkt, header);
+        DataAction::Send {
             to: self.config.access_point,
-            header,
         }
     }
 }

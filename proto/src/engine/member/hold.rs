@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::{Hold, MOVE_HOLD, Member, RegistrationState};
 use crate::engine::{Transmit, canonical, to_units};
-use crate::wire::TunnelHeader;
+use crate::wire::{TAG_LEN, TunnelHeader};
 
 impl Member {
     /// The care-of endpoint changed: re-register and re-bind every shim
@@ -47,9 +47,11 @@ impl Member {
     pub(super) fn release_held(&mut self, to: SocketAddr, held: VecDeque<Vec<u8>>) {
         let header = TunnelHeader::data(Some(self.config.id)).to_bytes();
         for packet in held {
-            let mut payload = Vec::with_capacity(header.len() + packet.len());
+            // Interim framing: header | packet | zero tag.
+            let mut payload = Vec::with_capacity(header.len() + packet.len() + TAG_LEN);
             payload.extend_from_slice(&header);
             payload.extend_from_slice(&packet);
+            payload.extend_from_slice(&[0; TAG_LEN]);
             if to == self.config.access_point {
                 self.counters.via_ap_out += 1;
             } else {

@@ -51,10 +51,10 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::{DataAction, DropReason, Engine, TimerQueue, Transmit, canonical};
+use super::{DataAction, DropReason, Engine, TimerQueue, Transmit, TunPacket, canonical};
 use crate::crypto::{Drbg, Kbm, Token};
 use crate::wire::mh::ba_status;
-use crate::wire::{FrameKind, MobilityMessage, MobilityOption, TUNNEL_HEADER_LEN};
+use crate::wire::{FRAME_HEADER_LEN, FrameKind, MobilityMessage, MobilityOption};
 
 pub use self::config::{
     DEFAULT_BINDING_LIFETIME, DEFAULT_INITIAL_RETRANSMIT, DEFAULT_LIFETIME, DEFAULT_MAX_RETRANSMIT,
@@ -320,13 +320,13 @@ impl Engine for Member {
             return self.counters.drops.drop(DropReason::UnknownPeer);
         }
         match header.kind {
-            FrameKind::Control => self.handle_control(now, from, &frame[TUNNEL_HEADER_LEN..]),
+            FrameKind::Control => self.handle_control(now, from, &frame[FRAME_HEADER_LEN..]),
             FrameKind::Data => self.data_in(now, canonical(from), frame),
         }
     }
 
-    fn handle_tun(&mut self, now: Instant, packet: &mut [u8]) -> DataAction {
-        self.data_out(now, packet)
+    fn handle_tun(&mut self, now: Instant, pkt: TunPacket<'_>) -> DataAction {
+        self.data_out(now, pkt)
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {

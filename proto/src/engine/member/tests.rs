@@ -7,11 +7,14 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::crypto::{self, Token};
 use crate::engine::testutil::{
-    ACK, HOA, KEY, at, bid, ep, parse, run_until, signed, t0, tcp, transmits, unsigned, v6,
+    ACK, HOA, KEY, at, bid, ep, framed, parse, run_until, sent, signed, t0, tcp, transmits, tun,
+    unsigned, v6,
 };
 use crate::engine::{sign_binding, verify_binding, verify_registration};
 use crate::wire::mh::MessageBody;
-use crate::wire::{MemberId, MobilityMessage, MobilityOption, TunnelHeader};
+use crate::wire::{
+    FRAME_HEADER_LEN, MemberId, MobilityMessage, MobilityOption, TAG_LEN, TunnelHeader,
+};
 
 const ID: MemberId = MemberId(1);
 const CLIENT: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 1);
@@ -48,7 +51,10 @@ fn registration_bu(m: &mut Member) -> (u16, u16) {
     let t = transmits(m);
     assert_eq!(t.len(), 1, "one BU: {t:?}");
     assert_eq!(t[0].to, ap_ep());
-    assert!(verify_registration(&t[0].payload[4..], KEY, HOA), "signed");
+    assert!(
+        verify_registration(&t[0].payload[FRAME_HEADER_LEN..], KEY, HOA),
+        "signed"
+    );
     match parse(&t[0]).1.body {
         MessageBody::BindingUpdate {
             sequence,
@@ -177,7 +183,11 @@ fn notice(m: &mut Member, now: Instant) -> (Token, Token) {
     for t in transmits(m) {
         match (t.to, parse(&t).1) {
             (to, msg) if to == ap_ep() => {
-                assert!(verify_registration(&t.payload[4..], KEY, HOA));
+                assert!(verify_registration(
+                    &t.payload[FRAME_HEADER_LEN..],
+                    KEY,
+                    HOA
+                ));
                 assert_eq!(msg.correspondent(), Some(CLIENT));
                 let MessageBody::HomeTestInit { cookie } = msg.body else {
                     panic!("expected a HoTI to the AP, got {msg:?}");
@@ -230,7 +240,12 @@ fn binding_update(m: &mut Member, care_of_token: Token, from: SocketAddr) -> u16
     assert_eq!(t.len(), 1, "one BU: {t:?}");
     assert_eq!(t[0].to, shim_ep());
     let kbm = crypto::kbm(&HOME_TOKEN, &care_of_token);
-    assert!(verify_binding(&t[0].payload[4..], &kbm, from, shim_ep()));
+    assert!(verify_binding(
+        &t[0].payload[FRAME_HEADER_LEN..],
+        &kbm,
+        from,
+        shim_ep()
+    ));
     let msg = parse(&t[0]).1;
     assert_eq!(msg.nonce_indices(), Some((5, 6)));
     match msg.body {
@@ -309,25 +324,13 @@ fn the_shims_ba_puts_answers_on_the_direct_path() {
     let mut m = registered(now);
     // Before the binding: answers go back through the AP.
     let header = TunnelHeader::data(Some(ID));
-    assert_eq!(
-        m.handle_tun(now, &mut answer()),
-        DataAction::Encap {
-            to: ap_ep(),
-            header
-        }
-    );
+    assert_eq!(framed(&mut m, now, &mut answer()), sent(ap_ep(), header));
     let mut m = bound(now);
     assert!(matches!(
         events(&mut m).last(),
         Some(MemberEvent::RouteOptimized { client: CLIENT, .. })
     ));
-    assert_eq!(
-        m.handle_tun(now, &mut answer()),
-        DataAction::Encap {
-            to: shim_ep(),
-            header
-        }
-    );
+    assert_eq!(framed(&mut m, now, &mut answer()), sent(shim_ep(), header));
     // Data from the bound shim is accepted, from elsewhere not.
     let mut frame = crate::engine::testutil::data_frame(
         Some(ID),
@@ -362,7 +365,7 @@ fn a_move_holds_answers_until_the_new_binding_then_sends_them_direct() {
         unreachable!()
     };
     assert_eq!(
-        m.handle_tun(now, &mut answer()),
+        tun(&mut m, now, &mut answer()),
         DataAction::Consumed,
         "held"
     );
@@ -374,7 +377,13 @@ fn a_move_holds_answers_until_the_new_binding_then_sends_them_direct() {
     let released = transmits(&mut m);
     assert_eq!(released.len(), 1);
     assert_eq!(released[0].to, shim_ep());
-    assert_eq!(&released[0].payload[4..], &answer()[..], "the held answer");
+    let p = &released[0].payload;
+    assert_eq!(
+        &p[FRAME_HEADER_LEN..p.len() - TAG_LEN],
+        &answer()[..],
+        "the held answer"
+    );
+    assert_eq!(p[p.len() - TAG_LEN..], [0; TAG_LEN], "interim zero tag");
 }
 
 #[test]
@@ -383,7 +392,7 @@ fn answers_held_past_the_hold_time_go_through_the_ap() {
     let mut m = bound(now);
     m.set_care_of(now, ep("[2001:db8:1::2]:4790"));
     transmits(&mut m);
-    assert_eq!(m.handle_tun(now, &mut answer()), DataAction::Consumed);
+    assert_eq!(tun(&mut m, now, &mut answer()), DataAction::Consumed);
     run_until(&mut m, now + MOVE_HOLD - Duration::from_millis(1));
     assert!(transmits(&mut m).is_empty());
     run_until(&mut m, now + MOVE_HOLD);
