@@ -327,6 +327,7 @@ impl AccessPoint {
             None => {
                 // A stale index (its owner is gone): forget it.
                 self.index.remove(&index);
+                self.no_session_for(now, from, frame.len());
                 return self.counters.drops.drop(DropReason::UnknownPeer);
             }
         }

@@ -991,3 +991,47 @@ fn a_replaced_session_opens_during_its_grace_then_its_index_is_forgotten() {
     run_until(&mut ap, at(now, 100) + crate::engine::sealed::SESSION_GRACE);
     assert_eq!(ap.index.len(), 1, "the previous index is gone");
 }
+
+#[test]
+fn integrity_protection_sends_clear_payloads_and_accepts_both() {
+    let (mut ap, now) = (ap_with(|c| c.protection = Protection::Integrity), t0());
+    let mut m = TestMember::new(M1, m1_ep());
+    m.register(&mut ap, now);
+    let (c, h) = (v6(client(1), 40000), v6(HOA, 80));
+    let syn = tcp(c, h, SYN, 1, 0);
+    let mut frame = vec![0u8; HEADER_LEN];
+    frame.extend_from_slice(&syn);
+    frame.extend_from_slice(&[0; TAG_LEN]);
+    assert_eq!(ap.handle_tun_frame(now, &mut frame), send_to(m1_ep()));
+    assert_eq!(
+        frame[1] & crate::crypto::session::FLAG_ENCRYPTED,
+        0,
+        "E clear"
+    );
+    assert_eq!(
+        &frame[HEADER_LEN..HEADER_LEN + 40],
+        &syn[..40],
+        "clear payload"
+    );
+    let index = u32::from_be_bytes(frame[4..8].try_into().unwrap());
+    m.sessions()
+        .open(now, index, Protection::Integrity, &mut frame)
+        .expect("authenticated");
+    // An encrypted answer is accepted too.
+    let mut answer = sealed_data(m.sessions(), Some(M1), &tcp(h, c, ACK, 1, 2));
+    assert_eq!(ap.handle_udp(now, m1_ep(), &mut answer), DataAction::ToTun);
+}
+
+#[test]
+fn an_encrypt_ap_refuses_frames_without_e() {
+    let (mut ap, now, mut m) = ap_with_member();
+    let (c, h) = (v6(client(1), 40000), v6(HOA, 80));
+    let mut f = vec![0u8; HEADER_LEN];
+    f.extend_from_slice(&tcp(h, c, ACK, 1, 2));
+    f.extend_from_slice(&[0; TAG_LEN]);
+    seal_data(m.sessions(), Protection::Integrity, Some(M1), &mut f).unwrap();
+    assert_eq!(
+        ap.handle_udp(now, m1_ep(), &mut f),
+        DataAction::Drop(DropReason::AuthFailed)
+    );
+}
