@@ -33,7 +33,7 @@ pub(super) struct MemberSession {
 
 /// An unsealed control frame to a member whose last option, Binding
 /// Authorization Data, is signed with `kbm` (RFC 6275 sec. 5.2.6).
-fn signed_binding_frame(
+pub(super) fn signed_binding_frame(
     member: MemberId,
     msg: &MobilityMessage,
     kbm: &Kbm,
@@ -255,7 +255,13 @@ impl Shim {
         self.store_binding(now, member, from, seq, granted, draining);
         let ours = self.bind_session(now, member, &kbm, theirs);
         if bu.ack {
-            send_ba(self, ba_status::ACCEPTED, seq, to_units(granted), Some(ours));
+            send_ba(
+                self,
+                ba_status::ACCEPTED,
+                seq,
+                to_units(granted),
+                Some(ours),
+            );
         }
         DataAction::Consumed
     }
