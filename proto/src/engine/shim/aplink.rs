@@ -162,7 +162,9 @@ impl Shim {
                 DataAction::Consumed
             }
             // Not the echo of our nonce: not from the AP.
-            _ => self.counters.drops.drop(DropReason::AuthFailed),
+            Some(_) => self.counters.drops.drop(DropReason::AuthFailed),
+            // Late (a retransmission's answer): nothing to do.
+            None => self.counters.drops.drop(DropReason::UnexpectedMessage),
         }
     }
 
@@ -175,9 +177,14 @@ impl Shim {
         ap_nonce: [u8; 16],
         ap_public: [u8; 32],
     ) -> DataAction {
-        let Some(h) = self.ap.pending.as_ref().filter(|h| h.nonce == nonce) else {
-            return self.counters.drops.drop(DropReason::AuthFailed);
+        let Some(h) = self.ap.pending.as_ref() else {
+            // Late: the AP answered a retransmitted Hello again.
+            return self.counters.drops.drop(DropReason::UnexpectedMessage);
         };
+        if h.nonce != nonce {
+            // Not the echo of our nonce: not from the AP.
+            return self.counters.drops.drop(DropReason::AuthFailed);
+        }
         if ap_index == 0 {
             return self.counters.drops.drop(DropReason::Malformed);
         }

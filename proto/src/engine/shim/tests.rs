@@ -240,9 +240,19 @@ fn the_handshake_takes_a_cookie_round_trip_and_seals_both_ways() {
         }]
     );
     assert!(transmits(&mut s).is_empty());
-    // No retransmission after the Welcome.
+    // No retransmission after the Welcome; the AP's answer to a
+    // retransmitted Hello (the same Welcome) changes nothing.
     run_until(&mut s, now + Duration::from_secs(60));
     assert!(transmits(&mut s).is_empty());
+    let (mut again, _) = welcome(&second, AP_INDEX, 1);
+    assert_eq!(
+        s.handle_udp(now, ap_ep(), &mut again),
+        DataAction::Drop(DropReason::UnexpectedMessage)
+    );
+    assert_eq!(
+        s.ap.sessions.as_ref().map(|x| x.current().remote_index),
+        Some(AP_INDEX)
+    );
 
     let mut ap = TestAp {
         sessions: PeerSessions::new(session),
