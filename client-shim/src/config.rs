@@ -1,10 +1,12 @@
 //! Shim configuration: a TOML file, overridden by flags.
 
 use std::net::{Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use homeaddr_daemon::common::{CommonArgs, CommonConfig, CommonSettings, DaemonSettings};
+use homeaddr_proto::engine::shim::DEFAULT_KEEPALIVE;
 use serde::Deserialize;
 
 /// Command line of `homeaddr-shim`.
@@ -54,6 +56,9 @@ pub struct FileConfig {
     pub local: Option<SocketAddr>,
     /// Route optimization.
     pub route_optimization: Option<bool>,
+    /// Seconds between sealed keepalives to the AP while there are flows
+    /// (default 100: a third of the AP's shim idle time).
+    pub keepalive_s: Option<u64>,
     /// Keys every daemon has.
     #[serde(flatten)]
     pub common: CommonConfig,
@@ -84,6 +89,8 @@ pub struct Settings {
     pub local: Option<SocketAddr>,
     /// Route optimization.
     pub route_optimization: bool,
+    /// Keepalive interval towards the AP.
+    pub keepalive: Duration,
     /// TUN, MTU, control socket, log level, offload, metrics.
     pub common: CommonSettings,
 }
@@ -114,6 +121,14 @@ impl DaemonSettings for Settings {
                 "no access point: give --access-point [ADDR]:PORT, or --dns-server and --service to discover it"
             ),
         };
+        let keepalive = match file.keepalive_s {
+            None => DEFAULT_KEEPALIVE,
+            Some(s @ 1..=86_400) => Duration::from_secs(s),
+            Some(s) => bail!(
+                "keepalive_s = {s}: give 1 to 86400 seconds (default {}; keep it below the AP's shim idle time)",
+                DEFAULT_KEEPALIVE.as_secs()
+            ),
+        };
         let common = CommonSettings::resolve(&cli.common, &file.common, "shim", "ha-shim")?;
         Ok(Self {
             home_address: cli
@@ -124,6 +139,7 @@ impl DaemonSettings for Settings {
             local: cli.local.or(file.local),
             route_optimization: !cli.no_route_optimization
                 && file.route_optimization.unwrap_or(true),
+            keepalive,
             common,
         })
     }
@@ -158,5 +174,24 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(s.access_point, AccessPointSource::Discover { .. }));
+        assert_eq!(s.keepalive, DEFAULT_KEEPALIVE);
+    }
+
+    #[test]
+    fn keepalive_is_in_seconds_and_checked() {
+        let args = [
+            "--home-address",
+            "2001:db8::1",
+            "--access-point",
+            "[::1]:4790",
+        ];
+        let file = |s| FileConfig {
+            keepalive_s: Some(s),
+            ..FileConfig::default()
+        };
+        let s = Settings::from_args(&args, file(30)).unwrap();
+        assert_eq!(s.keepalive, Duration::from_secs(30));
+        let e = Settings::merge_error(&args, file(0));
+        assert!(e.contains("keepalive_s = 0"), "{e}");
     }
 }

@@ -51,8 +51,23 @@ pub fn encode(s: &Shim, now: Instant, e: &mut DescriptorEncoder<'_>) -> std::fmt
         ),
         (
             "homeaddr_shim_binding_errors",
-            "Binding errors sent.",
+            "Binding errors sent (none since wire v2).",
             c.binding_errors,
+        ),
+        (
+            "homeaddr_shim_hellos_sent",
+            "Shim Hellos sent to the AP (first, with cookie, retransmitted).",
+            c.hellos_sent,
+        ),
+        (
+            "homeaddr_shim_ap_sessions",
+            "Sessions established with the AP.",
+            c.ap_sessions,
+        ),
+        (
+            "homeaddr_shim_keepalives",
+            "Sealed keepalives sent to the AP.",
+            c.keepalives,
         ),
         (
             "homeaddr_shim_resets",
@@ -70,6 +85,12 @@ pub fn encode(s: &Shim, now: Instant, e: &mut DescriptorEncoder<'_>) -> std::fmt
             let left = b.expires.saturating_duration_since(now).as_secs_f64();
             (MemberLabels { member: id.0 }, left)
         }),
+    )?;
+    gauge(
+        e,
+        "homeaddr_shim_ap_session_up",
+        "1 while a session with the AP is up.",
+        i64::from(s.has_ap_session()),
     )?;
     gauge(
         e,
@@ -105,6 +126,11 @@ mod tests {
             "homeaddr_shim_tests_answered_total 0",
             "homeaddr_shim_binding_errors_total 0",
             "homeaddr_shim_resets_total 0",
+            "homeaddr_shim_hellos_sent_total 1",
+            "homeaddr_shim_ap_sessions_total 0",
+            "homeaddr_shim_keepalives_total 0",
+            "homeaddr_shim_ap_session_up 0",
+            "homeaddr_shim_dropped_packets_total{reason=\"no_session\"} 0",
             "# TYPE homeaddr_shim_binding_lifetime_seconds gauge",
             "homeaddr_shim_flows 0",
             "homeaddr_shim_dropped_packets_total{reason=\"malformed\"} 0",

@@ -1,18 +1,56 @@
 //! The binding cache (RFC 6275 sec. 9.5): keygen tokens from rotating
-//! nonces for the home and care-of tests, binding updates verified and
-//! acknowledged, bindings dropped on a member's binding error.
+//! nonces for the home and care-of tests (the care-of test only for a
+//! member showing the care-of ticket of its home test), binding updates
+//! verified and acknowledged, and each binding's session keyed from Kbm
+//! (docs/V2-SPEC.md section 4.3).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::control::unsealed_frame;
 use super::{Shim, ShimBinding, ShimEvent, ShimTimer};
-use crate::crypto::{self, Kbm, Token};
+use crate::crypto::session::HEADER_LEN;
+use crate::crypto::{self, Kbm, Role, Session, Token, member_shim_keys};
+use crate::engine::sealed::PeerSessions;
 use crate::engine::{
-    DataAction, DropReason, ReceivedBu, Transmit, control_frame, from_units, seq_newer,
-    sign_binding, to_units, verify_binding,
+    DataAction, DropReason, ReceivedBu, Transmit, from_units, seq_newer, to_units, verify_binding,
 };
 use crate::wire::mh::{MessageBody, ba_status};
-use crate::wire::{MemberId, MobilityMessage, MobilityOption};
+use crate::wire::{MemberId, MobilityHeader, MobilityMessage, MobilityOption};
+
+/// A binding's session with its member, and what it was made from.
+#[derive(Debug)]
+pub(super) struct MemberSession {
+    /// Current and replaced session.
+    pub sessions: PeerSessions,
+    /// The Kbm of the BU that made the current one.
+    kbm: Kbm,
+    /// The member's Session option (Im, Nm) of that BU.
+    theirs: (u32, [u8; 16]),
+    /// Ours (Is, Ns), sent in the BA.
+    ours: (u32, [u8; 16]),
+}
+
+/// An unsealed control frame to a member whose last option, Binding
+/// Authorization Data, is signed with `kbm` (RFC 6275 sec. 5.2.6).
+pub(super) fn signed_binding_frame(
+    member: MemberId,
+    msg: &MobilityMessage,
+    kbm: &Kbm,
+    care_of: SocketAddr,
+    correspondent: SocketAddr,
+) -> Vec<u8> {
+    let mut frame = unsealed_frame(Some(member), msg);
+    let mh = &mut frame[HEADER_LEN..];
+    let range = MobilityHeader::new_checked(&*mh)
+        .ok()
+        .and_then(|h| h.authenticator_range());
+    if let Some(r) = range {
+        let mac = crypto::binding_authenticator(kbm, care_of, correspondent, mh, r.clone());
+        mh[r].copy_from_slice(&mac);
+    }
+    frame
+}
 
 impl Shim {
     pub(super) fn rotate_nonces(&mut self, now: Instant) {
@@ -51,7 +89,9 @@ impl Shim {
         self.bindings.get(&member).filter(|b| b.expires > now)
     }
 
-    /// HoTI relayed by the AP: answer with a home keygen token (RFC 6275 sec. 9.4.1).
+    /// HoTI relayed by the AP (sealed): answer with a home keygen token
+    /// (RFC 6275 sec. 9.4.1) and the care-of ticket the member must show in
+    /// its CoTI, sealed back to the AP.
     pub(super) fn answer_home_test(&mut self, msg: &MobilityMessage, cookie: Token) -> DataAction {
         if !self.config.route_optimization {
             return self.counters.drops.drop(DropReason::UnexpectedMessage);
@@ -76,19 +116,42 @@ impl Shim {
             care_of: None,
         })
         .with(MobilityOption::HomeAddress(self.config.home_address))
-        .with(MobilityOption::Correspondent(client));
-        self.transmits.push_back(Transmit {
-            to: self.config.access_point,
-            payload: control_frame(Some(member), &reply),
+        .with(MobilityOption::Correspondent(client))
+        .with(MobilityOption::CareOfTicket {
+            nonce_index: index,
+            ticket: crypto::care_of_ticket(&self.kcn, self.config.home_address, member, &nonce),
         });
+        if !self.send_sealed_to_ap(Some(member), &reply) {
+            return self.counters.drops.drop(DropReason::NoSession);
+        }
         self.counters.tests_answered += 1;
         DataAction::Consumed
     }
 
-    /// CoTI from a member's care-of endpoint (RFC 6275 sec. 9.4.2).
-    pub(super) fn answer_care_of_test(&mut self, from: SocketAddr, cookie: Token) -> DataAction {
+    /// CoTI from a member's care-of endpoint (RFC 6275 sec. 9.4.2),
+    /// answered only if its care-of ticket verifies for its Binding ID and
+    /// a nonce still known: else no answer at all.
+    pub(super) fn answer_care_of_test(
+        &mut self,
+        from: SocketAddr,
+        msg: &MobilityMessage,
+        cookie: Token,
+    ) -> DataAction {
         if !self.config.route_optimization {
             return self.counters.drops.drop(DropReason::UnexpectedMessage);
+        }
+        let (Some((member, _)), Some((home_index, ticket))) =
+            (msg.binding_id(), msg.care_of_ticket())
+        else {
+            return self.counters.drops.drop(DropReason::AuthFailed);
+        };
+        let valid = self.nonce(home_index).is_some_and(|home| {
+            let expected =
+                crypto::care_of_ticket(&self.kcn, self.config.home_address, member, &home);
+            crypto::constant_time_eq(&expected, &ticket)
+        });
+        if !valid {
+            return self.counters.drops.drop(DropReason::AuthFailed);
         }
         let (index, nonce) = self.current_nonce();
         let token = crypto::care_of_keygen_token(&self.kcn, from, &nonce);
@@ -99,7 +162,7 @@ impl Shim {
         });
         self.transmits.push_back(Transmit {
             to: from,
-            payload: control_frame(None, &reply),
+            payload: unsealed_frame(None, &reply),
         });
         self.counters.tests_answered += 1;
         DataAction::Consumed
@@ -112,7 +175,10 @@ impl Shim {
         self.counters.drops.drop(reason)
     }
 
-    /// RFC 6275 sec. 9.5.1: receiving binding updates.
+    /// RFC 6275 sec. 9.5.1: receiving binding updates. A BU must carry the
+    /// member's Session {Im, Nm}; an accepted one gives the binding a
+    /// session (new if Kbm or the member's Session changed) whose Session
+    /// {Is, Ns} the BA 0 carries.
     pub(super) fn handle_binding_update(
         &mut self,
         now: Instant,
@@ -122,9 +188,14 @@ impl Shim {
         if !self.config.route_optimization {
             return self.reject_bu(from, DropReason::UnexpectedMessage);
         }
-        let (Some((member, _)), Some(indices)) = (msg.binding_id(), msg.nonce_indices()) else {
+        let (Some((member, _)), Some(indices), Some(theirs)) =
+            (msg.binding_id(), msg.nonce_indices(), msg.session())
+        else {
             return self.reject_bu(from, DropReason::Malformed);
         };
+        if theirs.0 == 0 {
+            return self.reject_bu(from, DropReason::Malformed);
+        }
         if msg.home_address() != Some(self.config.home_address) {
             return self.reject_bu(from, DropReason::UnknownHomeAddress);
         }
@@ -139,7 +210,7 @@ impl Shim {
                 });
                 self.transmits.push_back(Transmit {
                     to: from,
-                    payload: control_frame(Some(member), &ba),
+                    payload: unsealed_frame(Some(member), &ba),
                 });
                 return self.reject_bu(from, DropReason::Replay);
             }
@@ -147,21 +218,27 @@ impl Shim {
         if !verify_binding(bu.mh, &kbm, from, self.config.local) {
             return self.reject_bu(from, DropReason::AuthFailed);
         }
-        let send_ba = |shim: &mut Self, status: u8, sequence: u16, lifetime: u16| {
-            let ba = MobilityMessage::new(MessageBody::BindingAck {
+        let send_ba = |shim: &mut Self,
+                       status: u8,
+                       sequence: u16,
+                       lifetime: u16,
+                       session: Option<(u32, [u8; 16])>| {
+            let mut ba = MobilityMessage::new(MessageBody::BindingAck {
                 status,
                 sequence,
                 lifetime,
-            })
-            .with(MobilityOption::BindingAuthorization([0; 12]));
-            let mut payload = control_frame(Some(member), &ba);
-            sign_binding(&mut payload, &kbm, from, shim.config.local);
+            });
+            if let Some((index, nonce)) = session {
+                ba = ba.with(MobilityOption::Session { index, nonce });
+            }
+            let ba = ba.with(MobilityOption::BindingAuthorization([0; 12]));
+            let payload = signed_binding_frame(member, &ba, &kbm, from, shim.config.local);
             shim.transmits.push_back(Transmit { to: from, payload });
         };
         if let Some(last) = self.last_seq.get(&member).copied()
             && !seq_newer(seq, last)
         {
-            send_ba(self, ba_status::SEQUENCE_OUT_OF_WINDOW, last, 0);
+            send_ba(self, ba_status::SEQUENCE_OUT_OF_WINDOW, last, 0, None);
             return self.reject_bu(from, DropReason::Replay);
         }
         self.last_seq.insert(member, seq);
@@ -169,17 +246,80 @@ impl Shim {
         if bu.lifetime == 0 {
             self.delete_binding(member);
             if bu.ack {
-                send_ba(self, ba_status::ACCEPTED, seq, 0);
+                send_ba(self, ba_status::ACCEPTED, seq, 0, None);
             }
             return DataAction::Consumed;
         }
         let granted = from_units(bu.lifetime).min(self.config.max_binding_lifetime);
         let draining = msg.member_state().is_some_and(|(_, d, _)| d);
         self.store_binding(now, member, from, seq, granted, draining);
+        let ours = self.bind_session(now, member, &kbm, theirs);
         if bu.ack {
-            send_ba(self, ba_status::ACCEPTED, seq, to_units(granted));
+            send_ba(
+                self,
+                ba_status::ACCEPTED,
+                seq,
+                to_units(granted),
+                Some(ours),
+            );
         }
         DataAction::Consumed
+    }
+
+    /// The session of `member`'s binding after a BU with `kbm` and the
+    /// member's Session `theirs`: kept if both are unchanged, else a new
+    /// one from a fresh Is, Ns (the previous one opens frames for
+    /// `SESSION_GRACE`). Returns our Session {Is, Ns}.
+    fn bind_session(
+        &mut self,
+        now: Instant,
+        member: MemberId,
+        kbm: &Kbm,
+        theirs: (u32, [u8; 16]),
+    ) -> (u32, [u8; 16]) {
+        if let Some(ms) = self.member_sessions.get(&member)
+            && ms.kbm == *kbm
+            && ms.theirs == theirs
+        {
+            return ms.ours;
+        }
+        let ours = (self.fresh_index(), self.rng.nonce16());
+        let (im, nm) = theirs;
+        let keys = member_shim_keys(kbm, &nm, &ours.1, member.0, im, ours.0);
+        let session = Session::new(&keys, Role::Responder, ours.0, im);
+        self.by_index.insert(ours.0, member);
+        match self.member_sessions.get_mut(&member) {
+            Some(ms) => {
+                if let Some(gone) = ms.sessions.replace(session, now) {
+                    self.by_index.remove(&gone);
+                }
+                ms.kbm = *kbm;
+                ms.theirs = theirs;
+                ms.ours = ours;
+                self.arm_session_grace(now);
+            }
+            None => {
+                self.member_sessions.insert(
+                    member,
+                    MemberSession {
+                        sessions: PeerSessions::new(session),
+                        kbm: *kbm,
+                        theirs,
+                        ours,
+                    },
+                );
+            }
+        }
+        ours
+    }
+
+    /// Forget `member`'s binding session (both of them).
+    pub(super) fn drop_member_session(&mut self, member: MemberId) {
+        if let Some(ms) = self.member_sessions.remove(&member) {
+            for index in ms.sessions.local_indices() {
+                self.by_index.remove(&index);
+            }
+        }
     }
 
     /// Kbm from the tokens of the nonces a BU names, or the BA status
@@ -215,9 +355,6 @@ impl Shim {
     ) {
         let previous = self.bindings.get(&member).copied();
         let moved_from = previous.map(|b| b.care_of).filter(|c| *c != care_of);
-        if let Some(old) = moved_from {
-            self.by_care_of.remove(&old);
-        }
         self.bindings.insert(
             member,
             ShimBinding {
@@ -228,7 +365,6 @@ impl Shim {
                 created: previous.map_or(now, |b| b.created),
             },
         );
-        self.by_care_of.insert(care_of, member);
         self.timers
             .set(ShimTimer::BindingExpiry(member), now + granted);
         if previous.is_none() || moved_from.is_some() {
@@ -242,23 +378,10 @@ impl Shim {
 
     /// Delete `member`'s binding (deregistration).
     fn delete_binding(&mut self, member: MemberId) {
-        if let Some(old) = self.bindings.remove(&member) {
-            self.by_care_of.remove(&old.care_of);
+        if self.bindings.remove(&member).is_some() {
             self.events.push_back(ShimEvent::BindingRemoved { member });
         }
+        self.drop_member_session(member);
         self.timers.cancel(ShimTimer::BindingExpiry(member));
-    }
-
-    /// A member says it has no binding with us (it restarted): drop ours,
-    /// so that its flows go through the AP (which keeps them on it) until
-    /// it binds again. Only the member's registered care-of endpoint counts.
-    pub(super) fn binding_error(&mut self, from: SocketAddr) -> DataAction {
-        let Some(member) = self.by_care_of.remove(&from) else {
-            return self.counters.drops.drop(DropReason::UnknownPeer);
-        };
-        self.bindings.remove(&member);
-        self.timers.cancel(ShimTimer::BindingExpiry(member));
-        self.events.push_back(ShimEvent::BindingRemoved { member });
-        DataAction::Consumed
     }
 }

@@ -3,6 +3,8 @@
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::crypto::Protection;
+
 /// A new nonce every this often (RFC 6275 sec. 5.2.7).
 pub const DEFAULT_NONCE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a nonce is accepted (RFC 6275 MAX_NONCE_LIFETIME).
@@ -15,6 +17,9 @@ pub const DEFAULT_TCP_IDLE: Duration = Duration::from_secs(600);
 pub const DEFAULT_OTHER_IDLE: Duration = Duration::from_secs(60);
 /// Flow table size limit.
 pub const DEFAULT_MAX_FLOWS: usize = 262_144;
+/// A sealed keepalive to the AP this often while the shim has flows: a
+/// third of the AP's `shim_idle` (300 s), so the AP keeps knowing it.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(100);
 
 /// Client shim configuration.
 #[derive(Debug, Clone)]
@@ -39,7 +44,13 @@ pub struct ShimConfig {
     pub other_idle: Duration,
     /// Flow table size limit.
     pub max_flows: usize,
-    /// Seed of the engine's random generator (Kcn, nonces).
+    /// A sealed keepalive (BRR) to the AP this often while there are flows.
+    pub keepalive: Duration,
+    /// How sent frames are sealed, and whether unencrypted sealed frames
+    /// are accepted (`Integrity`) or refused (`Encrypt`, the default).
+    pub protection: Protection,
+    /// Seed of the engine's random generator (Kcn, nonces, instance,
+    /// session indices and nonces, X25519 secrets).
     pub seed: [u8; 32],
 }
 
@@ -62,6 +73,8 @@ impl ShimConfig {
             tcp_idle: DEFAULT_TCP_IDLE,
             other_idle: DEFAULT_OTHER_IDLE,
             max_flows: DEFAULT_MAX_FLOWS,
+            keepalive: DEFAULT_KEEPALIVE,
+            protection: Protection::default(),
             seed,
         }
     }

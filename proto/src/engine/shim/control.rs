@@ -1,35 +1,100 @@
-//! Control messages from the AP and from members.
+//! Every received frame: unsealed handshakes (docs/V2-SPEC.md section 3)
+//! and frames sealed in the AP session or a member's binding session.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::Shim;
-use crate::engine::{DataAction, DropReason, ReceivedBu, Transmit, canonical, control_frame};
-use crate::wire::mh::{MessageBody, be_status};
-use crate::wire::{MobilityMessage, WireError};
+use crate::crypto::session::{HEADER_LEN, TAG_LEN, session_index_of};
+use crate::engine::sealed::open_drop_reason;
+use crate::engine::{DataAction, DropReason, ReceivedBu, canonical, parse_header};
+use crate::wire::mh::MessageBody;
+use crate::wire::{FrameKind, MemberId, MobilityMessage, TunnelHeader, WireError};
+
+/// An unsealed control frame (Session 0, no tag): the v2 16-byte header
+/// and the message.
+pub(super) fn unsealed_frame(member: Option<MemberId>, msg: &MobilityMessage) -> Vec<u8> {
+    let mut buf = vec![0u8; HEADER_LEN + msg.buffer_len()];
+    let start = TunnelHeader::control(member).to_bytes();
+    buf[..start.len().min(HEADER_LEN)].copy_from_slice(&start[..start.len().min(HEADER_LEN)]);
+    // Sized by buffer_len(): emit cannot fail.
+    let _ = msg.emit(&mut buf[HEADER_LEN..]);
+    buf
+}
+
+/// Unsealed messages a shim accepts (each from one side only); any other
+/// known message must come sealed.
+fn may_be_unsealed(body: &MessageBody) -> bool {
+    matches!(
+        body,
+        MessageBody::ShimHello { .. }
+            | MessageBody::ShimCookie { .. }
+            | MessageBody::ShimWelcome { .. }
+            | MessageBody::CareOfTestInit { .. }
+            | MessageBody::CareOfTest { .. }
+            | MessageBody::BindingUpdate { .. }
+            | MessageBody::BindingAck { .. }
+    )
+}
 
 impl Shim {
-    pub(super) fn handle_control(
+    /// A UDP datagram from `from`.
+    pub(super) fn frame_in(
         &mut self,
         now: Instant,
         from: SocketAddr,
+        frame: &mut [u8],
+    ) -> DataAction {
+        let header = match parse_header(frame, &mut self.counters.drops) {
+            Ok(h) => h,
+            Err(action) => return action,
+        };
+        if frame.len() < HEADER_LEN {
+            return self.counters.drops.drop(DropReason::Malformed);
+        }
+        let from = canonical(from);
+        match session_index_of(frame).unwrap_or(0) {
+            0 => self.unsealed_in(now, from, header, &frame[HEADER_LEN..]),
+            index => self.sealed_in(now, header, index, frame),
+        }
+    }
+
+    /// Session 0: only the handshakes of section 3 (no tag).
+    fn unsealed_in(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        header: TunnelHeader,
         mh: &[u8],
     ) -> DataAction {
+        if header.kind == FrameKind::Data {
+            // Never delivered: anyone can send it (the v1 injection).
+            return self.counters.drops.drop(DropReason::Unauthenticated);
+        }
         let msg = match MobilityMessage::parse(mh) {
             Ok(m) => m,
+            // No answer (no more BE 2): a scan learns nothing.
             Err(WireError::UnknownMhType(_)) => {
-                self.send_binding_error(now, from, be_status::UNRECOGNIZED_MH_TYPE);
                 return self.counters.drops.drop(DropReason::UnexpectedMessage);
             }
             Err(_) => return self.counters.drops.drop(DropReason::Malformed),
         };
+        if !may_be_unsealed(&msg.body) {
+            return self.counters.drops.drop(DropReason::Unauthenticated);
+        }
         let from_ap = from == canonical(self.config.access_point);
         match msg.body {
-            MessageBody::HomeTestInit { cookie } if from_ap => self.answer_home_test(&msg, cookie),
-            MessageBody::BindingRevocation { .. } if from_ap => self.revoke(&msg),
-            MessageBody::BindingError { .. } if !from_ap => self.binding_error(from),
+            MessageBody::ShimCookie { nonce, cookie } if from_ap => {
+                self.shim_cookie(now, nonce, cookie)
+            }
+            MessageBody::ShimWelcome {
+                nonce,
+                index,
+                ap_nonce,
+                public,
+            } if from_ap => self.shim_welcome(now, nonce, index, ap_nonce, public),
             MessageBody::CareOfTestInit { cookie } if !from_ap => {
-                self.answer_care_of_test(from, cookie)
+                self.answer_care_of_test(from, &msg, cookie)
             }
             MessageBody::BindingUpdate {
                 sequence,
@@ -51,19 +116,63 @@ impl Shim {
         }
     }
 
-    pub(super) fn send_binding_error(&mut self, now: Instant, to: SocketAddr, status: u8) {
-        // At most one per endpoint per second (RFC 6275 sec. 9.3.3 rate limit).
-        if !self.binding_errors_sent.allow(now, to) {
-            return;
+    /// A sealed frame: opened by the session its index names, whatever
+    /// its source endpoint (the seal authenticates it).
+    fn sealed_in(
+        &mut self,
+        now: Instant,
+        header: TunnelHeader,
+        index: u32,
+        frame: &mut [u8],
+    ) -> DataAction {
+        if frame.len() < HEADER_LEN + TAG_LEN {
+            return self.counters.drops.drop(DropReason::Malformed);
         }
-        let be = MobilityMessage::new(MessageBody::BindingError {
-            status,
-            home_address: self.config.home_address,
-        });
-        self.transmits.push_back(Transmit {
-            to,
-            payload: control_frame(None, &be),
-        });
-        self.counters.binding_errors += 1;
+        if self.ap.owns(index) {
+            if let Err(action) = self.open_from_ap(now, index, frame) {
+                return action;
+            }
+            let len = frame.len();
+            let payload = &frame[HEADER_LEN..len - TAG_LEN];
+            return match header.kind {
+                FrameKind::Data => self.data_from_ap(now, header, payload),
+                FrameKind::Control => self.sealed_control_from_ap(payload),
+            };
+        }
+        let Some(member) = self.by_index.get(&index).copied() else {
+            // No binding error any more: just counted.
+            return self.counters.drops.drop(DropReason::UnknownPeer);
+        };
+        let protection = self.config.protection;
+        let Some(ms) = self.member_sessions.get_mut(&member) else {
+            return self.counters.drops.drop(DropReason::UnknownPeer);
+        };
+        if let Err(e) = ms.sessions.open(now, index, protection, frame) {
+            return self.counters.drops.drop(open_drop_reason(e));
+        }
+        let len = frame.len();
+        let payload = &frame[HEADER_LEN..len - TAG_LEN];
+        match header.kind {
+            FrameKind::Data => self.data_from_member(now, member, header, payload),
+            // Nothing goes sealed from a member to a shim but data.
+            FrameKind::Control => self.counters.drops.drop(DropReason::UnexpectedMessage),
+        }
+    }
+
+    /// A control message sealed by the AP: a relayed HoTI or a revocation.
+    fn sealed_control_from_ap(&mut self, mh: &[u8]) -> DataAction {
+        let msg = match MobilityMessage::parse(mh) {
+            Ok(m) => m,
+            Err(WireError::UnknownMhType(_)) => {
+                return self.counters.drops.drop(DropReason::UnexpectedMessage);
+            }
+            Err(_) => return self.counters.drops.drop(DropReason::Malformed),
+        };
+        match msg.body {
+            MessageBody::HomeTestInit { cookie } => self.answer_home_test(&msg, cookie),
+            // Any trigger, 126 (member restarted) included.
+            MessageBody::BindingRevocation { .. } => self.revoke(&msg),
+            _ => self.counters.drops.drop(DropReason::UnexpectedMessage),
+        }
     }
 }

@@ -135,16 +135,17 @@ impl Shim {
         }
     }
 
-    /// The AP says a member is gone: drop its binding and reset its flows
+    /// The AP says a member is gone (any trigger; 126: another instance took
+    /// over its id): drop its binding and session and reset its flows
     /// (RFC 5846 semantics, homeaddr's local reset).
     pub(super) fn revoke(&mut self, msg: &MobilityMessage) -> DataAction {
         let Some((member, _)) = msg.binding_id() else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
-        if let Some(b) = self.bindings.remove(&member) {
-            self.by_care_of.remove(&b.care_of);
+        if self.bindings.remove(&member).is_some() {
             self.timers.cancel(ShimTimer::BindingExpiry(member));
         }
+        self.drop_member_session(member);
         let hoa = self.config.home_address;
         let mut reset = 0;
         let mut gone = Vec::new();

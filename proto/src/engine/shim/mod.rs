@@ -8,22 +8,39 @@
 //! member with a valid binding is tunnelled straight to that member's
 //! care-of endpoint; any other flow goes through the AP. The shim answers
 //! return routability with keygen tokens from rotating nonces, verifies
-//! binding updates (RFC 6275 sec. 9.5.1), answers stray traffic with
-//! binding errors, and on a revocation from the AP resets the flows of the
-//! gone member locally, so applications fail fast.
+//! binding updates (RFC 6275 sec. 9.5.1), and on a revocation from the AP
+//! resets the flows of the gone member locally, so applications fail fast.
+//!
+//! Wire v2 (docs/V2-SPEC.md sections 3, 4.2, 4.3): everything but the
+//! handshakes is sealed. The shim opens a session with the AP by an X25519
+//! handshake with a cookie round trip (`aplink`); no application packet
+//! leaves before it is up (`no_session`). Each accepted route-optimization
+//! BU gives that member's binding a session keyed from Kbm; direct data
+//! both ways is sealed in it. The care-of test is answered only to a member
+//! that shows the care-of ticket of a home test: a port scan gets nothing.
+//! Binding errors are neither sent nor believed any more.
 //!
 //! Binding states per member (docs/PROTOCOL.md sec. 7.4):
 //!
 //! ```text
 //! (none) --valid BU--> Bound --valid BU (new seq)--> Bound (maybe moved)
 //! Bound --BU lifetime 0 / lifetime over--> (none): its flows go through the AP
-//! Bound|(none) --BRI from the AP--> (none): its flows are reset locally
+//! Bound|(none) --sealed BRI from the AP--> (none): its flows are reset locally
 //! ```
 //!
-//! By concern: `config` (configuration and defaults), `bindings` (nonces,
-//! tests, the binding cache), `flows` (the flow table, revocations),
-//! `data` (the data path), `control` (dispatch of control messages).
+//! AP link states (`aplink`):
+//!
+//! ```text
+//! start --Hello--> Pending --Cookie(Ns)--> Pending (Hello + cookie)
+//! Pending --Welcome(Ns)--> Up --Cookie(0)--> Up + Pending --Welcome--> Up (new session)
+//! ```
+//!
+//! By concern: `config` (configuration and defaults), `aplink` (the AP
+//! session and its handshake), `bindings` (nonces, tests, the binding cache
+//! and its sessions), `flows` (the flow table, revocations), `data` (the
+//! data path), `control` (dispatch of frames).
 
+mod aplink;
 mod bindings;
 mod config;
 mod control;
@@ -36,16 +53,16 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use self::aplink::ApLink;
+use self::bindings::MemberSession;
 use super::fragments::FragmentRoutes;
-use super::{
-    DataAction, DropCounters, DropReason, Engine, TimerQueue, Transmit, TunPacket, canonical,
-};
+use super::{DataAction, DropCounters, DropReason, Engine, TimerQueue, Transmit, TunPacket};
 use crate::crypto::{Drbg, Token};
+use crate::wire::MemberId;
 use crate::wire::inner::FlowKey;
-use crate::wire::{FRAME_HEADER_LEN, FrameKind, MemberId};
 
 pub use self::config::{
-    DEFAULT_MAX_BINDING_LIFETIME, DEFAULT_MAX_FLOWS, DEFAULT_NONCE_INTERVAL,
+    DEFAULT_KEEPALIVE, DEFAULT_MAX_BINDING_LIFETIME, DEFAULT_MAX_FLOWS, DEFAULT_NONCE_INTERVAL,
     DEFAULT_NONCE_LIFETIME, DEFAULT_OTHER_IDLE, DEFAULT_TCP_IDLE, ShimConfig,
 };
 
@@ -134,6 +151,14 @@ pub enum ShimEvent {
         /// TCP flows reset locally.
         flows_reset: usize,
     },
+    /// A session with the AP is up (the first one, or a new one after the
+    /// AP lost ours).
+    ApSession {
+        /// Our receive index of it.
+        index: u32,
+        /// It replaced an earlier session.
+        renewed: bool,
+    },
 }
 
 /// Every timer of the shim.
@@ -145,6 +170,12 @@ pub enum ShimTimer {
     BindingExpiry(MemberId),
     /// Forget idle flows.
     FlowSweep,
+    /// Send the pending Shim Hello again.
+    HelloRetransmit,
+    /// Send a sealed keepalive to the AP if there are flows.
+    Keepalive,
+    /// Forget replaced sessions whose grace is over.
+    SessionGrace,
 }
 
 /// Shim counters.
@@ -166,8 +197,14 @@ pub struct ShimCounters {
     pub bus_rejected: u64,
     /// Home and care-of tests answered.
     pub tests_answered: u64,
-    /// Binding errors sent.
+    /// Binding errors sent: none since wire v2 (kept for the status API).
     pub binding_errors: u64,
+    /// Shim Hellos sent (first, with cookie, retransmitted).
+    pub hellos_sent: u64,
+    /// Sessions established with the AP.
+    pub ap_sessions: u64,
+    /// Sealed keepalives sent to the AP.
+    pub keepalives: u64,
     /// TCP resets sent to local applications.
     pub resets: u64,
 }
@@ -181,12 +218,15 @@ pub struct Shim {
     nonces: VecDeque<(u16, Token, Instant)>,
     next_nonce_index: u16,
     bindings: HashMap<MemberId, ShimBinding>,
-    by_care_of: HashMap<SocketAddr, MemberId>,
+    /// Each bound member's session (from its BU).
+    member_sessions: HashMap<MemberId, MemberSession>,
+    /// Our receive indices of member sessions.
+    by_index: HashMap<u32, MemberId>,
     last_seq: HashMap<MemberId, u16>,
+    ap: ApLink,
     flows: HashMap<FlowKey, FlowEntry>,
     /// The member (if any) each recent first fragment was sent for.
     fragments: FragmentRoutes<Option<MemberId>>,
-    binding_errors_sent: super::PerPeerLimit,
     timers: TimerQueue<ShimTimer>,
     transmits: VecDeque<Transmit>,
     to_tun: VecDeque<Vec<u8>>,
@@ -195,10 +235,13 @@ pub struct Shim {
 }
 
 impl Shim {
-    /// A new shim; nonces start at `now`.
+    /// A new shim; nonces start at `now`, and so does the handshake with
+    /// the AP (the first Shim Hello is queued).
     pub fn new(now: Instant, config: ShimConfig) -> Self {
         let mut rng = Drbg::new(config.seed);
         let kcn = rng.key();
+        let mut instance = [0u8; 8];
+        rng.fill(&mut instance);
         let mut shim = Self {
             kcn,
             next_nonce_index: rng.next_u16(),
@@ -206,11 +249,12 @@ impl Shim {
             config,
             nonces: VecDeque::new(),
             bindings: HashMap::new(),
-            by_care_of: HashMap::new(),
+            member_sessions: HashMap::new(),
+            by_index: HashMap::new(),
             last_seq: HashMap::new(),
+            ap: ApLink::new(instance),
             flows: HashMap::new(),
             fragments: FragmentRoutes::default(),
-            binding_errors_sent: super::PerPeerLimit::default(),
             timers: TimerQueue::default(),
             transmits: VecDeque::new(),
             to_tun: VecDeque::new(),
@@ -218,6 +262,7 @@ impl Shim {
             counters: ShimCounters::default(),
         };
         shim.rotate_nonces(now);
+        shim.start_handshake(now);
         shim
     }
 
@@ -226,9 +271,26 @@ impl Shim {
         &self.config
     }
 
-    /// Point the shim at another access point (e.g. after DNS discovery).
-    pub fn set_access_point(&mut self, access_point: SocketAddr) {
+    /// Point the shim at another access point (e.g. after DNS discovery):
+    /// the session with the old one is dropped and a handshake with the new
+    /// one starts at `now`.
+    pub fn set_access_point(&mut self, now: Instant, access_point: SocketAddr) {
+        if access_point == self.config.access_point {
+            return;
+        }
         self.config.access_point = access_point;
+        self.ap = ApLink::new(self.ap.instance);
+        self.start_handshake(now);
+    }
+
+    /// This shim process's instance (sent in every Shim Hello).
+    pub fn instance(&self) -> [u8; 8] {
+        self.ap.instance
+    }
+
+    /// Is a session with the AP up?
+    pub fn has_ap_session(&self) -> bool {
+        self.ap.sessions.is_some()
     }
 
     /// The binding cache.
@@ -259,19 +321,14 @@ impl Shim {
 
 impl Engine for Shim {
     fn handle_udp(&mut self, now: Instant, from: SocketAddr, frame: &mut [u8]) -> DataAction {
-        let header = match super::parse_header(frame, &mut self.counters.drops) {
-            Ok(h) => h,
-            Err(action) => return action,
-        };
-        let from = canonical(from);
-        if header.kind == FrameKind::Control {
-            return self.handle_control(now, from, &frame[FRAME_HEADER_LEN..]);
-        }
-        self.data_in(now, from, header, frame)
+        self.frame_in(now, from, frame)
     }
 
-    fn handle_tun(&mut self, now: Instant, pkt: TunPacket<'_>) -> DataAction {
-        self.data_out(now, pkt)
+    fn handle_tun(&mut self, now: Instant, mut pkt: TunPacket<'_>) -> DataAction {
+        match self.data_out(now, pkt.frame_mut()) {
+            Ok(to) => DataAction::Send { to },
+            Err(action) => action,
+        }
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -291,14 +348,16 @@ impl Engine for Shim {
             match timer {
                 ShimTimer::NonceRotation => self.rotate_nonces(now),
                 ShimTimer::BindingExpiry(member) => {
-                    if self.bindings.get(&member).is_some_and(|b| b.expires <= now)
-                        && let Some(b) = self.bindings.remove(&member)
-                    {
-                        self.by_care_of.remove(&b.care_of);
+                    if self.bindings.get(&member).is_some_and(|b| b.expires <= now) {
+                        self.bindings.remove(&member);
+                        self.drop_member_session(member);
                         self.events.push_back(ShimEvent::BindingRemoved { member });
                     }
                 }
                 ShimTimer::FlowSweep => self.sweep_flows(now),
+                ShimTimer::HelloRetransmit => self.retransmit_hello(now),
+                ShimTimer::Keepalive => self.keepalive(now),
+                ShimTimer::SessionGrace => self.expire_sessions(now),
             }
         }
     }
