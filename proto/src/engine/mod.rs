@@ -87,11 +87,15 @@ pub enum DropReason {
     /// Link-local or multicast traffic the kernel sends on the TUN
     /// (router solicitations, MLD): never tunnelled.
     NotTunnelled,
+    /// An unsealed frame of a kind or message that must be sealed.
+    Unauthenticated,
+    /// A shim has no session with the AP yet.
+    NoSession,
 }
 
 impl DropReason {
     /// All reasons, for exporting counters.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Malformed,
         DropReason::BadVersion,
         DropReason::UnknownPeer,
@@ -103,6 +107,8 @@ impl DropReason {
         DropReason::UnexpectedMessage,
         DropReason::Overflow,
         DropReason::NotTunnelled,
+        DropReason::Unauthenticated,
+        DropReason::NoSession,
     ];
 
     /// Stable snake_case name for logs and metrics labels.
@@ -119,6 +125,8 @@ impl DropReason {
             DropReason::UnexpectedMessage => "unexpected_message",
             DropReason::Overflow => "overflow",
             DropReason::NotTunnelled => "not_tunnelled",
+            DropReason::Unauthenticated => "unauthenticated",
+            DropReason::NoSession => "no_session",
         }
     }
 
