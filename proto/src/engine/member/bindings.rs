@@ -163,14 +163,15 @@ impl Member {
             );
             let session = Session::new(&keys, Role::Initiator, ours.0, their_index);
             match c.sessions.as_mut() {
-                Some(s) if s.current().local_index == ours.0 => {
-                    // A duplicate BA for the same BU: the same Session.
-                    if s.current().remote_index != their_index {
-                        s.replace(session, now);
-                    }
-                }
+                // A duplicate BA for the same BU: the session is in place.
+                Some(s)
+                    if s.current().local_index == ours.0
+                        && s.current().remote_index == their_index => {}
                 Some(s) => {
-                    if let Some(gone) = s.replace(session, now) {
+                    if let Some(gone) = s.replace(session, now)
+                        && gone != ours.0
+                        && !s.local_indices().any(|i| i == gone)
+                    {
                         self.shim_indices.remove(&gone);
                     }
                 }

@@ -997,3 +997,66 @@ fn answers_held_past_the_hold_time_go_through_the_ap() {
     assert_eq!(released[0].to, ap_ep());
     assert_eq!(ap.open(&released[0]), answer(), "sealed in the AP session");
 }
+
+#[test]
+fn a_refresh_reuses_the_home_token_and_its_ticket() {
+    let now = t0();
+    let (mut m, _ap, _shim) = bound(now);
+    // The shim's BA gave 120 s: the refresh runs at 80 %, the home token
+    // (96 s old) is still fresh, so only the care-of test goes, with the
+    // ticket.
+    let refresh = now + Duration::from_secs(96);
+    run_until(&mut m, refresh - Duration::from_millis(1));
+    assert!(
+        transmits(&mut m).iter().all(|t| t.to == ap_ep()),
+        "nothing to the shim before the refresh point"
+    );
+    run_until(&mut m, refresh);
+    let (to_ap, to_shim): (Vec<_>, Vec<_>) =
+        transmits(&mut m).into_iter().partition(|t| t.to == ap_ep());
+    for t in &to_ap {
+        // Registration BUs only (the silence rule): no HoTI.
+        assert!(matches!(
+            unsealed_msg(t).body,
+            MessageBody::BindingUpdate { home: true, .. }
+        ));
+    }
+    assert_eq!(to_shim.len(), 1, "{to_shim:?}");
+    let msg = unsealed_msg(&to_shim[0]);
+    assert!(matches!(msg.body, MessageBody::CareOfTestInit { .. }));
+    assert_eq!(msg.care_of_ticket(), Some((5, TICKET)));
+}
+
+#[test]
+fn an_encrypting_member_refuses_integrity_only_frames() {
+    let now = t0();
+    let (mut m, mut ap) = registered(now);
+    let mut f = vec![0u8; HEADER_LEN + inbound().len() + TAG_LEN];
+    f[HEADER_LEN..HEADER_LEN + inbound().len()].copy_from_slice(&inbound());
+    seal_data(&mut ap.sessions, Protection::Integrity, Some(ID), &mut f).unwrap();
+    assert_eq!(
+        m.handle_udp(now, ap_ep(), &mut f.clone()),
+        DataAction::Drop(DropReason::AuthFailed)
+    );
+    // A member configured for integrity takes both.
+    let mut config = config();
+    config.protection = Protection::Integrity;
+    let (mut m, mut ap) = registered_with(config, now);
+    let mut f = vec![0u8; HEADER_LEN + inbound().len() + TAG_LEN];
+    f[HEADER_LEN..HEADER_LEN + inbound().len()].copy_from_slice(&inbound());
+    seal_data(&mut ap.sessions, Protection::Integrity, Some(ID), &mut f).unwrap();
+    assert_eq!(m.handle_udp(now, ap_ep(), &mut f), DataAction::ToTun);
+    assert_eq!(
+        m.handle_udp(now, ap_ep(), &mut ap.data(&inbound())),
+        DataAction::ToTun
+    );
+    // And seals its own frames without E.
+    let (_, out) = tun_out(&mut m, now, &mut answer());
+    let (_, frame) = out.unwrap();
+    assert_eq!(frame[1] & crate::crypto::session::FLAG_ENCRYPTED, 0);
+    let mut g = frame.clone();
+    let idx = session_index_of(&g).unwrap();
+    ap.sessions
+        .open(now, idx, Protection::Integrity, &mut g)
+        .unwrap();
+}
