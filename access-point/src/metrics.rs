@@ -438,6 +438,8 @@ homeaddr_ap_dropped_packets_total{reason="replay"} 0
 homeaddr_ap_dropped_packets_total{reason="unexpected_message"} 0
 homeaddr_ap_dropped_packets_total{reason="overflow"} 0
 homeaddr_ap_dropped_packets_total{reason="not_tunnelled"} 0
+homeaddr_ap_dropped_packets_total{reason="unauthenticated"} 0
+homeaddr_ap_dropped_packets_total{reason="no_session"} 0
 # EOF
 "#;
 }

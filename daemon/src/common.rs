@@ -19,7 +19,7 @@ pub struct CommonArgs {
     /// TUN device name.
     #[arg(long)]
     pub tun: Option<String>,
-    /// Inner MTU (path MTU minus 52 bytes of tunnel overhead).
+    /// Inner MTU (path MTU minus 80 bytes of tunnel overhead).
     #[arg(long)]
     pub mtu: Option<u16>,
     /// Control socket path.
@@ -252,7 +252,7 @@ mod tests {
             CommonSettings {
                 config: None,
                 tun: "ha-ap".into(),
-                mtu: 1448,
+                mtu: 1420,
                 control: "/run/homeaddr/ap.sock".into(),
                 log_level: "info".into(),
                 offload: true,

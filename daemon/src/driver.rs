@@ -23,9 +23,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use homeaddr_io::{
-    HEADROOM, TunDevice, TunRecvBatch, TunSendBatch, UdpRecvBatch, UdpSendBatch, UdpTunnel,
+    HEADROOM, TAILROOM, TunDevice, TunRecvBatch, TunSendBatch, UdpRecvBatch, UdpSendBatch,
+    UdpTunnel,
 };
-use homeaddr_proto::engine::{DataAction, Engine, Transmit};
+use homeaddr_proto::engine::{DataAction, Engine, Transmit, TunPacket};
+use homeaddr_proto::wire::{FRAME_HEADER_LEN, TAG_LEN};
+
+// The I/O layer's room around a TUN packet is exactly a frame's header and tag.
+const _: () = assert!(HEADROOM == FRAME_HEADER_LEN && TAILROOM == TAG_LEN);
 use tokio::sync::{Mutex, Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
@@ -323,11 +328,14 @@ async fn tun_to_udp<E: Engine>(
             let now = Instant::now();
             let before = e.poll_timeout();
             for p in batch.iter_mut() {
-                match e.handle_tun(now, p.packet) {
-                    DataAction::Encap { to, header } => {
-                        *p.header = header.to_bytes();
-                        *p.destination = Some(to);
-                    }
+                let pkt = TunPacket {
+                    header: &mut *p.header,
+                    packet: &mut *p.packet,
+                    tag: &mut *p.tag,
+                };
+                match e.handle_tun(now, pkt) {
+                    // The engine filled header and tag around the packet.
+                    DataAction::Send { to } => *p.destination = Some(to),
                     // At most one TUN batch worth per read: the read batch is
                     // no larger than the write batch.
                     DataAction::ToTun => {
@@ -360,7 +368,7 @@ async fn udp_to_tun<E: Engine>(
     send: Arc<SendSocket>,
     wake: Arc<Notify>,
 ) -> std::io::Result<()> {
-    let mut rx = UdpRecvBatch::new(HEADROOM + usize::from(tun.mtu()));
+    let mut rx = UdpRecvBatch::new(HEADROOM + usize::from(tun.mtu()) + TAILROOM);
     let mut to_tun = TunSendBatch::new();
     let mut forward = UdpSendBatch::new();
     loop {
@@ -382,10 +390,15 @@ async fn udp_to_tun<E: Engine>(
                         flush_engine(&core, &mut guard, &wake, before, &send, &tun).await;
                         tun.send_batch(&mut to_tun).await?;
                     }
-                    let _ = to_tun.push(&d.data[HEADROOM..]);
+                    // The engine only says ToTun for a frame of at least
+                    // header + IPv6 header + tag.
+                    let end = d.data.len().saturating_sub(TAILROOM);
+                    if let Some(inner) = d.data.get(HEADROOM..end) {
+                        let _ = to_tun.push(inner);
+                    }
                 }
-                DataAction::Encap { to, header } => {
-                    d.data[..HEADROOM].copy_from_slice(&header.to_bytes());
+                // A relay: the engine rewrote the frame in place.
+                DataAction::Send { to } => {
                     if forward.push(to, d.data).is_err() {
                         flush_engine(&core, &mut guard, &wake, before, &send, &tun).await;
                         send.get().send_batch(&mut forward).await?;

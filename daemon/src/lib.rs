@@ -112,14 +112,18 @@ pub fn init_reloadable_logging(level: &str) -> anyhow::Result<LogLevel> {
     })
 }
 
-/// The inner MTU a daemon is configured with (default 1448: a 1500-byte
-/// path minus the 52 bytes of tunnel overhead), checked.
+/// The default inner MTU: a 1500-byte path minus the 80 bytes of tunnel
+/// overhead (IPv6 40, UDP 8, frame header 16, tag 16).
+pub const DEFAULT_INNER_MTU: u16 = 1420;
+
+/// The inner MTU a daemon is configured with (default
+/// [`DEFAULT_INNER_MTU`]), checked.
 pub fn inner_mtu(configured: Option<u16>) -> anyhow::Result<u16> {
-    let mtu = configured.unwrap_or(1448);
+    let mtu = configured.unwrap_or(DEFAULT_INNER_MTU);
     if !(1280..=65000).contains(&mtu) {
         anyhow::bail!(
             "mtu {mtu} is out of range: the inner MTU must be at least 1280 (IPv6 minimum) and at most 65000 \
-             (it is the path MTU minus 52 bytes of tunnel overhead)"
+             (it is the path MTU minus 80 bytes of tunnel overhead)"
         );
     }
     Ok(mtu)

@@ -1,11 +1,13 @@
 //! A minimal IPv6-in-UDP forwarder on homeaddr-io, for `scripts/bench-io`.
 //!
-//! Everything read from the TUN goes to `--peer` with a 4-byte data header
-//! (version 1, kind data); every datagram with that header received on
-//! `--bind` is written to the TUN. No engine, no checks beyond the header.
+//! Everything read from the TUN goes to `--peer` as header | packet | tag:
+//! a 16-byte data header (version 2, kind data, unsealed) and a zero
+//! 16-byte tag; every datagram with that header received on `--bind` is
+//! written to the TUN without header and tag. No engine, no checks beyond
+//! the header.
 //!
 //! ```text
-//! pump --tun ha0 --mtu 1448 --addr fd00:1::1/64 \
+//! pump --tun ha0 --mtu 1420 --addr fd00:1::1/64 \
 //!      --bind [fd00:ab::1]:4790 --peer [fd00:ab::2]:4790 \
 //!      [--no-offload] [--gso-max-size N] [--threads 2]
 //! ```
@@ -18,11 +20,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use homeaddr_io::{
-    HEADROOM, TunConfig, TunDevice, TunRecvBatch, TunSendBatch, UdpRecvBatch, UdpTunnel,
+    HEADROOM, TAILROOM, TunConfig, TunDevice, TunRecvBatch, TunSendBatch, UdpRecvBatch, UdpTunnel,
 };
 
-/// Version 1, kind 0 (data), no flags, no member id: docs/PROTOCOL.md sec. 1.
-const DATA_HEADER: [u8; HEADROOM] = [0x10, 0, 0, 0];
+/// Version 2, kind 0 (data), no flags, no member id, session 0, counter 0:
+/// docs/V2-SPEC.md sec. 1.
+const DATA_HEADER: [u8; HEADROOM] = [0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
 #[derive(Debug)]
 struct Args {
@@ -39,7 +42,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         tun: "pump0".into(),
-        mtu: 1448,
+        mtu: 1420,
         addrs: Vec::new(),
         bind: "[::]:4790".parse().expect("literal"),
         peer: "[::1]:4790".parse().expect("literal"),
@@ -175,6 +178,7 @@ async fn tun_to_udp(
         tun.recv_batch(&mut batch).await?;
         for p in batch.iter_mut() {
             *p.header = DATA_HEADER;
+            *p.tag = [0; TAILROOM];
             *p.destination = Some(peer);
         }
         udp.send_batch(&mut batch).await?;
@@ -188,12 +192,16 @@ async fn udp_to_tun(
     udp: Arc<UdpTunnel>,
     dropped: Arc<AtomicU64>,
 ) -> std::io::Result<()> {
-    let mut rx = UdpRecvBatch::new(HEADROOM + usize::from(tun.mtu()));
+    let mut rx = UdpRecvBatch::new(HEADROOM + usize::from(tun.mtu()) + TAILROOM);
     let mut tx = TunSendBatch::new();
     loop {
         udp.recv_batch(&mut rx).await?;
         for d in rx.iter_mut() {
-            let inner = match d.data.split_first_chunk::<HEADROOM>() {
+            let framed = d
+                .data
+                .split_first_chunk::<HEADROOM>()
+                .and_then(|(header, rest)| Some((header, rest.split_last_chunk::<TAILROOM>()?.0)));
+            let inner = match framed {
                 Some((header, inner)) if *header == DATA_HEADER && !inner.is_empty() => inner,
                 _ => {
                     dropped.fetch_add(1, Ordering::Relaxed);

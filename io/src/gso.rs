@@ -160,7 +160,8 @@ mod tests {
 
     #[test]
     fn cap_is_limited_by_the_udp_length_field() {
-        // 1448-byte inner MTU + 4-byte header: 45 segments fit, not 64.
+        // 1420-byte inner MTU + 16-byte header + 16-byte tag: 45 segments
+        // fit, not 64.
         assert_eq!(gso_segment_cap(64, 1452), 45);
         const { assert!(45 * 1452 <= MAX_GSO_TRAIN_BYTES) };
         const { assert!(46 * 1452 > MAX_GSO_TRAIN_BYTES) };

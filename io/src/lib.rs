@@ -5,8 +5,10 @@
 //!
 //! Layer: **I/O shell**, below the binaries and beside the sans-IO engines of
 //! `homeaddr-proto` (this crate does not depend on them). It moves bytes and
-//! knows nothing of the protocol except that every tunnel datagram starts
-//! with a [`HEADROOM`]-byte tunnel header (proto's `TUNNEL_HEADER_LEN`).
+//! knows nothing of the protocol except that every tunnel datagram is
+//! `header | packet | tag`: a [`HEADROOM`]-byte frame header (proto's
+//! `FRAME_HEADER_LEN`), the inner packet and a [`TAILROOM`]-byte tag
+//! (proto's `TAG_LEN`).
 //!
 //! Contract:
 //! - No allocation and no task spawn per packet: every buffer is allocated
@@ -30,8 +32,10 @@
 //! loop {
 //!     tun.recv_batch(&mut batch).await?;
 //!     for p in batch.iter_mut() {
-//!         // The engine looks at p.packet and decides; here: all to one peer.
-//!         *p.header = [0x10, 0, 0, 0];
+//!         // The engine looks at p.packet, fills header and tag and
+//!         // decides; here: all to one peer.
+//!         *p.header = [0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+//!         *p.tag = [0; TAILROOM];
 //!         *p.destination = Some(peer);
 //!     }
 //!     udp.send_batch(&mut batch).await?; // GSO trains straight from the TUN buffer
@@ -45,19 +49,20 @@
 //! ```no_run
 //! # use homeaddr_io::*;
 //! # async fn f(tun: &TunDevice, udp: &UdpTunnel) -> std::io::Result<()> {
-//! let mut rx = UdpRecvBatch::new(HEADROOM + usize::from(tun.mtu()));
+//! let mut rx = UdpRecvBatch::new(HEADROOM + usize::from(tun.mtu()) + TAILROOM);
 //! let mut to_tun = TunSendBatch::new();
 //! let mut forward = UdpSendBatch::new();
 //! loop {
 //!     udp.recv_batch(&mut rx).await?;
 //!     for d in rx.iter_mut() {
-//!         let Some(inner) = d.data.get(HEADROOM..) else { continue }; // engine: drop, count
+//!         let end = d.data.len().saturating_sub(TAILROOM);
+//!         let Some(inner) = d.data.get(HEADROOM..end) else { continue }; // engine: drop, count
 //!         if to_tun.push(inner).is_err() {
 //!             tun.send_batch(&mut to_tun).await?; // full: flush, then retry
 //!             let _ = to_tun.push(inner);
 //!         }
-//!         // A forwarder would instead rewrite d.data[..HEADROOM] and
-//!         // forward.push(next_hop, d.data).
+//!         // A forwarder would instead rewrite the frame in place (header
+//!         // and tag) and forward.push(next_hop, d.data).
 //!     }
 //!     tun.send_batch(&mut to_tun).await?;
 //!     udp.send_batch(&mut forward).await?;
@@ -67,11 +72,12 @@
 //!
 //! # Buffers
 //!
-//! - [`TunRecvBatch`]: [`TUN_BATCH`] slots of `HEADROOM + mtu` bytes plus one
-//!   64 KiB buffer for the raw offload read. tun-rs splits each super-packet
-//!   into the slots at offset `HEADROOM`; packets are then moved back to
-//!   back (a no-op for full-MTU segments), so consecutive packets to one
-//!   peer are already a GSO train: header, packet, header, packet...
+//! - [`TunRecvBatch`]: [`TUN_BATCH`] slots of `HEADROOM + mtu + TAILROOM`
+//!   bytes plus one 64 KiB buffer for the raw offload read. tun-rs splits
+//!   each super-packet into the slots at offset `HEADROOM`; packets are then
+//!   moved back to back, each with its header and tag room (a no-op for
+//!   full-MTU segments), so consecutive packets to one peer are already a
+//!   GSO train: header, packet, tag, header, packet, tag...
 //! - [`UdpRecvBatch`]: [`RECV_MESSAGES`] buffers of
 //!   [`MAX_GRO_SEGMENTS`]` x max_datagram` bytes, one `recvmmsg`; each GRO
 //!   buffer is cut at its stride into datagrams.
@@ -83,10 +89,11 @@
 //!
 //! [`TunDevice::create`] asks for TSO/USO offload and falls back to a plain
 //! device (logged) if the kernel refuses. A TUN super-packet is up to 64 KiB;
-//! with a 4-byte header per segment the train can exceed what one UDP send
-//! carries, so trains are cut at
+//! with 32 bytes of header and tag per segment the train can exceed what one
+//! UDP send carries, so trains are cut at
 //! `min(max_gso_segments, (65535 - 48) / stride)` segments
-//! ([`gso_segment_cap`]), e.g. 45 segments of 1452 bytes. With offload the
+//! ([`gso_segment_cap`]), e.g. 45 segments of 1452 bytes (16 + 1420 + 16)
+//! at the default inner MTU. With offload the
 //! TUN's `gso_max_size` is lowered to [`fit_gso_max_size`]`(mtu)` so that one
 //! read still leaves in one send.
 //!
@@ -117,9 +124,13 @@ pub use udp::{
     SOCKET_BUFFER_BYTES, SendOutcome, UdpRecvBatch, UdpSendBatch, UdpTunnel,
 };
 
-/// Bytes reserved before every packet read from a TUN for the tunnel
-/// header; equal to `homeaddr_proto::wire::TUNNEL_HEADER_LEN`.
-pub const HEADROOM: usize = 4;
+/// Bytes reserved before every packet read from a TUN for the frame
+/// header; equal to `homeaddr_proto::wire::FRAME_HEADER_LEN`.
+pub const HEADROOM: usize = 16;
+
+/// Bytes reserved after every packet read from a TUN for the frame's tag;
+/// equal to `homeaddr_proto::wire::TAG_LEN`.
+pub const TAILROOM: usize = 16;
 
 /// Keeps [`DatagramBatch`] implementable only here: the send path relies on
 /// the layout invariants of the two batch types.

@@ -8,7 +8,6 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 use tun_rs::{AsyncDevice, DeviceBuilder, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
-use crate::HEADROOM;
 use crate::counters::{TunCounters, add};
 use crate::error::{PushError, TunError};
 use crate::gso::OutDatagram;
@@ -16,6 +15,7 @@ use crate::gso::gso_segment_cap;
 use crate::sealed::Sealed;
 use crate::throttle::LogThrottle;
 use crate::udp::DatagramBatch;
+use crate::{HEADROOM, TAILROOM};
 
 /// Packets per TUN batch: tun-rs's `IDEAL_BATCH_SIZE` (128). One offload
 /// read is split into at most this many packets; a super-packet with more
@@ -31,7 +31,8 @@ pub const MAX_IP_PACKET: usize = 65_535;
 pub const DEFAULT_TX_QUEUE_LEN: u32 = 5000;
 
 /// A `gso_max_size` for a TUN of `mtu` under which one offload read splits
-/// into at most [`gso_segment_cap`]`(64, HEADROOM + mtu)` packets, so it
+/// into at most [`gso_segment_cap`]`(64, HEADROOM + mtu + TAILROOM)`
+/// packets, so it
 /// leaves in one UDP GSO send (DATAPATH-NOTES: +5-10 % throughput).
 ///
 /// A super-packet of `L` bytes with `h` header bytes splits into
@@ -42,7 +43,7 @@ pub const DEFAULT_TX_QUEUE_LEN: u32 = 5000;
 pub fn fit_gso_max_size(mtu: u16) -> u32 {
     const HEADERS: usize = 72;
     let mtu = usize::from(mtu);
-    let cap = gso_segment_cap(64, HEADROOM + mtu);
+    let cap = gso_segment_cap(64, HEADROOM + mtu + TAILROOM);
     let size = (cap * mtu.saturating_sub(HEADERS) + HEADERS).clamp(mtu, MAX_IP_PACKET + 1);
     u32::try_from(size).unwrap_or(u32::MAX)
 }
@@ -360,7 +361,8 @@ impl TunDevice {
     /// Returns the number of packets (at least 1).
     ///
     /// Every packet is preceded in the batch by [`HEADROOM`] bytes for the
-    /// tunnel header, and packets lie back to back, so that the batch can go
+    /// tunnel header and followed by [`TAILROOM`] bytes for its tag, and
+    /// these datagrams lie back to back, so that the batch can go
     /// to [`UdpTunnel::send_batch`](crate::UdpTunnel::send_batch) without a
     /// copy. Every packet starts with no destination (dropped if sent).
     ///
@@ -407,7 +409,7 @@ impl TunDevice {
     }
 
     async fn recv_offload(&self, batch: &mut TunRecvBatch) -> io::Result<usize> {
-        let slot = HEADROOM + batch.mtu;
+        let slot = HEADROOM + batch.mtu + TAILROOM;
         let n = {
             let TunRecvBatch {
                 arena,
@@ -502,11 +504,13 @@ impl TunDevice {
 }
 
 /// Packets read from a TUN, each preceded by [`HEADROOM`] bytes for its
-/// tunnel header, back to back in one buffer: a batch of outgoing datagrams
-/// once the caller has written each header and chosen each destination.
+/// tunnel header and followed by [`TAILROOM`] bytes for its tag, back to
+/// back in one buffer (`header | packet | tag | header | packet | tag`...):
+/// a batch of outgoing datagrams once the caller has written each header
+/// and tag and chosen each destination.
 ///
 /// Zero copy: with offload, tun-rs splits a super-packet into fixed slots of
-/// `HEADROOM + mtu` bytes; full-MTU segments (bulk TCP) then already lie
+/// `HEADROOM + mtu + TAILROOM` bytes; full-MTU segments (bulk TCP) then already lie
 /// back to back and form GSO trains in place. Shorter segments are moved
 /// down once (`memmove` inside the buffer).
 #[derive(Debug)]
@@ -531,6 +535,8 @@ pub struct OutgoingPacket<'a> {
     /// The IP packet as read from the TUN; may be edited in place (e.g. MSS
     /// clamping), not resized.
     pub packet: &'a mut [u8],
+    /// The tag to write (the bytes right after `packet`).
+    pub tag: &'a mut [u8; TAILROOM],
     /// Where to send it; `None` (the initial value) drops it.
     pub destination: &'a mut Option<SocketAddr>,
 }
@@ -541,7 +547,7 @@ impl TunRecvBatch {
     pub fn new(mtu: u16) -> TunRecvBatch {
         let mtu = usize::from(mtu);
         TunRecvBatch {
-            arena: vec![0; TUN_BATCH * (HEADROOM + mtu)].into_boxed_slice(),
+            arena: vec![0; TUN_BATCH * (HEADROOM + mtu + TAILROOM)].into_boxed_slice(),
             original: vec![0; VIRTIO_NET_HDR_LEN + MAX_IP_PACKET].into_boxed_slice(),
             sizes: [0; TUN_BATCH],
             offsets: [0; TUN_BATCH],
@@ -588,7 +594,8 @@ impl TunRecvBatch {
         self.destinations[index] = to;
     }
 
-    /// Every packet with its header room and destination, in read order.
+    /// Every packet with its header and tag room and its destination, in
+    /// read order.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = OutgoingPacket<'_>> + '_ {
         let mut rest: &mut [u8] = &mut self.arena[..self.used];
         let mut at = 0;
@@ -601,13 +608,15 @@ impl TunRecvBatch {
                 // end of the previous one.
                 let tail = std::mem::take(&mut rest);
                 let (_, tail) = tail.split_at_mut(offset - at);
-                let (datagram, tail) = tail.split_at_mut(HEADROOM + len);
+                let (datagram, tail) = tail.split_at_mut(HEADROOM + len + TAILROOM);
                 rest = tail;
-                at = offset + HEADROOM + len;
-                let (header, packet) = datagram.split_at_mut(HEADROOM);
+                at = offset + HEADROOM + len + TAILROOM;
+                let (header, rest_of) = datagram.split_at_mut(HEADROOM);
+                let (packet, tag) = rest_of.split_at_mut(len);
                 OutgoingPacket {
                     header: header.try_into().expect("split at HEADROOM"),
                     packet,
+                    tag: tag.try_into().expect("split at len, TAILROOM left"),
                     destination,
                 }
             })
@@ -623,13 +632,14 @@ impl TunRecvBatch {
         self.lens[self.count] = len;
         self.destinations[self.count] = None;
         self.count += 1;
-        self.used += HEADROOM + len;
+        self.used += HEADROOM + len + TAILROOM;
     }
 
-    /// After tun-rs wrote `n` packets into fixed slots of `HEADROOM + mtu`
-    /// bytes (`sizes[i]` long each), moves them back to back.
+    /// After tun-rs wrote `n` packets into fixed slots of
+    /// `HEADROOM + mtu + TAILROOM` bytes (`sizes[i]` long each), moves them
+    /// back to back.
     fn pack_slots(&mut self, n: usize) {
-        let slot = HEADROOM + self.mtu;
+        let slot = HEADROOM + self.mtu + TAILROOM;
         self.clear();
         for i in 0..n {
             let len = self.sizes[i].min(self.mtu);
@@ -657,7 +667,7 @@ impl Sealed for TunRecvBatch {
         self.destinations[index].map(|to| OutDatagram {
             to,
             offset: self.offsets[index],
-            len: HEADROOM + self.lens[index],
+            len: HEADROOM + self.lens[index] + TAILROOM,
         })
     }
     fn clear_sent(&mut self) {
@@ -674,7 +684,7 @@ impl DatagramBatch for TunRecvBatch {}
 /// by appending to that flow's first buffer (DATAPATH-NOTES fact 4).
 ///
 /// Why a copy: received datagrams lie back to back in a GRO buffer with only
-/// their 4-byte tunnel header between them, while tun-rs needs a separate,
+/// their 16-byte tag and 16-byte tunnel header between them, while tun-rs needs a separate,
 /// growable buffer per packet with 10 free bytes in front. Receiving without
 /// UDP GRO to avoid the copy would cost far more than a 1.5 KB `memcpy`.
 pub struct TunSendBatch {
@@ -798,7 +808,7 @@ mod tests {
 
     /// Simulates tun-rs splitting a super-packet into slots.
     fn fill_slots(batch: &mut TunRecvBatch, sizes: &[usize]) {
-        let slot = HEADROOM + batch.mtu;
+        let slot = HEADROOM + batch.mtu + TAILROOM;
         for (i, &len) in sizes.iter().enumerate() {
             batch.sizes[i] = len;
             let start = i * slot + HEADROOM;
@@ -809,10 +819,11 @@ mod tests {
 
     #[test]
     fn one_tun_read_fits_one_gso_send() {
-        assert_eq!(fit_gso_max_size(1448), 61_992);
-        for mtu in [1280u16, 1400, 1448, 1500, 4000, 8900, 9000] {
+        // 45 datagrams of 16 + 1420 + 16 bytes fit one send.
+        assert_eq!(fit_gso_max_size(1420), 60_732);
+        for mtu in [1280u16, 1400, 1420, 1448, 1500, 4000, 8900, 9000] {
             let size = fit_gso_max_size(mtu) as usize;
-            let cap = gso_segment_cap(64, HEADROOM + usize::from(mtu));
+            let cap = gso_segment_cap(64, HEADROOM + usize::from(mtu) + TAILROOM);
             for headers in [60, 72] {
                 let mss = usize::from(mtu) - headers;
                 let segments = (size - headers).div_ceil(mss);
@@ -827,7 +838,7 @@ mod tests {
         let mut b = TunRecvBatch::new(1000);
         fill_slots(&mut b, &[1000, 1000, 1000, 300]);
         assert_eq!(b.len(), 4);
-        assert_eq!(&b.offsets[..4], &[0, 1004, 2008, 3012]);
+        assert_eq!(&b.offsets[..4], &[0, 1032, 2064, 3096]);
         assert_eq!(b.packet(3), &[4u8; 300][..]);
         assert_eq!(b.packet_bytes(), 3300);
     }
@@ -836,11 +847,11 @@ mod tests {
     fn shorter_segments_are_packed_back_to_back() {
         let mut b = TunRecvBatch::new(1000);
         fill_slots(&mut b, &[600, 600, 200]);
-        assert_eq!(&b.offsets[..3], &[0, 604, 1208]);
+        assert_eq!(&b.offsets[..3], &[0, 632, 1264]);
         assert_eq!(b.packet(0), &[1u8; 600][..]);
         assert_eq!(b.packet(1), &[2u8; 600][..]);
         assert_eq!(b.packet(2), &[3u8; 200][..]);
-        assert_eq!(b.used, 1412);
+        assert_eq!(b.used, 1496);
     }
 
     #[test]
@@ -849,18 +860,26 @@ mod tests {
         fill_slots(&mut b, &[600, 600, 600]);
         for (i, p) in b.iter_mut().enumerate() {
             assert_eq!(p.packet.len(), 600);
-            *p.header = [0x10, 0, 0, i as u8];
+            *p.header = [0x20, 0, 0, i as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            *p.tag = [0xa0 + i as u8; TAILROOM];
             if i != 1 {
                 *p.destination = Some(addr(9));
             }
         }
         assert_eq!(b.datagram_count(), 3);
         let d0 = b.datagram(0).unwrap();
-        assert_eq!((d0.offset, d0.len), (0, 604));
+        assert_eq!((d0.offset, d0.len), (0, 632));
         assert_eq!(b.datagram(1), None);
         let d2 = b.datagram(2).unwrap();
-        assert_eq!(&b.arena()[d2.offset..d2.offset + 4], &[0x10, 0, 0, 2]);
-        assert_eq!(b.arena()[d2.offset + 4], 3);
+        // header | packet | tag, contiguous.
+        let dg = &b.arena()[d2.offset..d2.offset + d2.len];
+        assert_eq!(&dg[..4], &[0x20, 0, 0, 2]);
+        assert_eq!(&dg[4..16], &[0; 12]);
+        assert_eq!(&dg[16..616], &[3u8; 600][..]);
+        assert_eq!(&dg[616..], &[0xa2; TAILROOM]);
+        // The tag of packet 0 ends right where packet 1's header begins.
+        assert_eq!(b.arena()[d0.len - 1], 0xa0);
+        assert_eq!(b.arena()[d0.len], 0x20);
         // Two single-datagram trains: the dropped packet splits them.
         let trains: Vec<_> = crate::gso::Trains::new((0..3).map(|i| b.datagram(i)), 64).collect();
         assert_eq!(trains.len(), 2);
@@ -870,8 +889,8 @@ mod tests {
 
     #[test]
     fn full_mtu_batch_is_one_gso_train() {
-        let mut b = TunRecvBatch::new(1448);
-        fill_slots(&mut b, &[1448; 40]);
+        let mut b = TunRecvBatch::new(1420);
+        fill_slots(&mut b, &[1420; 40]);
         for p in b.iter_mut() {
             *p.destination = Some(addr(1));
         }
@@ -887,10 +906,10 @@ mod tests {
         let mut b = TunRecvBatch::new(1500);
         b.append_packet(100);
         b.append_packet(60);
-        assert_eq!(&b.offsets[..2], &[0, 104]);
-        assert_eq!(b.used, 168);
+        assert_eq!(&b.offsets[..2], &[0, 132]);
+        assert_eq!(b.used, 224);
         b.set_destination(1, Some(addr(2)));
-        assert_eq!(b.datagram(1).unwrap().len, 64);
+        assert_eq!(b.datagram(1).unwrap().len, 92);
     }
 
     #[test]

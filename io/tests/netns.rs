@@ -13,13 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use homeaddr_io::{
-    HEADROOM, TunConfig, TunDevice, TunRecvBatch, TunSendBatch, UdpRecvBatch, UdpTunnel,
+    HEADROOM, TAILROOM, TunConfig, TunDevice, TunRecvBatch, TunSendBatch, UdpRecvBatch, UdpTunnel,
 };
 
 const ADDR_A: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 1);
 const ADDR_B: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 2);
 const INNER_MTU: u16 = 1400;
-const DATA_HEADER: [u8; HEADROOM] = [0x10, 0, 0, 0];
+const DATA_HEADER: [u8; HEADROOM] = [0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+const DATA_TAG: [u8; TAILROOM] = [0x5a; TAILROOM];
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// True if the test may run; false (after a loud message) if it must skip.
@@ -179,6 +180,7 @@ async fn tun_to_udp(tun: Arc<TunDevice>, udp: Arc<UdpTunnel>, peer: SocketAddr) 
         tun.recv_batch(&mut batch).await?;
         for p in batch.iter_mut() {
             *p.header = DATA_HEADER;
+            *p.tag = DATA_TAG;
             *p.destination = Some(peer);
         }
         udp.send_batch(&mut batch).await?;
@@ -186,15 +188,19 @@ async fn tun_to_udp(tun: Arc<TunDevice>, udp: Arc<UdpTunnel>, peer: SocketAddr) 
 }
 
 async fn udp_to_tun(tun: Arc<TunDevice>, udp: Arc<UdpTunnel>) -> io::Result<()> {
-    let mut rx = UdpRecvBatch::new(HEADROOM + usize::from(tun.mtu()));
+    let mut rx = UdpRecvBatch::new(HEADROOM + usize::from(tun.mtu()) + TAILROOM);
     let mut tx = TunSendBatch::new();
     loop {
         udp.recv_batch(&mut rx).await?;
         for d in rx.iter_mut() {
-            let Some((header, inner)) = d.data.split_first_chunk::<HEADROOM>() else {
+            let Some((header, rest)) = d.data.split_first_chunk::<HEADROOM>() else {
+                panic!("runt datagram from {}", d.from);
+            };
+            let Some((inner, tag)) = rest.split_last_chunk::<TAILROOM>() else {
                 panic!("runt datagram from {}", d.from);
             };
             assert_eq!(*header, DATA_HEADER, "tunnel header changed in flight");
+            assert_eq!(*tag, DATA_TAG, "tag changed in flight");
             if tx.is_full() {
                 tun.send_batch(&mut tx).await?;
             }

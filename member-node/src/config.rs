@@ -215,7 +215,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             (s.common.tun.as_str(), s.table, s.common.mtu),
-            ("ha-m3", 4790, 1448)
+            ("ha-m3", 4790, 1420)
         );
         assert_eq!(
             s.common.control,

@@ -19,6 +19,7 @@ use homeaddr_control::{FlowPath, MemberState, Request};
 use homeaddr_netns_tests::service::{HOME_ADDRESS, SERVICE_PORT, Service, TUNNEL_PORT};
 use homeaddr_netns_tests::wan::core::SplitMix64;
 use homeaddr_netns_tests::{testapp, wait_until};
+use homeaddr_proto::wire::{MemberId, TAG_LEN, TunnelHeader};
 use serde_json::Value;
 
 use homeaddr_netns_tests::scenario::{Move, Rebind, care_of};
@@ -476,12 +477,12 @@ fn killed_member_is_declared_down_and_its_clients_recover() {
 }
 
 /// Test 4 (datagrams): full-size UDP datagrams (the inner packet exactly
-/// the 1448-byte inner MTU) and datagrams larger than the inner MTU
+/// the 1420-byte inner MTU) and datagrams larger than the inner MTU
 /// (IPv6 fragments) are echoed intact both ways, for legacy and shim
-/// clients. A shim client's kernel fragments to its TUN's 1448 bytes; a
+/// clients. A shim client's kernel fragments to its TUN's 1420 bytes; a
 /// legacy client's first oversized datagram reaches the AP in 1500-byte
 /// fragments that do not fit its TUN: the AP's kernel answers ICMPv6
-/// Packet Too Big, and from then on the client fragments for 1448.
+/// Packet Too Big, and from then on the client fragments for 1420.
 #[test]
 fn full_size_and_fragmented_datagrams_cross_both_ways() {
     let Some(_cpu) = common::timing_test() else {
@@ -490,8 +491,8 @@ fn full_size_and_fragmented_datagrams_cross_both_ways() {
     let svc = service("udpmtu", 1, &[Client::Shim, Client::Legacy]);
     let (shim, legacy) = (0, 1);
     let server = svc.service_endpoint();
-    // 1400 bytes + 8 (UDP) + 40 (IPv6) = 1448, the inner MTU.
-    const FULL: usize = 1400;
+    // 1372 bytes + 8 (UDP) + 40 (IPv6) = 1420, the inner MTU.
+    const FULL: usize = 1372;
     let ptb_before = snmp6(&svc.ap.ns, "Icmp6OutPktTooBigs");
     for (kind, client) in [("legacy", legacy), ("shim", shim)] {
         for size in [FULL, 3000, 8000] {
@@ -523,8 +524,8 @@ fn full_size_and_fragmented_datagrams_cross_both_ways() {
         .expect("ip route get");
     println!("legacy client's route to the HoA: {}", route.trim());
     assert!(
-        route.contains("mtu 1448"),
-        "the legacy client did not learn the 1448-byte path MTU: {route}"
+        route.contains("mtu 1420"),
+        "the legacy client did not learn the 1420-byte path MTU: {route}"
     );
     assert!(snmp6(&svc.ap.ns, "Icmp6OutPktTooBigs") > ptb_before);
     let shim_status = svc.clients[shim].status();
@@ -720,52 +721,45 @@ impl Targets {
         let from_hoa = inner_udp(HOME_ADDRESS, attacker, SERVICE_PORT, 5555, b"spoof");
         let (ap, member, shim) = (self.ap, self.member, self.shim);
         vec![
-            (ap, vec![0x10], "malformed"),
-            (ap, vec![0x10, 0x00, 0x00], "malformed"),
-            (ap, frame(0x20, None, &to_hoa(attacker)), "bad_version"),
-            (ap, frame(0x15, None, &[0; 40]), "malformed"), // unknown kind
-            (ap, frame(0x10, None, &[0x60; 20]), "malformed"), // inner too short
-            (ap, frame(0x11, None, &[0xff; 24]), "malformed"), // control, bad MH
+            (ap, vec![0x20], "malformed"),
+            (ap, vec![0x20, 0x00, 0x00], "malformed"),
+            // A v1 frame (4-byte header).
+            (ap, v1_frame(&to_hoa(attacker)), "bad_version"),
+            (ap, with_first(0x25, data(None, &[0; 40])), "malformed"), // unknown kind
+            (ap, data(None, &[0x60; 20]), "malformed"),                // inner too short
+            (ap, control(None, &[0xff; 24]), "malformed"),             // bad MH
             // A data frame whose inner source is another host (the shim client).
-            (ap, frame(0x10, None, &to_hoa(shim_addr)), "spoofed_source"),
+            (ap, data(None, &to_hoa(shim_addr)), "spoofed_source"),
             (
                 ap,
-                frame(0x10, None, &inner_udp(attacker, attacker, 1, 2, b"x")),
+                data(None, &inner_udp(attacker, attacker, 1, 2, b"x")),
                 "unknown_home_address",
             ),
-            (member, vec![0x10, 0x80], "malformed"),
+            (member, vec![0x20, 0x80], "malformed"),
             (
                 member,
-                frame(0x30, Some(1), &to_hoa(attacker)),
+                with_first(0x30, data(Some(1), &to_hoa(attacker))),
                 "bad_version",
             ),
-            (member, frame(0x11, Some(1), &[0x3b; 16]), "malformed"),
+            (member, control(Some(1), &[0x3b; 16]), "malformed"),
             // Data from an endpoint that is neither the AP nor a bound shim.
-            (
-                member,
-                frame(0x10, Some(1), &to_hoa(attacker)),
-                "unknown_peer",
-            ),
+            (member, data(Some(1), &to_hoa(attacker)), "unknown_peer"),
             // ... claiming to be the shim client, from the wrong endpoint.
-            (
-                member,
-                frame(0x10, Some(1), &to_hoa(shim_addr)),
-                "spoofed_source",
-            ),
+            (member, data(Some(1), &to_hoa(shim_addr)), "spoofed_source"),
             // ... for another member.
+            (member, data(Some(2), &to_hoa(attacker)), "unknown_peer"),
+            (shim, vec![0x2f; 3], "malformed"),
             (
-                member,
-                frame(0x10, Some(2), &to_hoa(attacker)),
-                "unknown_peer",
+                shim,
+                with_first(0x40, data(Some(1), &from_hoa)),
+                "bad_version",
             ),
-            (shim, vec![0x1f; 3], "malformed"),
-            (shim, frame(0x40, Some(1), &from_hoa), "bad_version"),
             // Data "from the HoA" sent by a stranger, not the bound member.
-            (shim, frame(0x10, Some(1), &from_hoa), "unknown_peer"),
+            (shim, data(Some(1), &from_hoa), "unknown_peer"),
             // Inner source not the HoA.
             (
                 shim,
-                frame(0x10, Some(1), &inner_udp(attacker, shim_addr, 1, 2, b"x")),
+                data(Some(1), &inner_udp(attacker, shim_addr, 1, 2, b"x")),
                 "spoofed_source",
             ),
         ]
@@ -812,13 +806,34 @@ fn only_leading_losses(report: &testapp::UdpEchoReport) -> bool {
     first_echoed.is_some_and(|i| report.rtt_us[i..].iter().all(Option::is_some))
 }
 
-/// A tunnel frame: `first` is the version/kind byte (0x10 data, 0x11
-/// control in version 1), then flags, member id and the payload.
-fn frame(first: u8, member: Option<u16>, payload: &[u8]) -> Vec<u8> {
-    let id = member.unwrap_or(0).to_be_bytes();
-    let flags = if member.is_some() { 0x80 } else { 0 };
-    let mut f = vec![first, flags, id[0], id[1]];
-    f.extend_from_slice(payload);
+/// An unsealed v2 data frame: header | inner packet | tag.
+fn data(member: Option<u16>, packet: &[u8]) -> Vec<u8> {
+    let mut f = TunnelHeader::data(member.map(MemberId)).to_bytes().to_vec();
+    f.extend_from_slice(packet);
+    // Interim v2 framing: every data frame ends in a (zero) tag.
+    f.extend_from_slice(&[0; TAG_LEN]);
+    f
+}
+
+/// An unsealed v2 control frame: header | Mobility Header bytes.
+fn control(member: Option<u16>, mh: &[u8]) -> Vec<u8> {
+    let mut f = TunnelHeader::control(member.map(MemberId))
+        .to_bytes()
+        .to_vec();
+    f.extend_from_slice(mh);
+    f
+}
+
+/// `frame` with its first byte (version, kind) replaced.
+fn with_first(first: u8, mut frame: Vec<u8>) -> Vec<u8> {
+    frame[0] = first;
+    frame
+}
+
+/// A version 1 data frame (4-byte header), as a v1 build sent it.
+fn v1_frame(packet: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x10, 0, 0, 0];
+    f.extend_from_slice(packet);
     f
 }
 

@@ -177,8 +177,8 @@ fn shim_transfer_started_through_the_ap_finishes_on_the_direct_path() {
 
 /// Test 4 (TCP): bulk transfers both ways (download and upload) with
 /// full-size segments, for a legacy client (through the AP, MSS clamped to
-/// the 1448-byte inner MTU) and a shim client (direct, its TUN's MTU is
-/// 1448): every transfer is intact, the packets on the WAN are full-size,
+/// the 1420-byte inner MTU) and a shim client (direct, its TUN's MTU is
+/// 1420): every transfer is intact, the packets on the WAN are full-size,
 /// and no tunnel packet or inner packet had to be fragmented.
 #[test]
 fn full_size_segments_cross_both_ways_for_legacy_and_shim_clients() {
@@ -239,7 +239,7 @@ fn full_size_segments_cross_both_ways_for_legacy_and_shim_clients() {
         );
     }
     // The legacy client's SYNs (MSS 1440 for its 1500-byte link) were
-    // clamped to 1388; the member's SYN-ACKs already offer 1388.
+    // clamped to 1360; the member's SYN-ACKs already offer 1360.
     assert!(num(&svc.ap.status(), "/counters/mss_clamped") >= clamped_before + 2);
     // The shim's connections started at its bound member: all direct.
     assert_eq!(

@@ -33,7 +33,7 @@ pub mod sim;
 
 pub use app::{ClientApp, MemberApp, RequestRecord, Session, SessionState};
 pub use net::{Captured, Network};
-pub use node::{LoggedEvent, Node, NodeKind};
+pub use node::{LoggedEvent, Node, NodeKind, handle_tun, tun_buffer, tun_packet};
 pub use rng::SimRng;
 pub use sim::Sim;
 

@@ -12,7 +12,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use homeaddr_proto::wire::TUNNEL_HEADER_LEN;
+use homeaddr_proto::wire::FRAME_HEADER_LEN;
 use homeaddr_proto::wire::inner;
 
 use crate::rng::SimRng;
@@ -170,7 +170,7 @@ impl Network {
             return;
         };
         // Control frames: the low nibble of the first byte is 1.
-        if payload.len() >= TUNNEL_HEADER_LEN && payload[0] & 0x0f == 1 {
+        if payload.len() >= FRAME_HEADER_LEN && payload[0] & 0x0f == 1 {
             self.captured.push(Captured {
                 at: now,
                 from: source,
@@ -228,8 +228,8 @@ mod tests {
     use crate::packet::{TcpControl, tcp_segment};
     use std::net::SocketAddrV6;
 
-    const CONTROL: [u8; 4] = [0x11, 0x80, 0, 1];
-    const DATA: [u8; 4] = [0x10, 0x00, 0, 1];
+    const CONTROL: [u8; 16] = [0x21, 0x80, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    const DATA: [u8; 16] = [0x20, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
     /// A network with nodes 0, 1, 2 attached at fresh addresses.
     fn three_nodes() -> (Network, [SocketAddr; 3]) {

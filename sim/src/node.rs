@@ -8,8 +8,8 @@ use std::time::Instant;
 use homeaddr_proto::engine::ap::{AccessPoint, ApEvent};
 use homeaddr_proto::engine::member::{Member, MemberEvent};
 use homeaddr_proto::engine::shim::{Shim, ShimEvent};
-use homeaddr_proto::engine::{DataAction, Engine};
-use homeaddr_proto::wire::{MemberId, TUNNEL_HEADER_LEN};
+use homeaddr_proto::engine::{DataAction, Engine, TunPacket};
+use homeaddr_proto::wire::{FRAME_HEADER_LEN, MemberId, TAG_LEN};
 
 use crate::NodeId;
 use crate::app::{ClientApp, MemberApp};
@@ -92,14 +92,55 @@ impl Outbox {
         }
     }
 
-    /// Tunnel `inner` if the engine said so.
-    fn encap(&mut self, from: SocketAddr, action: DataAction, inner: &[u8]) {
-        if let DataAction::Encap { to, header } = action {
-            let mut payload = header.to_bytes().to_vec();
-            payload.extend_from_slice(inner);
-            self.packets.push(Outgoing::Udp { from, to, payload });
+    /// Send the frame the engine filled in, if it said so.
+    fn encap(&mut self, from: SocketAddr, action: DataAction, framed: Vec<u8>) {
+        if let DataAction::Send { to } = action {
+            self.packets.push(Outgoing::Udp {
+                from,
+                to,
+                payload: framed,
+            });
         }
     }
+}
+
+/// A TUN packet in a datagram-sized buffer, as the daemons' I/O layer
+/// reads it: header room | packet | tag room.
+pub fn tun_buffer(packet: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; FRAME_HEADER_LEN + packet.len() + TAG_LEN];
+    buf[FRAME_HEADER_LEN..FRAME_HEADER_LEN + packet.len()].copy_from_slice(packet);
+    buf
+}
+
+/// The packet of a [`tun_buffer`] (also: the inner packet of a data frame).
+pub fn tun_packet(buf: &[u8]) -> &[u8] {
+    buf.get(FRAME_HEADER_LEN..buf.len().saturating_sub(TAG_LEN))
+        .unwrap_or(&[])
+}
+
+/// Hand `packet` to `engine` as a TUN read, as the daemons' driver does.
+/// Returns the action and the buffer: on `Send` the whole datagram
+/// (header | packet | tag), else see [`tun_packet`] for the (possibly
+/// edited) packet.
+pub fn handle_tun(engine: &mut impl Engine, now: Instant, packet: &[u8]) -> (DataAction, Vec<u8>) {
+    let mut buf = tun_buffer(packet);
+    let action = {
+        let (header, rest) = buf
+            .split_first_chunk_mut::<FRAME_HEADER_LEN>()
+            .expect("tun_buffer has header room");
+        let (packet, tag) = rest
+            .split_last_chunk_mut::<TAG_LEN>()
+            .expect("tun_buffer has tag room");
+        engine.handle_tun(
+            now,
+            TunPacket {
+                header,
+                packet,
+                tag,
+            },
+        )
+    };
+    (action, buf)
 }
 
 impl Node {
@@ -177,12 +218,12 @@ impl Node {
                 out.packets.push(Outgoing::Native(packet.to_vec()));
                 return;
             }
-            NodeKind::Shim(shim, _) => Some(shim.handle_tun(out.now, packet)),
-            NodeKind::Member(m, _) => Some(m.handle_tun(out.now, packet)),
+            NodeKind::Shim(shim, _) => Some(handle_tun(&mut **shim, out.now, packet)),
+            NodeKind::Member(m, _) => Some(handle_tun(&mut **m, out.now, packet)),
             NodeKind::AccessPoint(_) | NodeKind::Attacker => None,
         };
-        if let Some(action) = action {
-            out.encap(from, action, packet);
+        if let Some((action, framed)) = action {
+            out.encap(from, action, framed);
         }
         self.flush(out);
     }
@@ -226,34 +267,25 @@ impl Node {
         let src = self.endpoint();
         match &mut self.kind {
             NodeKind::AccessPoint(ap) => {
-                let action = match from {
-                    None => ap.handle_tun(now, &mut payload),
-                    Some(from) => ap.handle_udp(now, from, &mut payload),
+                // A native packet is read from the TUN into a frame-sized
+                // buffer; a datagram is handled in place (a relay rewrites
+                // it). Either way, on Send the buffer is the datagram.
+                let (action, framed) = match from {
+                    None => handle_tun(&mut **ap, now, &payload),
+                    Some(from) => (ap.handle_udp(now, from, &mut payload), payload),
                 };
                 // As the daemon's driver does: control messages the packet
                 // caused leave before the packet itself.
                 self.flush(out);
                 match action {
-                    DataAction::Encap { to, header } if from.is_none() => {
-                        let mut p = header.to_bytes().to_vec();
-                        p.extend_from_slice(&payload);
-                        out.packets.push(Outgoing::Udp {
-                            from: src,
-                            to,
-                            payload: p,
-                        });
-                    }
-                    DataAction::Encap { to, header } => {
-                        payload[..TUNNEL_HEADER_LEN].copy_from_slice(&header.to_bytes());
-                        out.packets.push(Outgoing::Udp {
-                            from: src,
-                            to,
-                            payload,
-                        });
-                    }
+                    DataAction::Send { to } => out.packets.push(Outgoing::Udp {
+                        from: src,
+                        to,
+                        payload: framed,
+                    }),
                     DataAction::ToTun => out
                         .packets
-                        .push(Outgoing::Native(payload[TUNNEL_HEADER_LEN..].to_vec())),
+                        .push(Outgoing::Native(tun_packet(&framed).to_vec())),
                     _ => {}
                 }
             }
@@ -262,13 +294,14 @@ impl Node {
                 let action = m.handle_udp(now, from, &mut payload);
                 if action == DataAction::ToTun {
                     let id = m.config().id;
-                    if let Some(mut answer) = app.receive(id, &payload[TUNNEL_HEADER_LEN..]) {
-                        let action = m.handle_tun(now, &mut answer);
+                    if let Some(answer) = app.receive(id, tun_packet(&payload)) {
+                        let (action, framed) = handle_tun(&mut **m, now, &answer);
                         if action == DataAction::ToTun {
                             // Direct server return: the member's kernel routes it.
-                            out.packets.push(Outgoing::Native(answer));
+                            out.packets
+                                .push(Outgoing::Native(tun_packet(&framed).to_vec()));
                         } else {
-                            out.encap(src, action, &answer);
+                            out.encap(src, action, framed);
                         }
                     }
                 }
@@ -277,7 +310,7 @@ impl Node {
                 let Some(from) = from else { return };
                 let action = shim.handle_udp(now, from, &mut payload);
                 if action == DataAction::ToTun {
-                    app.receive(now, &payload[TUNNEL_HEADER_LEN..]);
+                    app.receive(now, tun_packet(&payload));
                 }
             }
             NodeKind::Legacy(app) => {
@@ -313,7 +346,7 @@ mod tests {
     /// What a datagram to a member is: Some(body) for control, None for data.
     fn control_body(payload: &[u8]) -> Option<MessageBody> {
         (payload[0] & 0x0f == 1).then(|| {
-            MobilityMessage::parse(&payload[TUNNEL_HEADER_LEN..])
+            MobilityMessage::parse(&payload[FRAME_HEADER_LEN..])
                 .expect("a control frame the AP sent parses")
                 .body
         })

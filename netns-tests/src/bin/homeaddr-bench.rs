@@ -1,18 +1,30 @@
 //! `homeaddr-bench`: the data-plane benchmark behind `scripts/bench`.
 //!
-//! One LAN (a bridge) joins four namespaces: the access point, member 1,
-//! a legacy client and a shim client. It measures, in one run, the direct
-//! kernel path (client -> member's own address, no homeaddr), the legacy
-//! path (client -> HoA through the AP's tunnel) and the route-optimized
-//! shim path (shim client -> HoA, tunnelled straight to the member):
-//! single-stream TCP throughput (iperf3), request RTT (one TCP connection,
-//! many round trips) and new connections per second; then the memory of
-//! an AP affinity entry and of a shim flow entry. It prints one table with
-//! the ratios to the direct path. Nothing is asserted: targets live here.
+//! Topology: a client LAN (legacy client, shim client) and a server LAN
+//! (access point, member 1), each a bridge, joined by a router namespace
+//! that forwards between them, so every measured path crosses a router hop.
+//! ULA addresses only.
+//!
+//! Paths, all in one run: the direct kernel path (legacy client -> the
+//! member's own address, no tunnel), boringtun (user-space WireGuard,
+//! which also encrypts, between the legacy client and the member), the
+//! legacy path (client -> HoA through the AP's tunnel) and the
+//! route-optimized shim path (shim client -> HoA, tunnelled straight to the
+//! member). The homeaddr paths run once per protection mode the daemons
+//! offer (`--protection encrypt|integrity`, when their `--help` lists it),
+//! else once as "v1 (unprotected)".
+//!
+//! Figures: single-stream TCP throughput (iperf3), c=1 request latency
+//! (median round trip of one request at a time on an open connection),
+//! new connections per second (c=1: connect, one request, close) and the
+//! median time of such a new-connection request. One table with ratios to
+//! the direct path and to boringtun, then the issue-9 targets with
+//! PASS/MISS (informational: the exit status only reports errors).
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpStream};
-use std::process::ExitCode;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use homeaddr_netns_tests::service::{HOME_ADDRESS, KEY, SERVICE_PORT, TUNNEL_PORT, bin};
@@ -21,110 +33,101 @@ use homeaddr_netns_tests::{Netns, Topology, require_root, testapp, ula, wait_unt
 use homeaddr_proto::affinity::{AffinityConfig, AffinityTable};
 use homeaddr_proto::wire::inner::FlowKey;
 
-const SECONDS: u64 = 5;
+#[path = "homeaddr-bench/boringtun.rs"]
+mod boringtun;
+
+/// Client LAN: router ::1, legacy client ::2, shim client ::3.
+const CLIENT_NET: u16 = 1;
+/// Server LAN: router ::1, access point ::2, member ::3.
+const SERVER_NET: u16 = 2;
+/// boringtun's tunnel addresses: client ::1, member ::2.
+const WG_NET: u16 = 0x77;
+const IPERF_PORT: u16 = 5201;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&s| s > 0)
+        .unwrap_or(default)
+}
+
+/// Seconds per throughput and per connection-rate figure
+/// (`BENCH_SECONDS`, default 4).
+fn seconds() -> u64 {
+    env_number("BENCH_SECONDS", 4)
+}
+
+/// Interleaved rounds over all paths; the table has the medians
+/// (`BENCH_ROUNDS`, default 3).
+fn rounds() -> u64 {
+    env_number("BENCH_ROUNDS", 3)
+}
 
 struct Bed {
+    /// iperf3 and the test server in the member namespace.
+    _servers: Vec<Daemon>,
     ap: Netns,
     member: Netns,
     legacy: Netns,
     shim: Netns,
-    member_addr: Ipv6Addr,
-    _daemons: Vec<Daemon>,
-    _topo: Topology,
+    topo: Topology,
+}
+
+fn gro_on(ns: &Netns, iface: &str) {
+    // Physical NICs receive with GRO; veth does only when asked. Without
+    // it a TUN gets one forwarded packet per read.
+    if let Err(e) = ns.run("ethtool", ["-K", iface, "gro", "on"]) {
+        eprintln!(
+            "homeaddr-bench: cannot enable GRO on {iface} in {} ({e}); install ethtool",
+            ns.name()
+        );
+    }
 }
 
 fn setup() -> anyhow::Result<Bed> {
     let topo = Topology::new("bench")?;
+    let router = topo.add_netns("router")?;
     let ap = topo.add_netns("ap")?;
     let member = topo.add_netns("m1")?;
     let legacy = topo.add_netns("legacy")?;
     let shim = topo.add_netns("shim")?;
     topo.lan(
-        "sw",
-        &[
-            (&ap, "eth0"),
-            (&member, "eth0"),
-            (&legacy, "eth0"),
-            (&shim, "eth0"),
-        ],
+        "csw",
+        &[(&router, "eth1"), (&legacy, "eth0"), (&shim, "eth0")],
     )?;
-    let addr = |n: u16| ula(1, n);
-    for (i, ns) in [&ap, &member, &legacy, &shim].iter().enumerate() {
-        ns.add_addr("eth0", addr(i as u16 + 1), 64)?;
-        // Physical NICs receive with GRO; veth does only when asked. Without
-        // it the AP's TUN gets one forwarded packet per read.
-        if let Err(e) = ns.run("ethtool", ["-K", "eth0", "gro", "on"]) {
-            eprintln!(
-                "homeaddr-bench: cannot enable GRO on {} ({e}); install ethtool",
-                ns.name()
-            );
-        }
+    topo.lan(
+        "ssw",
+        &[(&router, "eth2"), (&ap, "eth0"), (&member, "eth0")],
+    )?;
+    router.add_addr("eth1", ula(CLIENT_NET, 1), 64)?;
+    router.add_addr("eth2", ula(SERVER_NET, 1), 64)?;
+    router.set_forwarding(true)?;
+    gro_on(&router, "eth1");
+    gro_on(&router, "eth2");
+    for (ns, net, host) in [
+        (&legacy, CLIENT_NET, 2),
+        (&shim, CLIENT_NET, 3),
+        (&ap, SERVER_NET, 2),
+        (&member, SERVER_NET, 3),
+    ] {
+        ns.add_addr("eth0", ula(net, host), 64)?;
+        ns.ip(&format!("-6 route add default via {}", ula(net, 1)))?;
+        gro_on(ns, "eth0");
     }
-    let hoa = ipnet::Ipv6Net::new(HOME_ADDRESS, 128)?;
+    // Each round opens thousands of connections per path from the same
+    // client: let connect() reuse TIME_WAIT ports (timestamps keep it
+    // safe), so later rounds do not hunt for free ports.
     for ns in [&legacy, &shim] {
-        ns.add_route(hoa, Some(addr(1)), None)?;
+        ns.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
     }
-    let ap_ep = SocketAddr::new(addr(1).into(), TUNNEL_PORT);
-    let dir = topo.dir().to_path_buf();
-    let log = ["--log-level".to_string(), "warn".into()];
-    let mut daemons = Vec::new();
-    let mut args = vec![
-        "--home-address".to_string(),
-        HOME_ADDRESS.to_string(),
-        "--key".into(),
-        KEY.into(),
-        "--listen".into(),
-        ap_ep.to_string(),
-        "--control".into(),
-        dir.join("ap.sock").display().to_string(),
-    ];
-    args.extend(log.clone());
-    let d = ap.spawn("ap", &bin("homeaddr-ap")?, &args)?;
-    wait_until(
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        "AP control socket",
-        || dir.join("ap.sock").exists(),
+    // The router sends the home address to the access point.
+    router.add_route(
+        ipnet::Ipv6Net::new(HOME_ADDRESS, 128)?,
+        Some(ula(SERVER_NET, 2)),
+        None,
     )?;
-    daemons.push(d);
-    let mut args = vec![
-        "--id".to_string(),
-        "1".into(),
-        "--home-address".into(),
-        HOME_ADDRESS.to_string(),
-        "--access-point".into(),
-        ap_ep.to_string(),
-        "--care-of".into(),
-        format!("[{}]:{TUNNEL_PORT}", addr(2)),
-        "--key".into(),
-        KEY.into(),
-        "--control".into(),
-        dir.join("m1.sock").display().to_string(),
-        "--log-level".into(),
-        "info".into(),
-    ];
-    let d = member.spawn("member", &bin("homeaddr-member")?, &args)?;
-    d.wait_for_output("registered with the access point", Duration::from_secs(10))?;
-    daemons.push(d);
-    args = vec![
-        "--home-address".to_string(),
-        HOME_ADDRESS.to_string(),
-        "--access-point".into(),
-        ap_ep.to_string(),
-        "--local".into(),
-        format!("[{}]:0", addr(4)),
-        "--control".into(),
-        dir.join("shim.sock").display().to_string(),
-    ];
-    args.extend(log);
-    let d = shim.spawn("shim", &bin("homeaddr-shim")?, &args)?;
-    wait_until(
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        "shim control socket",
-        || dir.join("shim.sock").exists(),
-    )?;
-    daemons.push(d);
+    let mut servers = Vec::new();
     let d = member.spawn(
         "server",
         &bin("homeaddr-testapp")?,
@@ -137,7 +140,7 @@ fn setup() -> anyhow::Result<Bed> {
         ],
     )?;
     d.wait_for_output("listening on", Duration::from_secs(10))?;
-    daemons.push(d);
+    servers.push(d);
     let d = member.spawn(
         "iperf3",
         std::path::Path::new("iperf3"),
@@ -145,35 +148,153 @@ fn setup() -> anyhow::Result<Bed> {
             "-s".to_string(),
             "--forceflush".into(),
             "-p".into(),
-            "5201".into(),
+            IPERF_PORT.to_string(),
         ],
     )?;
     d.wait_for_output("Server listening", Duration::from_secs(10))?;
-    daemons.push(d);
+    servers.push(d);
     Ok(Bed {
+        _servers: servers,
         ap,
         member,
         legacy,
         shim,
-        member_addr: addr(2),
-        _daemons: daemons,
-        _topo: topo,
+        topo,
     })
 }
 
-fn iperf(client: &Netns, server: IpAddr) -> anyhow::Result<f64> {
+/// Whether all three daemons list `--protection` in their `--help`.
+fn daemons_offer_protection() -> anyhow::Result<bool> {
+    for name in ["homeaddr-ap", "homeaddr-member", "homeaddr-shim"] {
+        let out = Command::new(bin(name)?).arg("--help").output()?;
+        let help = String::from_utf8_lossy(&out.stdout);
+        if !help.contains("--protection") {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The AP, the member and the shim, started with `protection` (the flag
+/// only when given), the shim bound to the member.
+struct Homeaddr {
+    daemons: Vec<Daemon>,
+    sockets: Vec<(&'static str, PathBuf)>,
+}
+
+fn start_homeaddr(bed: &Bed, protection: Option<&str>, run_no: u32) -> anyhow::Result<Homeaddr> {
+    let dir = bed.topo.dir().to_path_buf();
+    // Fresh control socket paths each start: a stopped daemon's may linger.
+    let sock = |name: &str| dir.join(format!("{name}-{run_no}.sock"));
+    let ap_ep = SocketAddr::new(ula(SERVER_NET, 2).into(), TUNNEL_PORT);
+    let mut common: Vec<String> = Vec::new();
+    if let Some(p) = protection {
+        common.extend(["--protection".into(), p.into()]);
+    }
+    let warn = ["--log-level".to_string(), "warn".into()];
+    let mut daemons = Vec::new();
+    let mut args = vec![
+        "--home-address".to_string(),
+        HOME_ADDRESS.to_string(),
+        "--key".into(),
+        KEY.into(),
+        "--listen".into(),
+        ap_ep.to_string(),
+        "--control".into(),
+        sock("ap").display().to_string(),
+    ];
+    args.extend(common.clone());
+    args.extend(warn.clone());
+    let d = bed.ap.spawn("ap", &bin("homeaddr-ap")?, &args)?;
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        "AP control socket",
+        || sock("ap").exists(),
+    )?;
+    daemons.push(d);
+    let mut args = vec![
+        "--id".to_string(),
+        "1".into(),
+        "--home-address".into(),
+        HOME_ADDRESS.to_string(),
+        "--access-point".into(),
+        ap_ep.to_string(),
+        "--care-of".into(),
+        format!("[{}]:{TUNNEL_PORT}", ula(SERVER_NET, 3)),
+        "--key".into(),
+        KEY.into(),
+        "--control".into(),
+        sock("m1").display().to_string(),
+    ];
+    args.extend(common.clone());
+    // The readiness line is logged at info.
+    args.extend(["--log-level".into(), "info".into()]);
+    let d = bed
+        .member
+        .spawn("member", &bin("homeaddr-member")?, &args)?;
+    d.wait_for_output("registered with the access point", Duration::from_secs(10))?;
+    daemons.push(d);
+    let mut args = vec![
+        "--home-address".to_string(),
+        HOME_ADDRESS.to_string(),
+        "--access-point".into(),
+        ap_ep.to_string(),
+        "--local".into(),
+        format!("[{}]:0", ula(CLIENT_NET, 3)),
+        "--control".into(),
+        sock("shim").display().to_string(),
+    ];
+    args.extend(common);
+    args.extend(warn);
+    let d = bed.shim.spawn("shim", &bin("homeaddr-shim")?, &args)?;
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        "shim control socket",
+        || sock("shim").exists(),
+    )?;
+    daemons.push(d);
+    // The shim's first connection binds it to the member.
+    let hoa = SocketAddr::new(HOME_ADDRESS.into(), SERVICE_PORT);
+    let _ = bed
+        .shim
+        .enter(|| testapp::who(hoa, Duration::from_secs(5)))?;
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        "shim binding",
+        || {
+            homeaddr_netns_tests::service::control_call(
+                &sock("shim"),
+                &homeaddr_control::Request::Status,
+            )
+            .is_ok_and(|v| v["bindings"].as_array().is_some_and(|b| !b.is_empty()))
+        },
+    )?;
+    Ok(Homeaddr {
+        daemons,
+        sockets: vec![
+            ("ap", sock("ap")),
+            ("member", sock("m1")),
+            ("shim", sock("shim")),
+        ],
+    })
+}
+
+fn iperf(client: &Netns, server: IpAddr, secs: u64) -> anyhow::Result<f64> {
     let out = client.output(
         "iperf3",
         [
             "-c",
             &server.to_string(),
             "-p",
-            "5201",
+            &IPERF_PORT.to_string(),
             "-t",
-            &SECONDS.to_string(),
+            &secs.to_string(),
             "-J",
         ],
-        Duration::from_secs(SECONDS + 20),
+        Duration::from_secs(secs + 20),
     )?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     v["end"]["sum_received"]["bits_per_second"]
@@ -186,36 +307,103 @@ fn iperf(client: &Netns, server: IpAddr) -> anyhow::Result<f64> {
         })
 }
 
+/// Median round trip of one request at a time on an open connection.
 fn rtt_us(client: &Netns, server: SocketAddr) -> anyhow::Result<u64> {
     let report =
         client.enter(|| testapp::rtt(server, 2000, Duration::ZERO, Duration::from_secs(30)))??;
     Ok(report.median_us)
 }
 
-/// New TCP connections per second, each doing one request (WHO) and closing.
-fn conns_per_second(client: &Netns, server: SocketAddr) -> anyhow::Result<f64> {
+fn median(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+/// New TCP connections per second at c=1, each doing one request (WHO)
+/// and closing, and the median time of one such connection.
+fn conns_per_second(client: &Netns, server: SocketAddr, secs: u64) -> anyhow::Result<(f64, u64)> {
     client
         .enter(|| {
             let start = Instant::now();
-            let mut n = 0u64;
-            while start.elapsed() < Duration::from_secs(SECONDS) {
+            let mut samples = Vec::new();
+            while start.elapsed() < Duration::from_secs(secs) {
+                let t = Instant::now();
                 let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(2))?;
                 s.set_read_timeout(Some(Duration::from_secs(2)))?;
                 s.write_all(b"WHO\n")?;
                 let mut buf = [0u8; 64];
                 let _ = s.read(&mut buf)?;
-                n += 1;
+                samples.push(t.elapsed().as_micros() as u64);
             }
-            Ok::<f64, std::io::Error>(n as f64 / start.elapsed().as_secs_f64())
+            let cps = samples.len() as f64 / start.elapsed().as_secs_f64();
+            Ok::<_, std::io::Error>((cps, median(&mut samples)))
         })?
         .map_err(Into::into)
 }
 
 struct Row {
     path: &'static str,
+    protection: String,
     gbps: f64,
     rtt_us: u64,
     cps: f64,
+    conn_us: u64,
+}
+
+fn measure(
+    path: &'static str,
+    protection: &str,
+    client: &Netns,
+    target: SocketAddr,
+    secs: u64,
+) -> anyhow::Result<Row> {
+    eprintln!("homeaddr-bench:   {path} ({protection})");
+    let gbps = iperf(client, target.ip(), secs)? / 1e9;
+    let rtt_us = rtt_us(client, target)?;
+    let (cps, conn_us) = conns_per_second(client, target, secs)?;
+    Ok(Row {
+        path,
+        protection: protection.to_string(),
+        gbps,
+        rtt_us,
+        cps,
+        conn_us,
+    })
+}
+
+/// One daemon's I/O batching, from its status.
+struct IoRow {
+    protection: String,
+    daemon: &'static str,
+    tun_per_read: f64,
+    tun_written: u64,
+    udp_per_recv: f64,
+    udp_per_send: f64,
+}
+
+fn io_rows(h: &Homeaddr, protection: &str) -> anyhow::Result<Vec<IoRow>> {
+    let mut rows = Vec::new();
+    for (daemon, sock) in &h.sockets {
+        let v =
+            homeaddr_netns_tests::service::control_call(sock, &homeaddr_control::Request::Status)?;
+        let io = &v["io"];
+        let per = |k: &str, a: &str, b: &str| {
+            let (x, y) = (
+                io[k][a].as_f64().unwrap_or(0.0),
+                io[k][b].as_f64().unwrap_or(0.0),
+            );
+            if y > 0.0 { x / y } else { 0.0 }
+        };
+        rows.push(IoRow {
+            protection: protection.to_string(),
+            daemon,
+            tun_per_read: per("tun", "rx_packets", "rx_reads"),
+            tun_written: io["tun"]["tx_packets"].as_u64().unwrap_or(0),
+            udp_per_recv: per("udp", "rx_datagrams", "rx_syscalls"),
+            udp_per_send: per("udp", "tx_datagrams", "tx_syscalls"),
+        });
+    }
+    Ok(rows)
 }
 
 fn affinity_bytes_per_entry() -> f64 {
@@ -256,104 +444,86 @@ fn main() -> ExitCode {
     }
 }
 
+const DIRECT: &str = "direct kernel path";
+const BORINGTUN: &str = "boringtun (WireGuard)";
+const LEGACY: &str = "legacy client via the AP";
+const RO: &str = "shim, route-optimized";
+
 fn run() -> anyhow::Result<()> {
+    let secs = seconds();
+    let rounds = rounds();
+    let started = Instant::now();
     let bed = setup()?;
     let hoa = SocketAddr::new(HOME_ADDRESS.into(), SERVICE_PORT);
-    let direct = SocketAddr::new(bed.member_addr.into(), SERVICE_PORT);
-    // Let the shim's first connection bind it to the member.
-    let _ = bed
-        .shim
-        .enter(|| testapp::who(hoa, Duration::from_secs(5)))?;
-    let shim_sock = bed._topo.dir().join("shim.sock");
-    wait_until(
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        "shim binding",
-        || {
-            homeaddr_netns_tests::service::control_call(
-                &shim_sock,
-                &homeaddr_control::Request::Status,
-            )
-            .is_ok_and(|v| v["bindings"].as_array().is_some_and(|b| !b.is_empty()))
-        },
-    )?;
-    eprintln!("homeaddr-bench: measuring ({SECONDS} s per figure)...");
-    let mut rows = Vec::new();
-    for (path, client, target) in [
-        ("direct kernel path (no homeaddr)", &bed.legacy, direct),
-        ("legacy client via the AP", &bed.legacy, hoa),
-        ("shim, route-optimized", &bed.shim, hoa),
-    ] {
-        let gbps = iperf(client, target.ip())? / 1e9;
-        let rtt_us = rtt_us(client, target)?;
-        let cps = conns_per_second(client, target)?;
-        rows.push(Row {
-            path,
-            gbps,
-            rtt_us,
-            cps,
-        });
-    }
-    let _ = (&bed.ap, &bed.member);
-    let base = &rows[0];
-    println!();
-    println!(
-        "| path                              | TCP 1 stream | vs direct | RTT median | +RTT/hop | new conn/s | vs direct |"
-    );
-    println!(
-        "|-----------------------------------|-------------:|----------:|-----------:|---------:|-----------:|----------:|"
-    );
-    for (i, r) in rows.iter().enumerate() {
-        // Both tunnelled paths cross two tunnel hops per round trip.
-        let hop = if i == 0 {
-            "-".to_string()
-        } else {
-            format!("{} us", (r.rtt_us.saturating_sub(base.rtt_us)) / 2)
-        };
-        println!(
-            "| {:<33} | {:>7.2} Gb/s | {:>8.0}% | {:>7} us | {:>8} | {:>10.0} | {:>8.0}% |",
-            r.path,
-            r.gbps,
-            100.0 * r.gbps / base.gbps,
-            r.rtt_us,
-            hop,
-            r.cps,
-            100.0 * r.cps / base.cps
-        );
-    }
-    println!();
-    println!(
-        "| daemon | TUN packets/read | TUN packets written | UDP datagrams/recv | UDP datagrams/send |"
-    );
-    println!(
-        "|--------|-----------------:|--------------------:|-------------------:|-------------------:|"
-    );
-    for (name, sock) in [
-        ("ap", "ap.sock"),
-        ("member", "m1.sock"),
-        ("shim", "shim.sock"),
-    ] {
-        let v = homeaddr_netns_tests::service::control_call(
-            &bed._topo.dir().join(sock),
-            &homeaddr_control::Request::Status,
-        )?;
-        let io = &v["io"];
-        let per = |a: &str, b: &str, k: &str| {
-            let (x, y) = (
-                io[k][a].as_f64().unwrap_or(0.0),
-                io[k][b].as_f64().unwrap_or(0.0),
+    let direct = SocketAddr::new(ula(SERVER_NET, 3).into(), SERVICE_PORT);
+    let wg_target = SocketAddr::new(ula(WG_NET, 2).into(), SERVICE_PORT);
+    let tunnel = match std::env::var_os("BORINGTUN").map(PathBuf::from) {
+        Some(exe) => Some(boringtun::start(
+            &bed.topo,
+            &exe,
+            boringtun::End {
+                ns: &bed.legacy,
+                underlay: ula(CLIENT_NET, 2),
+                tunnel: ula(WG_NET, 1),
+            },
+            boringtun::End {
+                ns: &bed.member,
+                underlay: ula(SERVER_NET, 3),
+                tunnel: ula(WG_NET, 2),
+            },
+            SERVICE_PORT,
+        )?),
+        None => {
+            eprintln!(
+                "homeaddr-bench: BORINGTUN not set: no boringtun row (scripts/bench installs it)"
             );
-            if y > 0.0 { x / y } else { 0.0 }
-        };
-        println!(
-            "| {:<6} | {:>16.1} | {:>19} | {:>18.1} | {:>18.1} |",
-            name,
-            per("rx_packets", "rx_reads", "tun"),
-            io["tun"]["tx_packets"],
-            per("rx_datagrams", "rx_syscalls", "udp"),
-            per("tx_datagrams", "tx_syscalls", "udp"),
-        );
+            None
+        }
+    };
+    let modes: Vec<Option<&str>> = if daemons_offer_protection()? {
+        vec![Some("encrypt"), Some("integrity")]
+    } else {
+        vec![None]
+    };
+    eprintln!(
+        "homeaddr-bench: {rounds} interleaved rounds, {secs} s per throughput and connection-rate figure, medians"
+    );
+    let mut samples: Vec<Row> = Vec::new();
+    let mut io = Vec::new();
+    let mut run_no = 0;
+    for round in 1..=rounds {
+        eprintln!("homeaddr-bench: round {round}/{rounds}");
+        samples.push(measure(DIRECT, "none", &bed.legacy, direct, secs)?);
+        if tunnel.is_some() {
+            samples.push(measure(
+                BORINGTUN,
+                "ChaCha20-Poly1305",
+                &bed.legacy,
+                wg_target,
+                secs,
+            )?);
+        }
+        for mode in &modes {
+            let label = mode.unwrap_or("v1 (unprotected)");
+            run_no += 1;
+            let h = start_homeaddr(&bed, *mode, run_no)?;
+            samples.push(measure(LEGACY, label, &bed.legacy, hoa, secs)?);
+            samples.push(measure(RO, label, &bed.shim, hoa, secs)?);
+            if round == rounds {
+                io.extend(io_rows(&h, label)?);
+            }
+            // Stop the shim first, the AP last.
+            let mut daemons = h.daemons;
+            while let Some(d) = daemons.pop() {
+                drop(d);
+            }
+        }
     }
+    drop(tunnel);
+    let rows = medians(&samples);
+    print_table(&rows);
+    print_targets(&rows, modes[0].is_some());
+    print_io(&io);
     println!();
     println!("| memory                 | bytes/entry | target |");
     println!("|------------------------|------------:|-------:|");
@@ -367,7 +537,143 @@ fn run() -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "targets (issue 3): route-optimized >= 50%, legacy via AP >= 55%, new conn/s via AP >= 65%, +RTT/hop <= 40 us"
+        "client LAN -> router namespace -> server LAN (AP, member), veth, MTU 1500; medians of {rounds} rounds, {secs} s per figure; the run took {:.0} s",
+        started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// One row per (path, protection), in first-seen order, each figure the
+/// median over the rounds.
+fn medians(samples: &[Row]) -> Vec<Row> {
+    let mut rows: Vec<Row> = Vec::new();
+    for s in samples {
+        if rows
+            .iter()
+            .any(|r| r.path == s.path && r.protection == s.protection)
+        {
+            continue;
+        }
+        let same: Vec<&Row> = samples
+            .iter()
+            .filter(|r| r.path == s.path && r.protection == s.protection)
+            .collect();
+        let f = |get: fn(&Row) -> f64| {
+            let mut v: Vec<f64> = same.iter().map(|r| get(r)).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        rows.push(Row {
+            path: s.path,
+            protection: s.protection.clone(),
+            gbps: f(|r| r.gbps),
+            rtt_us: f(|r| r.rtt_us as f64) as u64,
+            cps: f(|r| r.cps),
+            conn_us: f(|r| r.conn_us as f64) as u64,
+        });
+    }
+    rows
+}
+
+fn ratio(x: f64, base: Option<f64>, percent: bool) -> String {
+    match base {
+        Some(b) if b > 0.0 && percent => format!("{:.0}%", 100.0 * x / b),
+        Some(b) if b > 0.0 => format!("{:.2}x", x / b),
+        _ => "-".into(),
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    let direct = rows.iter().find(|r| r.path == DIRECT);
+    let bt = rows.iter().find(|r| r.path == BORINGTUN);
+    println!();
+    println!(
+        "| path                      | protection        | TCP 1 stream | vs direct | vs boringtun | c=1 latency | vs boringtun | new conn/s | vs direct | vs boringtun | new-conn request |"
+    );
+    println!(
+        "|---------------------------|-------------------|-------------:|----------:|-------------:|------------:|-------------:|-----------:|----------:|-------------:|-----------------:|"
+    );
+    for r in rows {
+        println!(
+            "| {:<25} | {:<17} | {:>6.2} Gb/s | {:>9} | {:>12} | {:>8} us | {:>12} | {:>10.0} | {:>9} | {:>12} | {:>13} us |",
+            r.path,
+            r.protection,
+            r.gbps,
+            ratio(r.gbps, direct.map(|d| d.gbps), true),
+            ratio(r.gbps, bt.map(|b| b.gbps), false),
+            r.rtt_us,
+            ratio(r.rtt_us as f64, bt.map(|b| b.rtt_us as f64), false),
+            r.cps,
+            ratio(r.cps, direct.map(|d| d.cps), true),
+            ratio(r.cps, bt.map(|b| b.cps), false),
+            r.conn_us,
+        );
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "MISS" }
+}
+
+fn print_targets(rows: &[Row], protected: bool) {
+    let direct = rows.iter().find(|r| r.path == DIRECT);
+    let bt = rows.iter().find(|r| r.path == BORINGTUN);
+    let ro = rows
+        .iter()
+        .find(|r| r.path == RO && (!protected || r.protection == "encrypt"));
+    println!();
+    let (Some(direct), Some(ro)) = (direct, ro) else {
+        return;
+    };
+    if protected {
+        println!("targets (issue 9), on the encrypted route-optimized row (informational):");
+    } else {
+        println!(
+            "targets (issue 9), on the route-optimized row: these daemons have no --protection yet, so this is v1 (unprotected), not the encrypted path (informational):"
+        );
+    }
+    let share = ro.gbps / direct.gbps;
+    println!(
+        "  TCP 1 stream >= 40% of direct:              {:>6.0}%        {}",
+        100.0 * share,
+        verdict(share >= 0.40)
+    );
+    match bt {
+        Some(bt) => {
+            let x = ro.gbps / bt.gbps;
+            println!(
+                "  TCP 1 stream >= 8x boringtun:               {x:>6.2}x        {}",
+                verdict(x >= 8.0)
+            );
+            println!(
+                "  c=1 request latency <= boringtun's:         {:>6} us vs {} us  {}",
+                ro.rtt_us,
+                bt.rtt_us,
+                verdict(ro.rtt_us <= bt.rtt_us)
+            );
+            println!(
+                "  (new-connection request <= boringtun's:     {:>6} us vs {} us  {})",
+                ro.conn_us,
+                bt.conn_us,
+                verdict(ro.conn_us <= bt.conn_us)
+            );
+        }
+        None => println!("  boringtun targets: no boringtun row"),
+    }
+}
+
+fn print_io(io: &[IoRow]) {
+    println!();
+    println!(
+        "| protection        | daemon | TUN packets/read | TUN packets written | UDP datagrams/recv | UDP datagrams/send |"
+    );
+    println!(
+        "|-------------------|--------|-----------------:|--------------------:|-------------------:|-------------------:|"
+    );
+    for r in io {
+        println!(
+            "| {:<17} | {:<6} | {:>16.1} | {:>19} | {:>18.1} | {:>18.1} |",
+            r.protection, r.daemon, r.tun_per_read, r.tun_written, r.udp_per_recv, r.udp_per_send,
+        );
+    }
 }

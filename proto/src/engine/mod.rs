@@ -23,32 +23,73 @@ pub use timer::TimerQueue;
 
 use crate::crypto::{self, Kbm};
 use crate::wire::{
-    MemberId, MobilityHeader, MobilityMessage, MobilityOption, TUNNEL_HEADER_LEN, TunnelHeader,
+    FRAME_HEADER_LEN, MemberId, MobilityHeader, MobilityMessage, MobilityOption, TAG_LEN,
+    TunnelHeader,
 };
 
+/// Room the shell gives a packet read from the TUN: the header in front of
+/// it and the tag slot behind it, so that `header | packet | tag` can be
+/// sent as one datagram without a copy.
+#[derive(Debug)]
+pub struct TunPacket<'a> {
+    /// The frame header, filled by the engine when it answers
+    /// [`DataAction::Send`].
+    pub header: &'a mut [u8; FRAME_HEADER_LEN],
+    /// The IPv6 packet; may be edited in place (MSS clamping), not resized.
+    pub packet: &'a mut [u8],
+    /// The tag slot, filled by the engine when it answers
+    /// [`DataAction::Send`].
+    pub tag: &'a mut [u8; TAG_LEN],
+}
+
 /// What the shell does with the packet it just handed to an engine.
-///
-/// For a TUN packet, `Encap` means: prepend `header` and send to `to`, and
-/// `ToTun` means: write it back to the TUN for the kernel to route
-/// natively (a member's direct server return).
-/// For a UDP datagram, `Encap` means: replace the datagram's 4-byte tunnel
-/// header by `header` and send the datagram to `to` (a relay), and `ToTun`
-/// means: write the datagram without its tunnel header to the TUN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataAction {
-    /// Send the inner packet, under `header`, to the UDP endpoint `to`.
-    Encap {
+    /// TUN: header, packet and tag were filled: send `header | packet |
+    /// tag` to `to`. UDP: the whole frame was rewritten in place (a relay):
+    /// send it to `to`.
+    Send {
         /// Destination tunnel endpoint.
         to: SocketAddr,
-        /// Tunnel header to put in front of the inner packet.
-        header: TunnelHeader,
     },
-    /// Write the inner packet into the local TUN device.
+    /// UDP: write `frame[FRAME_HEADER_LEN..len - TAG_LEN]` to the TUN.
+    /// TUN: write the packet back to the TUN for the kernel to route
+    /// natively (a member's direct server return).
     ToTun,
     /// A control message was consumed; replies, if any, are in `poll_transmit`.
     Consumed,
     /// Drop the packet; the engine has counted it.
     Drop(DropReason),
+}
+
+/// The shortest data frame: header, an IPv6 header, tag.
+pub const MIN_DATA_FRAME: usize = FRAME_HEADER_LEN + 40 + TAG_LEN;
+
+/// The inner packet of a received data frame (between the header and the
+/// tag), or `None` if the frame is shorter than [`MIN_DATA_FRAME`].
+pub(crate) fn data_packet(frame: &mut [u8]) -> Option<&mut [u8]> {
+    let len = frame.len();
+    if len < MIN_DATA_FRAME {
+        return None;
+    }
+    frame.get_mut(FRAME_HEADER_LEN..len - TAG_LEN)
+}
+
+/// Frame a TUN packet under `header` (interim: unsealed, zero tag).
+pub(crate) fn frame_tun(pkt: &mut TunPacket<'_>, header: TunnelHeader) {
+    *pkt.header = header.to_bytes();
+    pkt.tag.fill(0);
+}
+
+/// Re-frame a received data frame in place under `header` for a relay
+/// (interim: unsealed, zero tag). The frame is at least
+/// [`MIN_DATA_FRAME`] long (checked by [`data_packet`] before).
+pub(crate) fn reframe(frame: &mut [u8], header: TunnelHeader) {
+    let _ = header.emit(frame);
+    let len = frame.len();
+    if let Some(tag) = frame.get_mut(len.saturating_sub(TAG_LEN)..) {
+        tag.fill(0);
+    }
 }
 
 /// A control datagram an engine wants sent: a whole UDP payload.
@@ -66,7 +107,7 @@ pub struct Transmit {
 pub enum DropReason {
     /// The frame, Mobility Header or inner packet did not parse.
     Malformed,
-    /// The tunnel version is not 1.
+    /// The tunnel version is not 2.
     BadVersion,
     /// The UDP source is not a peer this engine has a relation with.
     UnknownPeer,
@@ -164,11 +205,13 @@ impl DropCounters {
 
 /// The sans-IO interface every role engine offers its driver.
 pub trait Engine {
-    /// A UDP datagram arrived from `from`. `frame` starts at the tunnel header;
-    /// the engine may rewrite the inner packet in place (MSS clamping).
+    /// A UDP datagram arrived from `from`. `frame` starts at the tunnel
+    /// header; the engine may rewrite it in place (MSS clamping, a relay's
+    /// new header).
     fn handle_udp(&mut self, now: Instant, from: SocketAddr, frame: &mut [u8]) -> DataAction;
-    /// An IPv6 packet was read from the local TUN device.
-    fn handle_tun(&mut self, now: Instant, packet: &mut [u8]) -> DataAction;
+    /// An IPv6 packet was read from the local TUN device, with room for
+    /// its frame header and tag.
+    fn handle_tun(&mut self, now: Instant, pkt: TunPacket<'_>) -> DataAction;
     /// The next control datagram to send.
     fn poll_transmit(&mut self) -> Option<Transmit>;
     /// The next packet the engine originates towards the local TUN.
@@ -264,10 +307,10 @@ pub(crate) fn binding_id(id: MemberId) -> MobilityOption {
 
 /// Emit a control frame: tunnel header + Mobility Header message.
 pub(crate) fn control_frame(member: Option<MemberId>, msg: &MobilityMessage) -> Vec<u8> {
-    let mut buf = vec![0u8; TUNNEL_HEADER_LEN + msg.buffer_len()];
+    let mut buf = vec![0u8; FRAME_HEADER_LEN + msg.buffer_len()];
     // Both emits write into a buffer sized by buffer_len(): they cannot fail.
-    let _ = TunnelHeader::control(member).emit(&mut buf[..TUNNEL_HEADER_LEN]);
-    let _ = msg.emit(&mut buf[TUNNEL_HEADER_LEN..]);
+    let _ = TunnelHeader::control(member).emit(&mut buf[..FRAME_HEADER_LEN]);
+    let _ = msg.emit(&mut buf[FRAME_HEADER_LEN..]);
     buf
 }
 
@@ -278,7 +321,7 @@ fn auth_range(mh: &[u8]) -> Option<std::ops::Range<usize>> {
 /// Fill in the member <-> AP authenticator of a control frame whose last
 /// option is a Mobility Message Authentication option.
 pub(crate) fn sign_registration(frame: &mut [u8], key: &[u8], hoa: Ipv6Addr) {
-    let mh = &mut frame[TUNNEL_HEADER_LEN..];
+    let mh = &mut frame[FRAME_HEADER_LEN..];
     if let Some(r) = auth_range(mh) {
         let mac = crypto::registration_authenticator(key, hoa, mh, r.clone());
         mh[r].copy_from_slice(&mac);
@@ -303,7 +346,7 @@ pub(crate) fn sign_binding(
     care_of: SocketAddr,
     correspondent: SocketAddr,
 ) {
-    let mh = &mut frame[TUNNEL_HEADER_LEN..];
+    let mh = &mut frame[FRAME_HEADER_LEN..];
     if let Some(r) = auth_range(mh) {
         let mac = crypto::binding_authenticator(kbm, care_of, correspondent, mh, r.clone());
         mh[r].copy_from_slice(&mac);

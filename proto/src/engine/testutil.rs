@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpProtocol, Ipv6Packet, TcpPacket, TcpSeqNumber};
 
 use super::ap::AUTH_SUBTYPE_MN_HA;
-use super::{Engine, Transmit, control_frame, sign_registration, to_units};
+use super::{DataAction, Engine, Transmit, TunPacket, control_frame, sign_registration, to_units};
 use crate::wire::inner::IPV6_HEADER_LEN;
 use crate::wire::mh::MessageBody;
-use crate::wire::{MemberId, MobilityMessage, MobilityOption, TUNNEL_HEADER_LEN, TunnelHeader};
+use crate::wire::{
+    FRAME_HEADER_LEN, MemberId, MobilityMessage, MobilityOption, TAG_LEN, TunnelHeader,
+};
 
 /// The home address of every test.
 pub const HOA: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
@@ -90,11 +92,67 @@ pub fn v6(ip: Ipv6Addr, port: u16) -> SocketAddrV6 {
     SocketAddrV6::new(ip, port, 0, 0)
 }
 
-/// A data frame: tunnel header + inner packet.
+/// A data frame: tunnel header + inner packet + tag slot (interim
+/// framing: unsealed, zero tag).
 pub fn data_frame(member: Option<MemberId>, packet: &[u8]) -> Vec<u8> {
     let mut f = TunnelHeader::data(member).to_bytes().to_vec();
     f.extend_from_slice(packet);
+    f.extend_from_slice(&[0; TAG_LEN]);
     f
+}
+
+/// What an engine did with a packet: the action and, when it sends, the
+/// header it wrote.
+pub type Framed = (DataAction, Option<TunnelHeader>);
+
+/// The [`Framed`] result of sending under `header` to `to`.
+pub fn sent(to: SocketAddr, header: TunnelHeader) -> Framed {
+    (DataAction::Send { to }, Some(header))
+}
+
+/// Hand `packet` to `engine` as a TUN read (with header and tag room
+/// filled with garbage); returns the action and, on `Send`, the header it
+/// wrote. The tag of a sent frame must be the interim zero tag.
+pub fn framed(engine: &mut impl Engine, now: Instant, packet: &mut [u8]) -> Framed {
+    let mut header = [0xee; FRAME_HEADER_LEN];
+    let mut tag = [0xee; TAG_LEN];
+    let action = engine.handle_tun(
+        now,
+        TunPacket {
+            header: &mut header,
+            packet,
+            tag: &mut tag,
+        },
+    );
+    match action {
+        DataAction::Send { .. } => {
+            assert_eq!(tag, [0; TAG_LEN], "interim zero tag");
+            (action, Some(TunnelHeader::parse(&header).expect("header")))
+        }
+        _ => (action, None),
+    }
+}
+
+/// [`framed`] without the header.
+pub fn tun(engine: &mut impl Engine, now: Instant, packet: &mut [u8]) -> DataAction {
+    framed(engine, now, packet).0
+}
+
+/// Hand a UDP frame to `engine`; on `Send` (a relay), the header it
+/// rewrote in place (the tag slot must be the interim zero tag).
+pub fn relay(engine: &mut impl Engine, now: Instant, from: SocketAddr, frame: &mut [u8]) -> Framed {
+    let len = frame.len();
+    if len >= TAG_LEN {
+        frame[len - TAG_LEN..].fill(0xee);
+    }
+    let action = engine.handle_udp(now, from, frame);
+    match action {
+        DataAction::Send { .. } => {
+            assert_eq!(frame[len - TAG_LEN..], [0; TAG_LEN], "interim zero tag");
+            (action, Some(TunnelHeader::parse(frame).expect("header")))
+        }
+        _ => (action, None),
+    }
 }
 
 /// A control frame signed with the member <-> AP key, as a member or the
@@ -125,7 +183,7 @@ pub fn transmits(engine: &mut impl Engine) -> Vec<Transmit> {
 /// The tunnel header and message of a control transmit.
 pub fn parse(t: &Transmit) -> (TunnelHeader, MobilityMessage) {
     let header = TunnelHeader::parse(&t.payload).expect("tunnel header");
-    let msg = MobilityMessage::parse(&t.payload[TUNNEL_HEADER_LEN..]).expect("mobility header");
+    let msg = MobilityMessage::parse(&t.payload[FRAME_HEADER_LEN..]).expect("mobility header");
     (header, msg)
 }
 

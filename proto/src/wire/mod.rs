@@ -16,7 +16,10 @@ pub mod option;
 use std::net::{IpAddr, Ipv6Addr};
 
 pub use endpoint::{ENDPOINT_LEN, emit_endpoint, parse_endpoint};
-pub use frame::{FrameKind, TUNNEL_HEADER_LEN, TUNNEL_VERSION, TunnelFrame, TunnelHeader};
+pub use frame::{
+    FRAME_HEADER_LEN, FrameKind, TAG_LEN, TUNNEL_HEADER_LEN, TUNNEL_VERSION, TunnelFrame,
+    TunnelHeader,
+};
 pub use inner::{FlowKey, Fragment, InnerInfo, TcpFlags, TcpInfo};
 pub use mh::{MessageBody, MhType, MobilityHeader, MobilityMessage};
 pub use option::MobilityOption;
@@ -39,7 +42,7 @@ pub enum WireError {
     #[error("truncated: buffer ends inside {0}")]
     Truncated(&'static str),
     /// The tunnel frame announces a version this build does not speak.
-    #[error("unsupported tunnel version {0} (this build speaks version 1)")]
+    #[error("unsupported tunnel version {0} (this build speaks version 2)")]
     UnsupportedVersion(u8),
     /// The tunnel frame kind is not data or control.
     #[error("unknown tunnel frame kind {0}")]

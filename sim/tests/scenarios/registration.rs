@@ -5,7 +5,7 @@ use homeaddr_proto::engine::DropReason;
 use homeaddr_proto::engine::ap::ApEvent;
 use homeaddr_proto::engine::member::RegistrationState;
 use homeaddr_proto::wire::mh::MessageBody;
-use homeaddr_proto::wire::{MemberId, MobilityMessage};
+use homeaddr_proto::wire::{MemberId, MobilityMessage, TunnelHeader};
 use homeaddr_sim::{LoggedEvent, Sim};
 
 use crate::common::*;
@@ -156,7 +156,7 @@ fn operator_remove_stops_the_member_and_forged_refusals_do_not() {
             sequence: seq * 1311,
             lifetime: 0,
         });
-        let mut payload = vec![0x11, 0x80, 0, 1];
+        let mut payload = TunnelHeader::control(Some(MemberId(1))).to_bytes().to_vec();
         payload.extend_from_slice(&ba.to_bytes());
         sim.send_udp(attacker, ap_ep, m1_ep, payload);
         sim.run_for(ms(100));

@@ -20,8 +20,9 @@ pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(600);
 pub const DEFAULT_SHIM_IDLE: Duration = Duration::from_secs(300);
 /// Least time between two Shim Notices for one client and member.
 pub const DEFAULT_NOTICE_INTERVAL: Duration = Duration::from_secs(1);
-/// Inner MTU of the tunnels on a 1500-byte path (52 bytes of tunnel).
-pub const DEFAULT_INNER_MTU: u16 = 1448;
+/// Inner MTU of the tunnels on a 1500-byte path (80 bytes of tunnel:
+/// IPv6 40, UDP 8, frame header 16, tag 16).
+pub const DEFAULT_INNER_MTU: u16 = 1420;
 /// How often a Binding Revocation Indication is sent.
 pub const DEFAULT_REVOCATION_REPEATS: u8 = 3;
 /// Gap between repeated revocations.

@@ -8,10 +8,12 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::{AccessPoint, ApEvent, ApTimer, inner};
-use crate::engine::{DataAction, DropReason, is_local_chatter};
+use crate::engine::{
+    DataAction, DropReason, TunPacket, data_packet, frame_tun, is_local_chatter, reframe,
+};
 use crate::wire::inner::InnerInfo;
 use crate::wire::mh::MessageBody;
-use crate::wire::{MemberId, MobilityMessage, TUNNEL_HEADER_LEN, TunnelHeader};
+use crate::wire::{MemberId, MobilityMessage, TunnelHeader};
 
 /// A client that runs a shim, as the AP knows it.
 #[derive(Debug, Clone)]
@@ -35,7 +37,8 @@ pub struct NoticeState {
 
 impl AccessPoint {
     /// A legacy client's packet, forwarded by the kernel into the TUN.
-    pub(super) fn data_from_tun(&mut self, now: Instant, packet: &mut [u8]) -> DataAction {
+    pub(super) fn data_from_tun(&mut self, now: Instant, mut pkt: TunPacket<'_>) -> DataAction {
+        let packet = &mut *pkt.packet;
         let Ok(info) = inner::inspect(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
@@ -50,10 +53,8 @@ impl AccessPoint {
         };
         self.clamp(packet, &info);
         self.counters.legacy_in += 1;
-        DataAction::Encap {
-            to,
-            header: TunnelHeader::data(Some(id)),
-        }
+        frame_tun(&mut pkt, TunnelHeader::data(Some(id)));
+        DataAction::Send { to }
     }
 
     /// Forward a packet of a new or known flow to its member.
@@ -132,7 +133,9 @@ impl AccessPoint {
         if header.member.is_some_and(|h| h != id) {
             return self.counters.drops.drop(DropReason::SpoofedSource);
         }
-        let packet = &mut frame[TUNNEL_HEADER_LEN..];
+        let Some(packet) = data_packet(frame) else {
+            return self.counters.drops.drop(DropReason::Malformed);
+        };
         let Ok(info) = inner::inspect(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
@@ -152,10 +155,9 @@ impl AccessPoint {
             .observe_reverse(now, &info.flow.reversed(), info.tcp.map(|t| t.flags), len);
         if let Some(shim) = self.shims.get(&client) {
             self.counters.shim_out += 1;
-            DataAction::Encap {
-                to: shim.endpoint,
-                header: TunnelHeader::data(Some(id)),
-            }
+            let to = shim.endpoint;
+            reframe(frame, TunnelHeader::data(Some(id)));
+            DataAction::Send { to }
         } else {
             self.clamp(packet, &info);
             self.counters.legacy_out += 1;
@@ -171,7 +173,9 @@ impl AccessPoint {
         header: TunnelHeader,
         frame: &mut [u8],
     ) -> DataAction {
-        let packet = &mut frame[TUNNEL_HEADER_LEN..];
+        let Some(packet) = data_packet(frame) else {
+            return self.counters.drops.drop(DropReason::Malformed);
+        };
         let Ok(info) = inner::inspect(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
@@ -189,10 +193,8 @@ impl AccessPoint {
         };
         self.maybe_notice(now, client, from, id);
         self.counters.shim_in += 1;
-        DataAction::Encap {
-            to,
-            header: TunnelHeader::data(Some(id)),
-        }
+        reframe(frame, TunnelHeader::data(Some(id)));
+        DataAction::Send { to }
     }
 
     /// Record a packet from `client`'s shim at `from`.

@@ -37,14 +37,14 @@ use std::time::{Duration, Instant};
 
 use super::fragments::FragmentRoutes;
 use super::{
-    DataAction, DropCounters, DropReason, Engine, TimerQueue, Transmit, binding_id, canonical,
-    control_frame, sign_registration,
+    DataAction, DropCounters, DropReason, Engine, TimerQueue, Transmit, TunPacket, binding_id,
+    canonical, control_frame, sign_registration,
 };
 use crate::affinity::AffinityTable;
 use crate::maglev::Maglev;
 use crate::wire::inner;
 use crate::wire::mh::{MessageBody, revocation_trigger};
-use crate::wire::{FrameKind, MemberId, MobilityMessage, MobilityOption, TUNNEL_HEADER_LEN};
+use crate::wire::{FRAME_HEADER_LEN, FrameKind, MemberId, MobilityMessage, MobilityOption};
 
 pub use self::config::{
     ApConfig, ApError, DEFAULT_DEAD_AFTER, DEFAULT_HEARTBEAT, DEFAULT_INNER_MTU,
@@ -334,7 +334,7 @@ impl Engine for AccessPoint {
             Err(action) => return action,
         };
         match header.kind {
-            FrameKind::Control => self.handle_control(now, from, &frame[TUNNEL_HEADER_LEN..]),
+            FrameKind::Control => self.handle_control(now, from, &frame[FRAME_HEADER_LEN..]),
             FrameKind::Data => match self.by_care_of.get(&canonical(from)).copied() {
                 Some(id) => self.data_from_member(now, id, header, frame),
                 None => self.data_from_shim(now, canonical(from), header, frame),
@@ -342,8 +342,8 @@ impl Engine for AccessPoint {
         }
     }
 
-    fn handle_tun(&mut self, now: Instant, packet: &mut [u8]) -> DataAction {
-        self.data_from_tun(now, packet)
+    fn handle_tun(&mut self, now: Instant, pkt: TunPacket<'_>) -> DataAction {
+        self.data_from_tun(now, pkt)
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {

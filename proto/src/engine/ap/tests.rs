@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use super::*;
 use crate::engine::testutil::{
-    ACK, HOA, KEY, SPI, SYN, at, bid, data_frame, ep, messages, parse, registration_bu, run_until,
-    t0, tcp, transmits, unsigned, v6,
+    ACK, HOA, KEY, SPI, SYN, at, bid, data_frame, ep, framed, messages, parse, registration_bu,
+    relay, run_until, sent, t0, tcp, transmits, tun, unsigned, v6,
 };
 use crate::engine::verify_registration;
 use crate::wire::TunnelHeader;
@@ -88,7 +88,7 @@ fn registration_is_accepted_signed_and_enters_maglev() {
     let t = transmits(&mut ap);
     assert_eq!(t.len(), 1);
     assert!(
-        verify_registration(&t[0].payload[TUNNEL_HEADER_LEN..], KEY, HOA),
+        verify_registration(&t[0].payload[FRAME_HEADER_LEN..], KEY, HOA),
         "the BA is signed"
     );
     let (_, msg) = parse(&t[0]);
@@ -176,11 +176,8 @@ fn a_member_the_policy_drains_gets_no_flow_from_its_first_packet_on() {
     for n in 1..200 {
         let mut syn = tcp(v6(client(n), 40000), v6(HOA, 80), SYN, 1, 0);
         assert_eq!(
-            ap.handle_tun(now, &mut syn),
-            DataAction::Encap {
-                to: m1_ep(),
-                header: TunnelHeader::data(Some(M1))
-            }
+            framed(&mut ap, now, &mut syn),
+            sent(m1_ep(), TunnelHeader::data(Some(M1)))
         );
     }
     assert_eq!(ap.affinity().flows_of(M2), 0);
@@ -232,14 +229,11 @@ fn legacy_data_goes_to_the_member_clamped_and_its_answer_to_the_tun() {
     let (c, h) = (v6(client(1), 40000), v6(HOA, 80));
     let mut syn = tcp(c, h, SYN, 1, 0);
     assert_eq!(
-        ap.handle_tun(now, &mut syn),
-        DataAction::Encap {
-            to: m1_ep(),
-            header: TunnelHeader::data(Some(M1))
-        }
+        framed(&mut ap, now, &mut syn),
+        sent(m1_ep(), TunnelHeader::data(Some(M1)))
     );
-    // MSS option (bytes 62..64 of the packet) clamped to 1448 - 60.
-    assert_eq!(u16::from_be_bytes([syn[62], syn[63]]), 1388);
+    // MSS option (bytes 62..64 of the packet) clamped to 1420 - 60.
+    assert_eq!(u16::from_be_bytes([syn[62], syn[63]]), 1360);
     assert_eq!(ap.counters().mss_clamped, 1);
     let mut answer = data_frame(Some(M1), &tcp(h, c, ACK, 100, 2));
     assert_eq!(ap.handle_udp(now, m1_ep(), &mut answer), DataAction::ToTun);
@@ -267,11 +261,8 @@ fn shim_data_needs_the_inner_source_of_its_endpoint_and_is_noticed() {
     );
     let mut frame = data_frame(None, &tcp(c, h, SYN, 1, 0));
     assert_eq!(
-        ap.handle_udp(now, shim, &mut frame),
-        DataAction::Encap {
-            to: m1_ep(),
-            header: TunnelHeader::data(Some(M1))
-        }
+        relay(&mut ap, now, shim, &mut frame),
+        sent(m1_ep(), TunnelHeader::data(Some(M1)))
     );
     let notices = messages(&mut ap);
     assert!(matches!(
@@ -281,11 +272,8 @@ fn shim_data_needs_the_inner_source_of_its_endpoint_and_is_noticed() {
     // The member's answer goes back to the shim, tagged with its id.
     let mut answer = data_frame(Some(M1), &tcp(h, c, ACK, 100, 2));
     assert_eq!(
-        ap.handle_udp(now, m1_ep(), &mut answer),
-        DataAction::Encap {
-            to: shim,
-            header: TunnelHeader::data(Some(M1))
-        }
+        relay(&mut ap, now, m1_ep(), &mut answer),
+        sent(shim, TunnelHeader::data(Some(M1)))
     );
 }
 
@@ -342,7 +330,7 @@ fn a_member_that_misses_refreshes_is_down_and_its_shims_get_revocations() {
     assert_eq!(ap.counters().revocations, 3);
     let mut syn = tcp(v6(client(1), 40001), v6(HOA, 80), SYN, 1, 0);
     assert_eq!(
-        ap.handle_tun(now + DEFAULT_DEAD_AFTER, &mut syn),
+        tun(&mut ap, now + DEFAULT_DEAD_AFTER, &mut syn),
         DataAction::Drop(DropReason::NoMember)
     );
 }

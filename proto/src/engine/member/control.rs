@@ -13,32 +13,16 @@ use crate::engine::{
     DataAction, DropReason, canonical, parse_header, to_units, verify_registration,
 };
 use crate::wire::mh::MessageBody;
-use crate::wire::{FrameKind, MobilityMessage, TunnelHeader};
+use crate::wire::{FrameKind, MobilityMessage};
 
 /// Where the Mobility Header of an unsealed control frame starts.
-pub(super) const UNSEALED_MH: usize = crate::wire::TUNNEL_HEADER_LEN;
+pub(super) const UNSEALED_MH: usize = crate::wire::FRAME_HEADER_LEN;
 
 /// Who a sealed frame is from, by the receive index it names.
 #[derive(Debug, Clone, Copy)]
 enum Peer {
     Ap,
     Shim(Ipv6Addr),
-}
-
-/// The Session field of a received frame (0: unsealed).
-///
-/// INTERIM until the v2 frame header is on main: an unsealed frame still
-/// has the 4-byte v1 header, recognised by what follows it (a Mobility
-/// Header's payload proto 59, an IPv6 version nibble).
-fn frame_session(header: &TunnelHeader, frame: &[u8]) -> u32 {
-    let unsealed = match header.kind {
-        FrameKind::Control => frame.get(UNSEALED_MH) == Some(&59),
-        FrameKind::Data => frame.get(UNSEALED_MH).is_some_and(|b| b >> 4 == 6),
-    };
-    if unsealed {
-        return 0;
-    }
-    crate::crypto::session::session_index_of(frame).unwrap_or(0)
 }
 
 impl Member {
@@ -57,7 +41,7 @@ impl Member {
             return self.counters.drops.drop(DropReason::UnknownPeer);
         }
         let from = canonical(from);
-        let index = frame_session(&header, frame);
+        let index = header.session;
         if index == 0 {
             return match header.kind {
                 FrameKind::Control => match frame.get(UNSEALED_MH..) {

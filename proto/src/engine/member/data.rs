@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::{MOVE_HOLD_PACKETS, Member};
 use crate::crypto::session::{HEADER_LEN, TAG_LEN};
 use crate::engine::sealed::seal_data;
-use crate::engine::{DataAction, DropReason};
+use crate::engine::{DataAction, DropReason, TunPacket};
 use crate::wire::inner;
 
 /// Where a sealed data frame goes.
@@ -123,24 +123,37 @@ impl Member {
         Ok(Route::Ap)
     }
 
-    /// An answer from the local TUN (interim engine API: the packet alone;
-    /// the sealed frame is queued as a transmit).
-    pub(super) fn data_out(&mut self, now: Instant, packet: &mut [u8]) -> DataAction {
-        let (via, to) = match self.route_out(now, packet) {
+    /// An answer from the local TUN, sealed into `pkt`'s header and tag
+    /// for a bound shim or the AP.
+    pub(super) fn data_out(&mut self, now: Instant, pkt: TunPacket<'_>) -> DataAction {
+        let (via, to) = match self.route_out(now, pkt.packet) {
             Ok(Route::Direct(client, shim)) => (Via::Shim(client), shim),
             Ok(Route::Ap) => (Via::Ap, self.config.access_point),
             Err(action) => return action,
         };
-        let Some(payload) = self.sealed_packet(via, packet) else {
+        // The session seals a contiguous frame; the shell's is in three
+        // pieces: seal a copy and put the pieces back.
+        let mut frame = std::mem::take(&mut self.scratch);
+        let len = pkt.packet.len();
+        frame.clear();
+        frame.resize(HEADER_LEN + len + TAG_LEN, 0);
+        frame[HEADER_LEN..HEADER_LEN + len].copy_from_slice(pkt.packet);
+        let sealed = self.seal_frame(via, &mut frame);
+        if sealed {
+            pkt.header.copy_from_slice(&frame[..HEADER_LEN]);
+            pkt.packet
+                .copy_from_slice(&frame[HEADER_LEN..HEADER_LEN + len]);
+            pkt.tag.copy_from_slice(&frame[HEADER_LEN + len..]);
+        }
+        self.scratch = frame;
+        if !sealed {
             return self.counters.drops.drop(DropReason::UnknownPeer);
-        };
+        }
         match via {
             Via::Ap => self.counters.via_ap_out += 1,
             Via::Shim(_) => self.counters.direct_out += 1,
         }
-        self.transmits
-            .push_back(crate::engine::Transmit { to, payload });
-        DataAction::Consumed
+        DataAction::Send { to }
     }
 }
 

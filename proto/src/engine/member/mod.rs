@@ -61,7 +61,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::sealed::PeerSessions;
-use super::{DataAction, Engine, TimerQueue, Transmit};
+use super::{DataAction, Engine, TimerQueue, Transmit, TunPacket};
 use crate::crypto::{COOKIE_LEN, Drbg, Kbm, Token};
 use crate::wire::mh::ba_status;
 use crate::wire::{MobilityMessage, MobilityOption};
@@ -268,6 +268,8 @@ pub struct Member {
     correspondents: HashMap<Ipv6Addr, Correspondent>,
     /// Our receive indices of member - shim sessions -> their client.
     shim_indices: HashMap<u32, Ipv6Addr>,
+    /// Room to seal a TUN packet contiguously (header | packet | tag).
+    scratch: Vec<u8>,
     timers: TimerQueue<MemberTimer>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<MemberEvent>,
@@ -299,6 +301,7 @@ impl Member {
             },
             correspondents: HashMap::new(),
             shim_indices: HashMap::new(),
+            scratch: Vec::new(),
             timers: TimerQueue::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -360,8 +363,8 @@ impl Engine for Member {
         self.receive(now, from, frame)
     }
 
-    fn handle_tun(&mut self, now: Instant, packet: &mut [u8]) -> DataAction {
-        self.data_out(now, packet)
+    fn handle_tun(&mut self, now: Instant, pkt: TunPacket<'_>) -> DataAction {
+        self.data_out(now, pkt)
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {

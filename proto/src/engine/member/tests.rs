@@ -351,7 +351,7 @@ fn a_new_ap_session_replaces_the_old_one() {
     );
     // Answers go sealed in the new session.
     let (action, out) = tun_out(&mut m, now, &mut answer());
-    assert_eq!(action, DataAction::Consumed);
+    assert_eq!(action, DataAction::Send { to: ap_ep() });
     let (to, frame) = out.expect("sealed answer");
     assert_eq!(to, ap_ep());
     let mut f = frame.clone();
@@ -495,16 +495,28 @@ fn answer() -> Vec<u8> {
     tcp(v6(HOA, 80), v6(CLIENT, 40000), ACK, 1, 1)
 }
 
-/// Hand `packet` to the member as a TUN read; the action and the sealed
-/// datagram it made, if any (destination, frame).
+/// Hand `packet` to the member as a TUN read; the action and, on `Send`,
+/// the sealed datagram it made (destination, header | packet | tag).
 fn tun_out(
     m: &mut Member,
     now: Instant,
     packet: &mut [u8],
 ) -> (DataAction, Option<(SocketAddr, Vec<u8>)>) {
-    let action = m.handle_tun(now, packet);
-    let sent = transmits(m).pop().map(|t| (t.to, t.payload));
-    (action, sent)
+    let mut header = [0xee; HEADER_LEN];
+    let mut tag = [0xee; TAG_LEN];
+    let action = m.handle_tun(
+        now,
+        crate::engine::TunPacket {
+            header: &mut header,
+            packet: &mut *packet,
+            tag: &mut tag,
+        },
+    );
+    match action {
+        DataAction::Send { to } => Some((to, [&header[..], packet, &tag[..]].concat())),
+        _ => None,
+    }
+    .map_or((action, None), |sent| (action, Some(sent)))
 }
 
 /// A sealed Shim Notice from the AP for `client`, shim process `instance`.

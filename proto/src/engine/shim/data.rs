@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{FlowPath, Shim, ShimEvent};
-use crate::engine::{DataAction, DropReason, canonical};
+use crate::engine::{DataAction, DropReason, TunPacket, canonical, data_packet, frame_tun};
+use crate::wire::TunnelHeader;
 use crate::wire::inner;
 use crate::wire::mh::be_status;
-use crate::wire::{TUNNEL_HEADER_LEN, TunnelHeader};
 
 impl Shim {
     /// A data frame from `from` (canonical): the AP's or a bound member's.
@@ -19,7 +19,10 @@ impl Shim {
         header: TunnelHeader,
         frame: &mut [u8],
     ) -> DataAction {
-        let packet = &frame[TUNNEL_HEADER_LEN..];
+        let Some(packet) = data_packet(frame) else {
+            return self.counters.drops.drop(DropReason::Malformed);
+        };
+        let packet = &*packet;
         let Ok((src, _)) = inner::addresses(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
@@ -48,7 +51,8 @@ impl Shim {
 
     /// A local application's packet to the HoA: direct to the bound member
     /// its flow is pinned to, else through the AP (tagged with the member).
-    pub(super) fn data_out(&mut self, now: Instant, packet: &mut [u8]) -> DataAction {
+    pub(super) fn data_out(&mut self, now: Instant, mut pkt: TunPacket<'_>) -> DataAction {
+        let packet = &*pkt.packet;
         let Ok(info) = inner::inspect(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
@@ -91,18 +95,16 @@ impl Shim {
                 });
             }
             self.counters.direct_out += 1;
-            return DataAction::Encap {
-                to,
-                header: TunnelHeader::data(Some(m)),
-            };
+            frame_tun(&mut pkt, TunnelHeader::data(Some(m)));
+            return DataAction::Send { to };
         }
         if let Some(f) = self.flows.get_mut(&info.flow) {
             f.path = FlowPath::ViaAccessPoint;
         }
         self.counters.via_ap_out += 1;
-        DataAction::Encap {
+        frame_tun(&mut pkt, TunnelHeader::data(member));
+        DataAction::Send {
             to: self.config.access_point,
-            header: TunnelHeader::data(member),
         }
     }
 }

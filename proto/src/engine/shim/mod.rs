@@ -37,10 +37,12 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::fragments::FragmentRoutes;
-use super::{DataAction, DropCounters, DropReason, Engine, TimerQueue, Transmit, canonical};
+use super::{
+    DataAction, DropCounters, DropReason, Engine, TimerQueue, Transmit, TunPacket, canonical,
+};
 use crate::crypto::{Drbg, Token};
 use crate::wire::inner::FlowKey;
-use crate::wire::{FrameKind, MemberId, TUNNEL_HEADER_LEN};
+use crate::wire::{FRAME_HEADER_LEN, FrameKind, MemberId};
 
 pub use self::config::{
     DEFAULT_MAX_BINDING_LIFETIME, DEFAULT_MAX_FLOWS, DEFAULT_NONCE_INTERVAL,
@@ -263,13 +265,13 @@ impl Engine for Shim {
         };
         let from = canonical(from);
         if header.kind == FrameKind::Control {
-            return self.handle_control(now, from, &frame[TUNNEL_HEADER_LEN..]);
+            return self.handle_control(now, from, &frame[FRAME_HEADER_LEN..]);
         }
         self.data_in(now, from, header, frame)
     }
 
-    fn handle_tun(&mut self, now: Instant, packet: &mut [u8]) -> DataAction {
-        self.data_out(now, packet)
+    fn handle_tun(&mut self, now: Instant, pkt: TunPacket<'_>) -> DataAction {
+        self.data_out(now, pkt)
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::crypto::{self, Kbm};
 use crate::engine::testutil::{
-    ACK, HOA, SYN, bid, data_frame, ep, parse, run_until, t0, tcp, transmits, unsigned, v6,
+    ACK, HOA, SYN, bid, data_frame, ep, framed, parse, run_until, sent, t0, tcp, transmits, tun,
+    unsigned, v6,
 };
 use crate::engine::{sign_binding, to_units, verify_binding};
 use crate::wire::inner;
 use crate::wire::mh::{MessageBody, ba_status};
-use crate::wire::{MobilityMessage, MobilityOption, TunnelHeader};
+use crate::wire::{FRAME_HEADER_LEN, MobilityMessage, MobilityOption, TunnelHeader};
 
 const M1: MemberId = MemberId(1);
 const M2: MemberId = MemberId(2);
@@ -147,7 +148,12 @@ fn a_verified_bu_is_bound_and_answered_with_a_signed_ba() {
             lifetime: 30
         }
     );
-    assert!(verify_binding(&payload[4..], &kbm, care_of(M1), local()));
+    assert!(verify_binding(
+        &payload[FRAME_HEADER_LEN..],
+        &kbm,
+        care_of(M1),
+        local()
+    ));
     assert_eq!(
         events(&mut s),
         [ShimEvent::BindingUpdated {
@@ -235,11 +241,8 @@ fn flows_are_pinned_by_tagged_answers_and_go_direct_once_bound() {
     let mut s = shim(now);
     let mut syn = tcp(app(40000), server(), SYN, 1, 0);
     assert_eq!(
-        s.handle_tun(now, &mut syn),
-        DataAction::Encap {
-            to: ap_ep(),
-            header: TunnelHeader::data(None)
-        }
+        framed(&mut s, now, &mut syn),
+        sent(ap_ep(), TunnelHeader::data(None))
     );
     let mut answer = data_frame(Some(M1), &tcp(server(), app(40000), SYN, 100, 2));
     assert_eq!(s.handle_udp(now, ap_ep(), &mut answer), DataAction::ToTun);
@@ -248,20 +251,14 @@ fn flows_are_pinned_by_tagged_answers_and_go_direct_once_bound() {
     // Still through the AP (tagged, so the AP keeps it on M1) until bound.
     let mut ack = tcp(app(40000), server(), ACK, 2, 101);
     assert_eq!(
-        s.handle_tun(now, &mut ack),
-        DataAction::Encap {
-            to: ap_ep(),
-            header: TunnelHeader::data(Some(M1))
-        }
+        framed(&mut s, now, &mut ack),
+        sent(ap_ep(), TunnelHeader::data(Some(M1)))
     );
     bound(&mut s, now, M1);
     events(&mut s);
     assert_eq!(
-        s.handle_tun(now, &mut ack),
-        DataAction::Encap {
-            to: care_of(M1),
-            header: TunnelHeader::data(Some(M1))
-        }
+        framed(&mut s, now, &mut ack),
+        sent(care_of(M1), TunnelHeader::data(Some(M1)))
     );
     assert_eq!(
         events(&mut s),
@@ -287,10 +284,10 @@ fn a_revocation_resets_the_revoked_members_tcp_flows_only() {
     let now = t0();
     let mut s = shim(now);
     for (port, member) in [(40000, M1), (40001, M2)] {
-        s.handle_tun(now, &mut tcp(app(port), server(), SYN, 1, 0));
+        tun(&mut s, now, &mut tcp(app(port), server(), SYN, 1, 0));
         let mut answer = data_frame(Some(member), &tcp(server(), app(port), SYN, 500, 2));
         s.handle_udp(now, ap_ep(), &mut answer);
-        s.handle_tun(now, &mut tcp(app(port), server(), ACK, 2, 501));
+        tun(&mut s, now, &mut tcp(app(port), server(), ACK, 2, 501));
     }
     assert_eq!(s.poll_tun(), None);
     let bri = MobilityMessage::new(MessageBody::BindingRevocation {
