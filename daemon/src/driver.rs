@@ -328,10 +328,9 @@ async fn tun_to_udp<E: Engine>(
             let now = Instant::now();
             let before = e.poll_timeout();
             for p in batch.iter_mut() {
-                let pkt = TunPacket {
-                    header: &mut *p.header,
-                    packet: &mut *p.packet,
-                    tag: &mut *p.tag,
+                // The batch's frames always have header and tag room.
+                let Some(pkt) = TunPacket::new(&mut *p.frame) else {
+                    continue;
                 };
                 match e.handle_tun(now, pkt) {
                     // The engine filled header and tag around the packet.
@@ -339,7 +338,7 @@ async fn tun_to_udp<E: Engine>(
                     // At most one TUN batch worth per read: the read batch is
                     // no larger than the write batch.
                     DataAction::ToTun => {
-                        let _ = back.push(p.packet);
+                        let _ = back.push(p.packet());
                     }
                     DataAction::Consumed | DataAction::Drop(_) => {}
                 }

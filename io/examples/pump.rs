@@ -176,9 +176,9 @@ async fn tun_to_udp(
     let mut batch = TunRecvBatch::new(tun.mtu());
     loop {
         tun.recv_batch(&mut batch).await?;
-        for p in batch.iter_mut() {
-            *p.header = DATA_HEADER;
-            *p.tag = [0; TAILROOM];
+        for mut p in batch.iter_mut() {
+            p.header_mut().copy_from_slice(&DATA_HEADER);
+            p.tag_mut().fill(0);
             *p.destination = Some(peer);
         }
         udp.send_batch(&mut batch).await?;

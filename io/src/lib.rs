@@ -31,11 +31,11 @@
 //! let mut batch = TunRecvBatch::new(tun.mtu());
 //! loop {
 //!     tun.recv_batch(&mut batch).await?;
-//!     for p in batch.iter_mut() {
+//!     for mut p in batch.iter_mut() {
 //!         // The engine looks at p.packet, fills header and tag and
 //!         // decides; here: all to one peer.
-//!         *p.header = [0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-//!         *p.tag = [0; TAILROOM];
+//!         p.header_mut().copy_from_slice(&[0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+//!         p.tag_mut().fill(0);
 //!         *p.destination = Some(peer);
 //!     }
 //!     udp.send_batch(&mut batch).await?; // GSO trains straight from the TUN buffer

@@ -530,15 +530,37 @@ pub struct TunRecvBatch {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct OutgoingPacket<'a> {
-    /// The tunnel header to write (the bytes right before `packet`).
-    pub header: &'a mut [u8; HEADROOM],
-    /// The IP packet as read from the TUN; may be edited in place (e.g. MSS
-    /// clamping), not resized.
-    pub packet: &'a mut [u8],
-    /// The tag to write (the bytes right after `packet`).
-    pub tag: &'a mut [u8; TAILROOM],
+    /// The whole datagram: [`HEADROOM`] bytes for the tunnel header, the IP
+    /// packet as read from the TUN (may be edited in place, e.g. MSS
+    /// clamping, not resized), [`TAILROOM`] bytes for the tag. Contiguous,
+    /// so the engine can seal it in place.
+    pub frame: &'a mut [u8],
     /// Where to send it; `None` (the initial value) drops it.
     pub destination: &'a mut Option<SocketAddr>,
+}
+
+impl OutgoingPacket<'_> {
+    /// The IP packet.
+    pub fn packet(&self) -> &[u8] {
+        &self.frame[HEADROOM..self.frame.len() - TAILROOM]
+    }
+
+    /// The IP packet, to edit in place.
+    pub fn packet_mut(&mut self) -> &mut [u8] {
+        let len = self.frame.len();
+        &mut self.frame[HEADROOM..len - TAILROOM]
+    }
+
+    /// The header room.
+    pub fn header_mut(&mut self) -> &mut [u8] {
+        &mut self.frame[..HEADROOM]
+    }
+
+    /// The tag room.
+    pub fn tag_mut(&mut self) -> &mut [u8] {
+        let len = self.frame.len();
+        &mut self.frame[len - TAILROOM..]
+    }
 }
 
 impl TunRecvBatch {
@@ -611,12 +633,8 @@ impl TunRecvBatch {
                 let (datagram, tail) = tail.split_at_mut(HEADROOM + len + TAILROOM);
                 rest = tail;
                 at = offset + HEADROOM + len + TAILROOM;
-                let (header, rest_of) = datagram.split_at_mut(HEADROOM);
-                let (packet, tag) = rest_of.split_at_mut(len);
                 OutgoingPacket {
-                    header: header.try_into().expect("split at HEADROOM"),
-                    packet,
-                    tag: tag.try_into().expect("split at len, TAILROOM left"),
+                    frame: datagram,
                     destination,
                 }
             })
@@ -858,10 +876,11 @@ mod tests {
     fn routed_packets_become_datagrams_with_their_header() {
         let mut b = TunRecvBatch::new(1000);
         fill_slots(&mut b, &[600, 600, 600]);
-        for (i, p) in b.iter_mut().enumerate() {
-            assert_eq!(p.packet.len(), 600);
-            *p.header = [0x20, 0, 0, i as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-            *p.tag = [0xa0 + i as u8; TAILROOM];
+        for (i, mut p) in b.iter_mut().enumerate() {
+            assert_eq!(p.packet().len(), 600);
+            p.header_mut()
+                .copy_from_slice(&[0x20, 0, 0, i as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            p.tag_mut().fill(0xa0 + i as u8);
             if i != 1 {
                 *p.destination = Some(addr(9));
             }

@@ -178,9 +178,9 @@ async fn tun_to_udp(tun: Arc<TunDevice>, udp: Arc<UdpTunnel>, peer: SocketAddr) 
     let mut batch = TunRecvBatch::new(tun.mtu());
     loop {
         tun.recv_batch(&mut batch).await?;
-        for p in batch.iter_mut() {
-            *p.header = DATA_HEADER;
-            *p.tag = DATA_TAG;
+        for mut p in batch.iter_mut() {
+            p.header_mut().copy_from_slice(&DATA_HEADER);
+            p.tag_mut().copy_from_slice(&DATA_TAG);
             *p.destination = Some(peer);
         }
         udp.send_batch(&mut batch).await?;

@@ -124,22 +124,10 @@ pub fn tun_packet(buf: &[u8]) -> &[u8] {
 /// edited) packet.
 pub fn handle_tun(engine: &mut impl Engine, now: Instant, packet: &[u8]) -> (DataAction, Vec<u8>) {
     let mut buf = tun_buffer(packet);
-    let action = {
-        let (header, rest) = buf
-            .split_first_chunk_mut::<FRAME_HEADER_LEN>()
-            .expect("tun_buffer has header room");
-        let (packet, tag) = rest
-            .split_last_chunk_mut::<TAG_LEN>()
-            .expect("tun_buffer has tag room");
-        engine.handle_tun(
-            now,
-            TunPacket {
-                header,
-                packet,
-                tag,
-            },
-        )
-    };
+    let action = engine.handle_tun(
+        now,
+        TunPacket::new(&mut buf).expect("tun_buffer has header and tag room"),
+    );
     (action, buf)
 }
 

@@ -27,19 +27,50 @@ use crate::wire::{
     TunnelHeader,
 };
 
-/// Room the shell gives a packet read from the TUN: the header in front of
-/// it and the tag slot behind it, so that `header | packet | tag` can be
-/// sent as one datagram without a copy.
+/// A packet read from the TUN, in the middle of the room the shell left for
+/// its frame: `frame = header (16) | packet | tag (16)`, one contiguous
+/// buffer, so that the engine seals it in place (the integrity-only AEAD
+/// authenticates header and packet as one piece) and the shell sends
+/// `frame` as one datagram without a copy.
 #[derive(Debug)]
 pub struct TunPacket<'a> {
-    /// The frame header, filled by the engine when it answers
-    /// [`DataAction::Send`].
-    pub header: &'a mut [u8; FRAME_HEADER_LEN],
-    /// The IPv6 packet; may be edited in place (MSS clamping), not resized.
-    pub packet: &'a mut [u8],
-    /// The tag slot, filled by the engine when it answers
-    /// [`DataAction::Send`].
-    pub tag: &'a mut [u8; TAG_LEN],
+    frame: &'a mut [u8],
+}
+
+impl<'a> TunPacket<'a> {
+    /// Wraps `frame`: `FRAME_HEADER_LEN` bytes of room, the packet, and
+    /// `TAG_LEN` bytes of room. `None` if `frame` is too short for that.
+    pub fn new(frame: &'a mut [u8]) -> Option<TunPacket<'a>> {
+        (frame.len() >= FRAME_HEADER_LEN + TAG_LEN).then_some(TunPacket { frame })
+    }
+
+    /// The IPv6 packet.
+    pub fn packet(&self) -> &[u8] {
+        let len = self.frame.len();
+        &self.frame[FRAME_HEADER_LEN..len - TAG_LEN]
+    }
+
+    /// The IPv6 packet, to edit in place (MSS clamping); not resizable.
+    pub fn packet_mut(&mut self) -> &mut [u8] {
+        let len = self.frame.len();
+        &mut self.frame[FRAME_HEADER_LEN..len - TAG_LEN]
+    }
+
+    /// The whole frame: header room, packet, tag room.
+    pub fn frame_mut(&mut self) -> &mut [u8] {
+        self.frame
+    }
+
+    /// The header room.
+    pub fn header_mut(&mut self) -> &mut [u8] {
+        &mut self.frame[..FRAME_HEADER_LEN]
+    }
+
+    /// The tag room.
+    pub fn tag_mut(&mut self) -> &mut [u8] {
+        let len = self.frame.len();
+        &mut self.frame[len - TAG_LEN..]
+    }
 }
 
 /// What the shell does with the packet it just handed to an engine.
@@ -77,8 +108,8 @@ pub(crate) fn data_packet(frame: &mut [u8]) -> Option<&mut [u8]> {
 
 /// Frame a TUN packet under `header` (interim: unsealed, zero tag).
 pub(crate) fn frame_tun(pkt: &mut TunPacket<'_>, header: TunnelHeader) {
-    *pkt.header = header.to_bytes();
-    pkt.tag.fill(0);
+    pkt.header_mut().copy_from_slice(&header.to_bytes());
+    pkt.tag_mut().fill(0);
 }
 
 /// Re-frame a received data frame in place under `header` for a relay

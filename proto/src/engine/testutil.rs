@@ -114,20 +114,16 @@ pub fn sent(to: SocketAddr, header: TunnelHeader) -> Framed {
 /// filled with garbage); returns the action and, on `Send`, the header it
 /// wrote. The tag of a sent frame must be the interim zero tag.
 pub fn framed(engine: &mut impl Engine, now: Instant, packet: &mut [u8]) -> Framed {
-    let mut header = [0xee; FRAME_HEADER_LEN];
-    let mut tag = [0xee; TAG_LEN];
-    let action = engine.handle_tun(
-        now,
-        TunPacket {
-            header: &mut header,
-            packet,
-            tag: &mut tag,
-        },
-    );
+    let mut frame = vec![0xee; FRAME_HEADER_LEN];
+    frame.extend_from_slice(packet);
+    frame.extend_from_slice(&[0xee; TAG_LEN]);
+    let action = engine.handle_tun(now, TunPacket::new(&mut frame).expect("room"));
+    let len = frame.len();
+    packet.copy_from_slice(&frame[FRAME_HEADER_LEN..len - TAG_LEN]);
     match action {
         DataAction::Send { .. } => {
-            assert_eq!(tag, [0; TAG_LEN], "interim zero tag");
-            (action, Some(TunnelHeader::parse(&header).expect("header")))
+            assert_eq!(frame[len - TAG_LEN..], [0; TAG_LEN], "interim zero tag");
+            (action, Some(TunnelHeader::parse(&frame).expect("header")))
         }
         _ => (action, None),
     }

@@ -38,7 +38,7 @@ pub struct NoticeState {
 impl AccessPoint {
     /// A legacy client's packet, forwarded by the kernel into the TUN.
     pub(super) fn data_from_tun(&mut self, now: Instant, mut pkt: TunPacket<'_>) -> DataAction {
-        let packet = &mut *pkt.packet;
+        let packet = pkt.packet_mut();
         let Ok(info) = inner::inspect(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };

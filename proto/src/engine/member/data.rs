@@ -123,30 +123,15 @@ impl Member {
         Ok(Route::Ap)
     }
 
-    /// An answer from the local TUN, sealed into `pkt`'s header and tag
-    /// for a bound shim or the AP.
-    pub(super) fn data_out(&mut self, now: Instant, pkt: TunPacket<'_>) -> DataAction {
-        let (via, to) = match self.route_out(now, pkt.packet) {
+    /// An answer from the local TUN, sealed in place in `pkt`'s frame for
+    /// a bound shim or the AP.
+    pub(super) fn data_out(&mut self, now: Instant, mut pkt: TunPacket<'_>) -> DataAction {
+        let (via, to) = match self.route_out(now, pkt.packet()) {
             Ok(Route::Direct(client, shim)) => (Via::Shim(client), shim),
             Ok(Route::Ap) => (Via::Ap, self.config.access_point),
             Err(action) => return action,
         };
-        // The session seals a contiguous frame; the shell's is in three
-        // pieces: seal a copy and put the pieces back.
-        let mut frame = std::mem::take(&mut self.scratch);
-        let len = pkt.packet.len();
-        frame.clear();
-        frame.resize(HEADER_LEN + len + TAG_LEN, 0);
-        frame[HEADER_LEN..HEADER_LEN + len].copy_from_slice(pkt.packet);
-        let sealed = self.seal_frame(via, &mut frame);
-        if sealed {
-            pkt.header.copy_from_slice(&frame[..HEADER_LEN]);
-            pkt.packet
-                .copy_from_slice(&frame[HEADER_LEN..HEADER_LEN + len]);
-            pkt.tag.copy_from_slice(&frame[HEADER_LEN + len..]);
-        }
-        self.scratch = frame;
-        if !sealed {
+        if !self.seal_frame(via, pkt.frame_mut()) {
             return self.counters.drops.drop(DropReason::UnknownPeer);
         }
         match via {

@@ -268,8 +268,6 @@ pub struct Member {
     correspondents: HashMap<Ipv6Addr, Correspondent>,
     /// Our receive indices of member - shim sessions -> their client.
     shim_indices: HashMap<u32, Ipv6Addr>,
-    /// Room to seal a TUN packet contiguously (header | packet | tag).
-    scratch: Vec<u8>,
     timers: TimerQueue<MemberTimer>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<MemberEvent>,
@@ -301,7 +299,6 @@ impl Member {
             },
             correspondents: HashMap::new(),
             shim_indices: HashMap::new(),
-            scratch: Vec::new(),
             timers: TimerQueue::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),

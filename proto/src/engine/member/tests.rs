@@ -502,21 +502,12 @@ fn tun_out(
     now: Instant,
     packet: &mut [u8],
 ) -> (DataAction, Option<(SocketAddr, Vec<u8>)>) {
-    let mut header = [0xee; HEADER_LEN];
-    let mut tag = [0xee; TAG_LEN];
-    let action = m.handle_tun(
-        now,
-        crate::engine::TunPacket {
-            header: &mut header,
-            packet: &mut *packet,
-            tag: &mut tag,
-        },
-    );
-    match action {
-        DataAction::Send { to } => Some((to, [&header[..], packet, &tag[..]].concat())),
-        _ => None,
+    let mut frame = [&[0xee; HEADER_LEN][..], packet, &[0xee; TAG_LEN][..]].concat();
+    let pkt = crate::engine::TunPacket::new(&mut frame).expect("room");
+    match m.handle_tun(now, pkt) {
+        DataAction::Send { to } => (DataAction::Send { to }, Some((to, frame))),
+        action => (action, None),
     }
-    .map_or((action, None), |sent| (action, Some(sent)))
 }
 
 /// A sealed Shim Notice from the AP for `client`, shim process `instance`.

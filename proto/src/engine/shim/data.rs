@@ -52,7 +52,7 @@ impl Shim {
     /// A local application's packet to the HoA: direct to the bound member
     /// its flow is pinned to, else through the AP (tagged with the member).
     pub(super) fn data_out(&mut self, now: Instant, mut pkt: TunPacket<'_>) -> DataAction {
-        let packet = &*pkt.packet;
+        let packet = pkt.packet();
         let Ok(info) = inner::inspect(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
