@@ -118,7 +118,7 @@ impl Member {
         }
         if self.ap.sessions.is_none() {
             // Not registered yet: nothing to seal it in.
-            return Err(self.counters.drops.drop(DropReason::UnknownPeer));
+            return Err(self.counters.drops.drop(DropReason::NoSession));
         }
         Ok(Route::Ap)
     }
@@ -132,7 +132,7 @@ impl Member {
             Err(action) => return action,
         };
         if !self.seal_frame(via, pkt.frame_mut()) {
-            return self.counters.drops.drop(DropReason::UnknownPeer);
+            return self.counters.drops.drop(DropReason::NoSession);
         }
         match via {
             Via::Ap => self.counters.via_ap_out += 1,

@@ -60,7 +60,7 @@ impl Member {
             let Some(payload) = self.sealed_packet(via, &packet) else {
                 self.counters
                     .drops
-                    .drop(crate::engine::DropReason::UnknownPeer);
+                    .drop(crate::engine::DropReason::NoSession);
                 continue;
             };
             if via == Via::Ap {

@@ -1063,3 +1063,13 @@ fn an_encrypting_member_refuses_integrity_only_frames() {
         .open(now, idx, Protection::Integrity, &mut g)
         .unwrap();
 }
+
+#[test]
+fn answers_before_the_ap_session_are_dropped_no_session() {
+    let (mut m, now) = (member(), t0());
+    m.start(now);
+    assert_eq!(
+        tun_out(&mut m, now, &mut answer()),
+        (DataAction::Drop(DropReason::NoSession), None)
+    );
+}
