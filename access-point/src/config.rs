@@ -47,6 +47,40 @@ pub struct KeyConfig {
     pub spi: u32,
     /// The key (hex of >= 16 bytes, or text).
     pub key: String,
+    /// The member ids this key may register (`[1, 2, "3-10"]`); absent:
+    /// any id.
+    pub members: Option<Vec<IdSpec>>,
+}
+
+/// One entry of a key's `members` list: an id or a range `"a-b"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum IdSpec {
+    /// One member id.
+    One(u16),
+    /// A range of ids, `"3-10"` (both ends included), or one id as text.
+    Range(String),
+}
+
+impl IdSpec {
+    fn range(&self, spi: u32) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
+        let text = match self {
+            IdSpec::One(id) => return Ok(*id..=*id),
+            IdSpec::Range(t) => t.trim(),
+        };
+        let bad = || {
+            anyhow::anyhow!(
+                "[[keys]] spi {spi}: members entry {text:?} is not an id or a range \"first-last\" of ids (0-65535)"
+            )
+        };
+        let (a, b) = text.split_once('-').unwrap_or((text, text));
+        let a: u16 = a.trim().parse().map_err(|_| bad())?;
+        let b: u16 = b.trim().parse().map_err(|_| bad())?;
+        if a > b {
+            bail!("[[keys]] spi {spi}: members range {text:?} is empty; write the lower id first");
+        }
+        Ok(a..=b)
+    }
 }
 
 /// Operator policy for one member id, applied when it registers and on
@@ -122,17 +156,22 @@ fn keys(cli: &Cli, file: &FileConfig) -> anyhow::Result<Vec<MemberKey>> {
     let mut keys: Vec<MemberKey> = file
         .keys
         .iter()
-        .map(|k| MemberKey {
-            spi: k.spi,
-            key: homeaddr_daemon::parse_key(&k.key),
+        .map(|k| {
+            let members = k
+                .members
+                .as_ref()
+                .map(|list| list.iter().map(|m| m.range(k.spi)).collect())
+                .transpose()?;
+            Ok(MemberKey {
+                spi: k.spi,
+                key: homeaddr_daemon::parse_key(&k.key),
+                members,
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     if let Some(k) = &cli.key {
         keys.retain(|k| k.spi != 1);
-        keys.push(MemberKey {
-            spi: 1,
-            key: homeaddr_daemon::parse_key(k),
-        });
+        keys.push(MemberKey::new(1, homeaddr_daemon::parse_key(k)));
     }
     if keys.is_empty() {
         bail!("no registration key: give --key or a [[keys]] table (spi, key) in the config file");
@@ -168,6 +207,12 @@ pub struct FileConfig {
     /// Per-member weights and drains (`[[member]]` tables).
     #[serde(default)]
     pub member: Vec<MemberPolicy>,
+    /// Most shim records kept (default 65536).
+    pub max_shim_clients: Option<usize>,
+    /// Most shim records per /64 (IPv4: per address) (default 64).
+    pub max_shims_per_prefix: Option<usize>,
+    /// Most shim handshakes per second (default 2000).
+    pub max_handshakes_per_second: Option<u32>,
 }
 
 /// Everything the daemon needs, validated.
@@ -206,6 +251,24 @@ impl DaemonSettings for Settings {
         }
         if let Some(ms) = cli.dead_after_ms.or(file.dead_after_ms) {
             engine.dead_after = Duration::from_millis(ms.max(10));
+        }
+        let positive = |name: &str, v: u64| {
+            if v == 0 {
+                bail!("{name} must be at least 1 (it is a limit; 0 would refuse every shim)");
+            }
+            Ok(())
+        };
+        if let Some(n) = file.max_shim_clients {
+            positive("max_shim_clients", n as u64)?;
+            engine.max_shim_clients = n;
+        }
+        if let Some(n) = file.max_shims_per_prefix {
+            positive("max_shims_per_prefix", n as u64)?;
+            engine.max_shims_per_prefix = n;
+        }
+        if let Some(n) = file.max_handshakes_per_second {
+            positive("max_handshakes_per_second", n.into())?;
+            engine.max_handshakes_per_second = n;
         }
         if engine.dead_after <= engine.heartbeat {
             bail!("dead_after_ms must be longer than heartbeat_ms, or every member flaps");
@@ -295,6 +358,27 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.starts_with("invalid config ap.toml:13:"), "{e}");
+    }
+
+    #[test]
+    fn key_member_lists_and_limits_parse() {
+        let text = "home_address = \"2001:db8::1\"\nmax_shims_per_prefix = 8\n\
+                    [[keys]]\nspi = 1\nkey = \"0123456789abcdef0123456789abcdef\"\nmembers = [1, 2, \"3-10\"]\n\
+                    [[keys]]\nspi = 2\nkey = \"0123456789abcdef0123456789abcdef\"\n";
+        let s = Settings::from_args(&[], toml_file(text)).unwrap();
+        assert_eq!(s.engine.keys[0].members, Some(vec![1..=1, 2..=2, 3..=10]));
+        assert_eq!(s.engine.keys[1].members, None);
+        assert_eq!(s.engine.max_shims_per_prefix, 8);
+        assert_eq!(s.engine.max_shim_clients, 65536);
+        let bad = text.replace("\"3-10\"", "\"ten\"");
+        let e = Settings::merge_error(&[], toml_file(&bad));
+        assert!(e.contains("\"ten\" is not an id or a range"), "{e}");
+        let bad = text.replace("\"3-10\"", "\"10-3\"");
+        let e = Settings::merge_error(&[], toml_file(&bad));
+        assert!(e.contains("lower id first"), "{e}");
+        let bad = text.replace("= 8", "= 0");
+        let e = Settings::merge_error(&[], toml_file(&bad));
+        assert!(e.contains("max_shims_per_prefix must be at least 1"), "{e}");
     }
 
     fn toml_file(text: &str) -> FileConfig {

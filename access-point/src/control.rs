@@ -116,10 +116,7 @@ mod tests {
     use homeaddr_proto::engine::ap::{ApConfig, MemberKey};
 
     fn ap() -> AccessPoint {
-        let keys = vec![MemberKey {
-            spi: 1,
-            key: vec![7; 32],
-        }];
+        let keys = vec![MemberKey::new(1, vec![7; 32])];
         AccessPoint::new(ApConfig::new("fd00::1".parse().unwrap(), keys)).unwrap()
     }
 

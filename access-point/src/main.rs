@@ -79,8 +79,11 @@ impl Role for Ap {
             UdpTunnel::bind(settings.listen)
                 .with_context(|| format!("cannot listen on {}", settings.listen))?,
         );
-        let engine = AccessPoint::new(settings.engine.clone())
-            .context("invalid access point configuration")?;
+        let mut engine_config = settings.engine.clone();
+        // Cookie secrets, session indices, nonces and X25519 secrets.
+        engine_config.seed = homeaddr_daemon::random_seed()?;
+        let engine =
+            AccessPoint::new(engine_config).context("invalid access point configuration")?;
         let engine = Arc::new(Mutex::new(engine));
         let hook = Arc::new(on_events);
         let driver = Driver::start(engine.clone(), hook, tun.clone(), udp.clone());

@@ -44,13 +44,7 @@ impl Sim {
     /// As [`Sim::new`], letting the test adjust the AP configuration.
     pub fn with_ap_config(seed: u64, adjust: impl FnOnce(&mut ApConfig)) -> Self {
         let start = Instant::now();
-        let mut config = ApConfig::new(
-            home_address(),
-            vec![MemberKey {
-                spi: 1,
-                key: KEY.to_vec(),
-            }],
-        );
+        let mut config = ApConfig::new(home_address(), vec![MemberKey::new(1, KEY.to_vec())]);
         adjust(&mut config);
         let ap = AccessPoint::new(config).expect("simulation AP config is valid");
         let mut sim = Self {

@@ -112,17 +112,6 @@ pub(crate) fn frame_tun(pkt: &mut TunPacket<'_>, header: TunnelHeader) {
     pkt.tag_mut().fill(0);
 }
 
-/// Re-frame a received data frame in place under `header` for a relay
-/// (interim: unsealed, zero tag). The frame is at least
-/// [`MIN_DATA_FRAME`] long (checked by [`data_packet`] before).
-pub(crate) fn reframe(frame: &mut [u8], header: TunnelHeader) {
-    let _ = header.emit(frame);
-    let len = frame.len();
-    if let Some(tag) = frame.get_mut(len.saturating_sub(TAG_LEN)..) {
-        tag.fill(0);
-    }
-}
-
 /// A control datagram an engine wants sent: a whole UDP payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {

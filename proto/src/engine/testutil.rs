@@ -136,6 +136,7 @@ pub fn tun(engine: &mut impl Engine, now: Instant, packet: &mut [u8]) -> DataAct
 
 /// Hand a UDP frame to `engine`; on `Send` (a relay), the header it
 /// rewrote in place (the tag slot must be the interim zero tag).
+#[allow(dead_code)] // unsealed relays are gone: the AP re-seals (its own tests)
 pub fn relay(engine: &mut impl Engine, now: Instant, from: SocketAddr, frame: &mut [u8]) -> Framed {
     let len = frame.len();
     if len >= TAG_LEN {
@@ -184,6 +185,7 @@ pub fn parse(t: &Transmit) -> (TunnelHeader, MobilityMessage) {
 }
 
 /// The messages of all queued transmits, with their destinations.
+#[allow(dead_code)] // v1 framing; the AP's tests build v2 frames
 pub fn messages(engine: &mut impl Engine) -> Vec<(SocketAddr, MobilityMessage)> {
     transmits(engine)
         .iter()
@@ -193,6 +195,7 @@ pub fn messages(engine: &mut impl Engine) -> Vec<(SocketAddr, MobilityMessage)> 
 
 /// A registration BU as a member sends it (lifetime in seconds; 0:
 /// deregistration), signed with `key`.
+#[allow(dead_code)] // v1 framing; the AP's tests build v2 frames
 pub fn registration_bu(
     id: MemberId,
     care_of: SocketAddr,

@@ -1,10 +1,12 @@
 //! The access point's configuration, its defaults and its errors.
 
 use std::net::Ipv6Addr;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::MemberPolicy;
 use crate::affinity::AffinityConfig;
+use crate::crypto::Protection;
 use crate::maglev::DEFAULT_TABLE_SIZE;
 use crate::wire::MemberId;
 
@@ -28,6 +30,13 @@ pub const DEFAULT_REVOCATION_REPEATS: u8 = 3;
 /// Gap between repeated revocations.
 pub const DEFAULT_REVOCATION_INTERVAL: Duration = Duration::from_millis(500);
 
+/// Most shim records the AP keeps (docs/V2-SPEC.md 4.4).
+pub const DEFAULT_MAX_SHIM_CLIENTS: usize = 65536;
+/// Most shim records per /64 (IPv6) or /32 (IPv4-mapped) prefix.
+pub const DEFAULT_MAX_SHIMS_PER_PREFIX: usize = 64;
+/// Most shim handshakes (Hellos with a valid cookie) per second.
+pub const DEFAULT_MAX_HANDSHAKES_PER_SECOND: u32 = 2000;
+
 /// A registration key, named by its Security Parameter Index.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MemberKey {
@@ -35,12 +44,33 @@ pub struct MemberKey {
     pub spi: u32,
     /// Shared secret.
     pub key: Vec<u8>,
+    /// The member ids this key may register; `None`: any.
+    pub members: Option<Vec<RangeInclusive<u16>>>,
+}
+
+impl MemberKey {
+    /// A key that may register any member id.
+    pub fn new(spi: u32, key: Vec<u8>) -> MemberKey {
+        MemberKey {
+            spi,
+            key,
+            members: None,
+        }
+    }
+
+    /// May this key register `id`?
+    pub fn may_register(&self, id: MemberId) -> bool {
+        self.members
+            .as_ref()
+            .is_none_or(|ranges| ranges.iter().any(|r| r.contains(&id.0)))
+    }
 }
 
 impl std::fmt::Debug for MemberKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemberKey")
             .field("spi", &self.spi)
+            .field("members", &self.members)
             .finish_non_exhaustive()
     }
 }
@@ -77,6 +107,17 @@ pub struct ApConfig {
     /// when a member registers; replace them with
     /// [`AccessPoint::set_member_policies`].
     pub member_policies: Vec<MemberPolicy>,
+    /// How frames are sealed, and what sealed frames are accepted.
+    pub protection: Protection,
+    /// Most shim records kept.
+    pub max_shim_clients: usize,
+    /// Most shim records per /64 (or IPv4 /32).
+    pub max_shims_per_prefix: usize,
+    /// Most shim handshakes per second.
+    pub max_handshakes_per_second: u32,
+    /// Seed of the engine's random bit generator (cookie secrets, session
+    /// indices, nonces, X25519 secrets). The daemon draws it from the OS.
+    pub seed: [u8; 32],
 }
 
 impl ApConfig {
@@ -96,15 +137,22 @@ impl ApConfig {
             revocation_repeats: DEFAULT_REVOCATION_REPEATS,
             revocation_interval: DEFAULT_REVOCATION_INTERVAL,
             member_policies: Vec::new(),
+            protection: Protection::default(),
+            max_shim_clients: DEFAULT_MAX_SHIM_CLIENTS,
+            max_shims_per_prefix: DEFAULT_MAX_SHIMS_PER_PREFIX,
+            max_handshakes_per_second: DEFAULT_MAX_HANDSHAKES_PER_SECOND,
+            seed: [0; 32],
         }
     }
 
     /// The key with this SPI.
     pub(super) fn key(&self, spi: u32) -> Option<&[u8]> {
-        self.keys
-            .iter()
-            .find(|k| k.spi == spi)
-            .map(|k| k.key.as_slice())
+        self.member_key(spi).map(|k| k.key.as_slice())
+    }
+
+    /// The key entry with this SPI.
+    pub(super) fn member_key(&self, spi: u32) -> Option<&MemberKey> {
+        self.keys.iter().find(|k| k.spi == spi)
     }
 }
 

@@ -7,23 +7,36 @@ use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::{AccessPoint, ApEvent, ApTimer, inner};
-use crate::engine::{
-    DataAction, DropReason, TunPacket, data_packet, frame_tun, is_local_chatter, reframe,
-};
+use super::handshake::ShimSession;
+use super::sessions::send_to;
+use super::{AccessPoint, ApTimer, inner};
+use crate::crypto::session::{HEADER_LEN, TAG_LEN};
+use crate::engine::sealed::seal_data;
+use crate::engine::{DataAction, DropReason, is_local_chatter};
 use crate::wire::inner::InnerInfo;
 use crate::wire::mh::MessageBody;
-use crate::wire::{MemberId, MobilityMessage, TunnelHeader};
+use crate::wire::{MemberId, MobilityMessage, MobilityOption, TunnelHeader};
 
-/// A client that runs a shim, as the AP knows it.
-#[derive(Debug, Clone)]
+/// The inner packet of an opened frame (header | packet | tag).
+fn inner_of(frame: &mut [u8]) -> &mut [u8] {
+    let len = frame.len();
+    &mut frame[HEADER_LEN..len.saturating_sub(TAG_LEN).max(HEADER_LEN)]
+}
+
+/// A client that runs a shim, as the AP knows it: made by a completed
+/// handshake (docs/V2-SPEC.md 4.2), never by a data frame.
+#[derive(Debug)]
 pub struct ShimClient {
-    /// Its tunnel endpoint.
+    /// Its tunnel endpoint (the source of its handshake).
     pub endpoint: SocketAddr,
-    /// Last packet from it.
+    /// Last sealed frame from it.
     pub last_seen: Instant,
     /// Members it has been served by, and when each was last noticed.
     pub members: HashMap<MemberId, NoticeState>,
+    /// The shim process's instance (from its Hello).
+    pub instance: [u8; 8],
+    /// Its session.
+    pub(super) session: ShimSession,
 }
 
 /// Notice bookkeeping for one (shim client, member) pair.
@@ -36,9 +49,14 @@ pub struct NoticeState {
 }
 
 impl AccessPoint {
-    /// A legacy client's packet, forwarded by the kernel into the TUN.
-    pub(super) fn data_from_tun(&mut self, now: Instant, mut pkt: TunPacket<'_>) -> DataAction {
-        let packet = pkt.packet_mut();
+    /// A legacy client's packet, forwarded by the kernel into the TUN, in
+    /// a frame buffer `header | packet | tag`: sealed in place in the
+    /// member's session.
+    pub(super) fn data_from_tun(&mut self, now: Instant, frame: &mut [u8]) -> DataAction {
+        if frame.len() < HEADER_LEN + TAG_LEN {
+            return self.counters.drops.drop(DropReason::Malformed);
+        }
+        let packet = inner_of(frame);
         let Ok(info) = inner::inspect(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
@@ -48,13 +66,24 @@ impl AccessPoint {
         if info.flow.dst != self.config.home_address {
             return self.counters.drops.drop(DropReason::UnknownHomeAddress);
         }
-        let Some((id, to)) = self.route_to_member(now, &info, packet.len(), None) else {
+        let len = packet.len();
+        let Some((id, to)) = self.route_to_member(now, &info, len, None) else {
             return self.counters.drops.drop(DropReason::NoMember);
         };
-        self.clamp(packet, &info);
+        self.clamp(inner_of(frame), &info);
+        if !self.seal_for_member(id, frame) {
+            return self.counters.drops.drop(DropReason::NoMember);
+        }
         self.counters.legacy_in += 1;
-        frame_tun(&mut pkt, TunnelHeader::data(Some(id)));
-        DataAction::Send { to }
+        send_to(to)
+    }
+
+    /// Seal a data frame in place in member `id`'s session.
+    fn seal_for_member(&mut self, id: MemberId, frame: &mut [u8]) -> bool {
+        let protection = self.config.protection;
+        self.member_sessions
+            .get_mut(&id)
+            .is_some_and(|ms| seal_data(&mut ms.sessions, protection, Some(id), frame).is_ok())
     }
 
     /// Forward a packet of a new or known flow to its member.
@@ -121,8 +150,9 @@ impl AccessPoint {
         }
     }
 
-    /// A member's answer (reverse tunnelling): to the TUN for a legacy
-    /// client, to the shim (tagged with the member) for a shim client.
+    /// A member's answer (reverse tunnelling), opened: to the TUN for a
+    /// legacy client, re-sealed in the shim's session (tagged with the
+    /// member) for a shim client.
     pub(super) fn data_from_member(
         &mut self,
         now: Instant,
@@ -133,9 +163,7 @@ impl AccessPoint {
         if header.member.is_some_and(|h| h != id) {
             return self.counters.drops.drop(DropReason::SpoofedSource);
         }
-        let Some(packet) = data_packet(frame) else {
-            return self.counters.drops.drop(DropReason::Malformed);
-        };
+        let packet = inner_of(frame);
         let Ok(info) = inner::inspect(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
@@ -153,117 +181,97 @@ impl AccessPoint {
         let client = info.flow.dst;
         self.affinity
             .observe_reverse(now, &info.flow.reversed(), info.tcp.map(|t| t.flags), len);
-        if let Some(shim) = self.shims.get(&client) {
-            self.counters.shim_out += 1;
+        let protection = self.config.protection;
+        if let Some(shim) = self.shims.get_mut(&client) {
             let to = shim.endpoint;
-            reframe(frame, TunnelHeader::data(Some(id)));
-            DataAction::Send { to }
+            if seal_data(&mut shim.session.sessions, protection, Some(id), frame).is_err() {
+                return self.counters.drops.drop(DropReason::NoSession);
+            }
+            self.counters.shim_out += 1;
+            send_to(to)
         } else {
-            self.clamp(packet, &info);
+            self.clamp(inner_of(frame), &info);
             self.counters.legacy_out += 1;
             DataAction::ToTun
         }
     }
 
-    /// A shim's packet: the inner source must be the outer source address.
+    /// A shim's packet, opened in its session: the inner source must be
+    /// the session's client address; re-sealed to the member in place.
     pub(super) fn data_from_shim(
         &mut self,
         now: Instant,
-        from: SocketAddr,
-        header: TunnelHeader,
+        client: Ipv6Addr,
         frame: &mut [u8],
     ) -> DataAction {
-        let Some(packet) = data_packet(frame) else {
-            return self.counters.drops.drop(DropReason::Malformed);
-        };
+        let pinned = crate::wire::TunnelHeader::parse(frame)
+            .ok()
+            .and_then(|h| h.member);
+        let packet = inner_of(frame);
         let Ok(info) = inner::inspect(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
-        let client = info.flow.src;
-        if SocketAddr::new(client.into(), from.port()) != from {
+        if info.flow.src != client {
             return self.counters.drops.drop(DropReason::SpoofedSource);
         }
         if info.flow.dst != self.config.home_address {
             return self.counters.drops.drop(DropReason::UnknownHomeAddress);
         }
-        self.shim_seen(now, client, from);
+        self.shim_refresh(now, client);
         let len = packet.len();
-        let Some((id, to)) = self.route_to_member(now, &info, len, header.member) else {
+        let Some((id, to)) = self.route_to_member(now, &info, len, pinned) else {
             return self.counters.drops.drop(DropReason::NoMember);
         };
-        self.maybe_notice(now, client, from, id);
-        self.counters.shim_in += 1;
-        reframe(frame, TunnelHeader::data(Some(id)));
-        DataAction::Send { to }
-    }
-
-    /// Record a packet from `client`'s shim at `from`.
-    fn shim_seen(&mut self, now: Instant, client: Ipv6Addr, from: SocketAddr) {
-        match self.shims.get_mut(&client) {
-            Some(s) => {
-                if s.endpoint != from {
-                    // The shim restarted or moved: its members must run
-                    // return routability with the new endpoint.
-                    s.endpoint = from;
-                    for st in s.members.values_mut() {
-                        *st = NoticeState::default();
-                    }
-                }
-                s.last_seen = now;
-            }
-            None => {
-                self.shims.insert(
-                    client,
-                    ShimClient {
-                        endpoint: from,
-                        last_seen: now,
-                        members: HashMap::new(),
-                    },
-                );
-                self.events.push_back(ApEvent::ShimClientSeen {
-                    client,
-                    endpoint: from,
-                });
-                self.timers
-                    .set_earliest(ApTimer::ShimSweep, now + self.config.shim_idle);
-            }
+        if !self.seal_for_member(id, frame) {
+            return self.counters.drops.drop(DropReason::NoMember);
         }
+        self.maybe_notice(now, client, id);
+        self.counters.shim_in += 1;
+        send_to(to)
     }
 
     /// Forget shim clients idle for `shim_idle`.
     pub(super) fn sweep_shims(&mut self, now: Instant) {
         let idle = self.config.shim_idle;
-        self.shims.retain(|_, s| s.last_seen + idle > now);
+        let gone: Vec<Ipv6Addr> = self
+            .shims
+            .iter()
+            .filter(|(_, s)| s.last_seen + idle <= now)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in gone {
+            self.remove_shim(c);
+        }
         if let Some(oldest) = self.shims.values().map(|s| s.last_seen).min() {
             self.timers.set(ApTimer::ShimSweep, oldest + idle);
         }
     }
 
-    /// Tell member `id` that `client` runs a shim at `endpoint`, unless told
-    /// recently (RFC 6275 has no such message: deviation D5).
-    fn maybe_notice(&mut self, now: Instant, client: Ipv6Addr, endpoint: SocketAddr, id: MemberId) {
+    /// Tell member `id` (sealed) that `client` runs a shim, with the shim's
+    /// endpoint and instance, unless told recently (RFC 6275 has no such
+    /// message: deviation D5).
+    fn maybe_notice(&mut self, now: Instant, client: Ipv6Addr, id: MemberId) {
         let interval = self.config.notice_interval;
         let Some(shim) = self.shims.get_mut(&client) else {
             return;
         };
+        let (endpoint, instance) = (shim.endpoint, shim.instance);
         let st = shim.members.entry(id).or_default();
         let gap = if st.rr_seen { interval * 30 } else { interval };
         if st.last_notice.is_some_and(|t| now < t + gap) {
             return;
         }
         st.last_notice = Some(now);
-        let Some(m) = self.members.get(&id) else {
-            return;
-        };
-        let (to, spi) = (m.care_of, m.spi);
         let [bid, hoa] = self.member_id_options(id);
         let msg = MobilityMessage::new(MessageBody::ShimNotice {
             client,
             shim: endpoint,
         })
         .with(bid)
-        .with(hoa);
-        self.send_to_member(to, id, spi, msg);
-        self.counters.notices += 1;
+        .with(hoa)
+        .with(MobilityOption::ShimInstance(instance));
+        if self.send_sealed_to_member(id, &msg) {
+            self.counters.notices += 1;
+        }
     }
 }

@@ -2,19 +2,20 @@
 //! refreshes or their lifetime ends, and the revocations (Binding
 //! Revocation Indications, RFC 5846) that tell a gone member's shims.
 
-use std::net::SocketAddr;
+use std::net::Ipv6Addr;
 use std::time::Instant;
 
 use super::{AccessPoint, ApEvent, ApTimer};
-use crate::engine::{Transmit, control_frame};
 use crate::wire::mh::{MessageBody, revocation_trigger};
 use crate::wire::{MemberId, MobilityMessage, MobilityOption};
 
-/// A revocation still to be repeated (it is not acknowledged).
+/// A revocation still to be repeated (it is not acknowledged). Each copy
+/// is sealed anew in the shim's session (a fresh counter).
 #[derive(Debug, Clone)]
 pub(super) struct PendingRevocation {
-    to: SocketAddr,
-    payload: Vec<u8>,
+    client: Ipv6Addr,
+    member: MemberId,
+    msg: MobilityMessage,
     remaining: u8,
     next: Instant,
 }
@@ -22,18 +23,14 @@ pub(super) struct PendingRevocation {
 impl AccessPoint {
     /// Ask every live member for a BU; the answers keep them alive.
     pub(super) fn heartbeat(&mut self, now: Instant) {
-        let targets: Vec<(SocketAddr, MemberId, u32)> = self
+        let targets: Vec<MemberId> = self
             .members
             .values()
             .filter(|m| !m.is_down())
-            .map(|m| (m.care_of, m.id, m.spi))
+            .map(|m| m.id)
             .collect();
-        for (to, id, spi) in &targets {
-            let [bid, hoa] = self.member_id_options(*id);
-            let msg = MobilityMessage::new(MessageBody::BindingRefreshRequest)
-                .with(bid)
-                .with(hoa);
-            self.send_to_member(*to, *id, *spi, msg);
+        for id in &targets {
+            self.request_refresh(*id);
         }
         if !targets.is_empty() {
             self.timers
@@ -87,13 +84,30 @@ impl AccessPoint {
     /// the shims it served.
     pub(super) fn member_gone(&mut self, now: Instant, id: MemberId, trigger: u8) {
         self.affinity.remove_member(id);
-        let mut to_revoke = Vec::new();
+        let mut clients = Vec::new();
         for (client, shim) in self.shims.iter_mut() {
             if shim.members.remove(&id).is_some() {
-                to_revoke.push((*client, shim.endpoint));
+                clients.push(*client);
             }
         }
-        for (client, endpoint) in to_revoke {
+        self.revoke(now, id, trigger, clients);
+    }
+
+    /// Another instance took member `id` over: the shims the old one served
+    /// hear it (BRI trigger 126) and will be noticed anew.
+    pub(super) fn member_restarted(&mut self, now: Instant, id: MemberId) {
+        let mut clients = Vec::new();
+        for (client, shim) in self.shims.iter_mut() {
+            if let Some(st) = shim.members.get_mut(&id) {
+                *st = super::NoticeState::default();
+                clients.push(*client);
+            }
+        }
+        self.revoke(now, id, revocation_trigger::MEMBER_RESTARTED, clients);
+    }
+
+    fn revoke(&mut self, now: Instant, id: MemberId, trigger: u8, clients: Vec<Ipv6Addr>) {
+        for client in clients {
             self.revocation_seq = self.revocation_seq.wrapping_add(1);
             let [bid, hoa] = self.member_id_options(id);
             let msg = MobilityMessage::new(MessageBody::BindingRevocation {
@@ -104,8 +118,9 @@ impl AccessPoint {
             .with(hoa)
             .with(MobilityOption::Correspondent(client));
             self.revocations.push(PendingRevocation {
-                to: endpoint,
-                payload: control_frame(Some(id), &msg),
+                client,
+                member: id,
+                msg,
                 remaining: self.config.revocation_repeats.max(1),
                 next: now,
             });
@@ -115,25 +130,28 @@ impl AccessPoint {
         self.send_revocations(now);
     }
 
-    /// Send the revocations that are due; arm the timer for the next.
+    /// Send the revocations that are due (sealed to each shim); arm the
+    /// timer for the next. A shim whose record is gone gets none.
     pub(super) fn send_revocations(&mut self, now: Instant) {
         let interval = self.config.revocation_interval;
         let mut next: Option<Instant> = None;
-        for r in self.revocations.iter_mut() {
+        let mut revocations = std::mem::take(&mut self.revocations);
+        for r in revocations.iter_mut() {
             if r.next <= now && r.remaining > 0 {
-                self.transmits.push_back(Transmit {
-                    to: r.to,
-                    payload: r.payload.clone(),
-                });
-                self.counters.revocations += 1;
-                r.remaining -= 1;
+                if self.send_sealed_to_shim(r.client, Some(r.member), &r.msg) {
+                    self.counters.revocations += 1;
+                    r.remaining -= 1;
+                } else {
+                    r.remaining = 0;
+                }
                 r.next = now + interval;
             }
             if r.remaining > 0 {
                 next = Some(next.map_or(r.next, |n: Instant| n.min(r.next)));
             }
         }
-        self.revocations.retain(|r| r.remaining > 0);
+        revocations.retain(|r| r.remaining > 0);
+        self.revocations = revocations;
         match next {
             Some(at) => self.timers.set(ApTimer::Revocations, at),
             None => self.timers.cancel(ApTimer::Revocations),

@@ -18,14 +18,20 @@
 //! - `policy`: the configuration file's per-member weights and drains;
 //! - `data`: the data path (legacy clients, shims, members' answers);
 //! - `home_test`: the relay of the home test of return routability;
-//! - `liveness`: heartbeat, members declared down, revocations.
+//! - `liveness`: heartbeat, members declared down, revocations;
+//! - `sessions`: the index map of sealed sessions, member - AP sessions and
+//!   the dispatch of every received frame (unsealed handshakes, sealed
+//!   frames opened with the session they name);
+//! - `handshake`: the shim - AP handshake and the limits on shim records.
 
 mod config;
 mod data;
+mod handshake;
 mod home_test;
 mod liveness;
 mod policy;
 mod registration;
+mod sessions;
 pub mod state;
 mod table;
 #[cfg(test)]
@@ -36,23 +42,24 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::fragments::FragmentRoutes;
-use super::{
-    DataAction, DropCounters, DropReason, Engine, TimerQueue, Transmit, TunPacket, binding_id,
-    canonical, control_frame, sign_registration,
-};
+use super::{DataAction, DropCounters, Engine, TimerQueue, Transmit, TunPacket, binding_id};
 use crate::affinity::AffinityTable;
+use crate::crypto::{CookieJar, Drbg};
 use crate::maglev::Maglev;
 use crate::wire::inner;
-use crate::wire::mh::{MessageBody, revocation_trigger};
-use crate::wire::{FRAME_HEADER_LEN, FrameKind, MemberId, MobilityMessage, MobilityOption};
+use crate::wire::mh::revocation_trigger;
+use crate::wire::{MemberId, MobilityMessage, MobilityOption};
 
 pub use self::config::{
     ApConfig, ApError, DEFAULT_DEAD_AFTER, DEFAULT_HEARTBEAT, DEFAULT_INNER_MTU,
-    DEFAULT_MAX_LIFETIME, DEFAULT_NOTICE_INTERVAL, DEFAULT_REVOCATION_INTERVAL,
+    DEFAULT_MAX_HANDSHAKES_PER_SECOND, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_SHIM_CLIENTS,
+    DEFAULT_MAX_SHIMS_PER_PREFIX, DEFAULT_NOTICE_INTERVAL, DEFAULT_REVOCATION_INTERVAL,
     DEFAULT_REVOCATION_REPEATS, DEFAULT_SHIM_IDLE, DEFAULT_WEIGHT, MemberKey,
 };
 pub use self::data::{NoticeState, ShimClient};
+pub use self::handshake::{EVICTABLE_IDLE, ShimSession};
 pub use self::policy::MemberPolicy;
+pub use self::sessions::LimitHits;
 pub use self::state::{DrainCause, DrainedBy, IllegalTransition, MemberState};
 pub use self::table::{MemberCounters, MemberEntry, WeightOverride};
 pub use crate::wire::option::AUTH_SUBTYPE_MN_HA;
@@ -148,6 +155,8 @@ pub enum ApTimer {
     ShimSweep,
     /// Send due repeated revocations.
     Revocations,
+    /// Forget replaced sessions whose grace is over.
+    SessionSweep,
 }
 
 /// AP-wide counters.
@@ -173,6 +182,16 @@ pub struct ApCounters {
     pub registrations: u64,
     /// TCP SYNs whose MSS was clamped.
     pub mss_clamped: u64,
+    /// Registration BUs answered with BA 202 (retry with cookie).
+    pub cookie_challenges: u64,
+    /// Shim Hellos answered with a Shim Cookie.
+    pub shim_cookies: u64,
+    /// Shim handshakes completed (Welcomes for new sessions).
+    pub shim_handshakes: u64,
+    /// Sealed keepalives (BRR) from shims.
+    pub keepalives: u64,
+    /// Limit hits by limit.
+    pub limit_hits: LimitHits,
 }
 
 /// The access point engine.
@@ -180,10 +199,19 @@ pub struct ApCounters {
 pub struct AccessPoint {
     config: ApConfig,
     members: BTreeMap<MemberId, MemberEntry>,
-    by_care_of: HashMap<SocketAddr, MemberId>,
     maglev: Maglev,
     affinity: AffinityTable,
     shims: HashMap<Ipv6Addr, ShimClient>,
+    /// Shim records by prefix (/64, IPv4 /32), for `max_shims_per_prefix`.
+    shim_prefixes: HashMap<Ipv6Addr, HashSet<Ipv6Addr>>,
+    /// Every receive index of ours: whose session it is.
+    index: HashMap<u32, sessions::Owner>,
+    member_sessions: HashMap<MemberId, sessions::MemberSession>,
+    drbg: Drbg,
+    cookies: Option<CookieJar>,
+    handshake_rate: handshake::HandshakeRate,
+    /// Shim Cookies of nonce 0 to sources naming no session.
+    stale_answers: sessions::AnswerLimit,
     timers: TimerQueue<ApTimer>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ApEvent>,
@@ -209,10 +237,16 @@ impl AccessPoint {
         Ok(Self {
             affinity: AffinityTable::new(config.affinity),
             maglev,
+            drbg: Drbg::new(config.seed),
             config,
             members: BTreeMap::new(),
-            by_care_of: HashMap::new(),
             shims: HashMap::new(),
+            shim_prefixes: HashMap::new(),
+            index: HashMap::new(),
+            member_sessions: HashMap::new(),
+            cookies: None,
+            handshake_rate: Default::default(),
+            stale_answers: Default::default(),
             timers: TimerQueue::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -274,18 +308,31 @@ impl AccessPoint {
         self.events.pop_front()
     }
 
-    /// Emit, sign and queue a control message to a member.
+    /// Emit, sign and queue an unsealed control message to a member (the
+    /// registration BAs).
     fn send_to_member(&mut self, to: SocketAddr, id: MemberId, spi: u32, msg: MobilityMessage) {
         let msg = msg.with(MobilityOption::Authentication {
             subtype: AUTH_SUBTYPE_MN_HA,
             spi,
             data: [0; 16],
         });
-        let mut payload = control_frame(Some(id), &msg);
+        let mut payload = sessions::unsealed_frame(Some(id), &msg);
         if let Some(key) = self.config.key(spi) {
-            sign_registration(&mut payload, key, self.config.home_address);
+            sessions::sign_frame(&mut payload, key, self.config.home_address);
         }
         self.transmits.push_back(Transmit { to, payload });
+    }
+
+    /// Number of shim clients with a session.
+    pub fn shim_client_count(&self) -> usize {
+        self.shims.len()
+    }
+
+    /// A packet read from the TUN in a frame buffer: `frame` =
+    /// `header(16) | packet | tag(16)`; on [`DataAction::Send``] the
+    /// whole buffer is the sealed frame to send.
+    pub fn handle_tun_frame(&mut self, now: Instant, frame: &mut [u8]) -> DataAction {
+        self.data_from_tun(now, frame)
     }
 
     /// The Binding ID and Home Address options every message names a member by.
@@ -295,55 +342,15 @@ impl AccessPoint {
             MobilityOption::HomeAddress(self.config.home_address),
         ]
     }
-
-    fn handle_control(&mut self, now: Instant, from: SocketAddr, mh: &[u8]) -> DataAction {
-        let msg = match MobilityMessage::parse(mh) {
-            Ok(m) => m,
-            Err(_) => return self.counters.drops.drop(DropReason::Malformed),
-        };
-        match msg.body {
-            MessageBody::BindingUpdate {
-                sequence,
-                ack,
-                home: true,
-                lifetime,
-            } => self.handle_registration(
-                now,
-                &super::ReceivedBu {
-                    from: canonical(from),
-                    mh,
-                    msg: &msg,
-                    seq: sequence,
-                    ack,
-                    lifetime,
-                },
-            ),
-            MessageBody::HomeTestInit { cookie } => {
-                self.relay_home_test_init(now, from, mh, &msg, cookie)
-            }
-            MessageBody::HomeTest { .. } => self.relay_home_test(now, from, &msg),
-            _ => self.counters.drops.drop(DropReason::UnexpectedMessage),
-        }
-    }
 }
 
 impl Engine for AccessPoint {
     fn handle_udp(&mut self, now: Instant, from: SocketAddr, frame: &mut [u8]) -> DataAction {
-        let header = match super::parse_header(frame, &mut self.counters.drops) {
-            Ok(h) => h,
-            Err(action) => return action,
-        };
-        match header.kind {
-            FrameKind::Control => self.handle_control(now, from, &frame[FRAME_HEADER_LEN..]),
-            FrameKind::Data => match self.by_care_of.get(&canonical(from)).copied() {
-                Some(id) => self.data_from_member(now, id, header, frame),
-                None => self.data_from_shim(now, canonical(from), header, frame),
-            },
-        }
+        self.dispatch_udp(now, from, frame)
     }
 
-    fn handle_tun(&mut self, now: Instant, pkt: TunPacket<'_>) -> DataAction {
-        self.data_from_tun(now, pkt)
+    fn handle_tun(&mut self, now: Instant, mut pkt: TunPacket<'_>) -> DataAction {
+        self.data_from_tun(now, pkt.frame_mut())
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -378,6 +385,7 @@ impl Engine for AccessPoint {
                 }
                 ApTimer::ShimSweep => self.sweep_shims(now),
                 ApTimer::Revocations => self.send_revocations(now),
+                ApTimer::SessionSweep => self.sweep_sessions(now),
             }
         }
     }

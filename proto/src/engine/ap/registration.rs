@@ -9,12 +9,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::sessions::unsealed_frame;
 use super::state::{Change, DrainCause, DrainedBy, MemberState};
 use super::table::{MemberCounters, MemberEntry};
 use super::{AUTH_SUBTYPE_MN_HA, AccessPoint, ApConfig, ApEvent, ApTimer, DEFAULT_WEIGHT};
+use crate::crypto::{CookieJar, CookieKind};
 use crate::engine::{
-    DataAction, DropReason, ReceivedBu, Transmit, binding_id, control_frame, from_units, seq_newer,
-    to_units, verify_registration,
+    DataAction, DropReason, ReceivedBu, Transmit, binding_id, from_units, seq_newer, to_units,
+    verify_registration,
 };
 use crate::wire::mh::{MessageBody, ba_status, revocation_trigger};
 use crate::wire::{MemberId, MobilityMessage, MobilityOption};
@@ -25,6 +27,8 @@ pub(super) struct Accepted {
     pub id: MemberId,
     pub spi: u32,
     pub what: Registration,
+    /// The BU's Session option: the member's index and nonce.
+    pub session: (u32, [u8; 16]),
 }
 
 /// What an accepted BU asks for.
@@ -58,6 +62,8 @@ pub(super) struct Refusal {
     pub spi: Option<u32>,
     /// A drop to count, if the refusal is one.
     pub drop: Option<DropReason>,
+    /// No answer at all (a BU we cannot make sense of).
+    pub silent: bool,
 }
 
 impl Refusal {
@@ -68,6 +74,7 @@ impl Refusal {
             status,
             spi,
             drop: None,
+            silent: false,
         }
     }
 
@@ -79,12 +86,14 @@ impl Refusal {
     }
 }
 
-/// Check a registration BU against the keys, the home address, the
-/// operator's bans and the member table, changing nothing.
+/// Check a registration BU against the keys (and the ids each may
+/// register), the home address, the cookie of its endpoint, the operator's
+/// bans and the member table, changing nothing.
 pub(super) fn check_registration(
     config: &ApConfig,
     members: &BTreeMap<MemberId, MemberEntry>,
     banned: &HashSet<(MemberId, u64)>,
+    jar: &CookieJar,
     now: Instant,
     req: &ReceivedBu<'_>,
 ) -> Result<Accepted, Refusal> {
@@ -110,8 +119,24 @@ pub(super) fn check_registration(
         ));
     };
     let refuse = |status| Refusal::new(Some(id), seq, status, Some(spi));
+    if !config.member_key(spi).is_some_and(|k| k.may_register(id)) {
+        return Err(refuse(ba_status::ADMINISTRATIVELY_PROHIBITED).counting(DropReason::AuthFailed));
+    }
     if msg.home_address() != Some(config.home_address) {
         return Err(refuse(ba_status::NOT_HOME_AGENT));
+    }
+    let Some(session) = msg.session() else {
+        // A v1 BU: no session to make; nothing to answer.
+        return Err(Refusal {
+            silent: true,
+            ..refuse(0).counting(DropReason::Malformed)
+        });
+    };
+    let cookie_ok = msg
+        .cookie()
+        .is_some_and(|c| jar.check(CookieKind::Registration, req.from, &id.0.to_be_bytes(), &c));
+    if !cookie_ok {
+        return Err(refuse(ba_status::RETRY_WITH_COOKIE));
     }
     let (weight, draining, instance) = msg.member_state().unwrap_or((DEFAULT_WEIGHT, false, 0));
     if banned.contains(&(id, instance)) {
@@ -146,20 +171,30 @@ pub(super) fn check_registration(
             instance,
         }
     };
-    Ok(Accepted { id, spi, what })
+    Ok(Accepted {
+        id,
+        spi,
+        what,
+        session,
+    })
 }
 
 impl AccessPoint {
     pub(super) fn handle_registration(&mut self, now: Instant, req: &ReceivedBu<'_>) -> DataAction {
-        match check_registration(&self.config, &self.members, &self.banned, now, req) {
-            Err(refusal) => self.refuse(req.from, refusal),
+        self.cookie_jar(now);
+        let Some(jar) = self.cookies.as_ref() else {
+            return DataAction::Consumed;
+        };
+        match check_registration(&self.config, &self.members, &self.banned, jar, now, req) {
+            Err(refusal) => self.refuse(now, req.from, refusal),
             Ok(Accepted {
                 id,
                 spi,
                 what: Registration::Deregister,
+                ..
             }) => {
                 if req.ack {
-                    self.acknowledge(req, id, spi, 0, None);
+                    self.acknowledge(now, req, id, spi, 0, None);
                 }
                 if self.members.contains_key(&id) {
                     self.forget_member(now, id, revocation_trigger::ADMINISTRATIVE);
@@ -176,6 +211,7 @@ impl AccessPoint {
                         draining,
                         instance,
                     },
+                session,
             }) => {
                 self.counters.registrations += 1;
                 let before = self.members.get(&id).map(MemberEntry::effective_weight);
@@ -194,7 +230,8 @@ impl AccessPoint {
                     // policy drains.
                     self.apply_policy(now, id);
                 }
-                self.by_care_of.insert(req.from, id);
+                let key = self.config.key(spi).unwrap_or_default().to_vec();
+                let ours = self.member_session_for(now, id, &key, instance, session);
                 if self.members.get(&id).map(MemberEntry::effective_weight) != before {
                     self.rebuild();
                 }
@@ -204,7 +241,7 @@ impl AccessPoint {
                 self.timers
                     .set_earliest(ApTimer::Heartbeat, now + self.config.heartbeat);
                 if req.ack {
-                    self.acknowledge(req, id, spi, to_units(granted), Some(granted));
+                    self.acknowledge(now, req, id, spi, to_units(granted), Some((granted, ours)));
                 }
                 DataAction::Consumed
             }
@@ -213,15 +250,25 @@ impl AccessPoint {
 
     /// Answer a refused registration; signed when we know the key, so the
     /// member can trust the refusal.
-    fn refuse(&mut self, from: SocketAddr, r: Refusal) -> DataAction {
+    /// A BA 202 (retry with cookie) creates no state: no event either, so
+    /// that replayed BUs cost the AP nothing but the answer.
+    fn refuse(&mut self, now: Instant, from: SocketAddr, r: Refusal) -> DataAction {
         if let Some(reason) = r.drop {
             self.counters.drops.drop(reason);
         }
-        self.events.push_back(ApEvent::RegistrationRefused {
-            from,
-            id: r.id,
-            status: r.status,
-        });
+        if r.silent {
+            return DataAction::Consumed;
+        }
+        let retry = r.status == ba_status::RETRY_WITH_COOKIE;
+        if retry {
+            self.counters.cookie_challenges += 1;
+        } else {
+            self.events.push_back(ApEvent::RegistrationRefused {
+                from,
+                id: r.id,
+                status: r.status,
+            });
+        }
         let mut msg = MobilityMessage::new(MessageBody::BindingAck {
             status: r.status,
             sequence: r.seq,
@@ -229,6 +276,11 @@ impl AccessPoint {
         });
         if let Some(id) = r.id {
             msg = msg.with(binding_id(id));
+            if retry {
+                msg = msg.with(MobilityOption::Cookie(
+                    self.registration_cookie(now, from, id),
+                ));
+            }
         }
         match (r.id, r.spi) {
             (Some(id), Some(spi)) if self.config.key(spi).is_some() => {
@@ -236,7 +288,7 @@ impl AccessPoint {
             }
             _ => self.transmits.push_back(Transmit {
                 to: from,
-                payload: control_frame(r.id, &msg),
+                payload: unsealed_frame(r.id, &msg),
             }),
         }
         DataAction::Consumed
@@ -245,13 +297,16 @@ impl AccessPoint {
     /// The accepting BA. For a registration (`granted`), it advises the
     /// refresh interval and tells the member whether the AP drains it, so
     /// that it stops its shims from starting new flows at it (sec. 7.1).
+    /// A registration BA 0 carries the AP's half of the session (Session
+    /// {Ia, Na}) and a fresh cookie for the member's endpoint.
     fn acknowledge(
         &mut self,
+        now: Instant,
         req: &ReceivedBu<'_>,
         id: MemberId,
         spi: u32,
         lifetime: u16,
-        granted: Option<Duration>,
+        granted: Option<(Duration, (u32, [u8; 16]))>,
     ) {
         let mut msg = MobilityMessage::new(MessageBody::BindingAck {
             status: ba_status::ACCEPTED,
@@ -259,7 +314,7 @@ impl AccessPoint {
             lifetime,
         })
         .with(binding_id(id));
-        if let Some(granted) = granted {
+        if let Some((granted, (index, nonce))) = granted {
             msg = msg
                 .with(MobilityOption::BindingRefreshAdvice {
                     interval: to_units(granted / 2),
@@ -272,8 +327,19 @@ impl AccessPoint {
                     instance: 0,
                 });
             }
+            msg = msg
+                .with(MobilityOption::Session { index, nonce })
+                .with(MobilityOption::Cookie(
+                    self.registration_cookie(now, req.from, id),
+                ));
         }
         self.send_to_member(req.from, id, spi, msg);
+    }
+
+    /// The registration cookie of (`from`, `id`) under the current secret.
+    fn registration_cookie(&mut self, now: Instant, from: SocketAddr, id: MemberId) -> [u8; 16] {
+        self.cookie_jar(now)
+            .make(CookieKind::Registration, from, &id.0.to_be_bytes())
     }
 
     /// Create or update the member's entry; true if it (re)appeared: new,
@@ -295,7 +361,6 @@ impl AccessPoint {
                 from: m.care_of,
                 to: r.from,
             });
-            self.by_care_of.remove(&m.care_of);
             m.care_of = r.from;
         }
         m.last_seq = r.seq;
@@ -321,12 +386,9 @@ impl AccessPoint {
         };
         self.announce(r.id, change);
         if restarted {
-            // A new process knows none of its shims: notice it again.
-            for shim in self.shims.values_mut() {
-                if let Some(st) = shim.members.get_mut(&r.id) {
-                    *st = super::NoticeState::default();
-                }
-            }
+            // A new process knows none of its shims: they hear of the
+            // restart (BRI 126) and are noticed again.
+            self.member_restarted(now, r.id);
         }
         back
     }

@@ -182,12 +182,11 @@ impl AccessPoint {
         if m.is_down() {
             return;
         }
-        let (to, spi) = (m.care_of, m.spi);
         let [bid, hoa] = self.member_id_options(id);
         let msg = MobilityMessage::new(MessageBody::BindingRefreshRequest)
             .with(bid)
             .with(hoa);
-        self.send_to_member(to, id, spi, msg);
+        self.send_sealed_to_member(id, &msg);
     }
 
     /// Rebuild Maglev from the member table's weights.
@@ -204,9 +203,8 @@ impl AccessPoint {
     /// The member is gone for good (deregistered or removed).
     pub(super) fn forget_member(&mut self, now: Instant, id: MemberId, trigger: u8) {
         self.member_gone(now, id, trigger);
-        if let Some(m) = self.members.remove(&id) {
-            self.by_care_of.remove(&m.care_of);
-        }
+        self.members.remove(&id);
+        self.drop_member_sessions(id);
         for t in [
             ApTimer::Liveness(id),
             ApTimer::Lifetime(id),
