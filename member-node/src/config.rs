@@ -79,6 +79,8 @@ pub struct FileConfig {
     pub lifetime_s: Option<u64>,
     /// Direct server return.
     pub direct_return: Option<bool>,
+    /// Shim clients with route-optimization state, at most.
+    pub max_correspondents: Option<usize>,
     /// Keys every daemon has.
     #[serde(flatten)]
     pub common: CommonConfig,
@@ -109,6 +111,8 @@ pub struct Settings {
     pub lifetime: Duration,
     /// Direct server return.
     pub direct_return: bool,
+    /// Shim clients with route-optimization state, at most.
+    pub max_correspondents: usize,
     /// TUN, MTU, control socket, log level, offload, metrics.
     pub common: CommonSettings,
 }
@@ -141,6 +145,15 @@ impl DaemonSettings for Settings {
                 key.len()
             );
         }
+        let max_correspondents = file
+            .max_correspondents
+            .unwrap_or(member::DEFAULT_MAX_CORRESPONDENTS);
+        if max_correspondents == 0 {
+            bail!(
+                "max_correspondents = 0 leaves no room for any shim client; use at least 1 (default {})",
+                member::DEFAULT_MAX_CORRESPONDENTS
+            );
+        }
         let common = CommonSettings::resolve(
             &cli.common,
             &file.common,
@@ -167,6 +180,7 @@ impl DaemonSettings for Settings {
                 Duration::from_secs(s.clamp(8, 3600))
             }),
             direct_return: cli.direct_return || file.direct_return.unwrap_or(false),
+            max_correspondents,
             common,
         })
     }
@@ -207,5 +221,32 @@ mod tests {
             s.common.control,
             std::path::Path::new("/run/homeaddr/member-3.sock")
         );
+        assert_eq!(s.max_correspondents, member::DEFAULT_MAX_CORRESPONDENTS);
+    }
+
+    #[test]
+    fn max_correspondents_comes_from_the_file_and_zero_is_refused() {
+        let args = [
+            "--id",
+            "3",
+            "--key",
+            "0123456789abcdef",
+            "--home-address",
+            "2001:db8::1",
+            "--access-point",
+            "[2001:db8::2]:4790",
+        ];
+        let file = FileConfig {
+            max_correspondents: Some(100),
+            ..FileConfig::default()
+        };
+        let s = Settings::from_args(&args, file).unwrap();
+        assert_eq!(s.max_correspondents, 100);
+        let file = FileConfig {
+            max_correspondents: Some(0),
+            ..FileConfig::default()
+        };
+        let e = Settings::merge_error(&args, file);
+        assert!(e.contains("max_correspondents"), "{e}");
     }
 }

@@ -271,6 +271,7 @@ fn start_engine(settings: &Settings, care_of: SocketAddr) -> anyhow::Result<Memb
     config.route_optimization = settings.route_optimization;
     config.direct_return = settings.direct_return;
     config.lifetime = settings.lifetime;
+    config.max_correspondents = settings.max_correspondents;
     let mut member = Member::new(config);
     member.start(Instant::now());
     Ok(member)

@@ -85,6 +85,12 @@ struct PathLabels {
 }
 
 #[derive(Debug, EncodeLabelSet)]
+struct LimitLabels {
+    member: u16,
+    limit: &'static str,
+}
+
+#[derive(Debug, EncodeLabelSet)]
 struct ResultLabels {
     member: u16,
     result: &'static str,
@@ -165,6 +171,20 @@ pub fn encode(m: &Member, now: Instant, e: &mut DescriptorEncoder<'_>) -> std::f
         [("success", c.rr_successes), ("failure", c.rr_failures)]
             .map(|(result, n)| (ResultLabels { member, result }, n)),
     )?;
+    counters(
+        e,
+        "homeaddr_member_auth_failures_reported",
+        "Unsigned authentication-failure BAs for our outstanding BU (never believed: counted only).",
+        one(member, c.auth_failures_reported),
+    )?;
+    counters(
+        e,
+        "homeaddr_member_limit_hits",
+        "Times a limit was hit, by limit (correspondents: the shim-client table was full).",
+        c.limit_hits
+            .iter()
+            .map(|(limit, n)| (LimitLabels { member, limit }, n)),
+    )?;
     encode_drops(e, "homeaddr_member_dropped_packets", &c.drops)
 }
 
@@ -211,6 +231,9 @@ mod tests {
             "homeaddr_member_return_routability_total{member=\"3\",result=\"success\"} 0",
             "homeaddr_member_return_routability_total{member=\"3\",result=\"failure\"} 0",
             "homeaddr_member_dropped_packets_total{reason=\"malformed\"} 0",
+            "homeaddr_member_dropped_packets_total{reason=\"unauthenticated\"} 0",
+            "homeaddr_member_auth_failures_reported_total{member=\"3\"} 0",
+            "homeaddr_member_limit_hits_total{member=\"3\",limit=\"correspondents\"} 0",
         ] {
             has(&t, line);
         }

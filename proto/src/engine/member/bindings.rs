@@ -4,11 +4,13 @@
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
+use super::data::Via;
 use super::{
-    ActiveBinding, EXPIRED_NONCE_STATUSES, MAX_TOKEN_LIFETIME, Member, MemberEvent, MemberTimer,
-    RoState,
+    ActiveBinding, EXPIRED_NONCE_STATUSES, MAX_TOKEN_LIFETIME, Member, MemberEvent, RoState,
+    SessionId,
 };
-use crate::crypto::{self, Kbm};
+use crate::crypto::{self, Kbm, Role, Session, member_shim_keys};
+use crate::engine::sealed::PeerSessions;
 use crate::engine::{
     DataAction, DropReason, Transmit, control_frame, from_units, sign_binding, to_units,
     verify_binding,
@@ -32,11 +34,30 @@ impl Member {
         self.ro_seq = self.ro_seq.wrapping_add(1);
         c.rr = RoState::BindingSent { seq, attempt: 1 };
         let shim = c.shim;
+        // A fresh Session {Im, Nm} per BU: its BA 0 makes a new session.
+        let session = (self.unused_shim_index(), self.rng.nonce16());
+        if let Some(c) = self.correspondents.get_mut(&client) {
+            c.bu_session = session;
+        }
         let lifetime = to_units(self.config.binding_lifetime);
-        self.send_binding_update(shim, seq, lifetime, &kbm, (home.index, care_of.index), true);
+        let nonces = (home.index, care_of.index);
+        self.send_binding_update(shim, seq, lifetime, &kbm, nonces, session, true);
         self.arm_correspondent(now, client, Some(now + self.config.initial_retransmit));
     }
 
+    /// A receive index for a member - shim session: non-zero, not the AP
+    /// session's, not in use.
+    fn unused_shim_index(&mut self) -> u32 {
+        loop {
+            let i = self.rng.session_index();
+            if i != self.ap.ours.0 && !self.shim_indices.contains_key(&i) {
+                return i;
+            }
+        }
+    }
+
+    /// The RO BU (unsealed; Binding Authorization Data with Kbm, last).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn send_binding_update(
         &mut self,
         shim: SocketAddr,
@@ -44,6 +65,7 @@ impl Member {
         lifetime: u16,
         kbm: &Kbm,
         nonces: (u16, u16),
+        session: SessionId,
         ack: bool,
     ) {
         let c = &self.config;
@@ -58,6 +80,10 @@ impl Member {
             .with(MobilityOption::NonceIndices {
                 home: nonces.0,
                 care_of: nonces.1,
+            })
+            .with(MobilityOption::Session {
+                index: session.0,
+                nonce: session.1,
             })
             .with(MobilityOption::BindingAuthorization([0; 12]));
         let mut payload = control_frame(Some(c.id), &msg);
@@ -80,11 +106,14 @@ impl Member {
         }
     }
 
+    /// A BA from `client`'s shim (unsealed; status 0 and 135 signed with Kbm).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn handle_binding_ack(
         &mut self,
         now: Instant,
         client: Ipv6Addr,
         mh: &[u8],
+        msg: &MobilityMessage,
         status: u8,
         seq: u16,
         lifetime: u16,
@@ -119,6 +148,36 @@ impl Member {
             if !verify_binding(mh, &kbm, self.config.care_of, c.shim) {
                 return self.counters.drops.drop(DropReason::AuthFailed);
             }
+            let Some((their_index, their_nonce)) = msg.session() else {
+                return self.counters.drops.drop(DropReason::Malformed);
+            };
+            // The member - shim session (the member is the initiator).
+            let (ours, their_nonce) = (c.bu_session, their_nonce);
+            let keys = member_shim_keys(
+                &kbm,
+                &ours.1,
+                &their_nonce,
+                self.config.id.0,
+                ours.0,
+                their_index,
+            );
+            let session = Session::new(&keys, Role::Initiator, ours.0, their_index);
+            match c.sessions.as_mut() {
+                // A duplicate BA for the same BU: the session is in place.
+                Some(s)
+                    if s.current().local_index == ours.0
+                        && s.current().remote_index == their_index => {}
+                Some(s) => {
+                    if let Some(gone) = s.replace(session, now)
+                        && gone != ours.0
+                        && !s.local_indices().any(|i| i == gone)
+                    {
+                        self.shim_indices.remove(&gone);
+                    }
+                }
+                None => c.sessions = Some(PeerSessions::new(session)),
+            }
+            self.shim_indices.insert(ours.0, client);
             c.binding = Some(ActiveBinding {
                 seq,
                 kbm,
@@ -128,7 +187,7 @@ impl Member {
             c.rr = RoState::Idle;
             let held = c.hold.take().map(|h| h.packets).unwrap_or_default();
             let (shim, elapsed) = (c.shim, now - c.rr_started);
-            self.release_held(shim, held);
+            self.release_held(Via::Shim(client), held);
             self.counters.rr_successes += 1;
             self.events.push_back(MemberEvent::RouteOptimized {
                 client,
@@ -211,16 +270,14 @@ impl Member {
         {
             if idle {
                 // Unused: let it lapse at the shim.
-                self.correspondents.remove(&client);
-                self.timers.cancel(MemberTimer::Correspondent(client));
+                self.forget_correspondent(client);
                 return;
             }
             self.start_rr(now, client);
             return;
         }
         if c.binding.is_none() && matches!(c.rr, RoState::Idle) && idle {
-            self.correspondents.remove(&client);
-            self.timers.cancel(MemberTimer::Correspondent(client));
+            self.forget_correspondent(client);
             return;
         }
         let deadline = match c.rr {
@@ -236,12 +293,13 @@ impl Member {
             return;
         };
         c.rr = RoState::BindingSent { seq, attempt };
-        let (shim, home, care_of) = (c.shim, c.home, c.care_of);
+        let (shim, home, care_of, session) = (c.shim, c.home, c.care_of, c.bu_session);
         if let (Some(h), Some(co)) = (home, care_of) {
             let kbm = crypto::kbm(&h.token, &co.token);
             let lifetime = to_units(self.config.binding_lifetime);
             self.counters.retransmissions += 1;
-            self.send_binding_update(shim, seq, lifetime, &kbm, (h.index, co.index), true);
+            let nonces = (h.index, co.index);
+            self.send_binding_update(shim, seq, lifetime, &kbm, nonces, session, true);
         }
         let at = now + self.backoff(attempt);
         self.arm_correspondent(now, client, Some(at));

@@ -3,6 +3,7 @@
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::crypto::Protection;
 use crate::wire::MemberId;
 
 pub use crate::engine::ap::DEFAULT_WEIGHT;
@@ -16,6 +17,11 @@ pub const DEFAULT_INITIAL_RETRANSMIT: Duration = Duration::from_secs(1);
 pub const DEFAULT_MAX_RETRANSMIT: Duration = Duration::from_secs(32);
 /// The SPI of the registration key when none is configured.
 pub const DEFAULT_SPI: u32 = 1;
+/// A registered member that hears no sealed frame from the AP this long
+/// registers again at once (three AP heartbeats: AP restart recovery).
+pub const DEFAULT_AP_SILENCE: Duration = Duration::from_secs(3);
+/// Shim clients the member keeps route-optimization state for, at most.
+pub const DEFAULT_MAX_CORRESPONDENTS: usize = 65536;
 
 /// Member node configuration.
 #[derive(Clone)]
@@ -51,6 +57,14 @@ pub struct MemberConfig {
     /// instead of back through the AP. The network must let this host send
     /// from the HoA.
     pub direct_return: bool,
+    /// Silence of the AP (no sealed frame) after which a registered member
+    /// sends a new BU at once.
+    pub ap_silence: Duration,
+    /// Shim clients with route-optimization state, at most (then the
+    /// unproven, else the least recently active one is evicted).
+    pub max_correspondents: usize,
+    /// How sealed frames are protected (and what received ones must be).
+    pub protection: Protection,
     /// Seed of the engine's random generator.
     pub seed: [u8; 32],
 }
@@ -92,6 +106,9 @@ impl MemberConfig {
             max_retransmit: DEFAULT_MAX_RETRANSMIT,
             route_optimization: true,
             direct_return: false,
+            ap_silence: DEFAULT_AP_SILENCE,
+            max_correspondents: DEFAULT_MAX_CORRESPONDENTS,
+            protection: Protection::default(),
             seed,
         }
     }

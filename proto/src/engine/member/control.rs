@@ -1,32 +1,106 @@
-//! Control messages: from the AP (signed) or from shims.
+//! Received frames: sealed ones open in the session their index names
+//! (the AP's, or a shim's), unsealed ones may only be the handshakes of
+//! docs/V2-SPEC.md section 3 (registration BA from the AP; CoT and RO BA
+//! from a shim). Control messages are dispatched from here.
 
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
-use super::{Member, MemberEvent, RegistrationState};
-use crate::engine::{DataAction, DropReason, canonical, to_units, verify_registration};
-use crate::wire::MobilityMessage;
+use super::{Member, RegistrationState};
+use crate::crypto::session::{HEADER_LEN, TAG_LEN};
+use crate::engine::sealed::open_drop_reason;
+use crate::engine::{
+    DataAction, DropReason, canonical, parse_header, to_units, verify_registration,
+};
 use crate::wire::mh::MessageBody;
+use crate::wire::{FrameKind, MobilityMessage};
+
+/// Where the Mobility Header of an unsealed control frame starts.
+pub(super) const UNSEALED_MH: usize = crate::wire::FRAME_HEADER_LEN;
+
+/// Who a sealed frame is from, by the receive index it names.
+#[derive(Debug, Clone, Copy)]
+enum Peer {
+    Ap,
+    Shim(Ipv6Addr),
+}
 
 impl Member {
-    pub(super) fn handle_control(
+    /// A datagram from `from`.
+    pub(super) fn receive(
         &mut self,
         now: Instant,
         from: SocketAddr,
-        mh: &[u8],
+        frame: &mut [u8],
     ) -> DataAction {
+        let header = match parse_header(frame, &mut self.counters.drops) {
+            Ok(h) => h,
+            Err(action) => return action,
+        };
+        if header.member.is_some_and(|m| m != self.config.id) {
+            return self.counters.drops.drop(DropReason::UnknownPeer);
+        }
+        let from = canonical(from);
+        let index = header.session;
+        if index == 0 {
+            return match header.kind {
+                FrameKind::Control => match frame.get(UNSEALED_MH..) {
+                    Some(mh) => self.unsealed_control(now, from, mh),
+                    None => self.counters.drops.drop(DropReason::Malformed),
+                },
+                FrameKind::Data => self.counters.drops.drop(DropReason::Unauthenticated),
+            };
+        }
+        let peer = if index == self.ap.ours.0 && self.ap.sessions.is_some() {
+            Peer::Ap
+        } else if let Some(client) = self.shim_indices.get(&index) {
+            Peer::Shim(*client)
+        } else {
+            return self.counters.drops.drop(DropReason::UnknownPeer);
+        };
+        let protection = self.config.protection;
+        let sessions = match peer {
+            Peer::Ap => self.ap.sessions.as_mut(),
+            Peer::Shim(client) => self
+                .correspondents
+                .get_mut(&client)
+                .and_then(|c| c.sessions.as_mut()),
+        };
+        let Some(sessions) = sessions else {
+            return self.counters.drops.drop(DropReason::UnknownPeer);
+        };
+        if let Err(e) = sessions.open(now, index, protection, frame) {
+            return self.counters.drops.drop(open_drop_reason(e));
+        }
+        // Opened: the frame is at least header + tag long.
+        let len = frame.len();
+        let body = &frame[HEADER_LEN..len - TAG_LEN];
+        match (peer, header.kind) {
+            (Peer::Ap, kind) => {
+                self.ap.heard = Some(now);
+                match kind {
+                    FrameKind::Control => self.ap_sealed_control(now, body),
+                    FrameKind::Data => self.data_from_ap(now, body),
+                }
+            }
+            (Peer::Shim(client), FrameKind::Control) => self.shim_sealed_control(now, client, body),
+            (Peer::Shim(client), FrameKind::Data) => self.data_from_shim(now, client, body),
+        }
+    }
+
+    /// An unsealed control message: only the handshakes may come so.
+    fn unsealed_control(&mut self, now: Instant, from: SocketAddr, mh: &[u8]) -> DataAction {
         let msg = match MobilityMessage::parse(mh) {
             Ok(m) => m,
             Err(_) => return self.counters.drops.drop(DropReason::Malformed),
         };
-        let from = canonical(from);
         if from == canonical(self.config.access_point) {
-            return self.ap_control(now, mh, &msg);
+            return self.ap_registration_ack(now, mh, &msg);
         }
         self.shim_control(now, from, mh, &msg)
     }
 
-    /// A control message from a shim: the care-of test, BAs, errors.
+    /// An unsealed control message from a shim: the care-of test and BAs.
     fn shim_control(
         &mut self,
         now: Instant,
@@ -47,22 +121,25 @@ impl Member {
                 nonce_index,
                 cookie,
                 token,
-            } => self.handle_test(now, client, false, nonce_index, cookie, token),
+            } => self.handle_test(now, client, false, nonce_index, cookie, token, None),
             MessageBody::BindingAck {
                 status,
                 sequence,
                 lifetime,
-            } => self.handle_binding_ack(now, client, mh, status, sequence, lifetime),
-            MessageBody::BindingError { status, .. } => {
-                // RFC 6275 sec. 11.3.6: the shim has no binding for us.
-                if let Some(c) = self.correspondents.get_mut(&client) {
-                    c.binding = None;
-                }
-                self.events
-                    .push_back(MemberEvent::BindingRejected { client, status });
-                self.start_rr(now, client);
-                DataAction::Consumed
-            }
+            } => self.handle_binding_ack(now, client, mh, msg, status, sequence, lifetime),
+            // Binding errors are no longer sent between nodes; everything
+            // else must be sealed.
+            _ => self.counters.drops.drop(DropReason::Unauthenticated),
+        }
+    }
+
+    /// A sealed control message from a bound shim.
+    fn shim_sealed_control(&mut self, now: Instant, client: Ipv6Addr, mh: &[u8]) -> DataAction {
+        let msg = match MobilityMessage::parse(mh) {
+            Ok(m) => m,
+            Err(_) => return self.counters.drops.drop(DropReason::Malformed),
+        };
+        match msg.body {
             MessageBody::BindingRefreshRequest => {
                 self.start_rr(now, client);
                 DataAction::Consumed
@@ -71,29 +148,45 @@ impl Member {
         }
     }
 
-    /// A control message from the AP: BAs (signed, or an unsigned 146),
-    /// and signed BRRs, Shim Notices and HoTs.
-    fn ap_control(&mut self, now: Instant, mh: &[u8], msg: &MobilityMessage) -> DataAction {
-        let signed = verify_registration(mh, &self.config.key, self.config.home_address);
-        // Every AP message names its member: one key may serve many members.
-        if msg.binding_id().is_some_and(|(id, _)| id != self.config.id) {
-            return self.counters.drops.drop(DropReason::UnexpectedMessage);
-        }
-        if let MessageBody::BindingAck {
+    /// The unsealed messages from the AP: registration BAs only (signed,
+    /// or an unsigned 146). Anything else must come sealed.
+    fn ap_registration_ack(
+        &mut self,
+        now: Instant,
+        mh: &[u8],
+        msg: &MobilityMessage,
+    ) -> DataAction {
+        let MessageBody::BindingAck {
             status,
             sequence,
             lifetime,
         } = msg.body
-        {
-            let (action, accepted) =
-                self.handle_registration_ack(now, signed, status, sequence, lifetime);
-            if accepted && let Some((_, draining, _)) = msg.member_state() {
-                self.apply_operator_drain(now, draining);
-            }
-            return action;
+        else {
+            return self.counters.drops.drop(DropReason::Unauthenticated);
+        };
+        // Every AP message names its member: one key may serve many members.
+        if msg.binding_id().is_some_and(|(id, _)| id != self.config.id) {
+            return self.counters.drops.drop(DropReason::UnexpectedMessage);
         }
-        if !signed {
-            return self.counters.drops.drop(DropReason::AuthFailed);
+        let signed = verify_registration(mh, &self.config.key, self.config.home_address);
+        let (action, accepted) =
+            self.handle_registration_ack(now, signed, msg, status, sequence, lifetime);
+        if accepted && let Some((_, draining, _)) = msg.member_state() {
+            self.apply_operator_drain(now, draining);
+        }
+        action
+    }
+
+    /// A sealed control message from the AP: BRR, Shim Notice, HoT relay.
+    /// An Authentication option, if any, is ignored: the session
+    /// authenticates the message.
+    fn ap_sealed_control(&mut self, now: Instant, mh: &[u8]) -> DataAction {
+        let msg = match MobilityMessage::parse(mh) {
+            Ok(m) => m,
+            Err(_) => return self.counters.drops.drop(DropReason::Malformed),
+        };
+        if msg.binding_id().is_some_and(|(id, _)| id != self.config.id) {
+            return self.counters.drops.drop(DropReason::UnexpectedMessage);
         }
         match msg.body {
             MessageBody::BindingRefreshRequest => {
@@ -103,7 +196,7 @@ impl Member {
                 DataAction::Consumed
             }
             MessageBody::ShimNotice { client, shim } => {
-                self.handle_shim_notice(now, client, shim);
+                self.handle_shim_notice(now, client, shim, msg.shim_instance());
                 DataAction::Consumed
             }
             MessageBody::HomeTest {
@@ -114,7 +207,11 @@ impl Member {
                 let Some(client) = msg.correspondent() else {
                     return self.counters.drops.drop(DropReason::Malformed);
                 };
-                self.handle_test(now, client, true, nonce_index, cookie, token)
+                // The CoTI must show the shim's ticket: no ticket, no test.
+                let Some(ticket) = msg.care_of_ticket() else {
+                    return self.counters.drops.drop(DropReason::Malformed);
+                };
+                self.handle_test(now, client, true, nonce_index, cookie, token, Some(ticket))
             }
             _ => self.counters.drops.drop(DropReason::UnexpectedMessage),
         }

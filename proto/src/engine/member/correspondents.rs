@@ -14,13 +14,21 @@ use crate::wire::mh::MessageBody;
 use crate::wire::{MobilityMessage, MobilityOption};
 
 impl Member {
-    pub(super) fn handle_shim_notice(&mut self, now: Instant, client: Ipv6Addr, shim: SocketAddr) {
+    /// The AP tells us about a shim client (sealed Shim Notice), with the
+    /// shim process it has a session with.
+    pub(super) fn handle_shim_notice(
+        &mut self,
+        now: Instant,
+        client: Ipv6Addr,
+        shim: SocketAddr,
+        instance: Option<[u8; 8]>,
+    ) {
         if !self.config.route_optimization {
             return;
         }
         let shim = canonical(shim);
         match self.correspondents.get_mut(&client) {
-            Some(c) if c.shim == shim => {
+            Some(c) if c.shim == shim && c.instance == instance => {
                 c.last_activity = now;
                 if let RoState::Backoff { until } = c.rr
                     && until <= now
@@ -30,27 +38,82 @@ impl Member {
                     self.start_rr(now, client);
                 }
             }
-            _ => {
-                self.correspondents.insert(
-                    client,
-                    Correspondent {
-                        client,
-                        shim,
-                        rr: RoState::Idle,
-                        binding: None,
-                        last_activity: now,
-                        home_cookie: [0; 8],
-                        care_of_cookie: [0; 8],
-                        home: None,
-                        care_of: None,
-                        deadline: None,
-                        rr_started: now,
-                        hold: None,
-                    },
-                );
-                self.start_rr(now, client);
+            Some(_) => {
+                // Another shim endpoint or a new shim process: what we had
+                // with the old one (tokens, binding, session) is worthless.
+                self.forget_correspondent(client);
+                self.new_correspondent(now, client, shim, instance);
+            }
+            None => {
+                if self.correspondents.len() >= self.config.max_correspondents {
+                    self.counters.limit_hits.correspondents += 1;
+                    if !self.evict_correspondent() {
+                        return;
+                    }
+                }
+                self.new_correspondent(now, client, shim, instance);
             }
         }
+    }
+
+    fn new_correspondent(
+        &mut self,
+        now: Instant,
+        client: Ipv6Addr,
+        shim: SocketAddr,
+        instance: Option<[u8; 8]>,
+    ) {
+        self.correspondents.insert(
+            client,
+            Correspondent {
+                client,
+                shim,
+                rr: RoState::Idle,
+                binding: None,
+                last_activity: now,
+                home_cookie: [0; 8],
+                care_of_cookie: [0; 8],
+                home: None,
+                care_of: None,
+                deadline: None,
+                rr_started: now,
+                hold: None,
+                instance,
+                bu_session: (0, [0; 16]),
+                sessions: None,
+            },
+        );
+        self.start_rr(now, client);
+    }
+
+    /// The table is full: evict an entry whose return routability has not
+    /// finished (unproven) if there is one, else the least recently active
+    /// one. False if there is nothing to evict.
+    fn evict_correspondent(&mut self) -> bool {
+        let victim = self
+            .correspondents
+            .values()
+            .min_by_key(|c| (c.binding.is_some(), c.last_activity))
+            .map(|c| c.client);
+        match victim {
+            Some(client) => {
+                self.forget_correspondent(client);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drop everything about `client`: entry, sessions, timer.
+    pub(super) fn forget_correspondent(&mut self, client: Ipv6Addr) {
+        if let Some(c) = self.correspondents.remove(&client)
+            && let Some(s) = c.sessions
+        {
+            for index in s.local_indices() {
+                self.shim_indices.remove(&index);
+            }
+        }
+        self.timers.cancel(MemberTimer::Correspondent(client));
     }
 
     pub(super) fn start_rr(&mut self, now: Instant, client: Ipv6Addr) {
@@ -76,33 +139,44 @@ impl Member {
         self.send_tests(now, client);
     }
 
+    /// Send what the run still needs: the HoTI (sealed, through the AP)
+    /// until the home token and its ticket are in, then the CoTI (direct,
+    /// showing the ticket).
     pub(super) fn send_tests(&mut self, now: Instant, client: Ipv6Addr) {
         let Some(c) = self.correspondents.get(&client) else {
             return;
         };
-        let (shim, home_cookie, care_of_cookie, need_home) =
-            (c.shim, c.home_cookie, c.care_of_cookie, c.home.is_none());
+        let (shim, home_cookie, care_of_cookie) = (c.shim, c.home_cookie, c.care_of_cookie);
+        let ticket = c.home.and_then(|h| h.ticket);
         let attempt = match c.rr {
             RoState::Testing { attempt } => attempt,
             _ => 1,
         };
-        if need_home {
-            let msg = MobilityMessage::new(MessageBody::HomeTestInit {
-                cookie: home_cookie,
-            })
-            .with(binding_id(self.config.id))
-            .with(MobilityOption::HomeAddress(self.config.home_address))
-            .with(MobilityOption::Correspondent(client));
-            self.send_to_ap(msg);
+        match ticket {
+            None => {
+                let msg = MobilityMessage::new(MessageBody::HomeTestInit {
+                    cookie: home_cookie,
+                })
+                .with(binding_id(self.config.id))
+                .with(MobilityOption::HomeAddress(self.config.home_address))
+                .with(MobilityOption::Correspondent(client));
+                self.send_sealed_to_ap(&msg);
+            }
+            Some((nonce_index, ticket)) => {
+                let coti = MobilityMessage::new(MessageBody::CareOfTestInit {
+                    cookie: care_of_cookie,
+                })
+                .with(binding_id(self.config.id))
+                .with(MobilityOption::CareOfTicket {
+                    nonce_index,
+                    ticket,
+                });
+                self.transmits.push_back(Transmit {
+                    to: shim,
+                    payload: control_frame(Some(self.config.id), &coti),
+                });
+            }
         }
-        let coti = MobilityMessage::new(MessageBody::CareOfTestInit {
-            cookie: care_of_cookie,
-        })
-        .with(binding_id(self.config.id));
-        self.transmits.push_back(Transmit {
-            to: shim,
-            payload: control_frame(Some(self.config.id), &coti),
-        });
         self.arm_correspondent(now, client, Some(now + self.backoff(attempt)));
     }
 
@@ -143,6 +217,8 @@ impl Member {
         }
     }
 
+    /// A HoT (with the shim's care-of ticket) or a CoT.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn handle_test(
         &mut self,
         now: Instant,
@@ -151,6 +227,7 @@ impl Member {
         index: u16,
         cookie: Token,
         token: Token,
+        ticket: Option<(u16, Token)>,
     ) -> DataAction {
         let Some(c) = self.correspondents.get_mut(&client) else {
             return self.counters.drops.drop(DropReason::UnknownPeer);
@@ -170,9 +247,16 @@ impl Member {
             index,
             token,
             at: now,
+            ticket,
         });
         if home {
+            let first = c.home.is_none();
             c.home = got;
+            if first && c.care_of.is_none() {
+                // Now the care-of test may go, with the ticket.
+                self.send_tests(now, client);
+                return DataAction::Consumed;
+            }
         } else {
             c.care_of = got;
         }

@@ -1,95 +1,105 @@
-//! The data path: packets for the HoA in (through the AP or direct from a
-//! bound shim), answers out (direct, held during a move, through the AP,
-//! or natively with direct server return).
+//! The data path: packets for the HoA in (opened from the AP session or a
+//! bound shim's session), answers out (sealed direct to a bound shim, held
+//! during a move, sealed through the AP, or natively with direct server
+//! return).
 
-use std::net::SocketAddr;
+use std::net::Ipv6Addr;
 use std::time::Instant;
 
 use super::{MOVE_HOLD_PACKETS, Member};
-use crate::engine::{
-    DataAction, DropReason, Transmit, TunPacket, binding_id, canonical, control_frame, data_packet,
-    frame_tun,
-};
+use crate::crypto::session::{HEADER_LEN, TAG_LEN};
+use crate::engine::sealed::seal_data;
+use crate::engine::{DataAction, DropReason, TunPacket};
 use crate::wire::inner;
-use crate::wire::mh::MessageBody;
-use crate::wire::{MobilityMessage, TunnelHeader};
+
+/// Where a sealed data frame goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Via {
+    /// Through the AP, in the AP session.
+    Ap,
+    /// Direct to the client's shim, in the member - shim session.
+    Shim(Ipv6Addr),
+}
 
 impl Member {
-    pub(super) fn data_in(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        frame: &mut [u8],
-    ) -> DataAction {
-        let Some(packet) = data_packet(frame) else {
-            return self.counters.drops.drop(DropReason::Malformed);
-        };
+    /// An opened data frame from the AP: for the HoA, to the TUN.
+    pub(super) fn data_from_ap(&mut self, now: Instant, packet: &[u8]) -> DataAction {
         let Ok((src, dst)) = inner::addresses(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
         if dst != self.config.home_address {
             return self.counters.drops.drop(DropReason::UnknownHomeAddress);
         }
-        if from == canonical(self.config.access_point) {
-            self.counters.via_ap_in += 1;
-            if let Some(c) = self.correspondents.get_mut(&src) {
-                c.last_activity = now;
-            }
-            return DataAction::ToTun;
+        self.counters.via_ap_in += 1;
+        if let Some(c) = self.correspondents.get_mut(&src) {
+            c.last_activity = now;
         }
-        match self.correspondents.get_mut(&src) {
-            Some(c) if c.shim == from => {
-                c.last_activity = now;
-                self.counters.direct_in += 1;
-                DataAction::ToTun
-            }
-            Some(_) => self.counters.drops.drop(DropReason::SpoofedSource),
-            None => {
-                // A shim still bound to us from before a restart: tell it
-                // (RFC 6275 sec. 6.1.9 status 1) so that it falls back to
-                // the AP, which notices us and we bind again.
-                self.send_binding_error(now, from);
-                self.counters.drops.drop(DropReason::UnknownPeer)
-            }
-        }
+        DataAction::ToTun
     }
 
-    pub(super) fn send_binding_error(&mut self, now: Instant, to: SocketAddr) {
-        if !self.binding_errors_sent.allow(now, to) {
-            return;
-        }
-        let be = MobilityMessage::new(MessageBody::BindingError {
-            status: crate::wire::mh::be_status::UNKNOWN_BINDING,
-            home_address: self.config.home_address,
-        })
-        .with(binding_id(self.config.id));
-        self.transmits.push_back(Transmit {
-            to,
-            payload: control_frame(Some(self.config.id), &be),
-        });
-    }
-
-    /// An answer from the local TUN: direct to a bound shim, held during a
-    /// move, natively (direct server return) or through the AP.
-    pub(super) fn data_out(&mut self, now: Instant, mut pkt: TunPacket<'_>) -> DataAction {
-        let packet = pkt.packet();
+    /// An opened data frame from `client`'s shim: its inner source must be
+    /// the client.
+    pub(super) fn data_from_shim(
+        &mut self,
+        now: Instant,
+        client: Ipv6Addr,
+        packet: &[u8],
+    ) -> DataAction {
         let Ok((src, dst)) = inner::addresses(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
-        if crate::engine::is_local_chatter(src, dst) {
-            return self.counters.drops.drop(DropReason::NotTunnelled);
-        }
-        if src != self.config.home_address {
+        if src != client {
             return self.counters.drops.drop(DropReason::SpoofedSource);
         }
-        let header = TunnelHeader::data(Some(self.config.id));
+        if dst != self.config.home_address {
+            return self.counters.drops.drop(DropReason::UnknownHomeAddress);
+        }
+        if let Some(c) = self.correspondents.get_mut(&client) {
+            c.last_activity = now;
+        }
+        self.counters.direct_in += 1;
+        DataAction::ToTun
+    }
+
+    /// Seal `frame` (header | packet | tag) for `via`; false if there is no
+    /// session to seal it in.
+    pub(super) fn seal_frame(&mut self, via: Via, frame: &mut [u8]) -> bool {
+        let (protection, id) = (self.config.protection, Some(self.config.id));
+        let sessions = match via {
+            Via::Ap => self.ap.sessions.as_mut(),
+            Via::Shim(client) => self
+                .correspondents
+                .get_mut(&client)
+                .and_then(|c| c.sessions.as_mut()),
+        };
+        sessions.is_some_and(|s| seal_data(s, protection, id, frame).is_ok())
+    }
+
+    /// A packet sealed for `via` as a whole datagram, or `None` without a
+    /// session.
+    pub(super) fn sealed_packet(&mut self, via: Via, packet: &[u8]) -> Option<Vec<u8>> {
+        let mut frame = vec![0u8; HEADER_LEN + packet.len() + TAG_LEN];
+        frame[HEADER_LEN..HEADER_LEN + packet.len()].copy_from_slice(packet);
+        self.seal_frame(via, &mut frame).then_some(frame)
+    }
+
+    /// Where an answer from the local TUN goes: direct to a bound shim,
+    /// held during a move (`None`, the packet is kept), natively (direct
+    /// server return) or through the AP.
+    pub(super) fn route_out(&mut self, now: Instant, packet: &[u8]) -> Result<Route, DataAction> {
+        let Ok((src, dst)) = inner::addresses(packet) else {
+            return Err(self.counters.drops.drop(DropReason::Malformed));
+        };
+        if crate::engine::is_local_chatter(src, dst) {
+            return Err(self.counters.drops.drop(DropReason::NotTunnelled));
+        }
+        if src != self.config.home_address {
+            return Err(self.counters.drops.drop(DropReason::SpoofedSource));
+        }
         if let Some(c) = self.correspondents.get_mut(&dst) {
             c.last_activity = now;
-            if c.binding.is_some_and(|b| b.expires > now) {
-                self.counters.direct_out += 1;
-                let to = c.shim;
-                frame_tun(&mut pkt, header);
-                return DataAction::Send { to };
+            if c.binding.is_some_and(|b| b.expires > now) && c.sessions.is_some() {
+                return Ok(Route::Direct(dst, c.shim));
             }
             // Past the hold deadline, too, until the timer (due now) sends
             // everything held through the AP in order.
@@ -97,19 +107,46 @@ impl Member {
                 && hold.packets.len() < MOVE_HOLD_PACKETS
             {
                 hold.packets.push_back(packet.to_vec());
-                return DataAction::Consumed;
+                return Err(DataAction::Consumed);
             }
         }
         if self.config.direct_return && !self.correspondents.contains_key(&dst) {
             // Back to the kernel, which routes it natively (the shell's
             // source rule only catches locally generated packets).
             self.counters.direct_return += 1;
-            return DataAction::ToTun;
+            return Err(DataAction::ToTun);
         }
-        self.counters.via_ap_out += 1;
-        frame_tun(&mut pkt, header);
-        DataAction::Send {
-            to: self.config.access_point,
+        if self.ap.sessions.is_none() {
+            // Not registered yet: nothing to seal it in.
+            return Err(self.counters.drops.drop(DropReason::NoSession));
         }
+        Ok(Route::Ap)
     }
+
+    /// An answer from the local TUN, sealed in place in `pkt`'s frame for
+    /// a bound shim or the AP.
+    pub(super) fn data_out(&mut self, now: Instant, mut pkt: TunPacket<'_>) -> DataAction {
+        let (via, to) = match self.route_out(now, pkt.packet()) {
+            Ok(Route::Direct(client, shim)) => (Via::Shim(client), shim),
+            Ok(Route::Ap) => (Via::Ap, self.config.access_point),
+            Err(action) => return action,
+        };
+        if !self.seal_frame(via, pkt.frame_mut()) {
+            return self.counters.drops.drop(DropReason::NoSession);
+        }
+        match via {
+            Via::Ap => self.counters.via_ap_out += 1,
+            Via::Shim(_) => self.counters.direct_out += 1,
+        }
+        DataAction::Send { to }
+    }
+}
+
+/// Where an answer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Route {
+    /// Through the AP.
+    Ap,
+    /// Direct to the client's (first) shim endpoint (second).
+    Direct(Ipv6Addr, std::net::SocketAddr),
 }

@@ -21,7 +21,8 @@ pub enum MemberEvent {
         /// BA status.
         status: u8,
     },
-    /// The AP reported an authentication failure (unsigned, so not yet believed).
+    /// The AP reported an authentication failure (unsigned, so never
+    /// believed: the member keeps retrying).
     AuthFailureReported,
     /// The registration lapsed without a refresh.
     RegistrationLost,
@@ -73,4 +74,23 @@ pub struct MemberCounters {
     pub rr_successes: u64,
     /// Return routability runs that gave up or were rejected.
     pub rr_failures: u64,
+    /// Unsigned BAs 146 for our outstanding BU (never final: counted only).
+    pub auth_failures_reported: u64,
+    /// Limit hits by limit.
+    pub limit_hits: LimitHits,
+}
+
+/// How often each limit of the member was hit (docs/V2-SPEC.md 4.4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitHits {
+    /// A Shim Notice found the correspondent table full
+    /// (`max_correspondents`).
+    pub correspondents: u64,
+}
+
+impl LimitHits {
+    /// (limit name, hits) for every limit, for exporting counters.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [("correspondents", self.correspondents)].into_iter()
+    }
 }

@@ -6,9 +6,9 @@ use std::collections::VecDeque;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
+use super::data::Via;
 use super::{Hold, MOVE_HOLD, Member, RegistrationState};
 use crate::engine::{Transmit, canonical, to_units};
-use crate::wire::{TAG_LEN, TunnelHeader};
 
 impl Member {
     /// The care-of endpoint changed: re-register and re-bind every shim
@@ -18,6 +18,9 @@ impl Member {
             return;
         }
         self.config.care_of = care_of;
+        // The AP's cookie is bound to the old endpoint: the AP answers the
+        // new one's BU with a fresh cookie (BA 202) and we send it again.
+        self.ap.cookie = None;
         if matches!(
             self.state,
             RegistrationState::Registered { .. } | RegistrationState::Registering
@@ -43,16 +46,24 @@ impl Member {
         }
     }
 
-    /// Send answers held during a move to `to` (the shim, or the AP).
-    pub(super) fn release_held(&mut self, to: SocketAddr, held: VecDeque<Vec<u8>>) {
-        let header = TunnelHeader::data(Some(self.config.id)).to_bytes();
+    /// Send answers held during a move, sealed for `via` (the client's
+    /// shim, or the AP).
+    pub(super) fn release_held(&mut self, via: Via, held: VecDeque<Vec<u8>>) {
+        let to = match via {
+            Via::Ap => self.config.access_point,
+            Via::Shim(client) => match self.correspondents.get(&client) {
+                Some(c) => c.shim,
+                None => return,
+            },
+        };
         for packet in held {
-            // Interim framing: header | packet | zero tag.
-            let mut payload = Vec::with_capacity(header.len() + packet.len() + TAG_LEN);
-            payload.extend_from_slice(&header);
-            payload.extend_from_slice(&packet);
-            payload.extend_from_slice(&[0; TAG_LEN]);
-            if to == self.config.access_point {
+            let Some(payload) = self.sealed_packet(via, &packet) else {
+                self.counters
+                    .drops
+                    .drop(crate::engine::DropReason::NoSession);
+                continue;
+            };
+            if via == Via::Ap {
                 self.counters.via_ap_out += 1;
             } else {
                 self.counters.direct_out += 1;
@@ -70,8 +81,7 @@ impl Member {
         if c.hold.as_ref().is_some_and(|h| h.until <= now)
             && let Some(hold) = c.hold.take()
         {
-            let ap = self.config.access_point;
-            self.release_held(ap, hold.packets);
+            self.release_held(Via::Ap, hold.packets);
         }
     }
 }

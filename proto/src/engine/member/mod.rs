@@ -12,21 +12,30 @@
 //! Registration states (docs/PROTOCOL.md sec. 7.2):
 //!
 //! ```text
-//! Idle --start--> Registering --BA ok--> Registered --BRR/refresh--> Registered
-//! Registering|Registered --signed BA 129/133, 4x 200, or 3x unsigned 146 (for our BU)--> Refused
+//! Idle --start--> Registering --BA 0--> Registered --BRR/refresh--> Registered
+//! Registering|Registered --signed BA 202--> same state, BU again at once (new seq, cookie)
+//! Registering|Registered --signed BA 129/133, or 4x 200--> Refused
 //! Registered --lifetime over without BA--> Registering
+//! Registered --no sealed frame from the AP for ap_silence--> Registered, BU at once
 //! any --leave--> Deregistering --BA / 3 tries--> Left
 //! ```
+//!
+//! An unsigned BA 146 is never final (docs/V2-SPEC.md 4.1.5). Every BA 0
+//! carries the AP's Session {Ia, Na}; a new one makes a new member - AP
+//! session (docs/V2-SPEC.md 4.1), in which everything else between the AP
+//! and the member is sealed.
 //!
 //! Route optimization per client (sec. 7.3):
 //!
 //! ```text
-//! Idle --Shim Notice--> Testing --HoT+CoT--> BindingSent --BA 0--> Idle, binding active
+//! Idle --Shim Notice--> Testing (HoTI; CoTI once the HoT and its ticket are in)
+//! Testing --HoT+CoT--> BindingSent --BA 0 (Session)--> Idle, binding and session active
 //! Testing --no tokens: resend with backoff; client idle--> Idle
 //! BindingSent --3 tries or BA 136-138--> Testing;  --BA 135--> BindingSent (resync)
 //! BindingSent --other BA error--> Backoff --timer or notice--> Testing
 //! binding active --80% of its lifetime, client active--> Testing (binding still used)
-//! binding active --CoA change or BE from the shim--> Testing, binding dropped
+//! binding active --CoA change--> Testing, binding dropped
+//! any --Shim Notice with a new shim instance--> state dropped, Testing
 //! ```
 //!
 //! By concern: `config` (configuration and defaults), `registration` (with
@@ -51,24 +60,23 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::{DataAction, DropReason, Engine, TimerQueue, Transmit, TunPacket, canonical};
-use crate::crypto::{Drbg, Kbm, Token};
+use super::sealed::PeerSessions;
+use super::{DataAction, Engine, TimerQueue, Transmit, TunPacket};
+use crate::crypto::{COOKIE_LEN, Drbg, Kbm, Token};
 use crate::wire::mh::ba_status;
-use crate::wire::{FRAME_HEADER_LEN, FrameKind, MobilityMessage, MobilityOption};
+use crate::wire::{MobilityMessage, MobilityOption};
 
 pub use self::config::{
-    DEFAULT_BINDING_LIFETIME, DEFAULT_INITIAL_RETRANSMIT, DEFAULT_LIFETIME, DEFAULT_MAX_RETRANSMIT,
-    DEFAULT_SPI, DEFAULT_WEIGHT, MemberConfig,
+    DEFAULT_AP_SILENCE, DEFAULT_BINDING_LIFETIME, DEFAULT_INITIAL_RETRANSMIT, DEFAULT_LIFETIME,
+    DEFAULT_MAX_CORRESPONDENTS, DEFAULT_MAX_RETRANSMIT, DEFAULT_SPI, DEFAULT_WEIGHT, MemberConfig,
 };
-pub use self::events::{MemberCounters, MemberEvent};
+pub use self::events::{LimitHits, MemberCounters, MemberEvent};
 
 /// RFC 6275 sec. 12: MAX_TOKEN_LIFETIME, how long a keygen token may be reused.
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(210);
 /// BA statuses 136-138: a nonce index expired; run return routability again.
 const EXPIRED_NONCE_STATUSES: std::ops::RangeInclusive<u8> =
     ba_status::EXPIRED_HOME_NONCE_INDEX..=ba_status::EXPIRED_NONCES;
-/// Negative BAs with status 146 that are believed before the member gives up.
-const AUTH_FAILURES_BEFORE_REFUSAL: u32 = 3;
 /// Signed "id in use" refusals (status 200) before the member gives up: a
 /// restarted member may meet its previous registration until the AP
 /// declares it dead.
@@ -133,7 +141,13 @@ struct GotToken {
     index: u16,
     token: Token,
     at: Instant,
+    /// Home token only: the care-of ticket the shim gave with it (the
+    /// CoTI must show it).
+    ticket: Option<(u16, Token)>,
 }
+
+/// A session index and nonce of ours or a peer's (the Session option).
+type SessionId = (u32, [u8; 16]);
 
 /// A binding the shim has acknowledged: traffic to that client goes direct.
 #[derive(Debug, Clone, Copy)]
@@ -148,7 +162,7 @@ pub struct ActiveBinding {
 }
 
 /// One client whose shim this member talks to.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Correspondent {
     /// The client's address (inner source of its packets).
     pub client: Ipv6Addr,
@@ -168,6 +182,12 @@ pub struct Correspondent {
     rr_started: Instant,
     /// Answers held while re-binding after a move.
     hold: Option<Hold>,
+    /// The shim process the AP has a session with (Shim Notice).
+    instance: Option<[u8; 8]>,
+    /// Our Session {Im, Nm} of the outstanding (or last) RO BU.
+    bu_session: SessionId,
+    /// The member - shim sessions (from the RO BA 0).
+    sessions: Option<PeerSessions>,
 }
 
 /// Answers to a shim held while the member re-binds after a move: sent
@@ -189,6 +209,8 @@ pub enum MemberTimer {
     Expiry,
     /// A correspondent's next deadline (retransmission, refresh or expiry).
     Correspondent(Ipv6Addr),
+    /// Time to check whether the AP has been silent for `ap_silence`.
+    ApSilence,
 }
 
 #[derive(Debug, Clone)]
@@ -215,6 +237,21 @@ impl Drain {
     }
 }
 
+/// The member's side of its session with the AP (docs/V2-SPEC.md 4.1).
+#[derive(Debug)]
+struct ApLink {
+    /// Our Session {Im, Nm}: drawn once per process.
+    ours: SessionId,
+    /// The newest cookie the AP gave for our endpoint.
+    cookie: Option<[u8; COOKIE_LEN]>,
+    /// The AP's Session {Ia, Na} of the current session.
+    theirs: Option<SessionId>,
+    /// The sessions with the AP (current, previous in its grace).
+    sessions: Option<PeerSessions>,
+    /// The last sealed frame from the AP (or registration).
+    heard: Option<Instant>,
+}
+
 /// The member engine.
 #[derive(Debug)]
 pub struct Member {
@@ -224,12 +261,13 @@ pub struct Member {
     drain: Drain,
     next_seq: u16,
     pending: Option<PendingBu>,
-    auth_failures: u32,
     registered_care_of: Option<SocketAddr>,
     id_in_use: u32,
     ro_seq: u16,
-    binding_errors_sent: super::PerPeerLimit,
+    ap: ApLink,
     correspondents: HashMap<Ipv6Addr, Correspondent>,
+    /// Our receive indices of member - shim sessions -> their client.
+    shim_indices: HashMap<u32, Ipv6Addr>,
     timers: TimerQueue<MemberTimer>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<MemberEvent>,
@@ -241,6 +279,7 @@ impl Member {
     pub fn new(config: MemberConfig) -> Self {
         let mut rng = Drbg::new(config.seed);
         let next_seq = rng.next_u16();
+        let ours = (rng.session_index(), rng.nonce16());
         Self {
             config,
             rng,
@@ -248,12 +287,18 @@ impl Member {
             drain: Drain::default(),
             next_seq,
             pending: None,
-            auth_failures: 0,
             registered_care_of: None,
             id_in_use: 0,
-            binding_errors_sent: super::PerPeerLimit::default(),
             ro_seq: next_seq.rotate_left(8),
+            ap: ApLink {
+                ours,
+                cookie: None,
+                theirs: None,
+                sessions: None,
+                heard: None,
+            },
             correspondents: HashMap::new(),
+            shim_indices: HashMap::new(),
             timers: TimerQueue::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -312,17 +357,7 @@ impl Member {
 
 impl Engine for Member {
     fn handle_udp(&mut self, now: Instant, from: SocketAddr, frame: &mut [u8]) -> DataAction {
-        let header = match super::parse_header(frame, &mut self.counters.drops) {
-            Ok(h) => h,
-            Err(action) => return action,
-        };
-        if header.member.is_some_and(|m| m != self.config.id) {
-            return self.counters.drops.drop(DropReason::UnknownPeer);
-        }
-        match header.kind {
-            FrameKind::Control => self.handle_control(now, from, &frame[FRAME_HEADER_LEN..]),
-            FrameKind::Data => self.data_in(now, canonical(from), frame),
-        }
+        self.receive(now, from, frame)
     }
 
     fn handle_tun(&mut self, now: Instant, pkt: TunPacket<'_>) -> DataAction {
@@ -348,6 +383,7 @@ impl Engine for Member {
                 MemberTimer::Refresh => self.refresh_due(now),
                 MemberTimer::Expiry => self.expiry_due(now),
                 MemberTimer::Correspondent(client) => self.correspondent_timer(now, client),
+                MemberTimer::ApSilence => self.ap_silence_due(now),
             }
         }
     }

@@ -6,10 +6,12 @@ use std::net::Ipv6Addr;
 use std::time::Instant;
 
 use super::{
-    AUTH_FAILURES_BEFORE_REFUSAL, DEREGISTRATION_ATTEMPTS, Drain, ID_IN_USE_BEFORE_REFUSAL, Member,
-    MemberEvent, MemberTimer, PendingBu, RegistrationState,
+    DEREGISTRATION_ATTEMPTS, Drain, ID_IN_USE_BEFORE_REFUSAL, Member, MemberEvent, MemberTimer,
+    PendingBu, RegistrationState, SessionId,
 };
+use crate::crypto::{Role, Session, member_ap_keys};
 use crate::engine::ap::AUTH_SUBTYPE_MN_HA;
+use crate::engine::sealed::{PeerSessions, sealed_control};
 use crate::engine::{
     DataAction, DropReason, Transmit, control_frame, from_units, sign_registration, to_units,
 };
@@ -61,11 +63,11 @@ impl Member {
             if let Some(b) = c.binding.take() {
                 let seq = self.ro_seq;
                 self.ro_seq = self.ro_seq.wrapping_add(1);
-                let shim = c.shim;
-                self.send_binding_update(shim, seq, 0, &b.kbm, b.nonces, false);
+                let (shim, session) = (c.shim, c.bu_session);
+                self.send_binding_update(shim, seq, 0, &b.kbm, b.nonces, session, false);
             }
+            self.forget_correspondent(client);
         }
-        self.correspondents.clear();
         self.state = RegistrationState::Deregistering;
         self.send_registration(now, 0);
     }
@@ -92,12 +94,20 @@ impl Member {
             home: true,
             lifetime,
         });
-        let msg = self.with_bu_options(msg, self.drain.own);
+        let (index, nonce) = self.ap.ours;
+        let mut msg = self
+            .with_bu_options(msg, self.drain.own)
+            .with(MobilityOption::Session { index, nonce });
+        if let Some(cookie) = self.ap.cookie {
+            msg = msg.with(MobilityOption::Cookie(cookie));
+        }
         self.counters.registration_bus += 1;
-        self.send_to_ap(msg);
+        self.send_signed_to_ap(msg);
     }
 
-    pub(super) fn send_to_ap(&mut self, msg: MobilityMessage) {
+    /// Send `msg` unsealed to the AP, signed with the registration key
+    /// (the Authentication option last): the registration BU only.
+    fn send_signed_to_ap(&mut self, msg: MobilityMessage) {
         let c = &self.config;
         let msg = msg.with(MobilityOption::Authentication {
             subtype: AUTH_SUBTYPE_MN_HA,
@@ -110,6 +120,62 @@ impl Member {
             to: c.access_point,
             payload,
         });
+    }
+
+    /// Send `msg` to the AP sealed in the AP session; false if there is
+    /// none yet.
+    pub(super) fn send_sealed_to_ap(&mut self, msg: &MobilityMessage) -> bool {
+        let (protection, id) = (self.config.protection, self.config.id);
+        let Some(sessions) = self.ap.sessions.as_mut() else {
+            return false;
+        };
+        let Some(payload) = sealed_control(sessions, protection, Some(id), msg) else {
+            return false;
+        };
+        self.transmits.push_back(Transmit {
+            to: self.config.access_point,
+            payload,
+        });
+        true
+    }
+
+    /// The AP's Session {Ia, Na} from a BA 0: a new one makes a new
+    /// member - AP session (the member is the initiator); the previous one
+    /// still opens frames for its grace.
+    fn ap_session(&mut self, now: Instant, theirs: SessionId) {
+        if self.ap.theirs == Some(theirs) && self.ap.sessions.is_some() {
+            return;
+        }
+        let (ours, c) = (self.ap.ours, &self.config);
+        let keys = member_ap_keys(
+            &c.key, &ours.1, &theirs.1, c.id.0, c.instance, ours.0, theirs.0,
+        );
+        let session = Session::new(&keys, Role::Initiator, ours.0, theirs.0);
+        match self.ap.sessions.as_mut() {
+            Some(s) => {
+                s.replace(session, now);
+            }
+            None => self.ap.sessions = Some(PeerSessions::new(session)),
+        }
+        self.ap.theirs = Some(theirs);
+    }
+
+    /// The silence timer: a registered member that heard no sealed frame
+    /// from the AP for `ap_silence` registers again at once (the AP may
+    /// have restarted and forgotten us).
+    pub(super) fn ap_silence_due(&mut self, now: Instant) {
+        if !matches!(self.state, RegistrationState::Registered { .. }) {
+            return;
+        }
+        let Some(heard) = self.ap.heard else {
+            return;
+        };
+        let due = heard + self.config.ap_silence;
+        if now < due {
+            self.timers.set(MemberTimer::ApSilence, due);
+        } else if self.pending.is_none() {
+            self.send_registration(now, to_units(self.config.lifetime));
+        }
     }
 
     pub(super) fn retransmit(&mut self, now: Instant) {
@@ -160,6 +226,7 @@ impl Member {
         &mut self,
         now: Instant,
         signed: bool,
+        msg: &MobilityMessage,
         status: u8,
         seq: u16,
         lifetime: u16,
@@ -171,26 +238,33 @@ impl Member {
             );
         };
         if !signed {
-            // Only a refusal for a wrong key can come unsigned. Believe it
-            // only for our outstanding BU (an off-path sender does not know
-            // its random sequence number), and only after several.
+            // Only a refusal for a wrong key can come unsigned. It is never
+            // final (anyone can send one): counted and reported for our
+            // outstanding BU, and the retransmissions go on.
             if status == ba_status::AUTHENTICATION_FAILED && seq == p.seq {
-                self.auth_failures += 1;
+                self.counters.auth_failures_reported += 1;
                 self.events.push_back(MemberEvent::AuthFailureReported);
-                if self.auth_failures >= AUTH_FAILURES_BEFORE_REFUSAL {
-                    self.refused(status);
-                }
                 return (DataAction::Consumed, false);
             }
             return (self.counters.drops.drop(DropReason::AuthFailed), false);
         }
-        self.auth_failures = 0;
         let action = match status {
             ba_status::ACCEPTED if seq == p.seq => {
+                if p.lifetime != 0 {
+                    // The session the AP made for this registration.
+                    let Some(theirs) = msg.session() else {
+                        return (self.counters.drops.drop(DropReason::Malformed), false);
+                    };
+                    self.ap_session(now, theirs);
+                }
+                if let Some(cookie) = msg.cookie() {
+                    self.ap.cookie = Some(cookie);
+                }
                 self.pending = None;
                 self.timers.cancel(MemberTimer::Retransmit);
                 if p.lifetime == 0 {
                     self.state = RegistrationState::Left;
+                    self.timers.cancel(MemberTimer::ApSilence);
                     self.events.push_back(MemberEvent::Left);
                     return (DataAction::Consumed, true);
                 }
@@ -202,6 +276,9 @@ impl Member {
                 };
                 self.timers.set(MemberTimer::Expiry, now + granted);
                 self.timers.set(MemberTimer::Refresh, now + granted * 3 / 4);
+                self.ap.heard = Some(now);
+                self.timers
+                    .set(MemberTimer::ApSilence, now + self.config.ap_silence);
                 if !was_registered || self.registered_care_of != Some(self.config.care_of) {
                     self.registered_care_of = Some(self.config.care_of);
                     self.events.push_back(MemberEvent::Registered {
@@ -212,6 +289,16 @@ impl Member {
                 return (DataAction::Consumed, true);
             }
             ba_status::ACCEPTED => self.counters.drops.drop(DropReason::Replay),
+            ba_status::RETRY_WITH_COOKIE if seq == p.seq => {
+                // The AP made no state for that BU: the next one, with its
+                // cookie for our endpoint, may take a new number.
+                let Some(cookie) = msg.cookie() else {
+                    return (self.counters.drops.drop(DropReason::Malformed), false);
+                };
+                self.ap.cookie = Some(cookie);
+                self.send_registration(now, p.lifetime);
+                DataAction::Consumed
+            }
             ba_status::SEQUENCE_OUT_OF_WINDOW => {
                 // RFC 6275 sec. 11.7.1: resynchronise on the AP's last accepted number.
                 self.next_seq = seq.wrapping_add(1);
@@ -239,6 +326,7 @@ impl Member {
         self.pending = None;
         self.timers.cancel(MemberTimer::Retransmit);
         self.timers.cancel(MemberTimer::Refresh);
+        self.timers.cancel(MemberTimer::ApSilence);
         self.state = RegistrationState::Refused { status };
         self.events
             .push_back(MemberEvent::RegistrationRefused { status });
