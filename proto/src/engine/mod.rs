@@ -96,22 +96,6 @@ pub enum DataAction {
 /// The shortest data frame: header, an IPv6 header, tag.
 pub const MIN_DATA_FRAME: usize = FRAME_HEADER_LEN + 40 + TAG_LEN;
 
-/// The inner packet of a received data frame (between the header and the
-/// tag), or `None` if the frame is shorter than [`MIN_DATA_FRAME`].
-pub(crate) fn data_packet(frame: &mut [u8]) -> Option<&mut [u8]> {
-    let len = frame.len();
-    if len < MIN_DATA_FRAME {
-        return None;
-    }
-    frame.get_mut(FRAME_HEADER_LEN..len - TAG_LEN)
-}
-
-/// Frame a TUN packet under `header` (interim: unsealed, zero tag).
-pub(crate) fn frame_tun(pkt: &mut TunPacket<'_>, header: TunnelHeader) {
-    pkt.header_mut().copy_from_slice(&header.to_bytes());
-    pkt.tag_mut().fill(0);
-}
-
 /// A control datagram an engine wants sent: a whole UDP payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
@@ -263,29 +247,6 @@ pub(crate) struct ReceivedBu<'a> {
 /// destination) that no engine tunnels.
 pub(crate) fn is_local_chatter(src: Ipv6Addr, dst: Ipv6Addr) -> bool {
     dst.is_multicast() || src.is_unicast_link_local() || src.is_unspecified()
-}
-
-/// At most one message per peer per second (binding errors: RFC 6275
-/// sec. 9.3.3), with bounded memory.
-#[derive(Debug, Default)]
-pub(crate) struct PerPeerLimit {
-    last: std::collections::HashMap<SocketAddr, Instant>,
-}
-
-impl PerPeerLimit {
-    const GAP: Duration = Duration::from_secs(1);
-
-    /// May we send to `peer` now? Records the send if so.
-    pub(crate) fn allow(&mut self, now: Instant, peer: SocketAddr) -> bool {
-        if self.last.get(&peer).is_some_and(|t| now < *t + Self::GAP) {
-            return false;
-        }
-        if self.last.len() > 1024 {
-            self.last.retain(|_, t| now < *t + Self::GAP);
-        }
-        self.last.insert(peer, now);
-        true
-    }
 }
 
 /// Parse the tunnel header of a received datagram, counting a bad one.

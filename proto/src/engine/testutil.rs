@@ -105,11 +105,6 @@ pub fn data_frame(member: Option<MemberId>, packet: &[u8]) -> Vec<u8> {
 /// header it wrote.
 pub type Framed = (DataAction, Option<TunnelHeader>);
 
-/// The [`Framed`] result of sending under `header` to `to`.
-pub fn sent(to: SocketAddr, header: TunnelHeader) -> Framed {
-    (DataAction::Send { to }, Some(header))
-}
-
 /// Hand `packet` to `engine` as a TUN read (with header and tag room
 /// filled with garbage); returns the action and, on `Send`, the header it
 /// wrote. The tag of a sent frame must be the interim zero tag.
