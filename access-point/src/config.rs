@@ -245,6 +245,7 @@ impl DaemonSettings for Settings {
         let common = CommonSettings::resolve(&cli.common, &file.common, "ap", "ha-ap")?;
         let mut engine = ApConfig::new(home_address, reloadable.keys.clone());
         engine.inner_mtu = common.mtu;
+        engine.protection = common.protection;
         engine.member_policies = engine_policies(&reloadable.members);
         if let Some(ms) = cli.heartbeat_ms.or(file.heartbeat_ms) {
             engine.heartbeat = Duration::from_millis(ms.max(10));

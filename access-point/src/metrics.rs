@@ -345,7 +345,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "needs the v2 member engine (cookie round trip, branch member9)"]
     fn a_registered_member_shows_with_its_labels_and_zeroed_counters() {
         let text = engine_text(ap_with_member_1(Instant::now()), encode);
         for line in [
@@ -403,7 +402,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "needs the v2 member engine (cookie round trip, branch member9)"]
     fn the_whole_text_is_every_family_in_order() {
         let now = Instant::now();
         let mut registry = Registry::default();

@@ -90,6 +90,7 @@ impl Role for ShimNode {
         let mut config = ShimConfig::new(ap, hoa, local, homeaddr_daemon::random_seed()?);
         config.route_optimization = settings.route_optimization;
         config.keepalive = settings.keepalive;
+        config.protection = common.protection;
         let engine = Arc::new(Mutex::new(Shim::new(Instant::now(), config)));
         let driver = Driver::start(engine.clone(), Arc::new(on_events), tun.clone(), udp);
         let metrics = metrics::metrics(engine.clone(), IoSource::of(&driver));

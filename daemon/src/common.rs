@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use homeaddr_proto::crypto::Protection;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -34,6 +35,12 @@ pub struct CommonArgs {
     /// Disable TUN offload (TSO/GRO).
     #[arg(long)]
     pub no_offload: bool,
+    /// How tunnel frames are protected: `encrypt` (AES-256-GCM, the
+    /// default) or `integrity` (authenticated, payload in the clear: for
+    /// trusted networks). Every node of a service should use the same;
+    /// an `encrypt` node refuses frames that are not encrypted.
+    #[arg(long, value_name = "encrypt|integrity")]
+    pub protection: Option<Protection>,
 }
 
 /// Keys of every daemon's configuration file. Unknown keys are left to
@@ -53,6 +60,8 @@ pub struct CommonConfig {
     pub offload: Option<bool>,
     /// Prometheus endpoint, `[ADDR]:PORT`.
     pub metrics: Option<String>,
+    /// Frame protection, `encrypt` or `integrity`.
+    pub protection: Option<String>,
 }
 
 /// The common settings, resolved and checked.
@@ -72,6 +81,8 @@ pub struct CommonSettings {
     pub offload: bool,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// Frame protection.
+    pub protection: Protection,
 }
 
 /// Where the control sockets live: `/run/homeaddr/<name>.sock`.
@@ -95,6 +106,13 @@ impl CommonSettings {
             ),
             (None, None) => None,
         };
+        let protection = match (args.protection, &file.protection) {
+            (Some(p), _) => p,
+            (None, Some(p)) => p
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("config key protection: {e}"))?,
+            (None, None) => Protection::default(),
+        };
         Ok(Self {
             config: args.config.clone(),
             tun: args
@@ -115,6 +133,7 @@ impl CommonSettings {
                 .unwrap_or_else(|| "info".into()),
             offload: !args.no_offload && file.offload.unwrap_or(true),
             metrics,
+            protection,
         })
     }
 }
@@ -257,6 +276,7 @@ mod tests {
                 log_level: "info".into(),
                 offload: true,
                 metrics: None,
+                protection: Protection::Encrypt,
             }
         );
         let s = CommonSettings::resolve(
@@ -268,6 +288,31 @@ mod tests {
         .unwrap();
         assert!(!s.offload);
         assert_eq!(s.metrics.map(|m| m.port()), Some(1));
+        let s = CommonSettings::resolve(
+            &args(&[]),
+            &file("protection = \"integrity\"\n").unwrap().common,
+            "ap",
+            "ha-ap",
+        )
+        .unwrap();
+        assert_eq!(s.protection, Protection::Integrity);
+        let s = CommonSettings::resolve(
+            &args(&["--protection", "encrypt"]),
+            &file("protection = \"integrity\"\n").unwrap().common,
+            "ap",
+            "ha-ap",
+        )
+        .unwrap();
+        assert_eq!(s.protection, Protection::Encrypt, "the flag wins");
+        let e = CommonSettings::resolve(
+            &args(&[]),
+            &file("protection = \"none\"\n").unwrap().common,
+            "ap",
+            "ha-ap",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("protection") && e.contains("integrity"), "{e}");
     }
 
     #[test]

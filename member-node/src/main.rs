@@ -272,6 +272,7 @@ fn start_engine(settings: &Settings, care_of: SocketAddr) -> anyhow::Result<Memb
     config.direct_return = settings.direct_return;
     config.lifetime = settings.lifetime;
     config.max_correspondents = settings.max_correspondents;
+    config.protection = settings.common.protection;
     let mut member = Member::new(config);
     member.start(Instant::now());
     Ok(member)
