@@ -27,6 +27,10 @@ use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
+use homeaddr_proto::engine::shim::{Shim, ShimConfig};
+use homeaddr_proto::engine::{DataAction, Engine};
 use homeaddr_proto::wire::{MemberId, MobilityMessage, TunnelHeader};
 use ipnet::Ipv6Net;
 
@@ -469,7 +473,7 @@ impl Capture {
                 }
                 return Err(err);
             }
-            let outgoing = sll.sll_pkttype == libc::PACKET_OUTGOING as u8;
+            let outgoing = sll.sll_pkttype == libc::PACKET_OUTGOING;
             if let Some(mut c) = parse_udp(&buf[..n as usize]) {
                 c.outgoing = outgoing;
                 return Ok(Some(c));
@@ -516,6 +520,151 @@ pub fn parse_udp(p: &[u8]) -> Option<Captured> {
         payload: p.get(48..end)?.to_vec(),
         outgoing: false,
     })
+}
+
+// ---------------------------------------------------------------------------
+// A crowd of fake shim clients.
+
+/// Many shim clients at once, one per address of the attacker's own /64:
+/// each is a real sans-IO shim engine (`homeaddr_proto::engine::shim`), so
+/// it completes whatever handshake the wire version asks of a new shim
+/// (v1: none; v2: the Shim Hello cookie round trip) and answers return
+/// routability, exactly as an honest shim would, at flood rate. Its
+/// datagrams leave through an [`Injector`] from its own address; what comes
+/// back to the /64 is read from a [`Capture`] on the attacker's `wan0`.
+pub struct ShimCrowd {
+    engines: HashMap<Ipv6Addr, Shim>,
+    port: u16,
+}
+
+impl std::fmt::Debug for ShimCrowd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShimCrowd")
+            .field("clients", &self.engines.len())
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+/// What a [`ShimCrowd`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CrowdReport {
+    /// Datagrams it sent.
+    pub sent: u64,
+    /// Datagrams it received (and fed to its engines).
+    pub received: u64,
+}
+
+impl ShimCrowd {
+    /// A shim engine for each of `addrs`, tunnel port `port`, using the AP
+    /// at `access_point` for the home address `home_address`.
+    pub fn new(
+        now: Instant,
+        access_point: SocketAddr,
+        home_address: Ipv6Addr,
+        addrs: impl IntoIterator<Item = Ipv6Addr>,
+        port: u16,
+    ) -> ShimCrowd {
+        let engines = addrs
+            .into_iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                let mut seed = [0x5au8; 32];
+                seed[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                let local = SocketAddr::new(addr.into(), port);
+                let mut config = ShimConfig::new(access_point, home_address, local, seed);
+                config.max_flows = 16;
+                (addr, Shim::new(now, config))
+            })
+            .collect();
+        ShimCrowd { engines, port }
+    }
+
+    /// How many clients.
+    pub fn len(&self) -> usize {
+        self.engines.len()
+    }
+
+    /// Whether it has no client.
+    pub fn is_empty(&self) -> bool {
+        self.engines.is_empty()
+    }
+
+    /// Every client's application opens a TCP connection to
+    /// `[home address]:service_port` (its SYN enters its engine as from the
+    /// TUN); sends what the engines want sent. `pace` runs after each
+    /// client (the caller's rate limit).
+    pub fn connect_all(
+        &mut self,
+        now: Instant,
+        inj: &Injector,
+        service_port: u16,
+        mut pace: impl FnMut(u64),
+    ) -> io::Result<CrowdReport> {
+        let mut report = CrowdReport::default();
+        for (i, (addr, engine)) in self.engines.iter_mut().enumerate() {
+            let local = SocketAddrV6::new(*addr, self.port, 0, 0);
+            let hoa = SocketAddrV6::new(engine.config().home_address, service_port, 0, 0);
+            let app = SocketAddrV6::new(*addr, 40000, 0, 0);
+            let mut syn = inner_tcp_syn(app, hoa, i as u32);
+            if let DataAction::Encap { to, header } = engine.handle_tun(now, &mut syn) {
+                inj.send(local, v6(to), &frame(header, &syn))?;
+                report.sent += 1;
+            }
+            report.sent += flush(engine, local, inj)?;
+            pace(report.sent);
+        }
+        Ok(report)
+    }
+
+    /// Feeds every datagram `capture` sees for a client to its engine, runs
+    /// the engines' timers and sends their answers, until `stop` holds.
+    pub fn pump(
+        &mut self,
+        inj: &Injector,
+        capture: &Capture,
+        mut stop: impl FnMut() -> bool,
+    ) -> io::Result<CrowdReport> {
+        let mut report = CrowdReport::default();
+        let mut next_timers = Instant::now();
+        while !stop() {
+            if let Some(c) = capture.next_udp(Duration::from_millis(20))? {
+                if c.outgoing || c.dst.port() != self.port {
+                    continue;
+                }
+                if let Some(engine) = self.engines.get_mut(c.dst.ip()) {
+                    report.received += 1;
+                    let mut payload = c.payload;
+                    let _ = engine.handle_udp(Instant::now(), SocketAddr::V6(c.src), &mut payload);
+                    while engine.poll_tun().is_some() {}
+                    report.sent += flush(engine, c.dst, inj)?;
+                }
+            }
+            let now = Instant::now();
+            if now >= next_timers {
+                for (addr, engine) in &mut self.engines {
+                    if engine.poll_timeout().is_some_and(|t| t <= now) {
+                        engine.handle_timeout(now);
+                        let local = SocketAddrV6::new(*addr, self.port, 0, 0);
+                        report.sent += flush(engine, local, inj)?;
+                    }
+                }
+                next_timers = now + Duration::from_millis(100);
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Sends everything `engine` wants sent, from `local`.
+fn flush(engine: &mut Shim, local: SocketAddrV6, inj: &Injector) -> io::Result<u64> {
+    let mut n = 0;
+    while let Some(t) = engine.poll_transmit() {
+        inj.send(local, v6(t.to), &t.payload)?;
+        n += 1;
+    }
+    while engine.poll_event().is_some() {}
+    Ok(n)
 }
 
 #[cfg(test)]
