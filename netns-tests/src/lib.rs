@@ -15,6 +15,7 @@
 //! Tests that need root call [`require_root`] first: it skips loudly when not
 //! root, and fails when `CI=true` (a skipped namespace test in CI is a bug).
 
+pub mod attacker;
 mod nsenter;
 pub mod scenario;
 pub mod service;

@@ -22,6 +22,7 @@ use homeaddr_control::{
 use ipnet::Ipv6Net;
 use serde_json::{Value, json};
 
+use crate::attacker::{ATTACKER_PREFIX, Attacker, attacker_addr};
 use crate::topology::{Daemon, Netns, Topology};
 use crate::ula;
 use crate::wan::{HostSpec, WAN_SUBNET, Wan, WanConfig};
@@ -333,6 +334,19 @@ impl Service {
         }
         self.clients.push(host);
         Ok(self.clients.len() - 1)
+    }
+
+    /// Add the off-path attacker host "x" (see [`crate::attacker`]): a
+    /// namespace on the WAN with address `fd00:4841:bad::1` and the whole
+    /// [`ATTACKER_PREFIX`] routed to it, no daemon. The WAN delivers it only
+    /// what is addressed to that prefix.
+    pub fn add_attacker(&mut self) -> anyhow::Result<Attacker> {
+        let ns = self.topo.add_netns("x")?;
+        let prefix: Ipv6Net = ATTACKER_PREFIX.parse()?;
+        let addr = attacker_addr(1);
+        self.wan
+            .attach(&HostSpec::new("x", ns.name(), addr).with_prefix(prefix))?;
+        Ok(Attacker { ns, addr, prefix })
     }
 
     /// Set the one-way latency between two hosts (by WAN name: "ap", "m1", "c0").
