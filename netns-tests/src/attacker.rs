@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use std::collections::HashMap;
 
 use homeaddr_proto::engine::shim::{Shim, ShimConfig};
-use homeaddr_proto::engine::{DataAction, Engine};
-use homeaddr_proto::wire::{MemberId, MobilityMessage, TunnelHeader};
+use homeaddr_proto::engine::{DataAction, Engine, TunPacket};
+use homeaddr_proto::wire::{FRAME_HEADER_LEN, MemberId, MobilityMessage, TAG_LEN, TunnelHeader};
 use ipnet::Ipv6Net;
 
 use crate::topology::Netns;
@@ -606,9 +606,16 @@ impl ShimCrowd {
             let local = SocketAddrV6::new(*addr, self.port, 0, 0);
             let hoa = SocketAddrV6::new(engine.config().home_address, service_port, 0, 0);
             let app = SocketAddrV6::new(*addr, 40000, 0, 0);
-            let mut syn = inner_tcp_syn(app, hoa, i as u32);
-            if let DataAction::Encap { to, header } = engine.handle_tun(now, &mut syn) {
-                inj.send(local, v6(to), &frame(header, &syn))?;
+            let syn = inner_tcp_syn(app, hoa, i as u32);
+            // header room | packet | tag room, as the daemon's TUN batch.
+            let mut buf = vec![0u8; FRAME_HEADER_LEN];
+            buf.extend_from_slice(&syn);
+            buf.extend_from_slice(&[0u8; TAG_LEN]);
+            let pkt = TunPacket::new(&mut buf).expect("header and tag room");
+            // Before its AP session is up a shim drops the SYN (no_session);
+            // the Hello it sent at creation goes out in `flush` below.
+            if let DataAction::Send { to } = engine.handle_tun(now, pkt) {
+                inj.send(local, v6(to), &buf)?;
                 report.sent += 1;
             }
             report.sent += flush(engine, local, inj)?;
