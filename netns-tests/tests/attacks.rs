@@ -1006,7 +1006,31 @@ fn a_flood_from_the_attackers_own_prefix_stays_bounded() {
         .unwrap_or_else(|p| std::panic::resume_unwind(p))
         .expect("the crowd's pump");
     println!("crowd answers: {pumped:?}; peak entries from its /64 (AP, member 1): {peak:?}");
+    // The crowd did hand-shake (it is a real shim each): the AP filled the
+    // prefix's share, refused the rest and counted it.
+    assert_eq!(
+        peak.0, PER_PREFIX_LIMIT,
+        "the crowd's handshakes should fill exactly the per-prefix share at the AP"
+    );
+    let hits = limit_hits(&svc, "shims_per_prefix");
+    assert!(
+        hits >= (FLOOD_ADDRESSES as usize - PER_PREFIX_LIMIT) as f64 / 2.0,
+        "per-prefix limit hits counted: {hits}"
+    );
     judge(&svc, over, victims);
+}
+
+/// `homeaddr_ap_limit_hits_total{limit="..."}` from the AP's metrics.
+fn limit_hits(svc: &Service, limit: &str) -> f64 {
+    let text: String = match svc.ap.control(Request::Metrics) {
+        Ok(homeaddr_control::Response::Metrics(t)) => t,
+        other => panic!("the AP's metrics: {other:?}"),
+    };
+    let name = format!("homeaddr_ap_limit_hits_total{{limit=\"{limit}\"}}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&name))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the AP's metrics:\n{text}"))
 }
 
 // ---------------------------------------------------------------------------

@@ -726,14 +726,20 @@ impl Targets {
             // A v1 frame (4-byte header).
             (ap, v1_frame(&to_hoa(attacker)), "bad_version"),
             (ap, with_first(0x25, data(None, &[0; 40])), "malformed"), // unknown kind
-            (ap, data(None, &[0x60; 20]), "malformed"),                // inner too short
             (ap, control(None, &[0xff; 24]), "malformed"),             // bad MH
-            // A data frame whose inner source is another host (the shim client).
-            (ap, data(None, &to_hoa(shim_addr)), "spoofed_source"),
+            // Unsealed data frames: whatever they carry, nothing opens them.
+            (ap, data(None, &[0x60; 20]), "unauthenticated"),
+            (ap, data(None, &to_hoa(shim_addr)), "unauthenticated"),
             (
                 ap,
                 data(None, &inner_udp(attacker, attacker, 1, 2, b"x")),
-                "unknown_home_address",
+                "unauthenticated",
+            ),
+            // Sealed-looking frames naming no session, or a forged tag.
+            (
+                ap,
+                sealed(None, 0x1234_5678, &to_hoa(attacker)),
+                "unknown_peer",
             ),
             (member, vec![0x20, 0x80], "malformed"),
             (
@@ -742,25 +748,32 @@ impl Targets {
                 "bad_version",
             ),
             (member, control(Some(1), &[0x3b; 16]), "malformed"),
-            // Data from an endpoint that is neither the AP nor a bound shim.
-            (member, data(Some(1), &to_hoa(attacker)), "unknown_peer"),
-            // ... claiming to be the shim client, from the wrong endpoint.
-            (member, data(Some(1), &to_hoa(shim_addr)), "spoofed_source"),
-            // ... for another member.
-            (member, data(Some(2), &to_hoa(attacker)), "unknown_peer"),
+            // Unsealed data "from a client", from a stranger or claiming
+            // to be the shim client.
+            (member, data(Some(1), &to_hoa(attacker)), "unauthenticated"),
+            (member, data(Some(1), &to_hoa(shim_addr)), "unauthenticated"),
+            (
+                member,
+                sealed(Some(1), 0x1234_5678, &to_hoa(attacker)),
+                "unknown_peer",
+            ),
             (shim, vec![0x2f; 3], "malformed"),
             (
                 shim,
                 with_first(0x40, data(Some(1), &from_hoa)),
                 "bad_version",
             ),
-            // Data "from the HoA" sent by a stranger, not the bound member.
-            (shim, data(Some(1), &from_hoa), "unknown_peer"),
-            // Inner source not the HoA.
+            // Unsealed data "from the HoA" sent by a stranger.
+            (shim, data(Some(1), &from_hoa), "unauthenticated"),
             (
                 shim,
                 data(Some(1), &inner_udp(attacker, shim_addr, 1, 2, b"x")),
-                "spoofed_source",
+                "unauthenticated",
+            ),
+            (
+                shim,
+                sealed(Some(1), 0x1234_5678, &from_hoa),
+                "unknown_peer",
             ),
         ]
     }
@@ -821,6 +834,19 @@ fn control(member: Option<u16>, mh: &[u8]) -> Vec<u8> {
         .to_bytes()
         .to_vec();
     f.extend_from_slice(mh);
+    f
+}
+
+/// A data frame that looks sealed: Session `session`, a counter, `E`, and
+/// 16 bytes of garbage tag. No node has the session, so none opens it.
+fn sealed(member: Option<u16>, session: u32, packet: &[u8]) -> Vec<u8> {
+    let mut h = TunnelHeader::data(member.map(MemberId));
+    h.session = session;
+    h.counter = 7;
+    h.encrypted = true;
+    let mut f = h.to_bytes().to_vec();
+    f.extend_from_slice(packet);
+    f.extend_from_slice(&[0xa5; 16]);
     f
 }
 
