@@ -124,6 +124,8 @@ impl Sim {
         let shim = self.new_shim(node);
         let app = ClientApp::new(self.nodes[node].addr, home_address());
         self.nodes[node].kind = NodeKind::Shim(Box::new(shim), app);
+        // A new shim starts its AP handshake at once (the Shim Hello).
+        self.flush(node);
         node
     }
 
@@ -135,6 +137,7 @@ impl Sim {
         if let NodeKind::Shim(shim, _) = &mut self.nodes[node].kind {
             **shim = fresh;
         }
+        self.flush(node);
     }
 
     /// Restart a member's process: a fresh engine (new instance, new
