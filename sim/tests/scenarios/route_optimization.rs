@@ -130,6 +130,12 @@ fn route_optimization_resumes_after_a_long_pause_and_a_member_restart() {
                 )
         })
         .expect("restarted member registers at once");
+    let client = h.client;
+    h.sim
+        .run_until_cond(secs(1), |s| {
+            !s.shim(client).bindings().any(|(id, _)| *id == MemberId(1))
+        })
+        .expect("the shim hears of the restart (BRI 126)");
     let third = h.sim.start_session(h.client, 100, ms(10));
     run_sessions(&mut h.sim, &[(h.client, third)], secs(20));
     let s = h.sim.session(h.client, third);
