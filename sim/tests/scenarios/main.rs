@@ -9,6 +9,7 @@ mod attacks;
 mod common;
 mod drain_and_death;
 mod fragments;
+mod integrity;
 mod legacy;
 mod moves;
 mod registration;
