@@ -153,6 +153,7 @@ fn flow_started_directly_keeps_its_member_after_the_binding_lapses() {
     let m2 = sim.add_member_with(2, |_| {}); // started later
     all_active(&mut sim, &[1]);
     let client = sim.add_shim_client();
+    ap_session(&mut sim, client);
     // Bind the client to member 1, the only member so far.
     let warm = sim.start_session(client, 5, ms(10));
     run_sessions(&mut sim, &[(client, warm)], secs(5));
