@@ -328,20 +328,12 @@ mod tests {
     use super::*;
     use crate::Sim;
     use homeaddr_proto::engine::ap::MemberState;
-    use homeaddr_proto::wire::MobilityMessage;
-    use homeaddr_proto::wire::mh::MessageBody;
-
-    /// What a datagram to a member is: Some(body) for control, None for data.
-    fn control_body(payload: &[u8]) -> Option<MessageBody> {
-        (payload[0] & 0x0f == 1).then(|| {
-            MobilityMessage::parse(&payload[FRAME_HEADER_LEN..])
-                .expect("a control frame the AP sent parses")
-                .body
-        })
-    }
 
     /// As the daemon's driver does, the AP sends the Shim Notice the
-    /// shim's first packet caused before it forwards the packet.
+    /// shim's first packet caused before it forwards the packet. Frames to
+    /// a member are sealed: the member engine opens them, in arrival
+    /// order, and tells which was the notice (it learns the correspondent)
+    /// and which the data (to its TUN).
     #[test]
     fn the_ap_sends_the_control_a_packet_caused_before_the_packet() {
         let mut sim = Sim::new(1);
@@ -353,24 +345,36 @@ mod tests {
         })
         .expect("member registers");
         let c = sim.add_shim_client();
+        sim.run_until_cond(Duration::from_secs(5), |s| s.shim(c).has_ap_session())
+            .expect("shim gets its AP session");
+        let client = sim.nodes[c].addr;
         sim.start_session(c, 1, Duration::from_millis(10));
         // Shim -> AP is 1 ms: after it the AP's output is in flight.
         sim.run_for(Duration::from_millis(1));
+        let now = sim.now;
         let mut to_member = Vec::new();
         while let Some(d) = sim.net.pop_arrival() {
-            if let Delivery::Udp { to, payload, .. } = d
+            if let Delivery::Udp {
+                to,
+                from,
+                mut payload,
+                ..
+            } = d
                 && to == m
             {
-                to_member.push(control_body(&payload));
+                let member = sim.member_mut(m);
+                let action = member.handle_udp(now, from, &mut payload);
+                let knows = member.correspondents().any(|k| k.client == client);
+                to_member.push((action, knows));
             }
         }
         let notice = to_member
             .iter()
-            .position(|b| matches!(b, Some(MessageBody::ShimNotice { .. })))
+            .position(|(a, knows)| *a == DataAction::Consumed && *knows)
             .expect("the AP told the member about the shim");
         let data = to_member
             .iter()
-            .position(Option::is_none)
+            .position(|(a, _)| *a == DataAction::ToTun)
             .expect("the AP forwarded the SYN");
         assert!(notice < data, "data before its notice: {to_member:?}");
     }

@@ -111,30 +111,48 @@ impl Sim {
     }
 
     /// A fresh shim engine for a client node, on its current endpoint.
-    fn new_shim(&mut self, node: NodeId) -> Shim {
+    fn new_shim(&mut self, node: NodeId, adjust: impl FnOnce(&mut ShimConfig)) -> Shim {
         let seed = self.net.engine_seed();
         let local = self.nodes[node].endpoint();
         let ap = self.nodes[Self::AP].endpoint();
-        Shim::new(self.now, ShimConfig::new(ap, home_address(), local, seed))
+        let mut config = ShimConfig::new(ap, home_address(), local, seed);
+        adjust(&mut config);
+        Shim::new(self.now, config)
     }
 
     /// Add a client with a shim.
     pub fn add_shim_client(&mut self) -> NodeId {
+        self.add_shim_client_with(|_| {})
+    }
+
+    /// Add a client with a shim, with a configuration tweak.
+    pub fn add_shim_client_with(&mut self, adjust: impl FnOnce(&mut ShimConfig)) -> NodeId {
         let node = self.add_node("shim", SHIM_PORT, NodeKind::Attacker);
-        let shim = self.new_shim(node);
+        let shim = self.new_shim(node, adjust);
         let app = ClientApp::new(self.nodes[node].addr, home_address());
         self.nodes[node].kind = NodeKind::Shim(Box::new(shim), app);
+        // A new shim starts its AP handshake at once (the Shim Hello).
+        self.flush(node);
         node
     }
 
     /// Restart a client's shim: a fresh engine on a new port, as after a
-    /// crash; the application keeps its sessions.
+    /// crash; the application keeps its sessions and the shim its
+    /// configuration (but for the endpoint and seed).
     pub fn restart_shim(&mut self, node: NodeId) {
         self.nodes[node].port += 1;
-        let fresh = self.new_shim(node);
+        let old = self.shim(node).config().clone();
+        let fresh = self.new_shim(node, |c| {
+            *c = ShimConfig {
+                local: c.local,
+                seed: c.seed,
+                ..old
+            }
+        });
         if let NodeKind::Shim(shim, _) = &mut self.nodes[node].kind {
             **shim = fresh;
         }
+        self.flush(node);
     }
 
     /// Restart a member's process: a fresh engine (new instance, new

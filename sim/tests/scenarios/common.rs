@@ -30,6 +30,14 @@ pub fn all_active(sim: &mut Sim, ids: &[u16]) {
     );
 }
 
+/// Wait until a shim has its AP session (Hello, Cookie, Hello, Welcome:
+/// two round trips to the AP): until then it drops application packets
+/// (`no_session`).
+pub fn ap_session(sim: &mut Sim, client: NodeId) {
+    let took = sim.run_until_cond(secs(5), |s| s.shim(client).has_ap_session());
+    assert!(took.is_some(), "shim {client} got no AP session within 5 s");
+}
+
 pub fn session_done(sim: &Sim, client: NodeId, idx: usize) -> bool {
     !matches!(
         sim.session(client, idx).state,
@@ -60,6 +68,7 @@ pub fn handoff_topology(seed: u64, loss: f64) -> Handoff {
     sim.net.set_latency(client, member, ms(2));
     sim.net.set_latency(Sim::AP, member, ms(2));
     all_active(&mut sim, &[1]);
+    ap_session(&mut sim, client);
     sim.net.loss = loss;
     Handoff {
         sim,

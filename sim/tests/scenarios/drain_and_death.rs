@@ -43,6 +43,7 @@ fn pool(seed: u64, loss: f64) -> (Pool, Vec<(NodeId, usize)>) {
         }
     }
     let shim = shim.expect("a client hashed to member 1");
+    ap_session(&mut sim, shim);
     let mut sessions = vec![(shim, sim.start_session(shim, 100_000, ms(10)))];
     sessions.extend(
         legacy

@@ -70,6 +70,7 @@ fn fragments_of_a_shim_datagram_reach_one_member_after_a_second_binding() {
     sim.add_member(2);
     all_active(&mut sim, &[1, 2]);
     let shim = sim.add_shim_client();
+    ap_session(&mut sim, shim);
     let first = sim
         .ap()
         .choose_member(&sim.nodes[shim].addr)

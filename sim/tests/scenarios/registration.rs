@@ -19,8 +19,9 @@ fn member_registers_refreshes_and_deregisters() {
             active(s, 1) && matches!(s.member(m).state(), RegistrationState::Registered { .. })
         })
         .expect("member registers");
-    // BU and BA over a 1 ms link, in 1 ms steps.
-    assert!(took <= ms(3), "registration over a 1 ms link took {took:?}");
+    // BU, BA 202 (cookie), BU with the cookie, BA 0 over a 1 ms link, in
+    // 1 ms steps: two round trips.
+    assert!(took <= ms(5), "registration over a 1 ms link took {took:?}");
 
     // The AP's BRR heartbeat makes the member refresh about once a second.
     let before = sim.member(m).counters().registration_bus;
@@ -61,14 +62,13 @@ fn wrong_key_is_refused_and_logged() {
     let mut sim = Sim::new(3);
     let m = sim.add_member_with(7, |c| c.key = b"not the key".to_vec());
     sim.start_member(m);
+    // The AP's unsigned BA 146 is never final (anyone could forge it): the
+    // member counts it and keeps retrying with its backoff.
     sim.run_until_cond(secs(30), |s| {
-        matches!(s.member(m).state(), RegistrationState::Refused { .. })
+        s.member(m).counters().auth_failures_reported >= 3
     })
-    .expect("member gives up");
-    assert_eq!(
-        sim.member(m).state(),
-        RegistrationState::Refused { status: 146 }
-    );
+    .expect("member hears the refusals");
+    assert_eq!(sim.member(m).state(), RegistrationState::Registering);
     assert!(sim.ap().member(MemberId(7)).is_none());
     let tried: Vec<_> = sim
         .events(|(_, e)| match e {
@@ -78,7 +78,7 @@ fn wrong_key_is_refused_and_logged() {
             _ => None,
         })
         .collect();
-    assert!(!tried.is_empty());
+    assert!(tried.len() >= 3);
     assert!(
         tried
             .iter()
@@ -96,7 +96,15 @@ fn replayed_registration_cannot_move_a_member_back() {
     all_active(&mut sim, &[1]);
     let old_ep = sim.nodes[m].endpoint();
     let ap_ep = sim.nodes[Sim::AP].endpoint();
-    let old_bu = sim.net.captured_between(old_ep, ap_ep)[0].payload.clone();
+    // The newest BU from the old endpoint: it carries a cookie the AP gave
+    // for (old endpoint, member 1), still valid (60-120 s).
+    let old_bu = sim
+        .net
+        .captured_between(old_ep, ap_ep)
+        .last()
+        .expect("BUs captured")
+        .payload
+        .clone();
     let new_ep = sim.move_member(m, false);
     sim.run_until_cond(secs(5), |s| {
         s.ap()
@@ -105,9 +113,22 @@ fn replayed_registration_cannot_move_a_member_back() {
     })
     .expect("AP follows the move");
     let replays = sim.ap().counters().drops.get(DropReason::Replay);
+    let challenges = sim.ap().counters().cookie_challenges;
     let attacker = sim.add_attacker();
-    sim.send_udp(attacker, old_ep, ap_ep, old_bu);
+    // From the old endpoint (spoofed): the cookie matches, the sequence
+    // number is old.
+    sim.send_udp(attacker, old_ep, ap_ep, old_bu.clone());
     sim.run_for(ms(50));
+    assert_eq!(
+        sim.ap().counters().drops.get(DropReason::Replay),
+        replays + 1
+    );
+    // From the attacker's own endpoint: the cookie does not match, BA 202
+    // to the attacker (who cannot re-sign), no state.
+    let own = sim.nodes[attacker].endpoint();
+    sim.send_udp(attacker, own, ap_ep, old_bu);
+    sim.run_for(ms(50));
+    assert_eq!(sim.ap().counters().cookie_challenges, challenges + 1);
     assert_eq!(
         sim.ap().counters().drops.get(DropReason::Replay),
         replays + 1

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use homeaddr_proto::engine::member::MemberEvent;
+use homeaddr_proto::engine::member::{MemberEvent, RegistrationState};
 use homeaddr_proto::wire::MemberId;
 use homeaddr_sim::{LoggedEvent, SessionState, Sim};
 
@@ -78,6 +78,7 @@ fn restarted_shim_gets_a_fresh_binding() {
     assert!(first_direct(&h.sim, h.client).is_some());
     // The member still holds a binding to the old shim endpoint.
     h.sim.restart_shim(h.client);
+    ap_session(&mut h.sim, h.client);
     let new_ep = h.sim.nodes[h.client].endpoint();
     let second = h.sim.start_session(h.client, 100, ms(10));
     run_sessions(&mut h.sim, &[(h.client, second)], secs(10));
@@ -114,12 +115,27 @@ fn route_optimization_resumes_after_a_long_pause_and_a_member_restart() {
         last <= ms(5),
         "no route optimization after the pause: {last:?}"
     );
-    // A restarted member (same endpoint, new sequence numbers) is accepted
-    // at once and binds again, resynchronising on the shim's BA 135.
+    // A restarted member (same endpoint, new instance) is accepted at once
+    // (after the cookie round trip); the AP's BRI 126 makes the shim drop
+    // the old instance's binding, and the new instance binds again.
     h.sim.restart_member(h.member);
+    let instance = h.sim.member(h.member).config().instance;
     h.sim
-        .run_until_cond(secs(3), |s| active(s, 1))
+        .run_until_cond(secs(3), |s| {
+            active(s, 1)
+                && s.ap().member(MemberId(1)).map(|e| e.instance) == Some(instance)
+                && matches!(
+                    s.member(h.member).state(),
+                    RegistrationState::Registered { .. }
+                )
+        })
         .expect("restarted member registers at once");
+    let client = h.client;
+    h.sim
+        .run_until_cond(secs(1), |s| {
+            !s.shim(client).bindings().any(|(id, _)| *id == MemberId(1))
+        })
+        .expect("the shim hears of the restart (BRI 126)");
     let third = h.sim.start_session(h.client, 100, ms(10));
     run_sessions(&mut h.sim, &[(h.client, third)], secs(20));
     let s = h.sim.session(h.client, third);
@@ -137,6 +153,7 @@ fn flow_started_directly_keeps_its_member_after_the_binding_lapses() {
     let m2 = sim.add_member_with(2, |_| {}); // started later
     all_active(&mut sim, &[1]);
     let client = sim.add_shim_client();
+    ap_session(&mut sim, client);
     // Bind the client to member 1, the only member so far.
     let warm = sim.start_session(client, 5, ms(10));
     run_sessions(&mut sim, &[(client, warm)], secs(5));

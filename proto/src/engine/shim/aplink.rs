@@ -3,6 +3,7 @@
 //! new one when the AP says it lost ours, and a sealed keepalive while the
 //! shim has flows.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,11 @@ pub(super) struct ApLink {
     pub pending: Option<Handshake>,
     /// When the last handshake started.
     last_start: Option<Instant>,
+    /// Per member, the sequence number of the last revocation acted on:
+    /// the AP repeats each BRI with the same number, and a repeat must not
+    /// revoke what the member (a new instance, after trigger 126) bound
+    /// since. Numbers are the AP's: forgotten with its session.
+    pub revoked: HashMap<MemberId, u16>,
 }
 
 impl ApLink {
@@ -56,6 +62,7 @@ impl ApLink {
             sessions: None,
             pending: None,
             last_start: None,
+            revoked: HashMap::new(),
         }
     }
 
@@ -206,6 +213,7 @@ impl Shim {
         let session = Session::new(&keys, Role::Initiator, h.index, ap_index);
         let index = h.index;
         self.ap.pending = None;
+        self.ap.revoked.clear();
         self.timers.cancel(ShimTimer::HelloRetransmit);
         let renewed = match &mut self.ap.sessions {
             Some(s) => {

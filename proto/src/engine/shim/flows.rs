@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::{FlowEntry, FlowPath, Shim, ShimEvent, ShimTimer};
 use crate::engine::{DataAction, DropReason};
 use crate::wire::inner::{self, InnerInfo};
+use crate::wire::mh::MessageBody;
 use crate::wire::{MemberId, MobilityMessage};
 
 impl Shim {
@@ -142,6 +143,14 @@ impl Shim {
         let Some((member, _)) = msg.binding_id() else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
+        if let MessageBody::BindingRevocation { sequence, .. } = msg.body {
+            // A repeat of a revocation already acted on (same sequence
+            // number): nothing more to revoke, and what was bound since
+            // (a restarted member's new binding) stays.
+            if self.ap.revoked.insert(member, sequence) == Some(sequence) {
+                return DataAction::Consumed;
+            }
+        }
         if self.bindings.remove(&member).is_some() {
             self.timers.cancel(ShimTimer::BindingExpiry(member));
         }

@@ -561,6 +561,51 @@ fn an_unsealed_revocation_does_nothing_a_sealed_one_resets_the_members_flows() {
     assert_eq!(s.flows().count(), 1);
 }
 
+#[test]
+fn a_repeated_revocation_leaves_what_the_restarted_member_bound_since() {
+    let now = t0();
+    let (mut s, mut ap) = shim(now);
+    two_flows(&mut s, &mut ap, now);
+    let bri = revocation(revocation_trigger::MEMBER_RESTARTED);
+    assert_eq!(
+        s.handle_udp(now, ap_ep(), &mut ap.control(Some(M1), &bri)),
+        DataAction::Consumed
+    );
+    assert!(s.poll_tun().is_some(), "M1's flow reset");
+    events(&mut s);
+    // The new instance of M1 binds again before the AP's repeat (500 ms
+    // later, same sequence number): the repeat revokes nothing.
+    bound(&mut s, &mut ap, now, M1);
+    assert!(s.bindings().any(|(id, _)| *id == M1));
+    assert_eq!(
+        s.handle_udp(now, ap_ep(), &mut ap.control(Some(M1), &bri)),
+        DataAction::Consumed
+    );
+    assert!(s.bindings().any(|(id, _)| *id == M1), "binding kept");
+    assert!(events(&mut s).is_empty());
+    assert_eq!(s.poll_tun(), None);
+    // A new revocation (next sequence number) does.
+    let next = MobilityMessage::new(MessageBody::BindingRevocation {
+        trigger: revocation_trigger::MEMBER_RESTARTED,
+        sequence: 2,
+    })
+    .with(bid(M1))
+    .with(MobilityOption::HomeAddress(HOA))
+    .with(MobilityOption::Correspondent(CLIENT));
+    assert_eq!(
+        s.handle_udp(now, ap_ep(), &mut ap.control(Some(M1), &next)),
+        DataAction::Consumed
+    );
+    assert!(!s.bindings().any(|(id, _)| *id == M1));
+    assert_eq!(
+        events(&mut s),
+        [ShimEvent::Revoked {
+            member: M1,
+            flows_reset: 0
+        }]
+    );
+}
+
 /// What a member learns from the home test: (nonce index, token, ticket).
 fn home_test(
     s: &mut Shim,
