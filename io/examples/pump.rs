@@ -24,7 +24,7 @@ use homeaddr_io::{
 };
 
 /// Version 2, kind 0 (data), no flags, no member id, session 0, counter 0:
-/// docs/V2-SPEC.md sec. 1.
+/// docs/PROTOCOL.md sec. 1.
 const DATA_HEADER: [u8; HEADROOM] = [0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
 #[derive(Debug)]

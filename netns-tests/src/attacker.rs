@@ -15,7 +15,7 @@
 //!   that nothing answers.
 //! - [`Capture`]: an `AF_PACKET` socket on an interface inside some
 //!   namespace. On a victim's interface it stands for the attacker that was
-//!   on-path once ("captured once", V2-SPEC section 0); on the attacker's
+//!   on-path once ("captured once", docs/PROTOCOL.md section 0); on the attacker's
 //!   own `wan0` it receives what comes back to any address of its /64.
 //!
 //! Frames are built from `homeaddr_proto::wire` types ([`frame`],

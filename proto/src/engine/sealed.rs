@@ -19,7 +19,8 @@ pub const SESSION_GRACE: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct PeerSessions {
     current: Session,
-    previous: Option<(Session, Instant)>,
+    /// Boxed: present only during a grace period, and a session is 1.4 KB.
+    previous: Option<Box<(Session, Instant)>>,
 }
 
 impl PeerSessions {
@@ -37,8 +38,8 @@ impl PeerSessions {
     pub fn replace(&mut self, session: Session, now: Instant) -> Option<u32> {
         let old = std::mem::replace(&mut self.current, session);
         self.previous
-            .replace((old, now + SESSION_GRACE))
-            .map(|(s, _)| s.local_index)
+            .replace(Box::new((old, now + SESSION_GRACE)))
+            .map(|p| p.0.local_index)
     }
 
     /// The session used to send.
@@ -49,18 +50,14 @@ impl PeerSessions {
     /// Our receive indices of this peer (current, then previous).
     pub fn local_indices(&self) -> impl Iterator<Item = u32> + '_ {
         std::iter::once(self.current.local_index)
-            .chain(self.previous.as_ref().map(|(s, _)| s.local_index))
+            .chain(self.previous.as_ref().map(|p| p.0.local_index))
     }
 
     /// Forgets the previous session if its grace is over; returns its
     /// local index then.
     pub fn expire(&mut self, now: Instant) -> Option<u32> {
-        if self
-            .previous
-            .as_ref()
-            .is_some_and(|(_, until)| now >= *until)
-        {
-            return self.previous.take().map(|(s, _)| s.local_index);
+        if self.previous.as_ref().is_some_and(|p| now >= p.1) {
+            return self.previous.take().map(|p| p.0.local_index);
         }
         None
     }
@@ -83,7 +80,7 @@ impl PeerSessions {
         if self.current.local_index == index {
             return self.current.open(require, frame);
         }
-        match &mut self.previous {
+        match self.previous.as_deref_mut() {
             Some((s, until)) if s.local_index == index && now < *until => s.open(require, frame),
             _ => Err(SessionError::AuthFailed),
         }

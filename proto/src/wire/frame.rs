@@ -1,5 +1,5 @@
 //! The tunnel frame: the 16-byte header at the start of every homeaddr UDP
-//! payload, version 2 (docs/V2-SPEC.md section 1).
+//! payload, version 2 (docs/PROTOCOL.md section 1).
 //!
 //! ```text
 //!  0                   1                   2                   3

@@ -203,11 +203,11 @@ pub enum MhType {
     BindingRevocation = 16,
     /// Shim Notice (homeaddr, deviation D5).
     ShimNotice = 200,
-    /// Shim Hello (homeaddr, docs/V2-SPEC.md section 2).
+    /// Shim Hello (homeaddr, docs/PROTOCOL.md sections 2, 3).
     ShimHello = 201,
-    /// Shim Cookie (homeaddr, docs/V2-SPEC.md section 2).
+    /// Shim Cookie (homeaddr, docs/PROTOCOL.md sections 2, 3).
     ShimCookie = 202,
-    /// Shim Welcome (homeaddr, docs/V2-SPEC.md section 2).
+    /// Shim Welcome (homeaddr, docs/PROTOCOL.md sections 2, 3).
     ShimWelcome = 203,
 }
 

@@ -45,13 +45,13 @@ pub mod kind {
     pub const MEMBER_STATE: u8 = 201;
     /// Correspondent (homeaddr, docs/PROTOCOL.md D5).
     pub const CORRESPONDENT: u8 = 202;
-    /// Session (homeaddr, docs/V2-SPEC.md section 2).
+    /// Session (homeaddr, docs/PROTOCOL.md sections 2, 3).
     pub const SESSION: u8 = 203;
-    /// Cookie (homeaddr, docs/V2-SPEC.md section 2).
+    /// Cookie (homeaddr, docs/PROTOCOL.md sections 2, 3).
     pub const COOKIE: u8 = 204;
-    /// Care-of Ticket (homeaddr, docs/V2-SPEC.md section 2).
+    /// Care-of Ticket (homeaddr, docs/PROTOCOL.md sections 2, 3).
     pub const CARE_OF_TICKET: u8 = 205;
-    /// Shim Instance (homeaddr, docs/V2-SPEC.md section 2).
+    /// Shim Instance (homeaddr, docs/PROTOCOL.md sections 2, 3).
     pub const SHIM_INSTANCE: u8 = 206;
 
     /// Whether this build gives `kind` a meaning (padding included).

@@ -30,7 +30,7 @@ pub const DEFAULT_REVOCATION_REPEATS: u8 = 3;
 /// Gap between repeated revocations.
 pub const DEFAULT_REVOCATION_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Most shim records the AP keeps (docs/V2-SPEC.md 4.4).
+/// Most shim records the AP keeps (docs/PROTOCOL.md 7.6).
 pub const DEFAULT_MAX_SHIM_CLIENTS: usize = 65536;
 /// Most shim records per /64 (IPv6) or /32 (IPv4-mapped) prefix.
 pub const DEFAULT_MAX_SHIMS_PER_PREFIX: usize = 64;

@@ -24,7 +24,7 @@ fn inner_of(frame: &mut [u8]) -> &mut [u8] {
 }
 
 /// A client that runs a shim, as the AP knows it: made by a completed
-/// handshake (docs/V2-SPEC.md 4.2), never by a data frame.
+/// handshake (docs/PROTOCOL.md 4.6), never by a data frame.
 #[derive(Debug)]
 pub struct ShimClient {
     /// Its tunnel endpoint (the source of its handshake).

@@ -1,4 +1,4 @@
-//! The shim - AP handshake (docs/V2-SPEC.md 4.2) and the limits on shim
+//! The shim - AP handshake (docs/PROTOCOL.md 4.6) and the limits on shim
 //! records (4.4).
 //!
 //! A Hello without a valid cookie gets a Shim Cookie and creates nothing.

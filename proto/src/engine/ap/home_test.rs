@@ -1,6 +1,6 @@
 //! The home test of return routability (RFC 6275 sec. 5.2.5, 10.4.6): the
 //! AP relays a member's HoTI to the client's shim and the shim's HoT back,
-//! both legs sealed (docs/V2-SPEC.md 4.3: the HoT's Care-of Ticket is
+//! both legs sealed (docs/PROTOCOL.md 5.2: the HoT's Care-of Ticket is
 //! copied into the relayed HoT).
 
 use std::net::Ipv6Addr;

@@ -1,4 +1,4 @@
-//! Sealed sessions at the AP (docs/V2-SPEC.md sections 1, 3, 4.1, 4.2):
+//! Sealed sessions at the AP (docs/PROTOCOL.md sections 1, 4, 4.6):
 //! the one index map from our receive indices to their owners, the
 //! member - AP sessions made by registrations, and the dispatch of every
 //! received frame: unsealed ones may only be handshakes (registration BU,
@@ -39,7 +39,7 @@ pub(super) struct MemberSession {
     pub ap_nonce: [u8; 16],
 }
 
-/// The limit hits of the AP, by limit name (docs/V2-SPEC.md 4.4).
+/// The limit hits of the AP, by limit name (docs/PROTOCOL.md 7.6).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LimitHits {
     /// Hellos dropped over `max_handshakes_per_second`.

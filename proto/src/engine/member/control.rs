@@ -1,6 +1,6 @@
 //! Received frames: sealed ones open in the session their index names
 //! (the AP's, or a shim's), unsealed ones may only be the handshakes of
-//! docs/V2-SPEC.md section 3 (registration BA from the AP; CoT and RO BA
+//! docs/PROTOCOL.md section 1.4 (registration BA from the AP; CoT and RO BA
 //! from a shim). Control messages are dispatched from here.
 
 use std::net::{Ipv6Addr, SocketAddr};

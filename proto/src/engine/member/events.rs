@@ -80,7 +80,7 @@ pub struct MemberCounters {
     pub limit_hits: LimitHits,
 }
 
-/// How often each limit of the member was hit (docs/V2-SPEC.md 4.4).
+/// How often each limit of the member was hit (docs/PROTOCOL.md 7.6).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LimitHits {
     /// A Shim Notice found the correspondent table full

@@ -20,9 +20,9 @@
 //! any --leave--> Deregistering --BA / 3 tries--> Left
 //! ```
 //!
-//! An unsigned BA 146 is never final (docs/V2-SPEC.md 4.1.5). Every BA 0
+//! An unsigned BA 146 is never final (docs/PROTOCOL.md 4.5). Every BA 0
 //! carries the AP's Session {Ia, Na}; a new one makes a new member - AP
-//! session (docs/V2-SPEC.md 4.1), in which everything else between the AP
+//! session (docs/PROTOCOL.md 4.1), in which everything else between the AP
 //! and the member is sealed.
 //!
 //! Route optimization per client (sec. 7.3):
@@ -237,7 +237,7 @@ impl Drain {
     }
 }
 
-/// The member's side of its session with the AP (docs/V2-SPEC.md 4.1).
+/// The member's side of its session with the AP (docs/PROTOCOL.md 4.1).
 #[derive(Debug)]
 struct ApLink {
     /// Our Session {Im, Nm}: drawn once per process.

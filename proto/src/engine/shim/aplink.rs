@@ -1,4 +1,4 @@
-//! The shim - AP session (docs/V2-SPEC.md section 4.2): an X25519
+//! The shim - AP session (docs/PROTOCOL.md section 4.6): an X25519
 //! handshake proven by a cookie round trip, retransmitted with backoff, a
 //! new one when the AP says it lost ours, and a sealed keepalive while the
 //! shim has flows.

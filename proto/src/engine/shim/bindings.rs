@@ -2,7 +2,7 @@
 //! nonces for the home and care-of tests (the care-of test only for a
 //! member showing the care-of ticket of its home test), binding updates
 //! verified and acknowledged, and each binding's session keyed from Kbm
-//! (docs/V2-SPEC.md section 4.3).
+//! (docs/PROTOCOL.md section 5.5).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! Every received frame: unsealed handshakes (docs/V2-SPEC.md section 3)
+//! Every received frame: unsealed handshakes (docs/PROTOCOL.md section 1.4)
 //! and frames sealed in the AP session or a member's binding session.
 
 use std::net::SocketAddr;

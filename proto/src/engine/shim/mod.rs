@@ -11,7 +11,7 @@
 //! binding updates (RFC 6275 sec. 9.5.1), and on a revocation from the AP
 //! resets the flows of the gone member locally, so applications fail fast.
 //!
-//! Wire v2 (docs/V2-SPEC.md sections 3, 4.2, 4.3): everything but the
+//! Wire v2 (docs/PROTOCOL.md sections 1.4, 4.6, 5.3, 5.5): everything but the
 //! handshakes is sealed. The shim opens a session with the AP by an X25519
 //! handshake with a cookie round trip (`aplink`); no application packet
 //! leaves before it is up (`no_session`). Each accepted route-optimization
