@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use homeaddr_proto::engine::DropReason;
 use homeaddr_proto::engine::member::{MemberEvent, RegistrationState};
 use homeaddr_proto::wire::MemberId;
 use homeaddr_sim::{LoggedEvent, SessionState, Sim};
@@ -149,7 +150,7 @@ fn route_optimization_resumes_after_a_long_pause_and_a_member_restart() {
 #[test]
 fn flow_started_directly_keeps_its_member_after_the_binding_lapses() {
     let mut sim = Sim::new(15);
-    sim.add_member(1);
+    let m1 = sim.add_member(1);
     let m2 = sim.add_member_with(2, |_| {}); // started later
     all_active(&mut sim, &[1]);
     let client = sim.add_shim_client();
@@ -180,4 +181,13 @@ fn flow_started_directly_keeps_its_member_after_the_binding_lapses() {
     let s = sim.session(client, long);
     assert_eq!(s.state, SessionState::Done, "the flow was reset");
     assert_eq!(s.members(), BTreeSet::from([MemberId(1)]));
+    // The shim sends direct until its binding lapses; the member keeps an
+    // idle client's binding and session until then, so none of those
+    // frames is dropped and no request stalls.
+    assert_eq!(
+        sim.member(m1).counters().drops.get(DropReason::UnknownPeer),
+        0
+    );
+    let slowest = s.records.iter().map(|r| r.rtt).max().unwrap();
+    assert!(slowest <= ms(100), "a request stalled: {slowest:?}");
 }

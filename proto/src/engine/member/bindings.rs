@@ -217,10 +217,12 @@ impl Member {
         let Some(c) = self.correspondents.get_mut(&client) else {
             return;
         };
+        let mut ran_out = false;
         if let Some(b) = c.binding
             && b.expires <= now
         {
             c.binding = None;
+            ran_out = true;
         }
         let due = c.deadline.is_some_and(|d| d <= now);
         let lifetime = self.config.binding_lifetime;
@@ -254,31 +256,37 @@ impl Member {
                     return;
                 }
             }
-            RoState::Backoff { until } if until <= now && !idle => {
-                self.start_rr(now, client);
-                return;
+            RoState::Backoff { until } if until <= now => {
+                if idle {
+                    c.rr = RoState::Idle;
+                } else {
+                    self.start_rr(now, client);
+                    return;
+                }
             }
             _ => {}
         }
-        // Refresh an active binding that is in use before it lapses.
+        // Refresh an active binding that is in use before it lapses. An
+        // idle client's binding lapses instead: binding and session stay
+        // until `expires`, as the shim still sends direct until then, and
+        // activity meanwhile refreshes at once (`Member::touch`).
         let Some(c) = self.correspondents.get(&client) else {
             return;
         };
-        if let Some(b) = c.binding
-            && now + lifetime / 5 >= b.expires
-            && matches!(c.rr, RoState::Idle)
-        {
-            if idle {
-                // Unused: let it lapse at the shim.
-                self.forget_correspondent(client);
-                return;
-            }
+        if c.lapsing(now, lifetime) && !idle {
             self.start_rr(now, client);
             return;
         }
-        if c.binding.is_none() && matches!(c.rr, RoState::Idle) && idle {
-            self.forget_correspondent(client);
-            return;
+        if c.binding.is_none() && matches!(c.rr, RoState::Idle) {
+            if idle {
+                self.forget_correspondent(client);
+                return;
+            }
+            if ran_out {
+                // Active again, but not refreshed in time: RR again.
+                self.start_rr(now, client);
+                return;
+            }
         }
         let deadline = match c.rr {
             RoState::Backoff { until } => Some(until),

@@ -29,12 +29,13 @@ impl Member {
         let shim = canonical(shim);
         match self.correspondents.get_mut(&client) {
             Some(c) if c.shim == shim && c.instance == instance => {
+                let lapsing = c.lapsing(now, self.config.binding_lifetime);
                 c.last_activity = now;
                 if let RoState::Backoff { until } = c.rr
                     && until <= now
                 {
                     self.start_rr(now, client);
-                } else if matches!(c.rr, RoState::Idle) && c.binding.is_none() {
+                } else if (matches!(c.rr, RoState::Idle) && c.binding.is_none()) || lapsing {
                     self.start_rr(now, client);
                 }
             }
@@ -47,7 +48,7 @@ impl Member {
             None => {
                 if self.correspondents.len() >= self.config.max_correspondents {
                     self.counters.limit_hits.correspondents += 1;
-                    if !self.evict_correspondent() {
+                    if !self.evict_correspondent(now) {
                         return;
                     }
                 }
@@ -86,14 +87,19 @@ impl Member {
         self.start_rr(now, client);
     }
 
-    /// The table is full: evict an entry whose return routability has not
-    /// finished (unproven) if there is one, else the least recently active
-    /// one. False if there is nothing to evict.
-    fn evict_correspondent(&mut self) -> bool {
+    /// The table is full: evict the least recently active entry whose
+    /// return routability has not finished (unproven) or whose binding is
+    /// lapsing (an idle client's) if there is one, else the least recently
+    /// active one. False if there is nothing to evict.
+    fn evict_correspondent(&mut self, now: Instant) -> bool {
+        let lifetime = self.config.binding_lifetime;
         let victim = self
             .correspondents
             .values()
-            .min_by_key(|c| (c.binding.is_some(), c.last_activity))
+            .min_by_key(|c| {
+                let kept = c.binding.is_some() && !c.lapsing(now, lifetime);
+                (kept, c.last_activity)
+            })
             .map(|c| c.client);
         match victim {
             Some(client) => {
@@ -101,6 +107,20 @@ impl Member {
                 true
             }
             None => false,
+        }
+    }
+
+    /// A packet to or from `client`, or its Shim Notice: the client is
+    /// active. A lapsing binding (the client was idle at its refresh
+    /// point) is refreshed at once.
+    pub(super) fn touch(&mut self, now: Instant, client: Ipv6Addr) {
+        let lifetime = self.config.binding_lifetime;
+        let Some(c) = self.correspondents.get_mut(&client) else {
+            return;
+        };
+        c.last_activity = now;
+        if c.lapsing(now, lifetime) {
+            self.start_rr(now, client);
         }
     }
 

@@ -31,9 +31,7 @@ impl Member {
             return self.counters.drops.drop(DropReason::UnknownHomeAddress);
         }
         self.counters.via_ap_in += 1;
-        if let Some(c) = self.correspondents.get_mut(&src) {
-            c.last_activity = now;
-        }
+        self.touch(now, src);
         DataAction::ToTun
     }
 
@@ -54,9 +52,7 @@ impl Member {
         if dst != self.config.home_address {
             return self.counters.drops.drop(DropReason::UnknownHomeAddress);
         }
-        if let Some(c) = self.correspondents.get_mut(&client) {
-            c.last_activity = now;
-        }
+        self.touch(now, client);
         self.counters.direct_in += 1;
         DataAction::ToTun
     }
@@ -96,8 +92,8 @@ impl Member {
         if src != self.config.home_address {
             return Err(self.counters.drops.drop(DropReason::SpoofedSource));
         }
+        self.touch(now, dst);
         if let Some(c) = self.correspondents.get_mut(&dst) {
-            c.last_activity = now;
             if c.binding.is_some_and(|b| b.expires > now) && c.sessions.is_some() {
                 return Ok(Route::Direct(dst, c.shim));
             }

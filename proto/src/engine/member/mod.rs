@@ -34,6 +34,9 @@
 //! BindingSent --3 tries or BA 136-138--> Testing;  --BA 135--> BindingSent (resync)
 //! BindingSent --other BA error--> Backoff --timer or notice--> Testing
 //! binding active --80% of its lifetime, client active--> Testing (binding still used)
+//! binding active --80% of its lifetime, client idle--> lapsing (binding, session kept)
+//! lapsing --packet to or from the client--> Testing (binding still used)
+//! lapsing --binding expiry--> state dropped
 //! binding active --CoA change--> Testing, binding dropped
 //! any --Shim Notice with a new shim instance--> state dropped, Testing
 //! ```
@@ -188,6 +191,18 @@ pub struct Correspondent {
     bu_session: SessionId,
     /// The member - shim sessions (from the RO BA 0).
     sessions: Option<PeerSessions>,
+}
+
+impl Correspondent {
+    /// An idle client's binding past its refresh point (80 % of its
+    /// lifetime): no return routability run, it lapses at `expires`. Kept
+    /// until then, as the shim still sends direct.
+    fn lapsing(&self, now: Instant, lifetime: Duration) -> bool {
+        matches!(self.rr, RoState::Idle)
+            && self
+                .binding
+                .is_some_and(|b| now + lifetime / 5 >= b.expires)
+    }
 }
 
 /// Answers to a shim held while the member re-binds after a move: sent
