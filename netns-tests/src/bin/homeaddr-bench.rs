@@ -12,18 +12,23 @@
 //! route-optimized shim path (shim client -> HoA, tunnelled straight to the
 //! member). The homeaddr paths run once per protection mode the daemons
 //! offer (`--protection encrypt|integrity`, when their `--help` lists it),
-//! else once as "v1 (unprotected)".
+//! else once as "v1 (unprotected)"; and once more with the daemons in
+//! `HOMEADDR_V1_BIN_DIR` (when set: `scripts/bench` builds the last v1
+//! release there, wire version 1, no protection), labelled "none (v1)", in
+//! the same interleaved rounds, so the cost of protection is measured
+//! against the unprotected path under the same conditions.
 //!
 //! Figures: single-stream TCP throughput (iperf3), c=1 request latency
 //! (median round trip of one request at a time on an open connection),
 //! new connections per second (c=1: connect, one request, close) and the
 //! median time of such a new-connection request. One table with ratios to
-//! the direct path and to boringtun, then the issue-9 targets with
-//! PASS/MISS (informational: the exit status only reports errors).
+//! the direct path and to boringtun, the ratios of each protection mode to
+//! "none (v1)", then the issue-9 targets with PASS/MISS (informational:
+//! the exit status only reports errors).
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
@@ -163,10 +168,30 @@ fn setup() -> anyhow::Result<Bed> {
     })
 }
 
+const DAEMONS: [&str; 3] = ["homeaddr-ap", "homeaddr-member", "homeaddr-shim"];
+
+/// The label of the rows of the v1 daemons from `HOMEADDR_V1_BIN_DIR`.
+const V1: &str = "none (v1)";
+
+/// A daemon binary: from `dir` when given, else from `HOMEADDR_BIN_DIR`
+/// (or next to this program).
+fn daemon_bin(dir: Option<&Path>, name: &str) -> anyhow::Result<PathBuf> {
+    match dir {
+        None => bin(name),
+        Some(dir) => {
+            let path = dir.join(name);
+            anyhow::ensure!(path.exists(), "{} not found", path.display());
+            Ok(path)
+        }
+    }
+}
+
 /// Whether all three daemons list `--protection` in their `--help`.
-fn daemons_offer_protection() -> anyhow::Result<bool> {
-    for name in ["homeaddr-ap", "homeaddr-member", "homeaddr-shim"] {
-        let out = Command::new(bin(name)?).arg("--help").output()?;
+fn daemons_offer_protection(dir: Option<&Path>) -> anyhow::Result<bool> {
+    for name in DAEMONS {
+        let out = Command::new(daemon_bin(dir, name)?)
+            .arg("--help")
+            .output()?;
         let help = String::from_utf8_lossy(&out.stdout);
         if !help.contains("--protection") {
             return Ok(false);
@@ -175,20 +200,77 @@ fn daemons_offer_protection() -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// The AP, the member and the shim, started with `protection` (the flag
-/// only when given), the shim bound to the member.
+/// One set of homeaddr rows: which binaries, started with which
+/// `--protection` (none: the flag is not passed), under which label.
+struct DaemonSet {
+    label: &'static str,
+    protection: Option<&'static str>,
+    /// `None`: the daemons of `HOMEADDR_BIN_DIR`.
+    dir: Option<PathBuf>,
+}
+
+/// The current daemons once per protection mode they offer (or once as
+/// "v1 (unprotected)" when they have no `--protection`), then the v1
+/// daemons of `HOMEADDR_V1_BIN_DIR` when set and usable (else a note).
+fn daemon_sets() -> anyhow::Result<Vec<DaemonSet>> {
+    let mut sets = if daemons_offer_protection(None)? {
+        vec![
+            DaemonSet {
+                label: "encrypt",
+                protection: Some("encrypt"),
+                dir: None,
+            },
+            DaemonSet {
+                label: "integrity",
+                protection: Some("integrity"),
+                dir: None,
+            },
+        ]
+    } else {
+        vec![DaemonSet {
+            label: "v1 (unprotected)",
+            protection: None,
+            dir: None,
+        }]
+    };
+    match std::env::var_os("HOMEADDR_V1_BIN_DIR").map(PathBuf::from) {
+        None => eprintln!(
+            "homeaddr-bench: HOMEADDR_V1_BIN_DIR not set: no \"{V1}\" rows (scripts/bench builds the v1 daemons)"
+        ),
+        Some(dir) => match daemons_offer_protection(Some(&dir)) {
+            Ok(false) => sets.push(DaemonSet {
+                label: V1,
+                protection: None,
+                dir: Some(dir),
+            }),
+            Ok(true) => eprintln!(
+                "homeaddr-bench: the daemons in {} offer --protection, they are not v1: no \"{V1}\" rows",
+                dir.display()
+            ),
+            Err(e) => eprintln!(
+                "homeaddr-bench: no \"{V1}\" rows: the daemons in {}: {e:#}",
+                dir.display()
+            ),
+        },
+    }
+    Ok(sets)
+}
+
+/// The AP, the member and the shim of `set`, started with its protection
+/// (the flag only when given), the shim bound to the member.
 struct Homeaddr {
     daemons: Vec<Daemon>,
     sockets: Vec<(&'static str, PathBuf)>,
 }
 
-fn start_homeaddr(bed: &Bed, protection: Option<&str>, run_no: u32) -> anyhow::Result<Homeaddr> {
+fn start_homeaddr(bed: &Bed, set: &DaemonSet, run_no: u32) -> anyhow::Result<Homeaddr> {
+    let dir_bin = |name: &str| daemon_bin(set.dir.as_deref(), name);
     let dir = bed.topo.dir().to_path_buf();
     // Fresh control socket paths each start: a stopped daemon's may linger.
     let sock = |name: &str| dir.join(format!("{name}-{run_no}.sock"));
     let ap_ep = SocketAddr::new(ula(SERVER_NET, 2).into(), TUNNEL_PORT);
     let mut common: Vec<String> = Vec::new();
-    if let Some(p) = protection {
+    if let Some(p) = set.protection {
         common.extend(["--protection".into(), p.into()]);
     }
     let warn = ["--log-level".to_string(), "warn".into()];
@@ -205,7 +287,7 @@ fn start_homeaddr(bed: &Bed, protection: Option<&str>, run_no: u32) -> anyhow::R
     ];
     args.extend(common.clone());
     args.extend(warn.clone());
-    let d = bed.ap.spawn("ap", &bin("homeaddr-ap")?, &args)?;
+    let d = bed.ap.spawn("ap", &dir_bin("homeaddr-ap")?, &args)?;
     wait_until(
         Duration::from_secs(10),
         Duration::from_millis(20),
@@ -232,7 +314,7 @@ fn start_homeaddr(bed: &Bed, protection: Option<&str>, run_no: u32) -> anyhow::R
     args.extend(["--log-level".into(), "info".into()]);
     let d = bed
         .member
-        .spawn("member", &bin("homeaddr-member")?, &args)?;
+        .spawn("member", &dir_bin("homeaddr-member")?, &args)?;
     d.wait_for_output("registered with the access point", Duration::from_secs(10))?;
     daemons.push(d);
     let mut args = vec![
@@ -247,7 +329,7 @@ fn start_homeaddr(bed: &Bed, protection: Option<&str>, run_no: u32) -> anyhow::R
     ];
     args.extend(common);
     args.extend(warn);
-    let d = bed.shim.spawn("shim", &bin("homeaddr-shim")?, &args)?;
+    let d = bed.shim.spawn("shim", &dir_bin("homeaddr-shim")?, &args)?;
     wait_until(
         Duration::from_secs(10),
         Duration::from_millis(20),
@@ -480,11 +562,7 @@ fn run() -> anyhow::Result<()> {
             None
         }
     };
-    let modes: Vec<Option<&str>> = if daemons_offer_protection()? {
-        vec![Some("encrypt"), Some("integrity")]
-    } else {
-        vec![None]
-    };
+    let sets = daemon_sets()?;
     eprintln!(
         "homeaddr-bench: {rounds} interleaved rounds, {secs} s per throughput and connection-rate figure, medians"
     );
@@ -503,10 +581,10 @@ fn run() -> anyhow::Result<()> {
                 secs,
             )?);
         }
-        for mode in &modes {
-            let label = mode.unwrap_or("v1 (unprotected)");
+        for set in &sets {
+            let label = set.label;
             run_no += 1;
-            let h = start_homeaddr(&bed, *mode, run_no)?;
+            let h = start_homeaddr(&bed, set, run_no)?;
             samples.push(measure(LEGACY, label, &bed.legacy, hoa, secs)?);
             samples.push(measure(RO, label, &bed.shim, hoa, secs)?);
             if round == rounds {
@@ -522,7 +600,8 @@ fn run() -> anyhow::Result<()> {
     drop(tunnel);
     let rows = medians(&samples);
     print_table(&rows);
-    print_targets(&rows, modes[0].is_some());
+    print_protection_cost(&rows);
+    print_targets(&rows, sets[0].protection.is_some());
     print_io(&io);
     println!();
     println!("| memory                 | bytes/entry | target |");
@@ -607,6 +686,42 @@ fn print_table(rows: &[Row]) {
             ratio(r.cps, direct.map(|d| d.cps), true),
             ratio(r.cps, bt.map(|b| b.cps), false),
             r.conn_us,
+        );
+    }
+}
+
+/// Each protected row against the "none (v1)" row of its path: throughput
+/// and new connections per second as a share of v1's, c=1 latency as a
+/// multiple of v1's.
+fn print_protection_cost(rows: &[Row]) {
+    let lines: Vec<(&Row, &Row)> = rows
+        .iter()
+        .filter(|r| r.protection == "encrypt" || r.protection == "integrity")
+        .filter_map(|r| {
+            rows.iter()
+                .find(|v| v.path == r.path && v.protection == V1)
+                .map(|v| (r, v))
+        })
+        .collect();
+    if lines.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "| path                      | protection vs v1  | TCP 1 stream | c=1 latency | new conn/s | new-conn request |"
+    );
+    println!(
+        "|---------------------------|-------------------|-------------:|------------:|-----------:|-----------------:|"
+    );
+    for (r, v) in lines {
+        println!(
+            "| {:<25} | {:<17} | {:>12} | {:>11} | {:>10} | {:>16} |",
+            r.path,
+            format!("{} vs none", r.protection),
+            ratio(r.gbps, Some(v.gbps), true),
+            ratio(r.rtt_us as f64, Some(v.rtt_us as f64), false),
+            ratio(r.cps, Some(v.cps), true),
+            ratio(r.conn_us as f64, Some(v.conn_us as f64), false),
         );
     }
 }
