@@ -77,12 +77,28 @@ impl PeerSessions {
         frame: &mut [u8],
     ) -> Result<(), SessionError> {
         let require = protection == Protection::Encrypt;
-        if self.current.local_index == index {
-            return self.current.open(require, frame);
+        let previous = match self.previous.as_deref_mut() {
+            Some((s, until)) if s.local_index == index && now < *until => Some(s),
+            _ => None,
+        };
+        if self.current.local_index != index {
+            return previous.map_or(Err(SessionError::AuthFailed), |s| s.open(require, frame));
         }
-        match self.previous.as_deref_mut() {
-            Some((s, until)) if s.local_index == index && now < *until => s.open(require, frame),
-            _ => Err(SessionError::AuthFailed),
+        let Some(previous) = previous else {
+            return self.current.open(require, frame);
+        };
+        // Both sessions have this index (a peer that keeps its index across
+        // a re-key, as a member does with the AP): a failed open leaves the
+        // buffer unspecified, so the newer one is tried on a copy. Only
+        // during the grace period.
+        let copy = frame.to_vec();
+        match self.current.open(require, frame) {
+            Err(e @ (SessionError::AuthFailed | SessionError::Replay)) => {
+                frame.copy_from_slice(&copy);
+                // Neither opens it: say what the current session said.
+                previous.open(require, frame).map_err(|_| e)
+            }
+            other => other,
         }
     }
 }
@@ -177,6 +193,30 @@ mod tests {
         );
         assert_eq!(bob.expire(t0 + SESSION_GRACE), Some(20));
         assert_eq!(bob.local_indices().collect::<Vec<_>>(), vec![21]);
+    }
+
+    #[test]
+    fn a_re_key_that_keeps_the_index_still_opens_old_frames_in_grace() {
+        let t0 = Instant::now();
+        let (a1, b1) = pair(1, 10, 20);
+        let (a2, b2) = pair(2, 10, 20);
+        let mut alice = PeerSessions::new(a1);
+        let mut bob = PeerSessions::new(b1);
+        let mut old = vec![0u8; 64];
+        seal_data(&mut alice, Protection::Encrypt, None, &mut old).unwrap();
+        alice.replace(a2, t0);
+        bob.replace(b2, t0);
+        let mut new = vec![0u8; 64];
+        seal_data(&mut alice, Protection::Encrypt, None, &mut new).unwrap();
+        bob.open(t0, 20, Protection::Encrypt, &mut new).unwrap();
+        let mut late = old.clone();
+        bob.open(t0, 20, Protection::Encrypt, &mut old).unwrap();
+        assert_eq!(&old[HEADER_LEN..old.len() - TAG_LEN], &[0u8; 32][..]);
+        assert_eq!(
+            bob.open(t0 + SESSION_GRACE, 20, Protection::Encrypt, &mut late),
+            Err(SessionError::Replay),
+            "grace over: only the current session, which saw counter 0"
+        );
     }
 
     #[test]
