@@ -823,7 +823,7 @@ fn only_leading_losses(report: &testapp::UdpEchoReport) -> bool {
 fn data(member: Option<u16>, packet: &[u8]) -> Vec<u8> {
     let mut f = TunnelHeader::data(member.map(MemberId)).to_bytes().to_vec();
     f.extend_from_slice(packet);
-    // Interim v2 framing: every data frame ends in a (zero) tag.
+    // A tag slot of zeros, as a sealed frame would end: nobody opens it.
     f.extend_from_slice(&[0; TAG_LEN]);
     f
 }

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpProtocol, Ipv6Packet, TcpPacket, TcpSeqNumber};
 
 use super::ap::AUTH_SUBTYPE_MN_HA;
-use super::{DataAction, Engine, Transmit, TunPacket, control_frame, sign_registration, to_units};
+use super::{DataAction, Engine, Transmit, TunPacket, control_frame, sign_registration};
 use crate::wire::inner::IPV6_HEADER_LEN;
-use crate::wire::mh::MessageBody;
 use crate::wire::{
     FRAME_HEADER_LEN, MemberId, MobilityMessage, MobilityOption, TAG_LEN, TunnelHeader,
 };
@@ -92,8 +91,8 @@ pub fn v6(ip: Ipv6Addr, port: u16) -> SocketAddrV6 {
     SocketAddrV6::new(ip, port, 0, 0)
 }
 
-/// A data frame: tunnel header + inner packet + tag slot (interim
-/// framing: unsealed, zero tag).
+/// An unsealed data frame (Session 0) with a zero tag slot: what an
+/// off-path sender can make, and every engine drops (`unauthenticated`).
 pub fn data_frame(member: Option<MemberId>, packet: &[u8]) -> Vec<u8> {
     let mut f = TunnelHeader::data(member).to_bytes().to_vec();
     f.extend_from_slice(packet);
@@ -101,50 +100,16 @@ pub fn data_frame(member: Option<MemberId>, packet: &[u8]) -> Vec<u8> {
     f
 }
 
-/// What an engine did with a packet: the action and, when it sends, the
-/// header it wrote.
-pub type Framed = (DataAction, Option<TunnelHeader>);
-
-/// Hand `packet` to `engine` as a TUN read (with header and tag room
-/// filled with garbage); returns the action and, on `Send`, the header it
-/// wrote. The tag of a sent frame must be the interim zero tag.
-pub fn framed(engine: &mut impl Engine, now: Instant, packet: &mut [u8]) -> Framed {
+/// Hand `packet` to `engine` as a TUN read (header and tag room around
+/// it); the action, with the packet as the engine left it copied back.
+pub fn tun(engine: &mut impl Engine, now: Instant, packet: &mut [u8]) -> DataAction {
     let mut frame = vec![0xee; FRAME_HEADER_LEN];
     frame.extend_from_slice(packet);
     frame.extend_from_slice(&[0xee; TAG_LEN]);
     let action = engine.handle_tun(now, TunPacket::new(&mut frame).expect("room"));
     let len = frame.len();
     packet.copy_from_slice(&frame[FRAME_HEADER_LEN..len - TAG_LEN]);
-    match action {
-        DataAction::Send { .. } => {
-            assert_eq!(frame[len - TAG_LEN..], [0; TAG_LEN], "interim zero tag");
-            (action, Some(TunnelHeader::parse(&frame).expect("header")))
-        }
-        _ => (action, None),
-    }
-}
-
-/// [`framed`] without the header.
-pub fn tun(engine: &mut impl Engine, now: Instant, packet: &mut [u8]) -> DataAction {
-    framed(engine, now, packet).0
-}
-
-/// Hand a UDP frame to `engine`; on `Send` (a relay), the header it
-/// rewrote in place (the tag slot must be the interim zero tag).
-#[allow(dead_code)] // unsealed relays are gone: the AP re-seals (its own tests)
-pub fn relay(engine: &mut impl Engine, now: Instant, from: SocketAddr, frame: &mut [u8]) -> Framed {
-    let len = frame.len();
-    if len >= TAG_LEN {
-        frame[len - TAG_LEN..].fill(0xee);
-    }
-    let action = engine.handle_udp(now, from, frame);
-    match action {
-        DataAction::Send { .. } => {
-            assert_eq!(frame[len - TAG_LEN..], [0; TAG_LEN], "interim zero tag");
-            (action, Some(TunnelHeader::parse(frame).expect("header")))
-        }
-        _ => (action, None),
-    }
+    action
 }
 
 /// A control frame signed with the member <-> AP key, as a member or the
@@ -170,55 +135,6 @@ pub(crate) use super::binding_id as bid;
 /// Everything the engine queued for UDP.
 pub fn transmits(engine: &mut impl Engine) -> Vec<Transmit> {
     std::iter::from_fn(|| engine.poll_transmit()).collect()
-}
-
-/// The tunnel header and message of a control transmit.
-pub fn parse(t: &Transmit) -> (TunnelHeader, MobilityMessage) {
-    let header = TunnelHeader::parse(&t.payload).expect("tunnel header");
-    let msg = MobilityMessage::parse(&t.payload[FRAME_HEADER_LEN..]).expect("mobility header");
-    (header, msg)
-}
-
-/// The messages of all queued transmits, with their destinations.
-#[allow(dead_code)] // v1 framing; the AP's tests build v2 frames
-pub fn messages(engine: &mut impl Engine) -> Vec<(SocketAddr, MobilityMessage)> {
-    transmits(engine)
-        .iter()
-        .map(|t| (t.to, parse(t).1))
-        .collect()
-}
-
-/// A registration BU as a member sends it (lifetime in seconds; 0:
-/// deregistration), signed with `key`.
-#[allow(dead_code)] // v1 framing; the AP's tests build v2 frames
-pub fn registration_bu(
-    id: MemberId,
-    care_of: SocketAddr,
-    seq: u16,
-    lifetime_s: u64,
-    state: (u16, bool, u64),
-    key: &[u8],
-) -> Vec<u8> {
-    let (weight, draining, instance) = state;
-    let msg = MobilityMessage::new(MessageBody::BindingUpdate {
-        sequence: seq,
-        ack: true,
-        home: true,
-        lifetime: to_units(Duration::from_secs(lifetime_s)),
-    })
-    .with(MobilityOption::BindingId {
-        id,
-        status: 0,
-        flags: 0,
-        care_of: Some(care_of.ip()),
-    })
-    .with(MobilityOption::HomeAddress(HOA))
-    .with(MobilityOption::MemberState {
-        weight,
-        draining,
-        instance,
-    });
-    signed(id, msg, key)
 }
 
 /// Run every timer of `engine` that falls due up to `until`, in order, as
