@@ -1,0 +1,179 @@
+//! Data: direct through the binding session or through the AP.
+
+use super::*;
+
+#[test]
+fn the_ro_ba_session_carries_sealed_direct_data_both_ways() {
+    let now = t0();
+    let (mut m, mut ap, mut shim) = bound(now);
+    assert!(matches!(
+        events(&mut m).last(),
+        Some(MemberEvent::RouteOptimized { client: CLIENT, .. })
+    ));
+    // Answers go sealed to the shim.
+    let (_, out) = tun_out(&mut m, now, &mut answer());
+    let (to, frame) = out.expect("sealed answer");
+    assert_eq!(to, shim_ep());
+    assert_eq!(open_frame(&mut shim.sessions, &frame), answer());
+    assert_eq!(m.counters().direct_out, 1);
+    // Sealed data from the shim opens and goes to the TUN.
+    let mut f = sealed_frame(&mut shim.sessions, &inbound());
+    assert_eq!(m.handle_udp(now, shim_ep(), &mut f), DataAction::ToTun);
+    assert_eq!(
+        &f[HEADER_LEN..f.len() - TAG_LEN],
+        &inbound()[..],
+        "opened in place"
+    );
+    assert_eq!(m.counters().direct_in, 1);
+    // Its inner source must be the client.
+    let other = tcp(v6(client_ep(9).0, 40000), v6(HOA, 80), ACK, 1, 1);
+    assert_eq!(
+        m.handle_udp(
+            now,
+            shim_ep(),
+            &mut sealed_frame(&mut shim.sessions, &other)
+        ),
+        DataAction::Drop(DropReason::SpoofedSource)
+    );
+    // Unsealed data from the shim: dropped, and no Binding Error.
+    let mut plain = crate::engine::testutil::data_frame(Some(ID), &inbound());
+    assert_eq!(
+        m.handle_udp(now, shim_ep(), &mut plain),
+        DataAction::Drop(DropReason::Unauthenticated)
+    );
+    // A sealed frame naming an index we do not have: no answer either.
+    let mut stranger = ap.data(&inbound());
+    stranger[4..8].copy_from_slice(&0xdead_beefu32.to_be_bytes());
+    assert_eq!(
+        m.handle_udp(now, ep("[2001:db8:d::1]:9"), &mut stranger),
+        DataAction::Drop(DropReason::UnknownPeer)
+    );
+    assert!(transmits(&mut m).is_empty(), "no Binding Error sent");
+}
+
+#[test]
+fn a_move_holds_answers_until_the_new_binding_then_sends_them_direct() {
+    let now = t0();
+    let (mut m, _ap, mut shim) = bound(now);
+    events(&mut m);
+    let new = ep("[2001:db8:1::2]:4790");
+    m.set_care_of(now, new);
+    let sent = transmits(&mut m);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0].to, ap_ep());
+    let bu = unsealed_msg(&sent[0]);
+    assert!(matches!(
+        bu.body,
+        MessageBody::BindingUpdate { home: true, .. }
+    ));
+    assert_eq!(bu.cookie(), None, "the cookie was for the old endpoint");
+    // Only a care-of test (the home token and its ticket are reused).
+    assert_eq!(sent[1].to, shim_ep());
+    let msg = unsealed_msg(&sent[1]);
+    assert_eq!(msg.care_of_ticket(), Some((5, TICKET)));
+    let MessageBody::CareOfTestInit { cookie } = msg.body else {
+        panic!("expected a CoTI: {msg:?}")
+    };
+    assert_eq!(
+        tun_out(&mut m, now, &mut answer()),
+        (DataAction::Consumed, None),
+        "held"
+    );
+    // The AP answers the BU from the new endpoint with a cookie: at once again.
+    let seq = match bu.body {
+        MessageBody::BindingUpdate { sequence, .. } => sequence,
+        _ => unreachable!(),
+    };
+    m.handle_udp(
+        now,
+        ap_ep(),
+        &mut ba_with(202, seq, 0, &[MobilityOption::Cookie(COOKIE_1)]),
+    );
+    assert_eq!(registration_bu(&mut m).cookie, Some(COOKIE_1));
+    let later = at(now, 30);
+    let new_token = [0x33; 8];
+    m.handle_udp(later, shim_ep(), &mut care_of_test(cookie, new_token));
+    let (seq, session) = binding_update(&mut m, new_token, new);
+    let (mut frame, mut new_shim) = shim_ba(seq, session, new_token, new, 0x7c);
+    m.handle_udp(later, shim_ep(), &mut frame);
+    let released = transmits(&mut m);
+    assert_eq!(released.len(), 1);
+    assert_eq!(released[0].to, shim_ep());
+    assert_eq!(
+        open_frame(&mut new_shim.sessions, &released[0].payload),
+        answer(),
+        "the held answer, sealed in the new session"
+    );
+    // The old session still opens frames in flight during its grace.
+    let mut late = sealed_frame(&mut shim.sessions, &inbound());
+    assert_eq!(m.handle_udp(later, shim_ep(), &mut late), DataAction::ToTun);
+    let mut too_late = sealed_frame(&mut shim.sessions, &inbound());
+    assert_eq!(
+        m.handle_udp(
+            later + crate::engine::sealed::SESSION_GRACE,
+            shim_ep(),
+            &mut too_late
+        ),
+        DataAction::Drop(DropReason::AuthFailed)
+    );
+}
+
+#[test]
+fn answers_held_past_the_hold_time_go_through_the_ap() {
+    let now = t0();
+    let (mut m, mut ap, _shim) = bound(now);
+    m.set_care_of(now, ep("[2001:db8:1::2]:4790"));
+    transmits(&mut m);
+    assert_eq!(tun_out(&mut m, now, &mut answer()).0, DataAction::Consumed);
+    run_until(&mut m, now + MOVE_HOLD - Duration::from_millis(1));
+    assert!(transmits(&mut m).is_empty());
+    run_until(&mut m, now + MOVE_HOLD);
+    let released = transmits(&mut m);
+    assert_eq!(released.len(), 1);
+    assert_eq!(released[0].to, ap_ep());
+    assert_eq!(ap.open(&released[0]), answer(), "sealed in the AP session");
+}
+
+#[test]
+fn an_encrypting_member_refuses_integrity_only_frames() {
+    let now = t0();
+    let (mut m, mut ap) = registered(now);
+    let mut f = vec![0u8; HEADER_LEN + inbound().len() + TAG_LEN];
+    f[HEADER_LEN..HEADER_LEN + inbound().len()].copy_from_slice(&inbound());
+    seal_data(&mut ap.sessions, Protection::Integrity, Some(ID), &mut f).unwrap();
+    assert_eq!(
+        m.handle_udp(now, ap_ep(), &mut f.clone()),
+        DataAction::Drop(DropReason::AuthFailed)
+    );
+    // A member configured for integrity takes both.
+    let mut config = config();
+    config.protection = Protection::Integrity;
+    let (mut m, mut ap) = registered_with(config, now);
+    let mut f = vec![0u8; HEADER_LEN + inbound().len() + TAG_LEN];
+    f[HEADER_LEN..HEADER_LEN + inbound().len()].copy_from_slice(&inbound());
+    seal_data(&mut ap.sessions, Protection::Integrity, Some(ID), &mut f).unwrap();
+    assert_eq!(m.handle_udp(now, ap_ep(), &mut f), DataAction::ToTun);
+    assert_eq!(
+        m.handle_udp(now, ap_ep(), &mut ap.data(&inbound())),
+        DataAction::ToTun
+    );
+    // And seals its own frames without E.
+    let (_, out) = tun_out(&mut m, now, &mut answer());
+    let (_, frame) = out.unwrap();
+    assert_eq!(frame[1] & crate::crypto::session::FLAG_ENCRYPTED, 0);
+    let mut g = frame.clone();
+    let idx = session_index_of(&g).unwrap();
+    ap.sessions
+        .open(now, idx, Protection::Integrity, &mut g)
+        .unwrap();
+}
+
+#[test]
+fn answers_before_the_ap_session_are_dropped_no_session() {
+    let (mut m, now) = (member(), t0());
+    m.start(now);
+    assert_eq!(
+        tun_out(&mut m, now, &mut answer()),
+        (DataAction::Drop(DropReason::NoSession), None)
+    );
+}
