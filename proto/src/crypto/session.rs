@@ -16,24 +16,14 @@
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 use ring::hkdf;
 
-/// Length of the v2 frame header the session seals under.
-pub const HEADER_LEN: usize = 16;
-/// Length of the AEAD tag at the end of a sealed frame.
-pub const TAG_LEN: usize = 16;
+use crate::wire::frame::field;
+/// The v2 frame header the session seals under, the tag at the end of a
+/// sealed frame, and flag `E` (the payload is encrypted): wire::frame's.
+pub use crate::wire::frame::{FLAG_ENCRYPTED, FRAME_HEADER_LEN as HEADER_LEN, TAG_LEN};
 /// Counters at or above this are never sent: the session must be replaced.
 pub const COUNTER_LIMIT: u64 = 1 << 60;
 /// Number of counters the replay window remembers below the highest one.
 pub const REPLAY_WINDOW: u64 = 2048;
-
-/// Header byte offsets used here (the layout is wire::frame's).
-mod field {
-    pub const FLAGS: usize = 1;
-    pub const SESSION: core::ops::Range<usize> = 4..8;
-    pub const COUNTER: core::ops::Range<usize> = 8..16;
-}
-
-/// Flag `E`: the payload is encrypted.
-pub const FLAG_ENCRYPTED: u8 = 0x40;
 
 /// How frames are protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

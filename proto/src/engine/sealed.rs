@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::crypto::session::{HEADER_LEN, TAG_LEN};
 use crate::crypto::{Protection, Session, SessionError};
-use crate::wire::{MemberId, MobilityMessage};
+use crate::wire::{MemberId, MobilityMessage, TunnelHeader};
 
 use super::DropReason;
 
@@ -103,6 +103,19 @@ impl PeerSessions {
     }
 }
 
+/// The payload of a frame (header | payload | tag): after opening, the
+/// plaintext inner packet or message. Empty if the frame is too short.
+pub fn payload(frame: &[u8]) -> &[u8] {
+    let len = frame.len();
+    &frame[HEADER_LEN.min(len)..len.saturating_sub(TAG_LEN).max(HEADER_LEN.min(len))]
+}
+
+/// [`payload`], to edit in place.
+pub fn payload_mut(frame: &mut [u8]) -> &mut [u8] {
+    let len = frame.len();
+    &mut frame[HEADER_LEN.min(len)..len.saturating_sub(TAG_LEN).max(HEADER_LEN.min(len))]
+}
+
 /// The drop reason for a frame that did not open.
 pub fn open_drop_reason(e: SessionError) -> DropReason {
     match e {
@@ -110,17 +123,6 @@ pub fn open_drop_reason(e: SessionError) -> DropReason {
         SessionError::Truncated => DropReason::Malformed,
         _ => DropReason::AuthFailed,
     }
-}
-
-/// The first four header bytes of a v2 frame: version, kind, flags (`M`),
-/// member id. The session seals the rest.
-fn header_start(kind: u8, member: Option<MemberId>) -> [u8; 4] {
-    let (flags, id) = match member {
-        Some(MemberId(id)) => (crate::wire::frame::FLAG_MEMBER, id),
-        None => (0, 0),
-    };
-    let [hi, lo] = id.to_be_bytes();
-    [(crate::wire::TUNNEL_VERSION << 4) | kind, flags, hi, lo]
 }
 
 /// A sealed control frame: header | Mobility Header message | tag.
@@ -131,7 +133,7 @@ pub fn sealed_control(
     msg: &MobilityMessage,
 ) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; HEADER_LEN + msg.buffer_len() + TAG_LEN];
-    buf[..4].copy_from_slice(&header_start(1, member));
+    buf[..HEADER_LEN].copy_from_slice(&TunnelHeader::control(member).to_bytes());
     // Sized by buffer_len(): emit cannot fail.
     let _ = msg.emit(&mut buf[HEADER_LEN..HEADER_LEN + msg.buffer_len()]);
     sessions.seal(protection, &mut buf).ok()?;
@@ -148,8 +150,8 @@ pub fn seal_data(
     if frame.len() < HEADER_LEN + TAG_LEN {
         return Err(SessionError::Truncated);
     }
-    frame[..4].copy_from_slice(&header_start(0, member));
-    frame[4..HEADER_LEN].fill(0);
+    // Session and counter zero: the session writes them.
+    frame[..HEADER_LEN].copy_from_slice(&TunnelHeader::data(member).to_bytes());
     sessions.seal(protection, frame)
 }
 

@@ -31,14 +31,12 @@ pub const TUNNEL_VERSION: u8 = 2;
 /// Length of the tunnel frame header.
 pub const FRAME_HEADER_LEN: usize = 16;
 
-/// The former name of [`FRAME_HEADER_LEN`].
-pub const TUNNEL_HEADER_LEN: usize = FRAME_HEADER_LEN;
-
 /// Length of the authentication tag at the end of a sealed frame.
 pub const TAG_LEN: usize = 16;
 
-/// Byte offsets of the header fields.
-mod field {
+/// Byte offsets of the header fields (crate-wide: the session layer seals
+/// by them).
+pub(crate) mod field {
     use core::ops::Range;
     /// Version (high nibble) and Kind (low nibble).
     pub const VERSION_KIND: usize = 0;

@@ -16,10 +16,7 @@ pub mod option;
 use std::net::{IpAddr, Ipv6Addr};
 
 pub use endpoint::{ENDPOINT_LEN, emit_endpoint, parse_endpoint};
-pub use frame::{
-    FRAME_HEADER_LEN, FrameKind, TAG_LEN, TUNNEL_HEADER_LEN, TUNNEL_VERSION, TunnelFrame,
-    TunnelHeader,
-};
+pub use frame::{FRAME_HEADER_LEN, FrameKind, TAG_LEN, TUNNEL_VERSION, TunnelFrame, TunnelHeader};
 pub use inner::{FlowKey, Fragment, InnerInfo, TcpFlags, TcpInfo};
 pub use mh::{MessageBody, MhType, MobilityHeader, MobilityMessage};
 pub use option::MobilityOption;

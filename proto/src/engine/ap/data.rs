@@ -11,17 +11,11 @@ use super::handshake::ShimSession;
 use super::sessions::send_to;
 use super::{AccessPoint, ApTimer, inner};
 use crate::crypto::session::{HEADER_LEN, TAG_LEN};
-use crate::engine::sealed::seal_data;
+use crate::engine::sealed::{payload_mut, seal_data};
 use crate::engine::{DataAction, DropReason, is_local_chatter};
 use crate::wire::inner::InnerInfo;
 use crate::wire::mh::MessageBody;
 use crate::wire::{MemberId, MobilityMessage, MobilityOption, TunnelHeader};
-
-/// The inner packet of an opened frame (header | packet | tag).
-fn inner_of(frame: &mut [u8]) -> &mut [u8] {
-    let len = frame.len();
-    &mut frame[HEADER_LEN..len.saturating_sub(TAG_LEN).max(HEADER_LEN)]
-}
 
 /// A client that runs a shim, as the AP knows it: made by a completed
 /// handshake (docs/PROTOCOL.md 4.6), never by a data frame.
@@ -56,7 +50,7 @@ impl AccessPoint {
         if frame.len() < HEADER_LEN + TAG_LEN {
             return self.counters.drops.drop(DropReason::Malformed);
         }
-        let packet = inner_of(frame);
+        let packet = payload_mut(frame);
         let Ok(info) = inner::inspect(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
@@ -70,7 +64,7 @@ impl AccessPoint {
         let Some((id, to)) = self.route_to_member(now, &info, len, None) else {
             return self.counters.drops.drop(DropReason::NoMember);
         };
-        self.clamp(inner_of(frame), &info);
+        self.clamp(payload_mut(frame), &info);
         if !self.seal_for_member(id, frame) {
             return self.counters.drops.drop(DropReason::NoMember);
         }
@@ -163,7 +157,7 @@ impl AccessPoint {
         if header.member.is_some_and(|h| h != id) {
             return self.counters.drops.drop(DropReason::SpoofedSource);
         }
-        let packet = inner_of(frame);
+        let packet = payload_mut(frame);
         let Ok(info) = inner::inspect(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
@@ -190,7 +184,7 @@ impl AccessPoint {
             self.counters.shim_out += 1;
             send_to(to)
         } else {
-            self.clamp(inner_of(frame), &info);
+            self.clamp(payload_mut(frame), &info);
             self.counters.legacy_out += 1;
             DataAction::ToTun
         }
@@ -207,7 +201,7 @@ impl AccessPoint {
         let pinned = crate::wire::TunnelHeader::parse(frame)
             .ok()
             .and_then(|h| h.member);
-        let packet = inner_of(frame);
+        let packet = payload_mut(frame);
         let Ok(info) = inner::inspect(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };

@@ -9,12 +9,12 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::{AccessPoint, ApTimer};
-use crate::crypto::session::{HEADER_LEN, TAG_LEN, session_index_of};
+use crate::crypto::session::{HEADER_LEN, session_index_of};
 use crate::crypto::{CookieJar, KeyMaterial, Role, Session};
 use crate::engine::sealed::{PeerSessions, SESSION_GRACE, open_drop_reason, sealed_control};
 use crate::engine::{DataAction, DropReason, Transmit, canonical};
 use crate::wire::mh::MessageBody;
-use crate::wire::{FrameKind, MemberId, MobilityHeader, MobilityMessage, TunnelHeader};
+use crate::wire::{FrameKind, MemberId, MobilityHeader, MobilityMessage};
 
 /// Who one of our receive indices belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,14 +103,7 @@ pub(super) fn client_address(from: SocketAddr) -> Ipv6Addr {
 }
 
 /// An unsealed control frame: header (Session 0, Counter 0) | message.
-pub(super) fn unsealed_frame(member: Option<MemberId>, msg: &MobilityMessage) -> Vec<u8> {
-    let mut buf = vec![0u8; HEADER_LEN + msg.buffer_len()];
-    let start = TunnelHeader::control(member).to_bytes();
-    buf[..4].copy_from_slice(&start[..4]);
-    // Sized by buffer_len(): emit cannot fail.
-    let _ = msg.emit(&mut buf[HEADER_LEN..]);
-    buf
-}
+pub(super) use crate::engine::control_frame as unsealed_frame;
 
 /// Fills in the member <-> AP authenticator of an unsealed control frame.
 pub(super) fn sign_frame(frame: &mut [u8], key: &[u8], hoa: Ipv6Addr) {
@@ -334,13 +327,11 @@ impl AccessPoint {
         match (owner, header.kind) {
             (Owner::Member(id), FrameKind::Data) => self.data_from_member(now, id, header, frame),
             (Owner::Member(id), FrameKind::Control) => {
-                let len = frame.len();
-                self.sealed_from_member(now, id, &frame[HEADER_LEN..len - TAG_LEN])
+                self.sealed_from_member(now, id, crate::engine::sealed::payload(frame))
             }
             (Owner::Shim(client), FrameKind::Data) => self.data_from_shim(now, client, frame),
             (Owner::Shim(client), FrameKind::Control) => {
-                let len = frame.len();
-                self.sealed_from_shim(now, client, &frame[HEADER_LEN..len - TAG_LEN])
+                self.sealed_from_shim(now, client, crate::engine::sealed::payload(frame))
             }
         }
     }

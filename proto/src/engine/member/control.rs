@@ -7,7 +7,6 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
 use super::{Member, RegistrationState};
-use crate::crypto::session::{HEADER_LEN, TAG_LEN};
 use crate::engine::sealed::open_drop_reason;
 use crate::engine::{
     DataAction, DropReason, canonical, parse_header, to_units, verify_registration,
@@ -73,8 +72,7 @@ impl Member {
             return self.counters.drops.drop(open_drop_reason(e));
         }
         // Opened: the frame is at least header + tag long.
-        let len = frame.len();
-        let body = &frame[HEADER_LEN..len - TAG_LEN];
+        let body = crate::engine::sealed::payload(frame);
         match (peer, header.kind) {
             (Peer::Ap, kind) => {
                 self.ap.heard = Some(now);

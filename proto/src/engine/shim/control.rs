@@ -9,18 +9,11 @@ use crate::crypto::session::{HEADER_LEN, TAG_LEN, session_index_of};
 use crate::engine::sealed::open_drop_reason;
 use crate::engine::{DataAction, DropReason, ReceivedBu, canonical, parse_header};
 use crate::wire::mh::MessageBody;
-use crate::wire::{FrameKind, MemberId, MobilityMessage, TunnelHeader, WireError};
+use crate::wire::{FrameKind, MobilityMessage, TunnelHeader, WireError};
 
 /// An unsealed control frame (Session 0, no tag): the v2 16-byte header
 /// and the message.
-pub(super) fn unsealed_frame(member: Option<MemberId>, msg: &MobilityMessage) -> Vec<u8> {
-    let mut buf = vec![0u8; HEADER_LEN + msg.buffer_len()];
-    let start = TunnelHeader::control(member).to_bytes();
-    buf[..start.len().min(HEADER_LEN)].copy_from_slice(&start[..start.len().min(HEADER_LEN)]);
-    // Sized by buffer_len(): emit cannot fail.
-    let _ = msg.emit(&mut buf[HEADER_LEN..]);
-    buf
-}
+pub(super) use crate::engine::control_frame as unsealed_frame;
 
 /// Unsealed messages a shim accepts (each from one side only); any other
 /// known message must come sealed.
@@ -132,8 +125,7 @@ impl Shim {
             if let Err(action) = self.open_from_ap(now, index, frame) {
                 return action;
             }
-            let len = frame.len();
-            let payload = &frame[HEADER_LEN..len - TAG_LEN];
+            let payload = crate::engine::sealed::payload(frame);
             return match header.kind {
                 FrameKind::Data => self.data_from_ap(now, header, payload),
                 FrameKind::Control => self.sealed_control_from_ap(payload),
@@ -150,8 +142,7 @@ impl Shim {
         if let Err(e) = ms.sessions.open(now, index, protection, frame) {
             return self.counters.drops.drop(open_drop_reason(e));
         }
-        let len = frame.len();
-        let payload = &frame[HEADER_LEN..len - TAG_LEN];
+        let payload = crate::engine::sealed::payload(frame);
         match header.kind {
             FrameKind::Data => self.data_from_member(now, member, header, payload),
             // Nothing goes sealed from a member to a shim but data.

@@ -67,7 +67,7 @@ impl Shim {
         if len < HEADER_LEN + TAG_LEN {
             return Err(self.counters.drops.drop(DropReason::Malformed));
         }
-        let packet = &frame[HEADER_LEN..len - TAG_LEN];
+        let packet = crate::engine::sealed::payload(frame);
         let Ok(info) = inner::inspect(packet) else {
             return Err(self.counters.drops.drop(DropReason::Malformed));
         };
