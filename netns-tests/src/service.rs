@@ -157,7 +157,7 @@ pub fn ap_args(home_address: Ipv6Addr, listen: SocketAddr, control: &Path) -> Ve
 
 /// Starts `program` as `name` in `ns` with `args`, the log flags and the
 /// caller's `flags`, and waits until it logs `ready`.
-fn start_daemon(
+pub fn start_daemon(
     ns: &Netns,
     name: &str,
     program: &str,
@@ -347,6 +347,13 @@ impl Service {
         self.wan
             .attach(&HostSpec::new("x", ns.name(), addr).with_prefix(prefix))?;
         Ok(Attacker { ns, addr, prefix })
+    }
+
+    /// A bare host on the WAN named `name`: a namespace with the next WAN
+    /// address and no daemon; the caller starts what it needs there (the
+    /// demo's second site, name server and resolver).
+    pub fn add_host(&mut self, name: &str) -> anyhow::Result<Host> {
+        self.new_host(name)
     }
 
     /// Set the one-way latency between two hosts (by WAN name: "ap", "m1", "c0").

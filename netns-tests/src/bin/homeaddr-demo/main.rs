@@ -14,7 +14,12 @@
 //! 4. a member moving to a new address in the middle of a download;
 //! 5. a drain: new connections go to another member while the open one
 //!    finishes on the drained member;
-//! 6. a summary of every check. The exit status is 0 only if all passed.
+//! 6. the geo-DNS: homeaddr-dns serves the service name for two sites (a
+//!    second access point in New York), a resolver asks with ECS for a
+//!    client in each region and each gets its nearest site; then the New
+//!    York site loses power and the next answer sends its client to
+//!    Frankfurt (the time from the power cut to the first changed answer);
+//! 7. a summary of every check. The exit status is 0 only if all passed.
 //!
 //! Needs root (namespaces, TUN). Daemon logs go to files in the topology's
 //! log directory, printed at the start and kept when anything fails.
@@ -39,15 +44,17 @@ use homeaddr_netns_tests::service::Service;
 use crate::output::secs;
 use crate::report::Report;
 use crate::signals::install_signal_handlers;
-use crate::steps::{build, drain, legacy, member_move, route_optimization};
+use crate::steps::{build, drain, geo_dns, legacy, member_move, route_optimization};
 
-const STEPS: [&str; 6] = [
+const STEPS: [&str; 8] = [
     "three members registered and active",
     "legacy client served through the access point",
     "route optimization on an open connection",
     "member move mid-transfer",
     "drain: new connections go elsewhere",
     "drain: the open connection finishes",
+    geo_dns::NEAREST,
+    geo_dns::FAILOVER,
 ];
 
 fn steps(svc: &mut Service, report: &mut Report) -> anyhow::Result<()> {
@@ -56,6 +63,7 @@ fn steps(svc: &mut Service, report: &mut Report) -> anyhow::Result<()> {
     let member = route_optimization::step_route_optimization(svc, report)?;
     member_move::step_move(svc, report, member)?;
     drain::step_drain(svc, report, member, legacy_member)?;
+    geo_dns::step_geo_dns(svc, report)?;
     Ok(())
 }
 

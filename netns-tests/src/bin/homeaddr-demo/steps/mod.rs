@@ -2,6 +2,7 @@
 
 pub(crate) mod build;
 pub(crate) mod drain;
+pub(crate) mod geo_dns;
 pub(crate) mod legacy;
 pub(crate) mod member_move;
 pub(crate) mod route_optimization;
@@ -39,10 +40,14 @@ pub(crate) fn print_members(svc: &Service) -> anyhow::Result<Vec<MemberRow>> {
     Ok(members)
 }
 
+/// The number after the slash in a step's header: the steps, then the
+/// summary.
+const LAST_STEP: usize = 7;
+
 pub(crate) fn header(n: usize, title: &str) -> anyhow::Result<()> {
     check_interrupted()?;
     println!();
-    println!("[{n}/6] {title}");
+    println!("[{n}/{LAST_STEP}] {title}");
     Ok(())
 }
 
