@@ -117,7 +117,7 @@ pub fn verdict(c: &Comparison) -> String {
 
 /// The table of `rows`.
 pub fn table(rows: &[ApRow]) -> Table {
-    let mut t = Table::new(&["AP", "ACTIVE", "MEMBERS", "FLOWS", "DIGEST", "SETTLING"]);
+    let mut t = Table::new(&["AP", "ACTIVE", "MEMBERS", "FLOWS", "DIGEST", "SETTLING"]).text(4);
     for r in rows {
         let (digest, settling) = match &r.error {
             Some(e) => (format!("error: {e}"), "-".into()),
@@ -177,7 +177,9 @@ pub fn run(daemons: &[Daemon], json: bool) -> (String, Option<CtlError>) {
             aps: &rows,
             comparison: &comparison,
         };
-        let mut s = serde_json::to_string_pretty(&report).unwrap_or_default();
+        // Through a Value: keys sorted, as every other --json output.
+        let value = serde_json::to_value(&report).unwrap_or_default();
+        let mut s = serde_json::to_string_pretty(&value).unwrap_or_default();
         s.push('\n');
         s
     } else {
