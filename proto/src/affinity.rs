@@ -76,7 +76,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use crate::wire::inner::TcpFlags;
-use crate::wire::{FlowKey, MemberId};
+use crate::wire::{FlowKey, MemberId, ReportedState};
 
 /// How long one full pass of the incremental expiry sweep takes.
 pub const SWEEP_PERIOD: Duration = Duration::from_secs(2);
@@ -128,6 +128,26 @@ pub enum FlowState {
     Open,
     /// TCP: a FIN was seen in one direction or both.
     Closing,
+}
+
+impl From<ReportedState> for FlowState {
+    fn from(state: ReportedState) -> Self {
+        match state {
+            ReportedState::Opening => FlowState::Opening,
+            ReportedState::Open => FlowState::Open,
+            ReportedState::Closing => FlowState::Closing,
+        }
+    }
+}
+
+impl From<FlowState> for ReportedState {
+    fn from(state: FlowState) -> Self {
+        match state {
+            FlowState::Opening => ReportedState::Opening,
+            FlowState::Open => ReportedState::Open,
+            FlowState::Closing => ReportedState::Closing,
+        }
+    }
 }
 
 /// One tracked flow.
@@ -945,6 +965,17 @@ mod tests {
             assert_eq!(table.expire(t0 + Duration::from_secs(11)), left);
             assert!(table.is_empty());
         }
+    }
+
+    #[test]
+    fn flow_state_maps_to_and_from_the_reported_state() {
+        for state in [FlowState::Opening, FlowState::Open, FlowState::Closing] {
+            assert_eq!(FlowState::from(ReportedState::from(state)), state);
+        }
+        assert_eq!(
+            ReportedState::from(FlowState::Closing),
+            ReportedState::Closing
+        );
     }
 
     #[test]
