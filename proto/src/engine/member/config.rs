@@ -141,22 +141,24 @@ pub enum MemberConfigError {
 }
 
 impl MemberConfig {
-    /// Checks what [`Member::new`](super::Member::new) cannot: at least
-    /// one access point, none twice (an IPv4-mapped address is the same as
-    /// its IPv4 form). A member built from a bad configuration registers
-    /// with the distinct APs it has, or with none.
+    /// Checks what [`Member::new`](super::Member::new) cannot:
+    /// [`check_access_points`]. A member built from a bad configuration
+    /// registers with the distinct APs it has, or with none.
     pub fn check(&self) -> Result<(), MemberConfigError> {
-        if self.access_points.is_empty() {
-            return Err(MemberConfigError::NoAccessPoint);
-        }
-        for (i, ap) in self.access_points.iter().enumerate() {
-            if self.access_points[..i]
-                .iter()
-                .any(|a| canonical(*a) == canonical(*ap))
-            {
-                return Err(MemberConfigError::DuplicateAccessPoint(*ap));
-            }
-        }
-        Ok(())
+        check_access_points(&self.access_points)
     }
+}
+
+/// At least one access point, none twice (an IPv4-mapped address is the
+/// same as its IPv4 form).
+pub fn check_access_points(aps: &[SocketAddr]) -> Result<(), MemberConfigError> {
+    if aps.is_empty() {
+        return Err(MemberConfigError::NoAccessPoint);
+    }
+    for (i, ap) in aps.iter().enumerate() {
+        if aps[..i].iter().any(|a| canonical(*a) == canonical(*ap)) {
+            return Err(MemberConfigError::DuplicateAccessPoint(*ap));
+        }
+    }
+    Ok(())
 }

@@ -89,7 +89,7 @@ pub use self::aps::ApView;
 pub use self::config::{
     DEFAULT_AP_SILENCE, DEFAULT_BINDING_LIFETIME, DEFAULT_INITIAL_RETRANSMIT, DEFAULT_LIFETIME,
     DEFAULT_MAX_CORRESPONDENTS, DEFAULT_MAX_FLOWS, DEFAULT_MAX_RETRANSMIT, DEFAULT_SPI,
-    DEFAULT_WEIGHT, MemberConfig, MemberConfigError, SILENCE_RETRANSMIT,
+    DEFAULT_WEIGHT, MemberConfig, MemberConfigError, SILENCE_RETRANSMIT, check_access_points,
 };
 pub use self::events::{LimitHits, MemberCounters, MemberEvent};
 pub use self::flows::{FLOW_REPORT_DELAY, FLOW_REPORT_REFRESH};
