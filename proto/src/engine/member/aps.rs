@@ -198,14 +198,15 @@ impl Member {
         self.aps.iter().any(|a| a.ours.0 == index)
     }
 
-    /// The AP an answer goes through (docs/PROTOCOL.md 7.5): `preferred`
+    /// The AP an answer goes through (docs/PROTOCOL.md 7.2): `preferred`
     /// (the AP the flow's last packet came through) if its session is
-    /// there and not silent; else the first AP, in configured order, that
-    /// is registered and not silent; else `preferred` or the first AP with
-    /// a session at all. `None` without any session.
+    /// there, not silent and not being re-registered after a silence or a
+    /// hint (it may have lost the session); else the first AP, in
+    /// configured order, that is registered and live so; else `preferred`
+    /// or the first AP with a session at all. `None` without any session.
     pub(super) fn answer_ap(&self, now: Instant, preferred: Option<usize>) -> Option<usize> {
         let silence = self.config.ap_silence;
-        let live = |a: &ApLink| a.sessions.is_some() && !a.silent(now, silence);
+        let live = |a: &ApLink| a.sessions.is_some() && !a.silent(now, silence) && !a.probing;
         let preferred = preferred.filter(|&i| i < self.aps.len());
         if let Some(i) = preferred.filter(|&i| live(&self.aps[i])) {
             return Some(i);

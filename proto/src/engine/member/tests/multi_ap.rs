@@ -184,17 +184,30 @@ fn answers_go_back_through_the_ap_the_flow_came_from() {
 
     // B goes silent while A keeps sending: B's flow answers through A.
     let mut t = now;
+    let mut to_b = Vec::new();
     while t < now + DEFAULT_AP_SILENCE {
         t += Duration::from_millis(500);
         run_until(&mut m, t);
         m.handle_udp(t, ap_ep(), &mut a.data(&ping()));
+        // (the batch of the new flows at 50 ms aside)
+        let unsealed = |t: &Transmit| session_index_of(&t.payload) == Some(0);
+        to_b.extend(
+            transmits(&mut m)
+                .into_iter()
+                .filter(|t| t.to == ap_b() && unsealed(t)),
+        );
     }
     let (action, _) = tun_out(&mut m, t, &mut answer_on(1000));
     assert_eq!(action, DataAction::Send { to: ap_ep() }, "B is silent");
-    // B is heard again: back through B.
+    // B is heard again, but until it answers the silence BU it may have
+    // lost our session: still through A.
     m.handle_udp(t, ap_b(), &mut b.data(&ping()));
     let (action, _) = tun_out(&mut m, t, &mut answer_on(1000));
-    assert_eq!(action, DataAction::Send { to: ap_b() });
+    assert_eq!(action, DataAction::Send { to: ap_ep() });
+    assert_eq!(to_b.len(), 1, "the silence BU: {to_b:?}");
+    accept_from(&mut m, t, ap_b(), &parse_bu(&to_b[0]), 0xb1, [0xb1; 16]);
+    let (action, _) = tun_out(&mut m, t, &mut answer_on(1000));
+    assert_eq!(action, DataAction::Send { to: ap_b() }, "back through B");
     // Everything silent: any AP with a session, the flow's first.
     let late = t + DEFAULT_AP_SILENCE * 2;
     let (action, _) = tun_out(&mut m, late, &mut answer_on(1000));

@@ -43,14 +43,27 @@ fn the_zero_nonce_hint_re_registers_at_once_and_is_rate_limited() {
     );
     assert!(transmits(&mut m).is_empty());
 
-    let (mut m, _a, _b) = registered_with_both(now);
+    let (mut m, _a, mut b) = registered_with_both(now);
+    m.handle_udp(now, ap_b(), &mut b.data(&inbound()));
     let t1 = at(now, 100);
+    run_until(&mut m, t1);
+    transmits(&mut m);
+    assert_eq!(
+        tun_out(&mut m, t1, &mut answer()).0,
+        DataAction::Send { to: ap_b() }
+    );
     assert_eq!(m.handle_udp(t1, ap_b(), &mut hint()), DataAction::Consumed);
     let t = transmits(&mut m);
     assert_eq!(t.len(), 1, "a BU to B alone: {t:?}");
     assert_eq!(t[0].to, ap_b());
     let bu = parse_bu(&t[0]);
     assert_eq!(m.counters().ap_hints, 1);
+    // B may have lost our session: answers of its flow go through A
+    // until B registers us again.
+    assert_eq!(
+        tun_out(&mut m, t1, &mut answer()).0,
+        DataAction::Send { to: ap_ep() }
+    );
     // Again within 500 ms: ignored.
     for ms in [0, 499] {
         assert_eq!(
@@ -101,9 +114,13 @@ fn a_new_session_after_a_hint_is_an_ap_restart() {
     let mut new = accept_from(&mut m, now, ap_b(), &bu, 0xb2, [0xb2; 16]);
     assert_eq!(events(&mut m), [MemberEvent::ApRestarted { ap: ap_b() }]);
     assert_eq!(
-        m.handle_udp(now, ap_b(), &mut new.data(&ping())),
+        m.handle_udp(now, ap_b(), &mut new.data(&inbound())),
         DataAction::ToTun
     );
+    // Answers through B again, in the new session.
+    let (action, out) = tun_out(&mut m, now, &mut answer());
+    assert_eq!(action, DataAction::Send { to: ap_b() });
+    assert_eq!(open_frame(&mut new.sessions, &out.unwrap().1), answer());
     // A hint answered by the same session: no restart.
     let later = at(now, 600);
     m.handle_udp(later, ap_b(), &mut hint());
