@@ -25,6 +25,11 @@ pub const DEFAULT_AP_SILENCE: Duration = Duration::from_millis(1500);
 /// First retransmission timeout of a re-registration started by silence or
 /// by an AP's zero-nonce hint: the AP is probably back already.
 pub const SILENCE_RETRANSMIT: Duration = Duration::from_millis(250);
+/// While the member re-registers with an AP it lost (silence or hint), its
+/// BUs to that AP are at most this far apart, whatever the backoff: a
+/// dead AP is probed once a second, so a restarted one (which learns no
+/// member by itself) has its members back about a second after it starts.
+pub const AP_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Shim clients the member keeps route-optimization state for, at most.
 pub const DEFAULT_MAX_CORRESPONDENTS: usize = 65536;
 /// Legacy flows the member tracks (and reports to its APs), at most.

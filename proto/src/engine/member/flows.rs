@@ -27,7 +27,7 @@ use crate::wire::{FlowKey, MemberId, MobilityMessage, MobilityOption, ReportedFl
 /// New flows reach the APs at most this long after their first packet.
 pub const FLOW_REPORT_DELAY: Duration = Duration::from_millis(50);
 /// Every open flow is reported again this often.
-pub const FLOW_REPORT_REFRESH: Duration = Duration::from_secs(60);
+pub const FLOW_REPORT_REFRESH: Duration = Duration::from_secs(20);
 /// How often the flow table is swept while it holds flows.
 const FLOW_SWEEP: Duration = Duration::from_secs(1);
 /// New flows waiting for their batch, at most; beyond that (a burst of more

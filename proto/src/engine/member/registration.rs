@@ -7,7 +7,8 @@ use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use super::{
-    DEREGISTRATION_ATTEMPTS, Member, MemberEvent, MemberTimer, PendingBu, RegistrationState,
+    AP_PROBE_INTERVAL, DEREGISTRATION_ATTEMPTS, Member, MemberEvent, MemberTimer, PendingBu,
+    RegistrationState,
 };
 use crate::engine::ap::AUTH_SUBTYPE_MN_HA;
 use crate::engine::sealed::sealed_control;
@@ -181,10 +182,16 @@ impl Member {
         self.counters.retransmissions += 1;
         self.transmit_registration(ap, seq, lifetime);
         let backoff = first_wait * 2u32.saturating_pow(attempt - 1);
-        self.timers.set(
-            MemberTimer::Retransmit(ap),
-            now + backoff.min(self.config.max_retransmit),
-        );
+        // An AP we lost, or have not reached yet, is probed at least once a
+        // second (a restarted AP learns its members only from their BUs).
+        let lost = self.aps[ap].probing || !self.aps[ap].registered();
+        let cap = if lost {
+            AP_PROBE_INTERVAL.min(self.config.max_retransmit)
+        } else {
+            self.config.max_retransmit
+        };
+        self.timers
+            .set(MemberTimer::Retransmit(ap), now + backoff.min(cap));
     }
 
     /// Whether we drain decides whether shims start new flows here: tell
