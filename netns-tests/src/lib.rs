@@ -5,7 +5,9 @@
 //! them through a user-space WAN emulator with a latency matrix, seeded loss
 //! and jitter ([`wan`]), and provides a deterministic traffic generator and
 //! RTT probe ([`testapp`]) whose results a test can check exactly (SHA-256 of
-//! a download, per-round-trip RTTs inside one TCP connection).
+//! a download, per-round-trip RTTs inside one TCP connection). [`cluster`]
+//! puts several access points behind a real router instead (LANs, L4
+//! multipath, BIRD 2 with eBGP).
 //!
 //! Every namespace, process and TUN device created here is owned by an RAII
 //! handle and removed on drop, also when a test panics; the host's own
@@ -16,6 +18,7 @@
 //! root, and fails when `CI=true` (a skipped namespace test in CI is a bug).
 
 pub mod attacker;
+pub mod cluster;
 mod nsenter;
 pub mod scenario;
 pub mod service;

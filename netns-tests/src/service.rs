@@ -132,8 +132,9 @@ pub struct Service {
     pub topo: Topology,
 }
 
-/// Arguments common to every daemon of the service.
-fn log_args() -> Vec<String> {
+/// Arguments common to every daemon of the service: the log level
+/// (`$HOMEADDR_TEST_LOG`, default `info`).
+pub fn log_args() -> Vec<String> {
     vec![
         "--log-level".into(),
         std::env::var("HOMEADDR_TEST_LOG").unwrap_or_else(|_| "info".into()),
@@ -153,6 +154,55 @@ pub fn ap_args(home_address: Ipv6Addr, listen: SocketAddr, control: &Path) -> Ve
         "--control".into(),
         control.display().to_string(),
     ]
+}
+
+/// The flags of a `homeaddr-member --id id` serving [`HOME_ADDRESS`] at
+/// `care_of`, registering with `key` with every one of `access_points`
+/// (`--access-point` once per AP), its control socket at `control`.
+pub fn member_args(
+    id: u16,
+    access_points: &[SocketAddr],
+    care_of: SocketAddr,
+    key: &str,
+    control: &Path,
+) -> Vec<String> {
+    let mut args = vec![
+        "--id".into(),
+        id.to_string(),
+        "--home-address".into(),
+        HOME_ADDRESS.to_string(),
+    ];
+    for ap in access_points {
+        args.extend(["--access-point".into(), ap.to_string()]);
+    }
+    args.extend([
+        "--care-of".into(),
+        care_of.to_string(),
+        "--key".into(),
+        key.into(),
+        "--control".into(),
+        control.display().to_string(),
+    ]);
+    args
+}
+
+/// Starts member `id`'s server in `ns`: `homeaddr-testapp serve` on
+/// `[::]:`[`SERVICE_PORT`] answering `WHO` with `member<id>`; returns once
+/// it listens.
+pub fn member_server(ns: &Netns, id: u16) -> anyhow::Result<Daemon> {
+    let server = ns.spawn(
+        &format!("server-{id}"),
+        &bin("homeaddr-testapp")?,
+        &[
+            "serve".to_string(),
+            "--bind".into(),
+            format!("[::]:{SERVICE_PORT}"),
+            "--name".into(),
+            format!("member{id}"),
+        ],
+    )?;
+    server.wait_for_output("listening on", START_TIMEOUT)?;
+    Ok(server)
 }
 
 /// Starts `program` as `name` in `ns` with `args`, the log flags and the
@@ -258,20 +308,7 @@ impl Service {
         key: &str,
         control: &Path,
     ) -> Vec<String> {
-        vec![
-            "--id".into(),
-            id.to_string(),
-            "--home-address".into(),
-            HOME_ADDRESS.to_string(),
-            "--access-point".into(),
-            self.ap_endpoint().to_string(),
-            "--care-of".into(),
-            care_of.to_string(),
-            "--key".into(),
-            key.into(),
-            "--control".into(),
-            control.display().to_string(),
-        ]
+        member_args(id, &[self.ap_endpoint()], care_of, key, control)
     }
 
     /// Start member `id` (daemon and server) and wait until it is registered.
@@ -289,19 +326,7 @@ impl Service {
             "registered with the access point",
         )?;
         host.daemon = Some(daemon);
-        let server = host.ns.spawn(
-            &format!("server-{id}"),
-            &bin("homeaddr-testapp")?,
-            &[
-                "serve".to_string(),
-                "--bind".into(),
-                format!("[::]:{SERVICE_PORT}"),
-                "--name".into(),
-                format!("member{id}"),
-            ],
-        )?;
-        server.wait_for_output("listening on", START_TIMEOUT)?;
-        host.extra.push(server);
+        host.extra.push(member_server(&host.ns, id)?);
         self.members.insert(id, host);
         Ok(&self.members[&id])
     }

@@ -611,12 +611,35 @@ impl Topology {
     pub fn lan(&self, role: &str, members: &[(&Netns, &str)]) -> Result<Netns, TopologyError> {
         let switch = self.add_netns(role)?;
         self.bridge(&switch, "br0")?;
-        for (i, (member, ifname)) in members.iter().enumerate() {
-            let port = format!("p{i}");
-            self.veth(member, ifname, &switch, &port)?;
-            switch.ip(&format!("link set dev {port} master br0"))?;
+        for (member, ifname) in members {
+            self.join_lan(&switch, member, ifname)?;
         }
         Ok(switch)
+    }
+
+    /// Connects `member` (interface `ifname`, up, no address) to the LAN of
+    /// `switch` (made by [`Topology::lan`]) on the switch's next free port
+    /// `p<n>`, also after the LAN was built (a host that joins later).
+    /// Returns the port's name.
+    pub fn join_lan(
+        &self,
+        switch: &Netns,
+        member: &Netns,
+        ifname: &str,
+    ) -> Result<String, TopologyError> {
+        let links = switch.ip("-o link show")?;
+        let taken: Vec<&str> = links
+            .lines()
+            .filter_map(|l| l.split(':').nth(1))
+            .map(|name| name.trim().split('@').next().unwrap_or_default())
+            .collect();
+        let port = (0..)
+            .map(|i| format!("p{i}"))
+            .find(|p| !taken.contains(&p.as_str()))
+            .expect("a free port name");
+        self.veth(member, ifname, switch, &port)?;
+        switch.ip(&format!("link set dev {port} master br0"))?;
+        Ok(port)
     }
 }
 

@@ -152,7 +152,12 @@ fn in_host<R: Send>(
 
 /// The member's name that answers a fresh connection from `host`.
 pub fn who(svc: &Service, host: &Host) -> anyhow::Result<String> {
-    let server = svc.service_endpoint();
+    who_at(host, svc.service_endpoint())
+}
+
+/// The member's name that answers a fresh connection from `host` to
+/// `server` (for hosts of other topologies than a [`Service`]).
+pub fn who_at(host: &Host, server: std::net::SocketAddr) -> anyhow::Result<String> {
     in_host(host, || testapp::who(server, OP_TIMEOUT))
 }
 

@@ -92,7 +92,7 @@ pub fn traced_get(
 
 /// The server's name line, byte by byte, so that no payload is buffered
 /// before the reads are timed.
-fn read_name_unbuffered(stream: &mut TcpStream) -> anyhow::Result<String> {
+pub(crate) fn read_name_unbuffered(stream: &mut TcpStream) -> anyhow::Result<String> {
     let mut name = Vec::new();
     let mut b = [0u8; 1];
     loop {
