@@ -54,6 +54,17 @@ pub fn start_transfers(c: &Cluster) -> Transfers {
         clients.len(),
         "a transfer ended early (before the test did anything)"
     );
+    if let Some(shim) = &c.shim {
+        // The shim's transfer goes straight to its member, past every AP.
+        let flow = read::shim_service_flow(shim);
+        let path = flow.as_ref().map(|f| f.path.name());
+        assert_eq!(
+            path,
+            Some("direct"),
+            "the shim's transfer is not route-optimized: {flow:?}\n{}",
+            c.dump()
+        );
+    }
     t
 }
 
