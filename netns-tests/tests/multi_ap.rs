@@ -16,7 +16,8 @@
 //!   kill -9: serving again within 2 s.
 //!
 //! Tests whose members register with several APs need the multi-AP member
-//! (`--access-point` repeated); until it is there they fail saying so.
+//! (`--access-point` repeated); a member daemon without it fails them
+//! saying so.
 //! Every test runs alone (they load both cores): see `common::heavy_test`.
 
 mod common;

@@ -219,7 +219,17 @@ impl Transfers {
 /// A summary of `results`: `kept/total`, then every lost one with why.
 pub fn summary(results: &[TransferResult]) -> String {
     let kept = results.iter().filter(|r| r.kept()).count();
-    let mut s = format!("{kept}/{} transfers kept", results.len());
+    let stall = results
+        .iter()
+        .filter_map(|r| r.result.as_ref().ok())
+        .map(|g| g.longest_stall)
+        .max()
+        .unwrap_or_default();
+    let mut s = format!(
+        "{kept}/{} transfers kept, longest stall of any {} ms",
+        results.len(),
+        stall.as_millis()
+    );
     for r in results {
         match &r.result {
             Ok(g) if g.intact => s.push_str(&format!(

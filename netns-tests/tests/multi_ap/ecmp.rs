@@ -77,7 +77,7 @@ fn ecmp_ap_killed_no_flow_lost() {
     let killed = c.kill_ap(1);
     let changed = c.router.remove_nexthop(ap_addr(1)).expect("route change");
     println!(
-        "AP 1 killed with {flows_at_ap1} flows in its table; route changed {} ms later",
+        "AP 1 killed ({flows_at_ap1} flows in its affinity table, its own and reported ones); route changed {} ms later",
         ms(changed - killed)
     );
     let slowest = assert_new_connections(&c, changed, "after AP 1 died");
@@ -142,6 +142,8 @@ fn ecmp_member_joins_then_ap_dies_no_flow_lost() {
         "member 3 active at both APs {} ms after its start",
         ms(joined)
     );
+    let digest = assert_tables_agree(&c);
+    println!("both APs' tables agree after the join (digest {digest})");
     assert_all_running(&c, &t);
     let killed = c.kill_ap(1);
     let changed = c.router.remove_nexthop(ap_addr(1)).expect("route change");

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use homeaddr_netns_tests::cluster::transfer::{self, FirstConnection, Transfers};
 use homeaddr_netns_tests::cluster::{Cluster, ClusterConfig};
 use homeaddr_netns_tests::scenario::{self, read};
+use homeaddr_netns_tests::service::bin;
 
 /// Legacy clients of the flow tests (the 12).
 pub const LEGACY_CLIENTS: usize = 12;
@@ -155,4 +156,43 @@ pub fn legacy_in(c: &Cluster, a: usize) -> u64 {
 /// Milliseconds, for printing.
 pub fn ms(d: Duration) -> u128 {
     d.as_millis()
+}
+
+/// Waits until every running AP shows the same Maglev table digest and
+/// `homeaddr-ctl aps` says so; returns the digest.
+pub fn assert_tables_agree(c: &Cluster) -> String {
+    let digests = || -> Vec<String> {
+        c.aps
+            .iter()
+            .filter(|ap| ap.running())
+            .map(|ap| {
+                ap.host.status()["table_digest"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    };
+    homeaddr_netns_tests::wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        "every AP to show the same table digest",
+        || {
+            let d = digests();
+            !d[0].is_empty() && d.iter().all(|x| *x == d[0])
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", digests(), c.dump()));
+    let mut ctl = std::process::Command::new(bin("homeaddr-ctl").expect("homeaddr-ctl is built"));
+    for ap in c.aps.iter().filter(|ap| ap.running()) {
+        ctl.arg("--control").arg(&ap.host.control);
+    }
+    let out = ctl.arg("aps").output().expect("homeaddr-ctl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains("tables agree"),
+        "homeaddr-ctl aps: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    digests().remove(0)
 }
