@@ -31,8 +31,12 @@ pub const DEFAULT_REVOCATION_REPEATS: u8 = 3;
 pub const DEFAULT_REVOCATION_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How long after its first member registration an AP holds back TCP
-/// segments (no SYN) of flows it does not know (docs/PROTOCOL.md section 10).
-pub const DEFAULT_SETTLE: Duration = Duration::from_secs(1);
+/// segments (no SYN) of flows it does not know (docs/PROTOCOL.md section
+/// 10.2): a member with traffic comes back at once (the restart hint), an
+/// idle one within its `ap_silence` (1.5 s) of the AP's death plus a
+/// round trip or two; holding back costs a flow nothing once its owner
+/// has reported it.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(2);
 
 /// Most shim records the AP keeps (docs/PROTOCOL.md 7.6).
 pub const DEFAULT_MAX_SHIM_CLIENTS: usize = 65536;
