@@ -11,6 +11,9 @@ use homeaddr_daemon::common::{
 use homeaddr_proto::engine::ap::{ApConfig, MemberKey};
 use serde::Deserialize;
 
+/// The longest settle time `settle_ms` accepts.
+pub const MAX_SETTLE_MS: u64 = 10_000;
+
 /// Command line of `homeaddr-ap`.
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +40,11 @@ pub struct Cli {
     /// A member not heard from for this many milliseconds is down.
     #[arg(long)]
     pub dead_after_ms: Option<u64>,
+    /// After the first member registration, hold back TCP segments of
+    /// unknown flows for this many milliseconds, until their members have
+    /// reported them (several APs per home address; 0: never; default 1000).
+    #[arg(long)]
+    pub settle_ms: Option<u64>,
 }
 
 /// One registration key in the file.
@@ -201,6 +209,8 @@ pub struct FileConfig {
     pub heartbeat_ms: Option<u64>,
     /// Liveness deadline, ms.
     pub dead_after_ms: Option<u64>,
+    /// Settle time after the first registration, ms (0: never).
+    pub settle_ms: Option<u64>,
     /// Registration keys.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
@@ -270,6 +280,16 @@ impl DaemonSettings for Settings {
         if let Some(n) = file.max_handshakes_per_second {
             positive("max_handshakes_per_second", n.into())?;
             engine.max_handshakes_per_second = n;
+        }
+        if let Some(ms) = cli.settle_ms.or(file.settle_ms) {
+            if ms > MAX_SETTLE_MS {
+                bail!(
+                    "settle_ms is {ms}: at most {MAX_SETTLE_MS} (10 s); while the AP settles it drops \
+                     segments of flows it does not know, and a long outage makes TCP give up. \
+                     Members report their flows within a few hundred ms; 0 turns settling off"
+                );
+            }
+            engine.settle = Duration::from_millis(ms);
         }
         if engine.dead_after <= engine.heartbeat {
             bail!("dead_after_ms must be longer than heartbeat_ms, or every member flaps");
@@ -380,6 +400,22 @@ mod tests {
         let bad = text.replace("= 8", "= 0");
         let e = Settings::merge_error(&[], toml_file(&bad));
         assert!(e.contains("max_shims_per_prefix must be at least 1"), "{e}");
+    }
+
+    #[test]
+    fn settle_ms_is_read_checked_and_overridden() {
+        let text = "home_address = \"2001:db8::1\"\nsettle_ms = 250\n\
+                    [[keys]]\nspi = 1\nkey = \"0123456789abcdef0123456789abcdef\"\n";
+        let s = Settings::from_args(&[], toml_file(text)).unwrap();
+        assert_eq!(s.engine.settle, Duration::from_millis(250));
+        let s = Settings::from_args(&["--settle-ms", "0"], toml_file(text)).unwrap();
+        assert_eq!(s.engine.settle, Duration::ZERO);
+        let default = text.replace("settle_ms = 250\n", "");
+        let s = Settings::from_args(&[], toml_file(&default)).unwrap();
+        assert_eq!(s.engine.settle, homeaddr_proto::engine::ap::DEFAULT_SETTLE);
+        let e = Settings::merge_error(&["--settle-ms", "60000"], toml_file(text));
+        assert!(e.contains("settle_ms is 60000: at most 10000"), "{e}");
+        assert!(e.contains("0 turns settling off"), "{e}");
     }
 
     fn toml_file(text: &str) -> FileConfig {

@@ -136,6 +136,12 @@ mod tests {
         assert_eq!(s.home_address.to_string(), "fd00::1");
         assert!(s.members.is_empty() && s.shim_clients.is_empty());
         assert!(s.counters.drops.contains_key("spoofed_source"), "{s:?}");
+        assert!(s.counters.drops.contains_key("settling"), "{s:?}");
+        // No member yet: the digest of the empty table, and still settling.
+        assert_eq!(s.table_digest, format!("{:016x}", ap.table_digest()));
+        assert_eq!(s.table_digest.len(), 16);
+        assert!(s.settling);
+        assert_eq!((s.flows_reported, s.flows_moved), (0, 0));
         assert_eq!(
             ask(&mut ap, Request::Members),
             Ok(Response::Members(Vec::new()))

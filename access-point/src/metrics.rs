@@ -29,6 +29,11 @@ struct LimitLabels {
     limit: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DigestLabels {
+    digest: String,
+}
+
 #[derive(Debug, EncodeLabelSet)]
 struct MemberDirectionLabels {
     member: u16,
@@ -68,6 +73,7 @@ pub fn encode(ap: &AccessPoint, now: Instant, e: &mut DescriptorEncoder<'_>) -> 
     encode_member_traffic(e, &members)?;
     encode_ap_counters(e, ap)?;
     encode_ap_gauges(e, ap, members.len())?;
+    encode_table_info(e, ap, now)?;
     encode_drops(e, "homeaddr_ap_dropped_packets", &ap.counters().drops)
 }
 
@@ -271,6 +277,16 @@ fn encode_ap_counters(e: &mut DescriptorEncoder<'_>, ap: &AccessPoint) -> std::f
             "Flows not pinned because the affinity table was full.",
             ap.affinity().overflows(),
         ),
+        (
+            "homeaddr_ap_flows_reported",
+            "Flows members reported in Flow Reports.",
+            c.flows_reported,
+        ),
+        (
+            "homeaddr_ap_flows_moved",
+            "Reported flows re-pinned from another member.",
+            c.flows_moved,
+        ),
     ] {
         counter(e, name, help, n)?;
     }
@@ -303,6 +319,29 @@ fn encode_ap_gauges(
         gauge(e, name, help, n as i64)?;
     }
     Ok(())
+}
+
+/// The Maglev table's digest as an info metric, and whether the AP still
+/// settles after its start: with several APs per home address, every AP
+/// should show the same digest.
+fn encode_table_info(
+    e: &mut DescriptorEncoder<'_>,
+    ap: &AccessPoint,
+    now: Instant,
+) -> std::fmt::Result {
+    let digest = format!("{:016x}", ap.table_digest());
+    gauges(
+        e,
+        "homeaddr_ap_table_info",
+        "1, labelled with the digest of the Maglev table's input (member ids, weights, table size).",
+        [(DigestLabels { digest }, 1i64)],
+    )?;
+    gauge(
+        e,
+        "homeaddr_ap_settling",
+        "1 while the AP settles after its start (segments of unknown flows are held back).",
+        i64::from(ap.settling(now)),
+    )
 }
 
 #[cfg(test)]
@@ -483,6 +522,12 @@ homeaddr_ap_mss_clamped_total 0
 # HELP homeaddr_ap_affinity_overflows Flows not pinned because the affinity table was full.
 # TYPE homeaddr_ap_affinity_overflows counter
 homeaddr_ap_affinity_overflows_total 0
+# HELP homeaddr_ap_flows_reported Flows members reported in Flow Reports.
+# TYPE homeaddr_ap_flows_reported counter
+homeaddr_ap_flows_reported_total 0
+# HELP homeaddr_ap_flows_moved Reported flows re-pinned from another member.
+# TYPE homeaddr_ap_flows_moved counter
+homeaddr_ap_flows_moved_total 0
 # HELP homeaddr_ap_flows Flows in the affinity table.
 # TYPE homeaddr_ap_flows gauge
 homeaddr_ap_flows 0
@@ -492,6 +537,12 @@ homeaddr_ap_members 1
 # HELP homeaddr_ap_shim_clients Shim clients known.
 # TYPE homeaddr_ap_shim_clients gauge
 homeaddr_ap_shim_clients 0
+# HELP homeaddr_ap_table_info 1, labelled with the digest of the Maglev table's input (member ids, weights, table size).
+# TYPE homeaddr_ap_table_info gauge
+homeaddr_ap_table_info{digest="b32cb1d739e3dcd6"} 1
+# HELP homeaddr_ap_settling 1 while the AP settles after its start (segments of unknown flows are held back).
+# TYPE homeaddr_ap_settling gauge
+homeaddr_ap_settling 1
 # HELP homeaddr_ap_dropped_packets Packets dropped, by reason.
 # TYPE homeaddr_ap_dropped_packets counter
 homeaddr_ap_dropped_packets_total{reason="malformed"} 0
@@ -507,6 +558,7 @@ homeaddr_ap_dropped_packets_total{reason="overflow"} 0
 homeaddr_ap_dropped_packets_total{reason="not_tunnelled"} 0
 homeaddr_ap_dropped_packets_total{reason="unauthenticated"} 0
 homeaddr_ap_dropped_packets_total{reason="no_session"} 0
+homeaddr_ap_dropped_packets_total{reason="settling"} 0
 # EOF
 "#;
 }

@@ -131,6 +131,10 @@ pub fn status(ap: &AccessPoint, now: Instant, io: IoStatus) -> ApStatus {
         members: members(ap, now),
         shim_clients,
         flows: ap.affinity().len() as u64,
+        table_digest: format!("{:016x}", ap.table_digest()),
+        settling: ap.settling(now),
+        flows_reported: ap.counters().flows_reported,
+        flows_moved: ap.counters().flows_moved,
         counters: counters(ap),
         io,
     }

@@ -208,6 +208,21 @@ pub struct ApStatus {
     pub shim_clients: Vec<ShimClientRow>,
     /// Flows in the affinity table.
     pub flows: u64,
+    /// Digest of the Maglev table's input (member ids and weights, table
+    /// size): 16 lowercase hex digits; APs with equal digests give new
+    /// clients the same members. Empty from a daemon that predates it.
+    #[serde(default)]
+    pub table_digest: String,
+    /// Still settling after its start: segments of unknown flows are held
+    /// back until their members report them.
+    #[serde(default)]
+    pub settling: bool,
+    /// Flows members reported (Flow Reports).
+    #[serde(default)]
+    pub flows_reported: u64,
+    /// Reported flows re-pinned from another member.
+    #[serde(default)]
+    pub flows_moved: u64,
     /// Engine counters.
     pub counters: ApCounters,
     /// I/O counters.
@@ -681,6 +696,10 @@ pub(crate) mod tests {
                 idle_s: 0.5,
             }],
             flows: 2,
+            table_digest: "0123456789abcdef".into(),
+            settling: false,
+            flows_reported: 3,
+            flows_moved: 1,
             counters: ApCounters {
                 legacy_in: 4,
                 drops: [("spoofed_source".to_string(), 2)].into(),
@@ -885,6 +904,21 @@ pub(crate) mod tests {
         assert_eq!(v["shim_clients"][0]["flows_by_member"], json!({"1": 2}));
         assert_eq!(v["counters"]["drops"]["spoofed_source"], 2);
         assert_eq!(v["io"]["tun"]["rx_packets"], 3);
+        assert_eq!(v["table_digest"], "0123456789abcdef");
+        assert_eq!(
+            (&v["settling"], &v["flows_reported"], &v["flows_moved"]),
+            (&json!(false), &json!(3), &json!(1))
+        );
+        // An AP from before several APs per home address: the new fields
+        // read as empty.
+        let mut old = v.clone();
+        for field in ["table_digest", "settling", "flows_reported", "flows_moved"] {
+            old.as_object_mut().unwrap().remove(field);
+        }
+        let Status::AccessPoint(old) = serde_json::from_value(old).unwrap() else {
+            panic!("an AP status");
+        };
+        assert_eq!((old.table_digest.as_str(), old.settling), ("", false));
         let v = serde_json::to_value(shim_status()).unwrap();
         assert_eq!(v["flows"][0]["path"], "access-point");
         assert_eq!(v["flows"][0]["member"], Value::Null);

@@ -11,6 +11,7 @@
 //! running, wrong socket path, permission denied). docs/OPERATING.md shows
 //! every command with real output.
 
+mod aps;
 mod client;
 mod table;
 mod topology;
@@ -37,14 +38,15 @@ const DEFAULT_CONTROL: &str = "/run/homeaddr/ap.sock";
     name = "homeaddr-ctl",
     version,
     about = "Operate a homeaddr service: members, bindings, flows, stats; drain, weight, remove; move, leave; reload; metrics; topology",
-    after_help = "Talks to the access point (/run/homeaddr/ap.sock) unless --member ID or --control PATH says otherwise.\n\
+    after_help = "Talks to the access point (/run/homeaddr/ap.sock) unless --member ID or --control PATH says otherwise;\n\
+                  `aps` takes --control once per access point.\n\
                   Exit status: 0 done; 1 the daemon refused (e.g. unknown member) or a local tool failed; 2 usage error;\n\
                   3 no daemon reachable (not running, wrong socket, permission denied)."
 )]
 struct Cli {
-    /// The daemon's control socket.
+    /// The daemon's control socket (for `aps`: once per access point).
     #[arg(long, visible_alias = "socket", value_name = "PATH", global = true)]
-    control: Option<PathBuf>,
+    control: Vec<PathBuf>,
     /// Talk to member ID's daemon (/run/homeaddr/member-ID.sock).
     #[arg(long, value_name = "ID", global = true, conflicts_with = "control")]
     member: Option<u16>,
@@ -71,6 +73,8 @@ enum Command {
     },
     /// Counters: traffic, drops by reason, retransmissions, return-routability successes and failures.
     Stats,
+    /// Several access points of one home address (--control A --control B): members, flows, table digest; exit 1 if the tables disagree.
+    Aps,
     /// Drain: no new clients, open flows go on. With MEMBER on the AP; without, on a member (--member ID).
     Drain {
         /// The member to drain (AP only).
@@ -133,25 +137,47 @@ fn member_id(s: &str) -> Result<u16, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let daemon = match (&cli.control, cli.member) {
-        (Some(path), _) => Daemon::new(path, Chosen::Given),
-        (None, Some(id)) => Daemon::new(
-            format!("/run/homeaddr/member-{id}.sock"),
-            Chosen::Member(id),
-        ),
-        (None, None) => Daemon::new(DEFAULT_CONTROL, Chosen::Default),
-    };
-    match run(&cli, &daemon) {
-        Ok(out) => {
-            let mut stdout = std::io::stdout().lock();
-            let _ = stdout.write_all(out.as_bytes());
-            ExitCode::SUCCESS
+    let (out, error) = match daemons(&cli) {
+        Err(usage) => {
+            eprintln!("homeaddr-ctl: {usage}");
+            return ExitCode::from(2);
         }
-        Err(e) => {
+        Ok(daemons) if matches!(cli.command, Command::Aps) => aps::run(&daemons, cli.json),
+        Ok(daemons) => match run(&cli, &daemons[0]) {
+            Ok(out) => (out, None),
+            Err(e) => (String::new(), Some(e)),
+        },
+    };
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    match error {
+        None => ExitCode::SUCCESS,
+        Some(e) => {
             eprintln!("homeaddr-ctl: {e}");
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// The daemons the command talks to: every `--control` for `aps`, else
+/// exactly one. A usage error names what to change.
+fn daemons(cli: &Cli) -> Result<Vec<Daemon>, String> {
+    if cli.control.len() > 1 && !matches!(cli.command, Command::Aps) {
+        return Err(format!(
+            "--control was given {} times: only `aps` talks to several daemons; give one --control PATH for this command",
+            cli.control.len()
+        ));
+    }
+    Ok(match (&cli.control[..], cli.member) {
+        ([], Some(id)) => vec![Daemon::new(
+            format!("/run/homeaddr/member-{id}.sock"),
+            Chosen::Member(id),
+        )],
+        ([], None) => vec![Daemon::new(DEFAULT_CONTROL, Chosen::Default)],
+        (paths, _) => paths
+            .iter()
+            .map(|p| Daemon::new(p, Chosen::Given))
+            .collect(),
+    })
 }
 
 /// Output for `--json` (keys sorted, as the daemons write them) or a table.
@@ -174,6 +200,7 @@ fn run(cli: &Cli, daemon: &Daemon) -> Result<String, CtlError> {
         Command::Bindings => bindings(daemon, json),
         Command::Flows { top } => flows(daemon, json, *top),
         Command::Stats => stats(daemon, json),
+        Command::Aps => Ok(aps::run(std::slice::from_ref(daemon), json).0),
         Command::Metrics => daemon.ask::<String>(Request::Metrics),
         Command::Drain { target, deadline } => drain(daemon, json, *target, *deadline),
         Command::Undrain { target } => undrain(daemon, json, *target),
@@ -394,6 +421,52 @@ mod tests {
         let cli = Cli::parse_from(["homeaddr-ctl", "--member", "4", "drain"]);
         assert_eq!(cli.member, Some(4));
         assert!(matches!(cli.command, Command::Drain { target: None, .. }));
+    }
+
+    #[test]
+    fn only_aps_takes_several_control_sockets() {
+        let both = [PathBuf::from("a.sock"), PathBuf::from("b.sock")];
+        for args in [
+            ["--control", "a.sock", "--control", "b.sock", "aps"],
+            ["aps", "--control", "a.sock", "--control", "b.sock"],
+        ] {
+            let cli = Cli::parse_from(std::iter::once("homeaddr-ctl").chain(args));
+            let paths: Vec<_> = daemons(&cli).unwrap().into_iter().map(|d| d.path).collect();
+            assert_eq!(paths, both, "{args:?}");
+        }
+        let cli = Cli::parse_from(["homeaddr-ctl", "aps"]);
+        assert_eq!(
+            daemons(&cli).unwrap()[0].path,
+            PathBuf::from(DEFAULT_CONTROL)
+        );
+        let cli = Cli::parse_from([
+            "homeaddr-ctl",
+            "--control",
+            "a.sock",
+            "--control",
+            "b.sock",
+            "members",
+        ]);
+        let e = daemons(&cli).unwrap_err();
+        assert!(
+            e.contains("--control was given 2 times: only `aps` talks to several daemons"),
+            "{e}"
+        );
+        let cli = Cli::parse_from(["homeaddr-ctl", "--control", "a.sock", "status"]);
+        let d = daemons(&cli).unwrap();
+        assert_eq!((d.len(), d[0].chosen), (1, Chosen::Given));
+        // --member and --control still exclude each other.
+        assert!(
+            Cli::try_parse_from([
+                "homeaddr-ctl",
+                "--member",
+                "1",
+                "--control",
+                "a.sock",
+                "status"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@ use serde_json::Value;
 pub struct Table {
     header: Vec<&'static str>,
     rows: Vec<Vec<String>>,
+    /// Columns left-aligned even when every cell starts with a digit.
+    text: Vec<usize>,
 }
 
 impl Table {
@@ -16,7 +18,14 @@ impl Table {
         Self {
             header: header.to_vec(),
             rows: Vec::new(),
+            text: Vec::new(),
         }
+    }
+
+    /// Left-align column `i` whatever its cells look like (hex digests).
+    pub fn text(mut self, i: usize) -> Self {
+        self.text.push(i);
+        self
     }
 
     /// Add a row (as many cells as columns).
@@ -42,6 +51,7 @@ impl Table {
         let numeric: Vec<bool> = (0..columns)
             .map(|i| {
                 !self.rows.is_empty()
+                    && !self.text.contains(&i)
                     && self.rows.iter().all(|r| {
                         r.get(i).is_some_and(|c| {
                             c == "-" || c.starts_with(|ch: char| ch.is_ascii_digit())

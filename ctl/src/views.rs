@@ -238,9 +238,16 @@ pub fn status(status: &Status) -> Table {
     let mut rows: Vec<(&str, String)> = match status {
         Status::AccessPoint(s) => vec![
             ("flows", s.flows.to_string()),
+            ("flows_moved", s.flows_moved.to_string()),
+            ("flows_reported", s.flows_reported.to_string()),
             ("home_address", s.home_address.to_string()),
             ("members", entries(&s.members)),
+            ("settling", s.settling.to_string()),
             ("shim_clients", entries(&s.shim_clients)),
+            (
+                "table_digest",
+                or_dash(Some(&s.table_digest).filter(|d| !d.is_empty())),
+            ),
         ],
         Status::Member(s) => vec![
             ("access_point", s.access_point.to_string()),
@@ -304,6 +311,10 @@ pub(crate) mod tests {
             members,
             shim_clients,
             flows: 2,
+            table_digest: "00000000000000aa".into(),
+            settling: false,
+            flows_reported: 0,
+            flows_moved: 0,
             counters: ApCounters::default(),
             io: IoStatus::default(),
         }
@@ -362,8 +373,9 @@ pub(crate) mod tests {
         let s = ap_status(vec![member(1, MemberState::Active, 100)], Vec::new());
         assert_eq!(
             status(&Status::AccessPoint(s)).render(),
-            "FIELD         VALUE\nflows         2\nhome_address  fd00::1\n\
-             members       1 entries\nrole          access-point\nshim_clients  0 entries\n"
+            "FIELD           VALUE\nflows           2\nflows_moved     0\nflows_reported  0\n\
+             home_address    fd00::1\nmembers         1 entries\nrole            access-point\n\
+             settling        false\nshim_clients    0 entries\ntable_digest    00000000000000aa\n"
         );
     }
 }

@@ -14,6 +14,12 @@
 //! pinned (counted in [`AffinityTable::overflows`]); it keeps going to the
 //! same member as long as the member set does not change.
 //!
+//! With several access points in front of one home address, a flow's
+//! packets may reach an AP that never saw its first packet; members report
+//! the flows they serve to every AP (docs/PROTOCOL.md section 10) and
+//! [`AffinityTable::adopt`] pins each to its reporter, re-pinning it if
+//! another member had it: the member that serves a flow is the truth.
+//!
 //! Flows are keyed by [`FlowKey`] in the client -> home address direction;
 //! the caller reverses return traffic before [`AffinityTable::observe_reverse`].
 //!
@@ -76,7 +82,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use crate::wire::inner::TcpFlags;
-use crate::wire::{FlowKey, MemberId};
+use crate::wire::{FlowKey, MemberId, ReportedState};
 
 /// How long one full pass of the incremental expiry sweep takes.
 pub const SWEEP_PERIOD: Duration = Duration::from_secs(2);
@@ -119,6 +125,8 @@ impl Default for AffinityConfig {
 }
 
 /// Where a tracked flow is in its life (see the [module docs](self)).
+/// Outside this crate it is built from the state a member reports
+/// (`FlowState::from(ReportedState::Open)`) or named by its variants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FlowState {
@@ -128,6 +136,44 @@ pub enum FlowState {
     Open,
     /// TCP: a FIN was seen in one direction or both.
     Closing,
+}
+
+impl From<ReportedState> for FlowState {
+    fn from(state: ReportedState) -> Self {
+        match state {
+            ReportedState::Opening => FlowState::Opening,
+            ReportedState::Open => FlowState::Open,
+            ReportedState::Closing => FlowState::Closing,
+        }
+    }
+}
+
+impl From<FlowState> for ReportedState {
+    fn from(state: FlowState) -> Self {
+        match state {
+            FlowState::Opening => ReportedState::Opening,
+            FlowState::Open => ReportedState::Open,
+            FlowState::Closing => ReportedState::Closing,
+        }
+    }
+}
+
+/// What [`AffinityTable::adopt`] did with a flow a member reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adoption {
+    /// The flow was not tracked (or had timed out): it is now, pinned to
+    /// the reporter.
+    Inserted,
+    /// The flow was pinned to another member: it is re-pinned to the
+    /// reporter.
+    Moved {
+        /// The member it was pinned to.
+        from: MemberId,
+    },
+    /// The flow was already pinned to the reporter: kept alive.
+    Refreshed,
+    /// The flow was not tracked and the table is full: not pinned.
+    Full,
 }
 
 /// One tracked flow.
@@ -343,6 +389,53 @@ impl AffinityTable {
         Some(member)
     }
 
+    /// Pins flow `key` (client -> home address) to `member`, which reports
+    /// that it serves the flow in `state` (a member's Flow Report): the
+    /// member that serves a flow is the truth, so a flow pinned to another
+    /// member is re-pinned. The entry's `last_seen` becomes `now` (never
+    /// earlier than it was) and its state `state`; its packet counters are
+    /// kept (a new entry starts at zero). A flow that timed out but was not
+    /// swept yet counts as absent. A full table pins nothing new
+    /// ([`Adoption::Full`]; not counted in [`overflows`](Self::overflows),
+    /// which counts packets).
+    pub fn adopt(
+        &mut self,
+        now: Instant,
+        key: &FlowKey,
+        member: MemberId,
+        state: FlowState,
+    ) -> Adoption {
+        let hash = self.hash(key);
+        if let Some(pos) = self.find(hash, key) {
+            if !self.flows[pos].entry.is_expired(now, &self.cfg, key.proto) {
+                let entry = &mut self.flows[pos].entry;
+                let from = entry.member;
+                entry.last_seen = entry.last_seen.max(now);
+                entry.state = state;
+                if from == member {
+                    return Adoption::Refreshed;
+                }
+                entry.member = member;
+                self.count_out(from);
+                *self.per_member.entry(member).or_insert(0) += 1;
+                return Adoption::Moved { from };
+            }
+            self.remove_at(pos);
+        }
+        if self.flows.len() >= self.cfg.max_entries {
+            return Adoption::Full;
+        }
+        let entry = AffinityEntry {
+            member,
+            last_seen: now,
+            packets: 0,
+            bytes: 0,
+            state,
+        };
+        self.insert(hash, *key, entry);
+        Adoption::Inserted
+    }
+
     /// The entry of flow `key`, as stored: it may have timed out already if
     /// [`expire`](Self::expire) has not removed it yet.
     pub fn get(&self, key: &FlowKey) -> Option<&AffinityEntry> {
@@ -553,6 +646,16 @@ impl AffinityTable {
         *self.per_member.entry(entry.member).or_insert(0) += 1;
     }
 
+    /// One flow fewer pinned to `member`.
+    fn count_out(&mut self, member: MemberId) {
+        if let Some(count) = self.per_member.get_mut(&member) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_member.remove(&member);
+            }
+        }
+    }
+
     /// Removes the flow at `pos`; the last flow moves into `pos`.
     fn remove_at(&mut self, pos: usize) {
         let Flow { key, entry } = self.flows[pos];
@@ -562,12 +665,7 @@ impl AffinityTable {
         } else {
             self.collided.remove(&key);
         }
-        if let Some(count) = self.per_member.get_mut(&entry.member) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_member.remove(&entry.member);
-            }
-        }
+        self.count_out(entry.member);
         self.flows.swap_remove(pos);
         let from = self.flows.len() as u32;
         if pos < self.flows.len() {
@@ -590,6 +688,9 @@ impl AffinityTable {
         }
     }
 }
+
+#[cfg(test)]
+mod adopt_tests;
 
 #[cfg(test)]
 mod tests {
@@ -945,6 +1046,17 @@ mod tests {
             assert_eq!(table.expire(t0 + Duration::from_secs(11)), left);
             assert!(table.is_empty());
         }
+    }
+
+    #[test]
+    fn flow_state_maps_to_and_from_the_reported_state() {
+        for state in [FlowState::Opening, FlowState::Open, FlowState::Closing] {
+            assert_eq!(FlowState::from(ReportedState::from(state)), state);
+        }
+        assert_eq!(
+            ReportedState::from(FlowState::Closing),
+            ReportedState::Closing
+        );
     }
 
     #[test]

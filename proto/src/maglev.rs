@@ -330,6 +330,29 @@ impl Maglev {
         &self.members
     }
 
+    /// A digest of the table's input, the same on every machine and build:
+    /// FNV-1a 64 over M (8 bytes, big-endian), then each member with a
+    /// weight above zero, sorted by id, as its id (2 bytes) and weight (4
+    /// bytes), big-endian. Members of weight 0 own no slot and do not
+    /// count, so two tables with the same digest are equal (barring a hash
+    /// collision), whatever order their members were given in.
+    pub fn digest(&self) -> u64 {
+        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let fnv = |h: u64, bytes: &[u8]| {
+            bytes
+                .iter()
+                .fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME))
+        };
+        let h = fnv(OFFSET, &(self.table_size as u64).to_be_bytes());
+        self.members
+            .iter()
+            .filter(|&&(_, weight)| weight > 0)
+            .fold(h, |h, &(id, weight)| {
+                fnv(fnv(h, &id.0.to_be_bytes()), &weight.to_be_bytes())
+            })
+    }
+
     /// How many slots have another owner in `other` than here: the
     /// disruption of going from one member set to the other.
     pub fn slots_changed(&self, other: &Maglev) -> usize {
@@ -425,6 +448,39 @@ mod tests {
         let mut maglev = Maglev::new(DEFAULT_TABLE_SIZE).unwrap();
         maglev.set_members(members).unwrap();
         maglev
+    }
+
+    #[test]
+    fn maglev_digest_is_fnv1a_of_the_weighted_members_and_the_size() {
+        let mut maglev = Maglev::new(7).unwrap();
+        assert_eq!(
+            maglev.digest(),
+            0xa8c7_f132_281a_2de0,
+            "empty: the size alone"
+        );
+        maglev
+            .set_members(&[(MemberId(2), 50), (MemberId(3), 0), (MemberId(1), 100)])
+            .unwrap();
+        // Computed independently: FNV-1a 64 of 00..07 | 0001 00000064 | 0002 00000032.
+        assert_eq!(maglev.digest(), 0x089d_3765_bbf5_c3a7);
+        let mut other = Maglev::new(7).unwrap();
+        other
+            .set_members(&[(MemberId(1), 100), (MemberId(2), 50)])
+            .unwrap();
+        assert_eq!(
+            other.digest(),
+            maglev.digest(),
+            "weight 0 and order do not count"
+        );
+        other
+            .set_members(&[(MemberId(1), 100), (MemberId(2), 51)])
+            .unwrap();
+        assert_ne!(other.digest(), maglev.digest());
+        let mut bigger = Maglev::new(11).unwrap();
+        bigger
+            .set_members(&[(MemberId(1), 100), (MemberId(2), 50)])
+            .unwrap();
+        assert_ne!(bigger.digest(), maglev.digest());
     }
 
     /// Fraction of all slots whose owner differs between `a` and `b`.

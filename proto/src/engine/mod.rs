@@ -136,11 +136,15 @@ pub enum DropReason {
     Unauthenticated,
     /// A shim has no session with the AP yet.
     NoSession,
+    /// AP, just started: a TCP segment (no SYN) of a flow it does not
+    /// know, held back until the flow's member has reported it
+    /// (docs/PROTOCOL.md section 10; TCP retransmits it).
+    Settling,
 }
 
 impl DropReason {
     /// All reasons, for exporting counters.
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::BadVersion,
         DropReason::UnknownPeer,
@@ -154,6 +158,7 @@ impl DropReason {
         DropReason::NotTunnelled,
         DropReason::Unauthenticated,
         DropReason::NoSession,
+        DropReason::Settling,
     ];
 
     /// Stable snake_case name for logs and metrics labels.
@@ -172,6 +177,7 @@ impl DropReason {
             DropReason::NotTunnelled => "not_tunnelled",
             DropReason::Unauthenticated => "unauthenticated",
             DropReason::NoSession => "no_session",
+            DropReason::Settling => "settling",
         }
     }
 

@@ -26,7 +26,7 @@ use super::endpoint::{ENDPOINT_LEN, emit_endpoint, parse_endpoint};
 use super::option::{
     AUTHENTICATION_DATA_LEN, AUTHENTICATION_DATA_OFFSET, BINDING_AUTHORIZATION_AUTH_OFFSET,
     BINDING_AUTHORIZATION_LEN, CARE_OF_TICKET_LEN, COOKIE_LEN, MobilityOption, NONCE_LEN,
-    OptionIter, SHIM_INSTANCE_LEN, emit_padding, kind,
+    OptionIter, ReportedFlow, SHIM_INSTANCE_LEN, emit_padding, kind,
 };
 use super::{MemberId, WireError};
 
@@ -39,6 +39,9 @@ pub const MH_FIXED_LEN: usize = 6;
 pub const MH_MAX_LEN: usize = 2048;
 /// Length of an X25519 public key (Shim Hello, Shim Welcome).
 pub const PUBLIC_KEY_LEN: usize = 32;
+/// Most Flow options in one Flow Report: 8 + 48 x 24 = 1160 bytes of
+/// message, so the sealed datagram stays under 1280 bytes.
+pub const FLOWS_PER_REPORT: usize = 48;
 
 /// Byte offsets of the common header fields.
 mod field {
@@ -118,12 +121,17 @@ mod body {
     pub const SW_AP_NONCE: Range<usize> = 28..44;
     /// Shim Welcome: the AP's X25519 public key.
     pub const SW_PUBLIC: Range<usize> = 44..76;
+    /// Flow Report: flags (F); a reserved byte follows.
+    pub const FR_FLAGS: usize = 6;
 }
 
 /// Binding Update flag `A`: acknowledgement requested (RFC 6275 6.1.7).
 pub const BU_FLAG_ACK: u16 = 0x8000;
 /// Binding Update flag `H`: home registration (RFC 6275 6.1.7).
 pub const BU_FLAG_HOME: u16 = 0x4000;
+/// Flow Report flag `F`: a full report, the member's complete list of open
+/// flows.
+pub const FLOW_REPORT_FULL: u8 = 0x80;
 /// B.R. Type of a Binding Revocation Indication (RFC 5846 6.1.1); the
 /// acknowledgement (2) is not used by homeaddr.
 pub const BR_TYPE_INDICATION: u8 = 1;
@@ -209,6 +217,9 @@ pub enum MhType {
     ShimCookie = 202,
     /// Shim Welcome (homeaddr, docs/PROTOCOL.md sections 2, 3).
     ShimWelcome = 203,
+    /// Flow Report (homeaddr, member -> AP, sealed; docs/PROTOCOL.md
+    /// "Several access points").
+    FlowReport = 204,
 }
 
 impl MhType {
@@ -228,6 +239,7 @@ impl MhType {
             201 => MhType::ShimHello,
             202 => MhType::ShimCookie,
             203 => MhType::ShimWelcome,
+            204 => MhType::FlowReport,
             _ => return None,
         })
     }
@@ -235,7 +247,7 @@ impl MhType {
     /// Length of the type's fixed fields after the checksum.
     pub const fn fixed_len(self) -> usize {
         match self {
-            MhType::BindingRefreshRequest => 2,
+            MhType::BindingRefreshRequest | MhType::FlowReport => 2,
             MhType::HomeTestInit | MhType::CareOfTestInit => 10,
             MhType::HomeTest | MhType::CareOfTest => 18,
             MhType::BindingUpdate | MhType::BindingAck | MhType::BindingRevocation => 6,
@@ -486,6 +498,14 @@ pub enum MessageBody {
         /// The AP's ephemeral X25519 public key.
         public: [u8; PUBLIC_KEY_LEN],
     },
+    /// Flow Report (homeaddr, member -> AP, always sealed): the legacy
+    /// flows the member serves, one Flow option each (at most
+    /// [`FLOWS_PER_REPORT`]). The other flag bits and the reserved byte are
+    /// sent as 0 and ignored.
+    FlowReport {
+        /// `F`: the member's complete list of open flows.
+        full: bool,
+    },
 }
 
 impl MessageBody {
@@ -505,6 +525,7 @@ impl MessageBody {
             MessageBody::ShimHello { .. } => MhType::ShimHello,
             MessageBody::ShimCookie { .. } => MhType::ShimCookie,
             MessageBody::ShimWelcome { .. } => MhType::ShimWelcome,
+            MessageBody::FlowReport { .. } => MhType::FlowReport,
         }
     }
 
@@ -590,6 +611,9 @@ impl MessageBody {
                 index: u32_at(body::SW_INDEX),
                 ap_nonce: bytes16(body::SW_AP_NONCE),
                 public: bytes32(body::SW_PUBLIC),
+            },
+            MhType::FlowReport => MessageBody::FlowReport {
+                full: b[body::FR_FLAGS] & FLOW_REPORT_FULL != 0,
             },
         })
     }
@@ -686,6 +710,10 @@ impl MessageBody {
                 put(body::SW_INDEX, &index.to_be_bytes());
                 put(body::SW_AP_NONCE, ap_nonce);
                 put(body::SW_PUBLIC, public);
+            }
+            MessageBody::FlowReport { full } => {
+                let flags = if *full { FLOW_REPORT_FULL } else { 0 };
+                put(body::FR_FLAGS..body::FR_FLAGS + 1, &[flags]);
             }
         }
     }
@@ -933,6 +961,14 @@ impl MobilityMessage {
         })
     }
 
+    /// The Flow options, in order (a Flow Report's flows).
+    pub fn flows(&self) -> impl Iterator<Item = ReportedFlow> {
+        self.options.iter().filter_map(|o| match o {
+            MobilityOption::Flow(flow) => Some(*flow),
+            _ => None,
+        })
+    }
+
     /// The first Mobility Message Authentication option: (subtype, SPI,
     /// authentication data).
     pub fn authentication(&self) -> Option<(u8, u32, [u8; 16])> {
@@ -947,6 +983,7 @@ impl MobilityMessage {
 mod tests {
     use super::*;
     use crate::wire::option::tests::option_strategy;
+    use crate::wire::option::{ReportedFlow, ReportedState};
     use proptest::prelude::*;
     use std::net::{Ipv4Addr, SocketAddrV4, SocketAddrV6};
 
@@ -1231,6 +1268,75 @@ mod tests {
     }
 
     #[test]
+    fn flow_report_fixture() {
+        let client: Ipv6Addr = "fd00:4841::9".parse().unwrap();
+        let flow = ReportedFlow {
+            proto: 6,
+            state: ReportedState::Opening,
+            client,
+            client_port: 0x1234,
+            home_port: 80,
+        };
+        let msg = MobilityMessage::new(MessageBody::FlowReport { full: true })
+            .with(MobilityOption::Flow(flow))
+            .with(MobilityOption::Flow(ReportedFlow {
+                proto: 17,
+                state: ReportedState::Closing,
+                ..flow
+            }));
+        // 8 bytes of header and flags, then two 24-byte Flow options: no padding.
+        let mut bytes = vec![59, 6, 204, 0, 0, 0, 0x80, 0];
+        for (proto, state) in [(6, 0), (17, 2)] {
+            bytes.extend_from_slice(&[207, 22, proto, state, 0x12, 0x34, 0, 80]);
+            bytes.extend_from_slice(&client.octets());
+        }
+        assert_eq!(bytes.len(), 56);
+        assert_eq!(msg.buffer_len(), 56);
+        assert_eq!(msg.to_bytes(), bytes);
+        assert_eq!(MobilityMessage::parse(&bytes), Ok(msg.clone()));
+        assert_eq!(msg.authenticator_range(), None);
+        let flows: Vec<_> = msg.flows().collect();
+        assert_eq!(flows.len(), 2);
+        assert_eq!(flows[0], flow);
+        assert_eq!(flows[1].state, ReportedState::Closing);
+        // Flag bits other than F and the reserved byte are ignored.
+        let mut odd = bytes.clone();
+        odd[6] = 0x7f;
+        odd[7] = 0xff;
+        let parsed = MobilityMessage::parse(&odd).unwrap();
+        assert_eq!(parsed.body, MessageBody::FlowReport { full: false });
+        assert_eq!(parsed.flows().count(), 2);
+        // A partial report, no flows.
+        let empty = MobilityMessage::new(MessageBody::FlowReport { full: false });
+        assert_eq!(empty.to_bytes(), [59, 0, 204, 0, 0, 0, 0, 0]);
+        assert_eq!(empty.flows().count(), 0);
+    }
+
+    #[test]
+    fn a_full_flow_report_fits_a_1280_byte_datagram() {
+        let flow = ReportedFlow {
+            proto: 6,
+            state: ReportedState::Open,
+            client: "fd00:4841::1".parse().unwrap(),
+            client_port: 1,
+            home_port: 2,
+        };
+        let msg = (0..FLOWS_PER_REPORT).fold(
+            MobilityMessage::new(MessageBody::FlowReport { full: true }),
+            |m, _| m.with(MobilityOption::Flow(flow)),
+        );
+        assert_eq!(msg.buffer_len(), 8 + FLOWS_PER_REPORT * 24);
+        // Outer IPv6 (40) + UDP (8) + the sealed frame's 16-byte header and
+        // 16-byte tag.
+        assert!(
+            msg.buffer_len() + 40 + 8 + 32 <= 1280,
+            "{}",
+            msg.buffer_len()
+        );
+        assert_eq!(MobilityMessage::parse(&msg.to_bytes()), Ok(msg));
+    }
+
+    #[test]
     fn retry_with_cookie_ba_keeps_the_authentication_last() {
         let msg = MobilityMessage::new(MessageBody::BindingAck {
             status: ba_status::RETRY_WITH_COOKIE,
@@ -1386,7 +1492,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(known, 13);
+        assert_eq!(known, 14);
         assert_eq!(ba_status::RETRY_WITH_COOKIE, 202);
         assert_eq!(revocation_trigger::MEMBER_RESTARTED, 126);
     }
@@ -1549,6 +1655,7 @@ mod tests {
                         public,
                     }
                 }),
+            any::<bool>().prop_map(|full| MessageBody::FlowReport { full }),
         ]
     }
 

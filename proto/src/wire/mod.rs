@@ -19,7 +19,7 @@ pub use endpoint::{ENDPOINT_LEN, emit_endpoint, parse_endpoint};
 pub use frame::{FRAME_HEADER_LEN, FrameKind, TAG_LEN, TUNNEL_VERSION, TunnelFrame, TunnelHeader};
 pub use inner::{FlowKey, Fragment, InnerInfo, TcpFlags, TcpInfo};
 pub use mh::{MessageBody, MhType, MobilityHeader, MobilityMessage};
-pub use option::MobilityOption;
+pub use option::{MobilityOption, ReportedFlow, ReportedState};
 
 /// A member's stable identity: the RFC 5648 Binding ID (BID).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -19,6 +19,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::inner::FlowKey;
 use super::{MemberId, WireError};
 
 /// Option Type numbers.
@@ -53,6 +54,8 @@ pub mod kind {
     pub const CARE_OF_TICKET: u8 = 205;
     /// Shim Instance (homeaddr, docs/PROTOCOL.md sections 2, 3).
     pub const SHIM_INSTANCE: u8 = 206;
+    /// Flow (homeaddr, docs/PROTOCOL.md "Several access points").
+    pub const FLOW: u8 = 207;
 
     /// Whether this build gives `kind` a meaning (padding included).
     pub const fn is_known(kind: u8) -> bool {
@@ -72,6 +75,7 @@ pub mod kind {
                 | COOKIE
                 | CARE_OF_TICKET
                 | SHIM_INSTANCE
+                | FLOW
         )
     }
 }
@@ -101,6 +105,8 @@ pub const COOKIE_LEN: usize = 16;
 pub const CARE_OF_TICKET_LEN: usize = 8;
 /// Length of a shim instance.
 pub const SHIM_INSTANCE_LEN: usize = 8;
+/// Length of the Option Data of a Flow option.
+pub const FLOW_LEN: usize = 22;
 
 /// Length of the Type and Length bytes.
 pub const OPTION_HEADER_LEN: usize = 2;
@@ -141,6 +147,16 @@ mod field {
     pub const COT_NONCE_INDEX: Range<usize> = 0..2;
     /// Care-of Ticket: ticket.
     pub const COT_TICKET: Range<usize> = 2..10;
+    /// Flow: upper-layer protocol.
+    pub const FLOW_PROTO: usize = 0;
+    /// Flow: state ([`super::ReportedState`]).
+    pub const FLOW_STATE: usize = 1;
+    /// Flow: the client's port.
+    pub const FLOW_CLIENT_PORT: Range<usize> = 2..4;
+    /// Flow: the home address's port.
+    pub const FLOW_HOME_PORT: Range<usize> = 4..6;
+    /// Flow: the client's address.
+    pub const FLOW_CLIENT: Range<usize> = 6..22;
 }
 
 /// Offset of the authenticator bytes inside the Binding Authorization Data
@@ -149,6 +165,75 @@ pub(crate) const BINDING_AUTHORIZATION_AUTH_OFFSET: usize = OPTION_HEADER_LEN;
 /// Offset of the Authentication Data inside the Mobility Message
 /// Authentication option, counted from its Type byte.
 pub(crate) const AUTHENTICATION_DATA_OFFSET: usize = OPTION_HEADER_LEN + field::AUTH_DATA.start;
+
+/// Where a reported flow is in its life, as the member sees it (the
+/// `state` byte of a Flow option). Maps to and from
+/// [`crate::affinity::FlowState`].
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReportedState {
+    /// TCP: a SYN was seen, the handshake has not completed.
+    Opening = 0,
+    /// Established TCP, or any non-TCP flow.
+    Open = 1,
+    /// TCP: a FIN was seen in one direction or both.
+    Closing = 2,
+}
+
+impl ReportedState {
+    /// The state for a wire value, if it is one.
+    pub fn from_u8(value: u8) -> Option<ReportedState> {
+        Some(match value {
+            0 => ReportedState::Opening,
+            1 => ReportedState::Open,
+            2 => ReportedState::Closing,
+            _ => return None,
+        })
+    }
+}
+
+/// One legacy flow a member serves, as a Flow option carries it: the flow
+/// client -> home address, the home address implied (the reporting
+/// member's). IPv4 clients would be IPv4-mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportedFlow {
+    /// Upper-layer protocol (6 TCP, 17 UDP, ...).
+    pub proto: u8,
+    /// The flow's state at the member.
+    pub state: ReportedState,
+    /// The client's address (the source of the flow's packets to the HoA).
+    pub client: Ipv6Addr,
+    /// The client's port.
+    pub client_port: u16,
+    /// The home address's port.
+    pub home_port: u16,
+}
+
+impl ReportedFlow {
+    /// The flow's key in the client -> `home` direction, as the access
+    /// point's affinity table keys it.
+    pub fn key(&self, home: Ipv6Addr) -> FlowKey {
+        FlowKey {
+            src: self.client,
+            dst: home,
+            proto: self.proto,
+            src_port: self.client_port,
+            dst_port: self.home_port,
+        }
+    }
+
+    /// The report of flow `key` (client -> home address); the home address
+    /// is left out.
+    pub fn from_key(key: &FlowKey, state: ReportedState) -> Self {
+        ReportedFlow {
+            proto: key.proto,
+            state,
+            client: key.src,
+            client_port: key.src_port,
+            home_port: key.dst_port,
+        }
+    }
+}
 
 /// A typed mobility option.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,6 +313,9 @@ pub enum MobilityOption {
     /// Shim Instance (homeaddr): the shim process the AP has a session
     /// with (in a Shim Notice).
     ShimInstance([u8; SHIM_INSTANCE_LEN]),
+    /// Flow (homeaddr): one legacy flow the sending member serves (in a
+    /// Flow Report).
+    Flow(ReportedFlow),
     /// An option of a type this build does not know, kept verbatim.
     Unknown {
         /// Option Type; never a known type or padding.
@@ -329,6 +417,20 @@ fn care_of_ticket(value: &[u8]) -> MobilityOption {
     }
 }
 
+/// A Flow option's `value` of the right length; an unknown state is an
+/// error.
+fn flow(value: &[u8]) -> Result<MobilityOption, WireError> {
+    let state = ReportedState::from_u8(value[field::FLOW_STATE])
+        .ok_or(WireError::InvalidValue("flow option state (0, 1 or 2)"))?;
+    Ok(MobilityOption::Flow(ReportedFlow {
+        proto: value[field::FLOW_PROTO],
+        state,
+        client: ipv6_at(value, field::FLOW_CLIENT.start),
+        client_port: be16(value, field::FLOW_CLIENT_PORT),
+        home_port: be16(value, field::FLOW_HOME_PORT),
+    }))
+}
+
 /// A Member State option's `value` of the right length.
 fn member_state(value: &[u8]) -> MobilityOption {
     let mut instance = [0u8; 8];
@@ -369,6 +471,7 @@ impl MobilityOption {
             MobilityOption::Cookie(_) => kind::COOKIE,
             MobilityOption::CareOfTicket { .. } => kind::CARE_OF_TICKET,
             MobilityOption::ShimInstance(_) => kind::SHIM_INSTANCE,
+            MobilityOption::Flow(_) => kind::FLOW,
             MobilityOption::Unknown { kind, .. } => *kind,
         }
     }
@@ -396,6 +499,7 @@ impl MobilityOption {
             MobilityOption::Cookie(_) => COOKIE_LEN,
             MobilityOption::CareOfTicket { .. } => field::COT_TICKET.end,
             MobilityOption::ShimInstance(_) => SHIM_INSTANCE_LEN,
+            MobilityOption::Flow(_) => FLOW_LEN,
             MobilityOption::Unknown { data, .. } => data.len(),
         }
     }
@@ -432,6 +536,7 @@ impl MobilityOption {
             kind::COOKIE => MobilityOption::Cookie(data.array()?),
             kind::CARE_OF_TICKET => care_of_ticket(data.exactly(field::COT_TICKET.end)?),
             kind::SHIM_INSTANCE => MobilityOption::ShimInstance(data.array()?),
+            kind::FLOW => flow(data.exactly(FLOW_LEN)?)?,
             _ => {
                 if value.len() > usize::from(u8::MAX) {
                     return Err(data.bad_len());
@@ -496,6 +601,13 @@ impl MobilityOption {
                 value[field::COT_TICKET].copy_from_slice(ticket);
             }
             MobilityOption::ShimInstance(instance) => value.copy_from_slice(instance),
+            MobilityOption::Flow(flow) => {
+                value[field::FLOW_PROTO] = flow.proto;
+                value[field::FLOW_STATE] = flow.state as u8;
+                value[field::FLOW_CLIENT_PORT].copy_from_slice(&flow.client_port.to_be_bytes());
+                value[field::FLOW_HOME_PORT].copy_from_slice(&flow.home_port.to_be_bytes());
+                value[field::FLOW_CLIENT].copy_from_slice(&flow.client.octets());
+            }
             MobilityOption::Authentication { subtype, spi, data } => {
                 value[field::AUTH_SUBTYPE] = *subtype;
                 value[field::AUTH_SPI].copy_from_slice(&spi.to_be_bytes());
@@ -761,6 +873,18 @@ pub(crate) mod tests {
             &MobilityOption::ShimInstance([8, 7, 6, 5, 4, 3, 2, 1]),
             &[206, 8, 8, 7, 6, 5, 4, 3, 2, 1],
         );
+        let mut flow = vec![207, 22, 6, 1, 0x9c, 0x40, 0x01, 0xbb];
+        flow.extend_from_slice(&"fd00:4841::7".parse::<Ipv6Addr>().unwrap().octets());
+        round_trip(
+            &MobilityOption::Flow(ReportedFlow {
+                proto: 6,
+                state: ReportedState::Open,
+                client: "fd00:4841::7".parse().unwrap(),
+                client_port: 40_000,
+                home_port: 443,
+            }),
+            &flow,
+        );
         round_trip(
             &MobilityOption::Unknown {
                 kind: 42,
@@ -811,6 +935,7 @@ pub(crate) mod tests {
             (kind::COOKIE, 16),
             (kind::CARE_OF_TICKET, 10),
             (kind::SHIM_INSTANCE, 8),
+            (kind::FLOW, 22),
         ] {
             for bad in [0, len - 1, len + 1] {
                 let mut bytes = vec![kind, bad];
@@ -855,6 +980,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn flow_state_values_and_keys() {
+        for value in 0..=u8::MAX {
+            match ReportedState::from_u8(value) {
+                Some(state) => assert_eq!(state as u8, value),
+                None => assert!(value > 2, "{value}"),
+            }
+        }
+        let mut bytes = vec![kind::FLOW, 22, 17, 3];
+        bytes.resize(OPTION_HEADER_LEN + FLOW_LEN, 0);
+        assert_eq!(
+            parse_options(&bytes),
+            Err(WireError::InvalidValue("flow option state (0, 1 or 2)"))
+        );
+        let home: Ipv6Addr = "fd00:4841:1::1".parse().unwrap();
+        let key = FlowKey {
+            src: "fd00:4841:2::9".parse().unwrap(),
+            dst: home,
+            proto: 6,
+            src_port: 50_000,
+            dst_port: 22,
+        };
+        let flow = ReportedFlow::from_key(&key, ReportedState::Closing);
+        assert_eq!(
+            (flow.client, flow.client_port, flow.home_port),
+            (key.src, 50_000, 22)
+        );
+        assert_eq!(flow.key(home), key);
+    }
+
+    #[test]
     fn padding_shapes() {
         for len in 0..600 {
             let mut buf = vec![0xffu8; len];
@@ -867,6 +1022,31 @@ pub(crate) mod tests {
         let mut one = [0xff; 1];
         emit_padding(&mut one);
         assert_eq!(one, [0]);
+    }
+
+    /// Any reported flow.
+    pub(crate) fn flow_strategy() -> impl Strategy<Value = ReportedFlow> {
+        let state = prop_oneof![
+            Just(ReportedState::Opening),
+            Just(ReportedState::Open),
+            Just(ReportedState::Closing),
+        ];
+        (
+            any::<u8>(),
+            state,
+            any::<u128>(),
+            any::<u16>(),
+            any::<u16>(),
+        )
+            .prop_map(
+                |(proto, state, client, client_port, home_port)| ReportedFlow {
+                    proto,
+                    state,
+                    client: Ipv6Addr::from(client),
+                    client_port,
+                    home_port,
+                },
+            )
     }
 
     /// Any option this build can emit and parse back.
@@ -912,6 +1092,7 @@ pub(crate) mod tests {
                 }
             }),
             any::<[u8; 8]>().prop_map(MobilityOption::ShimInstance),
+            flow_strategy().prop_map(MobilityOption::Flow),
             (
                 any::<u8>().prop_filter("unknown type", |k| !kind::is_known(*k)),
                 proptest::collection::vec(any::<u8>(), 0..40),

@@ -30,6 +30,10 @@ pub const DEFAULT_REVOCATION_REPEATS: u8 = 3;
 /// Gap between repeated revocations.
 pub const DEFAULT_REVOCATION_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How long after its first member registration an AP holds back TCP
+/// segments (no SYN) of flows it does not know (docs/PROTOCOL.md section 10).
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(1);
+
 /// Most shim records the AP keeps (docs/PROTOCOL.md 7.6).
 pub const DEFAULT_MAX_SHIM_CLIENTS: usize = 65536;
 /// Most shim records per /64 (IPv6) or /32 (IPv4-mapped) prefix.
@@ -115,6 +119,11 @@ pub struct ApConfig {
     pub max_shims_per_prefix: usize,
     /// Most shim handshakes per second.
     pub max_handshakes_per_second: u32,
+    /// After the first member registration (and before any), TCP segments
+    /// without SYN of flows the affinity table does not know are dropped
+    /// for this long, until their members' Flow Reports have pinned them.
+    /// Zero: never.
+    pub settle: Duration,
     /// Seed of the engine's random bit generator (cookie secrets, session
     /// indices, nonces, X25519 secrets). The daemon draws it from the OS.
     pub seed: [u8; 32],
@@ -141,6 +150,7 @@ impl ApConfig {
             max_shim_clients: DEFAULT_MAX_SHIM_CLIENTS,
             max_shims_per_prefix: DEFAULT_MAX_SHIMS_PER_PREFIX,
             max_handshakes_per_second: DEFAULT_MAX_HANDSHAKES_PER_SECOND,
+            settle: DEFAULT_SETTLE,
             seed: [0; 32],
         }
     }

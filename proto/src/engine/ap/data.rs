@@ -61,8 +61,9 @@ impl AccessPoint {
             return self.counters.drops.drop(DropReason::UnknownHomeAddress);
         }
         let len = packet.len();
-        let Some((id, to)) = self.route_to_member(now, &info, len, None) else {
-            return self.counters.drops.drop(DropReason::NoMember);
+        let (id, to) = match self.route_to_member(now, &info, len, None) {
+            Ok(pick) => pick,
+            Err(reason) => return self.counters.drops.drop(reason),
         };
         self.clamp(payload_mut(frame), &info);
         if !self.seal_for_member(id, frame) {
@@ -85,13 +86,17 @@ impl AccessPoint {
     /// `pinned` is the member a shim says the flow belongs to (its tag):
     /// a flow that began directly at a member is unknown here, and when its
     /// binding lapses it must still reach that member, not a Maglev pick.
+    /// While the AP settles, a segment of an unknown flow may be held back
+    /// instead ([`AccessPoint::settling`]).
     fn route_to_member(
         &mut self,
         now: Instant,
         info: &InnerInfo,
         len: usize,
         pinned: Option<MemberId>,
-    ) -> Option<(MemberId, SocketAddr)> {
+    ) -> Result<(MemberId, SocketAddr), DropReason> {
+        let hold_back = self.hold_back(now, info, pinned.is_some());
+        let mut held = false;
         let Self {
             affinity,
             maglev,
@@ -108,32 +113,39 @@ impl AccessPoint {
             .filter(|f| f.is_later())
             .and_then(|f| fragments.later(now, client, f));
         let id = match first_went {
-            Some(id) => id,
-            None => affinity.lookup_or_insert(
-                now,
-                &info.flow,
-                info.tcp.map(|t| t.flags),
-                len,
-                || {
+            Some(id) => Some(id),
+            None => {
+                affinity.lookup_or_insert(now, &info.flow, info.tcp.map(|t| t.flags), len, || {
+                    if hold_back {
+                        held = true;
+                        return None;
+                    }
                     pinned
                         .filter(|p| members.get(p).is_some_and(|m| !m.is_down()))
                         .or_else(|| maglev.lookup_client(&client))
-                },
-            )?,
+                })
+            }
+        };
+        let Some(id) = id else {
+            return Err(if held {
+                DropReason::Settling
+            } else {
+                DropReason::NoMember
+            });
         };
         if let Some(f) = info.fragment.filter(|f| f.is_first()) {
             fragments.first(now, client, f, id);
         }
-        let m = members.get_mut(&id)?;
-        if m.is_down() {
-            return None;
-        }
+        let m = members
+            .get_mut(&id)
+            .filter(|m| !m.is_down())
+            .ok_or(DropReason::NoMember)?;
         m.counters.packets_to += 1;
         m.counters.bytes_to += len as u64;
         if timers.get(ApTimer::AffinitySweep).is_none() {
             timers.set(ApTimer::AffinitySweep, now + Duration::from_secs(1));
         }
-        Some((id, m.care_of))
+        Ok((id, m.care_of))
     }
 
     fn clamp(&mut self, packet: &mut [u8], info: &InnerInfo) {
@@ -213,8 +225,9 @@ impl AccessPoint {
         }
         self.shim_refresh(now, client);
         let len = packet.len();
-        let Some((id, to)) = self.route_to_member(now, &info, len, pinned) else {
-            return self.counters.drops.drop(DropReason::NoMember);
+        let (id, to) = match self.route_to_member(now, &info, len, pinned) {
+            Ok(pick) => pick,
+            Err(reason) => return self.counters.drops.drop(reason),
         };
         if !self.seal_for_member(id, frame) {
             return self.counters.drops.drop(DropReason::NoMember);

@@ -22,10 +22,13 @@
 //! - `sessions`: the index map of sealed sessions, member - AP sessions and
 //!   the dispatch of every received frame (unsealed handshakes, sealed
 //!   frames opened with the session they name);
-//! - `handshake`: the shim - AP handshake and the limits on shim records.
+//! - `handshake`: the shim - AP handshake and the limits on shim records;
+//! - `flows`: with several APs per home address, members' Flow Reports,
+//!   the settle time after a start, and the table digest.
 
 mod config;
 mod data;
+mod flows;
 mod handshake;
 mod home_test;
 mod liveness;
@@ -54,7 +57,7 @@ pub use self::config::{
     ApConfig, ApError, DEFAULT_DEAD_AFTER, DEFAULT_HEARTBEAT, DEFAULT_INNER_MTU,
     DEFAULT_MAX_HANDSHAKES_PER_SECOND, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_SHIM_CLIENTS,
     DEFAULT_MAX_SHIMS_PER_PREFIX, DEFAULT_NOTICE_INTERVAL, DEFAULT_REVOCATION_INTERVAL,
-    DEFAULT_REVOCATION_REPEATS, DEFAULT_SHIM_IDLE, DEFAULT_WEIGHT, MemberKey,
+    DEFAULT_REVOCATION_REPEATS, DEFAULT_SETTLE, DEFAULT_SHIM_IDLE, DEFAULT_WEIGHT, MemberKey,
 };
 pub use self::data::{NoticeState, ShimClient};
 pub use self::handshake::{EVICTABLE_IDLE, ShimSession};
@@ -192,6 +195,10 @@ pub struct ApCounters {
     pub keepalives: u64,
     /// Limit hits by limit.
     pub limit_hits: LimitHits,
+    /// Flows members reported (every valid Flow option of a Flow Report).
+    pub flows_reported: u64,
+    /// Reported flows re-pinned from another member.
+    pub flows_moved: u64,
 }
 
 /// The access point engine.
@@ -221,6 +228,8 @@ pub struct AccessPoint {
     banned: HashSet<(MemberId, u64)>,
     /// The member each recent first fragment went to.
     fragments: FragmentRoutes<MemberId>,
+    /// The first accepted registration: the settle time runs from it.
+    first_registration: Option<Instant>,
     counters: ApCounters,
 }
 
@@ -254,6 +263,7 @@ impl AccessPoint {
             revocation_seq: 0,
             banned: HashSet::new(),
             fragments: FragmentRoutes::default(),
+            first_registration: None,
             counters: ApCounters::default(),
         })
     }

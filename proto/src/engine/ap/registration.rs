@@ -345,6 +345,7 @@ impl AccessPoint {
     /// Create or update the member's entry; true if it (re)appeared: new,
     /// or back from Down.
     fn register(&mut self, now: Instant, r: &Registered) -> bool {
+        self.first_registration.get_or_insert(now);
         let Some(m) = self.members.get_mut(&r.id) else {
             self.insert_member(now, r);
             return true;

@@ -397,7 +397,8 @@ impl AccessPoint {
         }
     }
 
-    /// A sealed control message from member `id`: a HoTI to relay.
+    /// A sealed control message from member `id`: a HoTI to relay or a
+    /// Flow Report.
     fn sealed_from_member(&mut self, now: Instant, id: MemberId, mh: &[u8]) -> DataAction {
         let msg = match MobilityMessage::parse(mh) {
             Ok(m) => m,
@@ -407,6 +408,7 @@ impl AccessPoint {
             MessageBody::HomeTestInit { cookie } => {
                 self.relay_home_test_init(now, id, &msg, cookie)
             }
+            MessageBody::FlowReport { .. } => self.flow_report(now, id, &msg),
             _ => self.counters.drops.drop(DropReason::UnexpectedMessage),
         }
     }

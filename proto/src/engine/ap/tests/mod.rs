@@ -2,23 +2,28 @@
 //! events and timers out. The members and shims are played here with the
 //! crypto functions (the same key schedules, sealing with `Session`).
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
 use super::sessions::{send_to, sign_frame, unsealed_frame};
 use super::*;
+use crate::affinity::FlowState;
 use crate::crypto::session::{HEADER_LEN, TAG_LEN};
 use crate::crypto::{DhKeyPair, Drbg, Protection, Role, Session, member_ap_keys, shim_ap_keys};
 use crate::engine::sealed::{PeerSessions, seal_data, sealed_control};
 use crate::engine::testutil::{ACK, HOA, KEY, SPI, SYN, at, bid, ep, run_until, t0, tcp, v6};
 use crate::engine::{DropReason, to_units, verify_registration};
-use crate::wire::TunnelHeader;
+use crate::wire::mh::FLOWS_PER_REPORT;
 use crate::wire::mh::{MessageBody, ba_status, revocation_trigger};
+use crate::wire::{ReportedFlow, ReportedState, TunnelHeader};
 
+mod digest;
+mod flow_report;
 mod policy_limits;
 mod registration;
 mod relay;
 mod sealing;
+mod settle;
 mod shim_handshake;
 
 const M1: MemberId = MemberId(1);
@@ -204,6 +209,35 @@ impl TestMember {
 
     fn sessions(&mut self) -> &mut PeerSessions {
         self.sessions.as_mut().expect("registered")
+    }
+
+    /// A Flow Report of `flows`, sealed in its session.
+    fn flow_report(&mut self, full: bool, flows: &[ReportedFlow]) -> Vec<u8> {
+        let msg = flows.iter().fold(
+            MobilityMessage::new(MessageBody::FlowReport { full }),
+            |msg, flow| msg.with(MobilityOption::Flow(*flow)),
+        );
+        let id = self.id;
+        sealed_control(self.sessions(), Protection::Encrypt, Some(id), &msg).expect("seals")
+    }
+}
+
+/// A legacy client's packet as the TUN hands it to the AP: the action.
+fn from_tun(ap: &mut AccessPoint, now: Instant, packet: &[u8]) -> DataAction {
+    let mut frame = vec![0u8; HEADER_LEN];
+    frame.extend_from_slice(packet);
+    frame.extend_from_slice(&[0; TAG_LEN]);
+    ap.handle_tun_frame(now, &mut frame)
+}
+
+/// The open TCP flow client `c` -> the home address's port 80.
+fn reported(c: SocketAddrV6) -> ReportedFlow {
+    ReportedFlow {
+        proto: 6,
+        state: ReportedState::Open,
+        client: *c.ip(),
+        client_port: c.port(),
+        home_port: 80,
     }
 }
 
