@@ -445,10 +445,15 @@ pub struct MemberStatus {
     pub id: u16,
     /// Its care-of endpoint.
     pub care_of: SocketAddr,
-    /// The access point it registers with.
+    /// The first access point it registers with (all of them: `aps`).
     pub access_point: SocketAddr,
-    /// Registration state.
+    /// Registration state over all its APs: registered if any AP
+    /// registered it, refused only if every AP refused.
     pub registration: Registration,
+    /// Each access point it registers with, in configured order.
+    pub aps: Vec<MemberApRow>,
+    /// Legacy flows it serves (tracked and reported to its APs).
+    pub flows: u64,
     /// Whether it drains itself.
     pub draining: bool,
     /// Correspondent shims and their bindings.
@@ -459,7 +464,21 @@ pub struct MemberStatus {
     pub io: IoStatus,
 }
 
-/// A member's registration with the AP (`"state"` on the wire).
+/// A member's registration with one of its access points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberApRow {
+    /// The AP's tunnel endpoint.
+    pub endpoint: SocketAddr,
+    /// The registration with it.
+    pub state: Registration,
+    /// Since its last sealed frame (or registration), if any.
+    pub heard_ms_ago: Option<u64>,
+    /// Its operator drains the member.
+    pub draining: bool,
+}
+
+/// A member's registration with an AP, or with all of them (`"state"` on
+/// the wire).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum Registration {
@@ -525,6 +544,15 @@ pub struct MemberCounters {
     pub retransmissions: u64,
     pub rr_successes: u64,
     pub rr_failures: u64,
+    /// Flow Report messages sent to the APs.
+    #[serde(default)]
+    pub flow_reports: u64,
+    /// Flows reported in them.
+    #[serde(default)]
+    pub flows_reported: u64,
+    /// Zero-nonce hints of a restarted AP acted on.
+    #[serde(default)]
+    pub ap_hints: u64,
     /// Drops by reason.
     pub drops: Drops,
 }
@@ -717,6 +745,23 @@ pub(crate) mod tests {
             registration: Registration::Registered {
                 lifetime_left_s: 60.0,
             },
+            aps: vec![
+                MemberApRow {
+                    endpoint: "[fd00::1]:4790".parse().unwrap(),
+                    state: Registration::Registered {
+                        lifetime_left_s: 60.0,
+                    },
+                    heard_ms_ago: Some(250),
+                    draining: false,
+                },
+                MemberApRow {
+                    endpoint: "[fd00::11]:4790".parse().unwrap(),
+                    state: Registration::Refused { status: 129 },
+                    heard_ms_ago: None,
+                    draining: false,
+                },
+            ],
+            flows: 3,
             draining: false,
             bindings: vec![CorrespondentRow {
                 client: "fd00::9".parse().unwrap(),

@@ -6,7 +6,8 @@ use std::fmt::Display;
 use std::net::{Ipv6Addr, SocketAddr};
 
 use homeaddr_control::{
-    ApStatus, FlowTable, MemberRow, MemberState, Registration, ShimFlowRow, ShimStatus, Status,
+    ApStatus, FlowTable, MemberApRow, MemberRow, MemberState, Registration, ShimFlowRow,
+    ShimStatus, Status,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -227,6 +228,36 @@ pub fn stats(status: &Status) -> (Value, Table) {
     (Value::Object(flat), t)
 }
 
+/// A registration as `registered (59.5s left)`, `refused (status 129)`.
+fn registration(r: &Registration) -> String {
+    match r {
+        Registration::Registered { lifetime_left_s } => {
+            format!("registered ({} left)", duration(Some(*lifetime_left_s)))
+        }
+        Registration::Refused { status } => format!("refused (status {status})"),
+        other => other.name().to_string(),
+    }
+}
+
+/// Keys of a member's per-AP status rows (a member has a handful of APs).
+const AP_KEYS: [&str; 16] = [
+    "aps.0", "aps.1", "aps.2", "aps.3", "aps.4", "aps.5", "aps.6", "aps.7", "aps.8", "aps.9",
+    "aps.10", "aps.11", "aps.12", "aps.13", "aps.14", "aps.15",
+];
+
+/// One AP of a member: endpoint, registration, last heard, drain.
+fn member_ap(ap: &MemberApRow) -> String {
+    let heard = match ap.heard_ms_ago {
+        Some(ms) => format!("heard {} ago", duration(Some(ms as f64 / 1000.0))),
+        None => "not heard yet".into(),
+    };
+    let mut out = format!("{} {}, {heard}", ap.endpoint, registration(&ap.state));
+    if ap.draining {
+        out.push_str(", drains us");
+    }
+    out
+}
+
 fn entries<T>(list: &[T]) -> String {
     format!("{} entries", list.len())
 }
@@ -249,22 +280,25 @@ pub fn status(status: &Status) -> Table {
                 or_dash(Some(&s.table_digest).filter(|d| !d.is_empty())),
             ),
         ],
-        Status::Member(s) => vec![
-            ("access_point", s.access_point.to_string()),
-            ("bindings", entries(&s.bindings)),
-            ("care_of", s.care_of.to_string()),
-            ("draining", s.draining.to_string()),
-            ("id", s.id.to_string()),
-            (
-                "registration",
-                match &s.registration {
-                    Registration::Registered { lifetime_left_s } => {
-                        format!("registered ({} left)", duration(Some(*lifetime_left_s)))
-                    }
-                    other => other.name().to_string(),
-                },
-            ),
-        ],
+        Status::Member(s) => {
+            let mut rows = vec![
+                ("access_point", s.access_point.to_string()),
+                ("bindings", entries(&s.bindings)),
+                ("care_of", s.care_of.to_string()),
+                ("draining", s.draining.to_string()),
+                ("flows", s.flows.to_string()),
+                ("id", s.id.to_string()),
+                ("registration", registration(&s.registration)),
+            ];
+            // One row per AP, `aps.0` the first (in configured order).
+            rows.extend(
+                s.aps
+                    .iter()
+                    .zip(AP_KEYS)
+                    .map(|(ap, key)| (key, member_ap(ap))),
+            );
+            rows
+        }
         Status::Shim(s) => vec![
             ("access_point", s.access_point.to_string()),
             ("bindings", entries(&s.bindings)),
@@ -377,5 +411,50 @@ pub(crate) mod tests {
              home_address    fd00::1\nmembers         1 entries\nrole            access-point\n\
              settling        false\nshim_clients    0 entries\ntable_digest    00000000000000aa\n"
         );
+    }
+
+    #[test]
+    fn a_member_status_has_a_row_per_access_point() {
+        use homeaddr_control::{MemberCounters, MemberStatus};
+        let ap = |port: u16, state, heard_ms_ago, draining| MemberApRow {
+            endpoint: SocketAddr::new("fd00::1".parse().unwrap(), port),
+            state,
+            heard_ms_ago,
+            draining,
+        };
+        let s = MemberStatus {
+            id: 2,
+            care_of: "[fd00::3]:4790".parse().unwrap(),
+            access_point: "[fd00::1]:1".parse().unwrap(),
+            registration: Registration::Registering,
+            aps: vec![
+                ap(
+                    1,
+                    Registration::Registered {
+                        lifetime_left_s: 59.5,
+                    },
+                    Some(250),
+                    true,
+                ),
+                ap(2, Registration::Refused { status: 129 }, None, false),
+            ],
+            flows: 7,
+            draining: false,
+            bindings: Vec::new(),
+            counters: MemberCounters::default(),
+            io: IoStatus::default(),
+        };
+        let out = status(&Status::Member(s)).render();
+        assert!(
+            out.contains(
+                "aps.0         [fd00::1]:1 registered (59.5s left), heard 250ms ago, drains us\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("aps.1         [fd00::1]:2 refused (status 129), not heard yet\n"),
+            "{out}"
+        );
+        assert!(out.contains("flows         7\n"), "{out}");
     }
 }

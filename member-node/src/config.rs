@@ -26,9 +26,11 @@ pub struct Cli {
     /// The service's home address.
     #[arg(long)]
     pub home_address: Option<Ipv6Addr>,
-    /// The access point's tunnel endpoint, e.g. [2001:db8::1]:4790.
-    #[arg(long)]
-    pub access_point: Option<SocketAddr>,
+    /// An access point's tunnel endpoint, e.g. [2001:db8::1]:4790; repeat
+    /// it for several APs in front of the home address (the member
+    /// registers with each).
+    #[arg(long = "access-point", value_parser = parse_access_point)]
+    pub access_point: Vec<SocketAddr>,
     /// This member's tunnel endpoint (default: the address that reaches the AP, port 4790).
     #[arg(long)]
     pub care_of: Option<SocketAddr>,
@@ -61,8 +63,10 @@ pub struct FileConfig {
     pub id: Option<u16>,
     /// Home address.
     pub home_address: Option<Ipv6Addr>,
-    /// AP endpoint.
-    pub access_point: Option<SocketAddr>,
+    /// The AP endpoint (one AP).
+    pub access_point: Option<String>,
+    /// The AP endpoints (several APs); not with `access_point`.
+    pub access_points: Option<Vec<String>>,
     /// Own endpoint.
     pub care_of: Option<SocketAddr>,
     /// Key.
@@ -81,6 +85,8 @@ pub struct FileConfig {
     pub direct_return: Option<bool>,
     /// Shim clients with route-optimization state, at most.
     pub max_correspondents: Option<usize>,
+    /// Legacy flows tracked and reported to the access points, at most.
+    pub max_flows: Option<usize>,
     /// Keys every daemon has.
     #[serde(flatten)]
     pub common: CommonConfig,
@@ -93,8 +99,8 @@ pub struct Settings {
     pub id: u16,
     /// Home address.
     pub home_address: Ipv6Addr,
-    /// AP endpoint.
-    pub access_point: SocketAddr,
+    /// AP endpoints, in configured order (non-empty, distinct).
+    pub access_points: Vec<SocketAddr>,
     /// Own endpoint, if given.
     pub care_of: Option<SocketAddr>,
     /// Key bytes.
@@ -113,6 +119,8 @@ pub struct Settings {
     pub direct_return: bool,
     /// Shim clients with route-optimization state, at most.
     pub max_correspondents: usize,
+    /// Legacy flows tracked and reported, at most.
+    pub max_flows: usize,
     /// TUN, MTU, control socket, log level, offload, metrics.
     pub common: CommonSettings,
 }
@@ -154,6 +162,13 @@ impl DaemonSettings for Settings {
                 member::DEFAULT_MAX_CORRESPONDENTS
             );
         }
+        let max_flows = file.max_flows.unwrap_or(member::DEFAULT_MAX_FLOWS);
+        if max_flows == 0 {
+            bail!(
+                "max_flows = 0 tracks no flow, so no access point could take one over; use at least 1 (default {})",
+                member::DEFAULT_MAX_FLOWS
+            );
+        }
         let common = CommonSettings::resolve(
             &cli.common,
             &file.common,
@@ -165,10 +180,11 @@ impl DaemonSettings for Settings {
             home_address: cli.home_address.or(file.home_address).context(
                 "no home address: give --home-address (the service's address, as on the AP)",
             )?,
-            access_point: cli
-                .access_point
-                .or(file.access_point)
-                .context("no access point: give --access-point [ADDR]:PORT")?,
+            access_points: access_points(
+                &cli.access_point,
+                file.access_point.as_deref(),
+                file.access_points.as_deref(),
+            )?,
             care_of: cli.care_of.or(file.care_of),
             key,
             spi: cli.spi.or(file.spi).unwrap_or(member::DEFAULT_SPI),
@@ -181,8 +197,58 @@ impl DaemonSettings for Settings {
             }),
             direct_return: cli.direct_return || file.direct_return.unwrap_or(false),
             max_correspondents,
+            max_flows,
             common,
         })
+    }
+}
+
+/// An access point endpoint from text: `[IPv6]:PORT` or `IPv4:PORT`, a
+/// real address and port (the error says how to write one).
+pub fn parse_access_point(text: &str) -> Result<SocketAddr, String> {
+    let ep: SocketAddr = text.trim().parse().map_err(|_| {
+        format!(
+            "access point {text:?} is not ADDRESS:PORT (an IPv6 address in brackets, e.g. [2001:db8::1]:4790)"
+        )
+    })?;
+    if ep.ip().is_unspecified() || ep.ip().is_multicast() || ep.port() == 0 {
+        return Err(format!(
+            "access point {ep} is not an endpoint one can send to: give the AP's unicast address and tunnel port"
+        ));
+    }
+    Ok(ep)
+}
+
+/// The access points: the `--access-point` flags if any, else the file's
+/// `access_point` (`one`) or `access_points` (`list`), exactly one of
+/// them; none, a bad address or one given twice is an error.
+fn access_points(
+    flags: &[SocketAddr],
+    one: Option<&str>,
+    list: Option<&[String]>,
+) -> anyhow::Result<Vec<SocketAddr>> {
+    let from_file: Vec<&str> = match (one, list) {
+        (Some(_), Some(_)) => bail!(
+            "the configuration file gives both access_point and access_points: keep one (access_points = [\"...\", ...] for several)"
+        ),
+        (Some(one), None) => vec![one],
+        (None, Some(list)) => list.iter().map(String::as_str).collect(),
+        (None, None) => Vec::new(),
+    };
+    let aps = if flags.is_empty() {
+        from_file
+            .iter()
+            .map(|t| parse_access_point(t).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    } else {
+        flags.to_vec()
+    };
+    match member::check_access_points(&aps) {
+        Ok(()) => Ok(aps),
+        Err(member::MemberConfigError::NoAccessPoint) => bail!(
+            "no access point: give --access-point [ADDR]:PORT (repeat it for several), or access_point / access_points in the configuration file"
+        ),
+        Err(e) => bail!("{e}"),
     }
 }
 
@@ -248,5 +314,86 @@ mod tests {
         };
         let e = Settings::merge_error(&args, file);
         assert!(e.contains("max_correspondents"), "{e}");
+    }
+
+    const BASE: [&str; 6] = [
+        "--id",
+        "3",
+        "--key",
+        "0123456789abcdef",
+        "--home-address",
+        "2001:db8::1",
+    ];
+
+    fn file(one: Option<&str>, list: Option<&[&str]>) -> FileConfig {
+        FileConfig {
+            access_point: one.map(str::to_string),
+            access_points: list.map(|l| l.iter().map(|s| s.to_string()).collect()),
+            ..FileConfig::default()
+        }
+    }
+
+    fn aps(s: &Settings) -> Vec<String> {
+        s.access_points.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn access_points_come_from_repeated_flags_or_one_of_two_file_keys() {
+        let mut args = BASE.to_vec();
+        args.extend(["--access-point", "[2001:db8::a]:4790"]);
+        args.extend(["--access-point", "198.18.0.1:4790"]);
+        let s = Settings::from_args(&args, file(Some("[2001:db8::f]:1"), None)).unwrap();
+        assert_eq!(
+            aps(&s),
+            ["[2001:db8::a]:4790", "198.18.0.1:4790"],
+            "flags win"
+        );
+        let s = Settings::from_args(&BASE, file(Some("[2001:db8::a]:4790"), None)).unwrap();
+        assert_eq!(aps(&s), ["[2001:db8::a]:4790"]);
+        let list = ["[2001:db8::a]:4790", "[2001:db8::b]:4790"];
+        let s = Settings::from_args(&BASE, file(None, Some(&list))).unwrap();
+        assert_eq!(aps(&s), list);
+        assert_eq!(s.max_flows, member::DEFAULT_MAX_FLOWS);
+    }
+
+    #[test]
+    fn bad_access_point_settings_are_refused_with_what_to_do() {
+        let e = Settings::merge_error(&BASE, FileConfig::default());
+        assert!(
+            e.contains("no access point") && e.contains("--access-point"),
+            "{e}"
+        );
+        let e = Settings::merge_error(&BASE, file(None, Some(&[])));
+        assert!(e.contains("no access point"), "{e}");
+        let e = Settings::merge_error(
+            &BASE,
+            file(Some("[2001:db8::a]:4790"), Some(&["[2001:db8::b]:4790"])),
+        );
+        assert!(e.contains("both access_point and access_points"), "{e}");
+        let twice = [
+            "[2001:db8::a]:4790",
+            "[2001:db8::b]:4790",
+            "[2001:db8::a]:4790",
+        ];
+        let e = Settings::merge_error(&BASE, file(None, Some(&twice)));
+        assert!(e.contains("[2001:db8::a]:4790 is given twice"), "{e}");
+        let e = Settings::merge_error(&BASE, file(Some("2001:db8::a:4790"), None));
+        assert!(e.contains("in brackets"), "{e}");
+        let e = Settings::merge_error(&BASE, file(None, Some(&["[::]:4790"])));
+        assert!(e.contains("unicast"), "{e}");
+        assert!(parse_access_point("[2001:db8::a]:0").is_err());
+        // The flags are parsed the same way (clap reports the message).
+        let mut args = vec!["daemon"];
+        args.extend(BASE);
+        args.extend(["--access-point", "2001:db8::a"]);
+        let e = <Cli as clap::Parser>::try_parse_from(&args).unwrap_err();
+        assert!(e.to_string().contains("in brackets"), "{e}");
+        let mut args = BASE.to_vec();
+        args.extend(["--access-point", "[2001:db8::a]:4790"]);
+        let zero = FileConfig {
+            max_flows: Some(0),
+            ..FileConfig::default()
+        };
+        assert!(Settings::merge_error(&args, zero).contains("max_flows"));
     }
 }

@@ -3,11 +3,12 @@
 //! member's histograms); `move` (a new socket for the driver) is answered
 //! in `main.rs`; `leave` is acknowledged here and carried out there.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use homeaddr_control::{
-    ControlError, CorrespondentRow, Draining, IoStatus, Leaving, MemberCounters, MemberStatus,
-    Registration, Request, Response, Status,
+    ControlError, CorrespondentRow, Draining, IoStatus, Leaving, MemberApRow, MemberCounters,
+    MemberStatus, Registration, Request, Response, Status,
 };
 use homeaddr_daemon::control::drops;
 use homeaddr_proto::engine::member::{Member, RegistrationState};
@@ -46,10 +47,9 @@ pub fn answer(
     })
 }
 
-/// The member's `status`.
-pub fn status(m: &Member, now: Instant, io: IoStatus) -> MemberStatus {
-    let c = m.counters();
-    let registration = match m.state() {
+/// A registration state as the control interface shows it at `now`.
+fn registration(state: RegistrationState, now: Instant) -> Registration {
+    match state {
         RegistrationState::Idle => Registration::Idle,
         RegistrationState::Registering => Registration::Registering,
         RegistrationState::Registered { expires } => Registration::Registered {
@@ -58,7 +58,23 @@ pub fn status(m: &Member, now: Instant, io: IoStatus) -> MemberStatus {
         RegistrationState::Refused { status } => Registration::Refused { status },
         RegistrationState::Deregistering => Registration::Deregistering,
         RegistrationState::Left => Registration::Left,
-    };
+    }
+}
+
+/// The member's `status`.
+pub fn status(m: &Member, now: Instant, io: IoStatus) -> MemberStatus {
+    let c = m.counters();
+    let aps: Vec<MemberApRow> = m
+        .access_points()
+        .map(|ap| MemberApRow {
+            endpoint: ap.endpoint,
+            state: registration(ap.state, now),
+            heard_ms_ago: ap
+                .last_heard
+                .map(|at| now.saturating_duration_since(at).as_millis() as u64),
+            draining: ap.draining,
+        })
+        .collect();
     let bindings = m
         .correspondents()
         .map(|c| CorrespondentRow {
@@ -74,8 +90,14 @@ pub fn status(m: &Member, now: Instant, io: IoStatus) -> MemberStatus {
     MemberStatus {
         id: m.config().id.0,
         care_of: m.config().care_of,
-        access_point: m.config().access_point,
-        registration,
+        // A member always has an AP (the daemon refuses a configuration
+        // without); the unspecified endpoint only stands in for none.
+        access_point: aps
+            .first()
+            .map_or(SocketAddr::from(([0u16; 8], 0)), |a| a.endpoint),
+        registration: registration(m.state(), now),
+        aps,
+        flows: m.flows() as u64,
         draining: m.is_draining(),
         bindings,
         counters: MemberCounters {
@@ -88,6 +110,9 @@ pub fn status(m: &Member, now: Instant, io: IoStatus) -> MemberStatus {
             retransmissions: c.retransmissions,
             rr_successes: c.rr_successes,
             rr_failures: c.rr_failures,
+            flow_reports: c.flow_reports,
+            flows_reported: c.flows_reported,
+            ap_hints: c.ap_hints,
             drops: drops(&c.drops),
         },
         io,
@@ -111,6 +136,8 @@ mod tests {
             vec![7; 32],
             [1; 32],
         );
+        let mut config = config;
+        config.access_points.push("[fd00::b]:4790".parse().unwrap());
         let mut m = Member::new(config);
         let now = Instant::now();
         let io = IoStatus::default();
@@ -130,6 +157,20 @@ mod tests {
         };
         assert!(s.draining);
         assert_eq!((s.id, s.registration), (2, Registration::Idle));
+        assert_eq!(s.access_point, "[fd00::a]:4790".parse().unwrap());
+        assert_eq!(
+            s.aps
+                .iter()
+                .map(|r| r.endpoint.to_string())
+                .collect::<Vec<_>>(),
+            ["[fd00::a]:4790", "[fd00::b]:4790"]
+        );
+        assert!(
+            s.aps
+                .iter()
+                .all(|r| r.state == Registration::Idle && r.heard_ms_ago.is_none() && !r.draining)
+        );
+        assert_eq!(s.flows, 0);
         let e = answer(&mut m, now, &io, Request::Members).unwrap_err();
         assert_eq!(e.code, ErrorCode::UnsupportedByRole);
         assert!(e.message.contains("use status, metrics"), "{e}");

@@ -26,7 +26,7 @@ use homeaddr_proto::wire::mh::ba_status;
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
-/// Exit status when the AP refuses the registration.
+/// Exit status when every AP refuses the registration.
 const EXIT_REFUSED: u8 = 3;
 /// How long the old care-of endpoint keeps receiving after a move.
 const MOVE_GRACE: Duration = Duration::from_secs(5);
@@ -97,8 +97,14 @@ impl Role for MemberNode {
         let driver = Driver::start(engine.clone(), hook, tun.clone(), udp.clone());
         let metrics = metrics::metrics(engine, &timings, IoSource::of(&driver));
         driver.kick().await;
+        let aps = settings
+            .access_points
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
         info!(
-            id = settings.id, home_address = %hoa, care_of = %udp.local_addr(), access_point = %settings.access_point,
+            id = settings.id, home_address = %hoa, care_of = %udp.local_addr(), access_points = %aps,
             tun = tun.name(), offload = tun.offload(), control = %common.control.display(), "member up, registering"
         );
         Ok(Self {
@@ -160,18 +166,15 @@ impl Role for MemberNode {
     }
 }
 
-/// `--care-of`, or the address the route to the access point leaves from
-/// with the tunnel port.
+/// `--care-of`, or the address the route to the first access point leaves
+/// from with the tunnel port.
 fn care_of_endpoint(settings: &Settings) -> anyhow::Result<SocketAddr> {
     if let Some(c) = settings.care_of {
         return Ok(c);
     }
-    let ip = source_address_for(settings.access_point).with_context(|| {
-        format!(
-            "no route to the access point {}; give --care-of",
-            settings.access_point
-        )
-    })?;
+    let first = settings.access_points[0];
+    let ip = source_address_for(first)
+        .with_context(|| format!("no route to the access point {first}; give --care-of"))?;
     Ok(SocketAddr::new(ip, 4790))
 }
 
@@ -261,17 +264,19 @@ fn start_engine(settings: &Settings, care_of: SocketAddr) -> anyhow::Result<Memb
     let mut config = MemberConfig::new(
         MemberId(settings.id),
         settings.home_address,
-        settings.access_point,
+        settings.access_points[0],
         care_of,
         settings.key.clone(),
         homeaddr_daemon::random_seed()?,
     );
+    config.access_points = settings.access_points.clone();
     config.spi = settings.spi;
     config.weight = settings.weight;
     config.route_optimization = settings.route_optimization;
     config.direct_return = settings.direct_return;
     config.lifetime = settings.lifetime;
     config.max_correspondents = settings.max_correspondents;
+    config.max_flows = settings.max_flows;
     config.protection = settings.common.protection;
     let mut member = Member::new(config);
     member.start(Instant::now());
@@ -291,31 +296,44 @@ async fn leave(driver: &Driver<Member>) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    warn!("the access point did not acknowledge the deregistration; leaving anyway");
+    warn!("not every access point acknowledged the deregistration; leaving anyway");
 }
 
-/// Log engine events and time route optimization; a refused
-/// registration stops the daemon (exit status 3).
+/// Log engine events and time route optimization; a registration every
+/// AP refused stops the daemon (exit status 3).
 fn on_events(m: &mut Member, timings: &Timings, stop: &StopHandle) {
     while let Some(e) = m.poll_event() {
         match e {
-            MemberEvent::Registered { care_of, lifetime } => {
-                info!(%care_of, ?lifetime, "registered with the access point")
+            MemberEvent::Registered {
+                ap,
+                care_of,
+                lifetime,
+            } => {
+                info!(%ap, %care_of, ?lifetime, "registered with the access point")
             }
-            MemberEvent::RegistrationRefused { status } => stop.stop(Stop::Exit {
-                code: EXIT_REFUSED,
-                message: format!(
-                    "the access point refused the registration: {}",
-                    refusal_reason(status)
-                ),
-            }),
-            MemberEvent::AuthFailureReported => {
-                warn!("the access point reports an authentication failure: check --key and --spi")
+            MemberEvent::RegistrationRefused { ap, status } => {
+                let reason = refusal_reason(status);
+                if let RegistrationState::Refused { .. } = m.state() {
+                    stop.stop(Stop::Exit {
+                        code: EXIT_REFUSED,
+                        message: format!(
+                            "every access point refused the registration ({ap}: {reason})"
+                        ),
+                    })
+                } else {
+                    warn!(%ap, %reason, "the access point refused the registration; registering with the others")
+                }
             }
-            MemberEvent::RegistrationLost => {
+            MemberEvent::AuthFailureReported { ap } => {
+                warn!(%ap, "the access point reports an authentication failure: check --key and --spi")
+            }
+            MemberEvent::RegistrationLost { ap } => {
                 warn!(
-                    "the registration lapsed (no answer from the access point): registering again"
+                    %ap, "the registration lapsed (no answer from the access point): registering again"
                 )
+            }
+            MemberEvent::ApRestarted { ap } => {
+                info!(%ap, "the access point restarted: registered again, flows reported")
             }
             MemberEvent::RouteOptimized {
                 client,

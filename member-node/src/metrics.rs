@@ -91,6 +91,12 @@ struct LimitLabels {
 }
 
 #[derive(Debug, EncodeLabelSet)]
+struct ApLabels {
+    member: u16,
+    ap: String,
+}
+
+#[derive(Debug, EncodeLabelSet)]
 struct ResultLabels {
     member: u16,
     result: &'static str,
@@ -118,8 +124,24 @@ pub fn encode(m: &Member, now: Instant, e: &mut DescriptorEncoder<'_>) -> std::f
     gauges(
         e,
         "homeaddr_member_registered",
-        "1 while registered with the access point.",
+        "1 while registered with at least one access point.",
         one(member, registered),
+    )?;
+    gauges(
+        e,
+        "homeaddr_member_ap_registered",
+        "1 while registered with this access point.",
+        m.access_points().map(|v| {
+            let ap = v.endpoint.to_string();
+            let up = i64::from(matches!(v.state, RegistrationState::Registered { .. }));
+            (ApLabels { member, ap }, up)
+        }),
+    )?;
+    gauges(
+        e,
+        "homeaddr_member_flows",
+        "Legacy flows served (tracked and reported to the access points).",
+        one(member, m.flows() as i64),
     )?;
     gauges(
         e,
@@ -179,8 +201,26 @@ pub fn encode(m: &Member, now: Instant, e: &mut DescriptorEncoder<'_>) -> std::f
     )?;
     counters(
         e,
+        "homeaddr_member_flow_reports",
+        "Flow Report messages sent to the access points.",
+        one(member, c.flow_reports),
+    )?;
+    counters(
+        e,
+        "homeaddr_member_flows_reported",
+        "Flows reported in Flow Reports (each flow once per access point and report).",
+        one(member, c.flows_reported),
+    )?;
+    counters(
+        e,
+        "homeaddr_member_ap_hints",
+        "Zero-nonce hints of a restarted access point acted on (a registration at once).",
+        one(member, c.ap_hints),
+    )?;
+    counters(
+        e,
         "homeaddr_member_limit_hits",
-        "Times a limit was hit, by limit (correspondents: the shim-client table was full).",
+        "Times a limit was hit, by limit (correspondents: the shim-client table was full; flows: the flow table was full).",
         c.limit_hits
             .iter()
             .map(|(limit, n)| (LimitLabels { member, limit }, n)),
@@ -207,6 +247,10 @@ mod tests {
             b"a member key".to_vec(),
             [1; 32],
         );
+        let mut config = config;
+        config
+            .access_points
+            .push("[2001:db8::2]:4790".parse().unwrap());
         Member::new(config)
     }
 
@@ -218,7 +262,7 @@ mod tests {
     fn an_unregistered_member_shows_its_id_and_zeroed_counters() {
         let t = engine_text(member_3(), encode);
         for line in [
-            "# HELP homeaddr_member_registered 1 while registered with the access point.",
+            "# HELP homeaddr_member_registered 1 while registered with at least one access point.",
             "# TYPE homeaddr_member_registered gauge",
             "homeaddr_member_registered{member=\"3\"} 0",
             "homeaddr_member_draining{member=\"3\"} 0",
@@ -234,6 +278,13 @@ mod tests {
             "homeaddr_member_dropped_packets_total{reason=\"unauthenticated\"} 0",
             "homeaddr_member_auth_failures_reported_total{member=\"3\"} 0",
             "homeaddr_member_limit_hits_total{member=\"3\",limit=\"correspondents\"} 0",
+            "homeaddr_member_limit_hits_total{member=\"3\",limit=\"flows\"} 0",
+            "homeaddr_member_ap_registered{member=\"3\",ap=\"[2001:db8::1]:4790\"} 0",
+            "homeaddr_member_ap_registered{member=\"3\",ap=\"[2001:db8::2]:4790\"} 0",
+            "homeaddr_member_flows{member=\"3\"} 0",
+            "homeaddr_member_flow_reports_total{member=\"3\"} 0",
+            "homeaddr_member_flows_reported_total{member=\"3\"} 0",
+            "homeaddr_member_ap_hints_total{member=\"3\"} 0",
         ] {
             has(&t, line);
         }

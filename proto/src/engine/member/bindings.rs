@@ -45,12 +45,12 @@ impl Member {
         self.arm_correspondent(now, client, Some(now + self.config.initial_retransmit));
     }
 
-    /// A receive index for a member - shim session: non-zero, not the AP
+    /// A receive index for a member - shim session: non-zero, not an AP
     /// session's, not in use.
     fn unused_shim_index(&mut self) -> u32 {
         loop {
             let i = self.rng.session_index();
-            if i != self.ap.ours.0 && !self.shim_indices.contains_key(&i) {
+            if !self.is_ap_index(i) && !self.shim_indices.contains_key(&i) {
                 return i;
             }
         }
@@ -76,7 +76,7 @@ impl Member {
             lifetime,
         });
         let msg = self
-            .with_bu_options(msg, self.drain.any())
+            .with_bu_options(msg, self.is_draining())
             .with(MobilityOption::NonceIndices {
                 home: nonces.0,
                 care_of: nonces.1,

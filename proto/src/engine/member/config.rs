@@ -4,6 +4,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::crypto::Protection;
+use crate::engine::canonical;
 use crate::wire::MemberId;
 
 pub use crate::engine::ap::DEFAULT_WEIGHT;
@@ -17,11 +18,17 @@ pub const DEFAULT_INITIAL_RETRANSMIT: Duration = Duration::from_secs(1);
 pub const DEFAULT_MAX_RETRANSMIT: Duration = Duration::from_secs(32);
 /// The SPI of the registration key when none is configured.
 pub const DEFAULT_SPI: u32 = 1;
-/// A registered member that hears no sealed frame from the AP this long
-/// registers again at once (three AP heartbeats: AP restart recovery).
-pub const DEFAULT_AP_SILENCE: Duration = Duration::from_secs(3);
+/// A registered member that hears no sealed frame from an AP this long
+/// registers with it again at once (one and a half AP heartbeats: AP
+/// restart recovery; a spurious re-registration is one more BU).
+pub const DEFAULT_AP_SILENCE: Duration = Duration::from_millis(1500);
+/// First retransmission timeout of a re-registration started by silence or
+/// by an AP's zero-nonce hint: the AP is probably back already.
+pub const SILENCE_RETRANSMIT: Duration = Duration::from_millis(250);
 /// Shim clients the member keeps route-optimization state for, at most.
 pub const DEFAULT_MAX_CORRESPONDENTS: usize = 65536;
+/// Legacy flows the member tracks (and reports to its APs), at most.
+pub const DEFAULT_MAX_FLOWS: usize = 1_000_000;
 
 /// Member node configuration.
 #[derive(Clone)]
@@ -30,8 +37,10 @@ pub struct MemberConfig {
     pub id: MemberId,
     /// The shared home address.
     pub home_address: Ipv6Addr,
-    /// The access point's tunnel endpoint.
-    pub access_point: SocketAddr,
+    /// The access points' tunnel endpoints, in order of preference (answers
+    /// whose flow's AP is silent go to the first registered one). Non-empty,
+    /// no duplicates ([`MemberConfig::check`]).
+    pub access_points: Vec<SocketAddr>,
     /// This member's tunnel endpoint.
     pub care_of: SocketAddr,
     /// Mobility SPI of the registration key.
@@ -63,6 +72,9 @@ pub struct MemberConfig {
     /// Shim clients with route-optimization state, at most (then the
     /// unproven, else the least recently active one is evicted).
     pub max_correspondents: usize,
+    /// Legacy flows tracked and reported to the APs, at most (then new
+    /// flows are served but neither tracked nor reported).
+    pub max_flows: usize,
     /// How sealed frames are protected (and what received ones must be).
     pub protection: Protection,
     /// Seed of the engine's random generator.
@@ -74,7 +86,7 @@ impl std::fmt::Debug for MemberConfig {
         f.debug_struct("MemberConfig")
             .field("id", &self.id)
             .field("home_address", &self.home_address)
-            .field("access_point", &self.access_point)
+            .field("access_points", &self.access_points)
             .field("care_of", &self.care_of)
             .field("spi", &self.spi)
             .finish_non_exhaustive()
@@ -82,7 +94,8 @@ impl std::fmt::Debug for MemberConfig {
 }
 
 impl MemberConfig {
-    /// Defaults for the given identity and endpoints.
+    /// Defaults for the given identity and endpoints, with one access
+    /// point (push more onto [`access_points`](Self::access_points)).
     pub fn new(
         id: MemberId,
         home_address: Ipv6Addr,
@@ -94,7 +107,7 @@ impl MemberConfig {
         Self {
             id,
             home_address,
-            access_point,
+            access_points: vec![access_point],
             care_of,
             spi: DEFAULT_SPI,
             key,
@@ -108,8 +121,44 @@ impl MemberConfig {
             direct_return: false,
             ap_silence: DEFAULT_AP_SILENCE,
             max_correspondents: DEFAULT_MAX_CORRESPONDENTS,
+            max_flows: DEFAULT_MAX_FLOWS,
             protection: Protection::default(),
             seed,
         }
     }
+}
+
+/// What is wrong with a [`MemberConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MemberConfigError {
+    /// No access point.
+    #[error("no access point: give at least one")]
+    NoAccessPoint,
+    /// The same access point twice.
+    #[error("access point {0} is given twice: list each one once")]
+    DuplicateAccessPoint(SocketAddr),
+}
+
+impl MemberConfig {
+    /// Checks what [`Member::new`](super::Member::new) cannot:
+    /// [`check_access_points`]. A member built from a bad configuration
+    /// registers with the distinct APs it has, or with none.
+    pub fn check(&self) -> Result<(), MemberConfigError> {
+        check_access_points(&self.access_points)
+    }
+}
+
+/// At least one access point, none twice (an IPv4-mapped address is the
+/// same as its IPv4 form).
+pub fn check_access_points(aps: &[SocketAddr]) -> Result<(), MemberConfigError> {
+    if aps.is_empty() {
+        return Err(MemberConfigError::NoAccessPoint);
+    }
+    for (i, ap) in aps.iter().enumerate() {
+        if aps[..i].iter().any(|a| canonical(*a) == canonical(*ap)) {
+            return Err(MemberConfigError::DuplicateAccessPoint(*ap));
+        }
+    }
+    Ok(())
 }

@@ -1,12 +1,14 @@
 //! Received frames: sealed ones open in the session their index names
-//! (the AP's, or a shim's), unsealed ones may only be the handshakes of
-//! docs/PROTOCOL.md section 1.4 (registration BA from the AP; CoT and RO BA
-//! from a shim). Control messages are dispatched from here.
+//! (an AP's, or a shim's), unsealed ones may only be the handshakes of
+//! docs/PROTOCOL.md section 1.4 (registration BA, or the zero-nonce hint,
+//! from an AP; CoT and RO BA from a shim). Control messages are dispatched
+//! from here.
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
-use super::{Member, RegistrationState};
+use super::Member;
+use super::ack::RegistrationAck;
 use crate::engine::sealed::open_drop_reason;
 use crate::engine::{
     DataAction, DropReason, canonical, parse_header, to_units, verify_registration,
@@ -20,7 +22,8 @@ pub(super) const UNSEALED_MH: usize = crate::wire::FRAME_HEADER_LEN;
 /// Who a sealed frame is from, by the receive index it names.
 #[derive(Debug, Clone, Copy)]
 enum Peer {
-    Ap,
+    /// The AP of that index.
+    Ap(usize),
     Shim(Ipv6Addr),
 }
 
@@ -50,8 +53,8 @@ impl Member {
                 FrameKind::Data => self.counters.drops.drop(DropReason::Unauthenticated),
             };
         }
-        let peer = if index == self.ap.ours.0 && self.ap.sessions.is_some() {
-            Peer::Ap
+        let peer = if let Some(ap) = self.ap_with_index(index) {
+            Peer::Ap(ap)
         } else if let Some(client) = self.shim_indices.get(&index) {
             Peer::Shim(*client)
         } else {
@@ -59,7 +62,7 @@ impl Member {
         };
         let protection = self.config.protection;
         let sessions = match peer {
-            Peer::Ap => self.ap.sessions.as_mut(),
+            Peer::Ap(ap) => self.aps[ap].sessions.as_mut(),
             Peer::Shim(client) => self
                 .correspondents
                 .get_mut(&client)
@@ -74,11 +77,11 @@ impl Member {
         // Opened: the frame is at least header + tag long.
         let body = crate::engine::sealed::payload(frame);
         match (peer, header.kind) {
-            (Peer::Ap, kind) => {
-                self.ap.heard = Some(now);
+            (Peer::Ap(ap), kind) => {
+                self.aps[ap].heard = Some(now);
                 match kind {
-                    FrameKind::Control => self.ap_sealed_control(now, body),
-                    FrameKind::Data => self.data_from_ap(now, body),
+                    FrameKind::Control => self.ap_sealed_control(now, ap, body),
+                    FrameKind::Data => self.data_from_ap(now, ap, body),
                 }
             }
             (Peer::Shim(client), FrameKind::Control) => self.shim_sealed_control(now, client, body),
@@ -92,8 +95,8 @@ impl Member {
             Ok(m) => m,
             Err(_) => return self.counters.drops.drop(DropReason::Malformed),
         };
-        if from == canonical(self.config.access_point) {
-            return self.ap_registration_ack(now, mh, &msg);
+        if let Some(ap) = self.ap_at(from) {
+            return self.ap_unsealed_control(now, ap, mh, &msg);
         }
         self.shim_control(now, from, mh, &msg)
     }
@@ -146,39 +149,53 @@ impl Member {
         }
     }
 
-    /// The unsealed messages from the AP: registration BAs only (signed,
-    /// or an unsigned 146). Anything else must come sealed.
-    fn ap_registration_ack(
+    /// The unsealed messages from `ap`: registration BAs (signed, or an
+    /// unsigned 146) and the zero-nonce Shim Cookie (the AP lost our
+    /// session). Anything else must come sealed.
+    fn ap_unsealed_control(
         &mut self,
         now: Instant,
+        ap: usize,
         mh: &[u8],
         msg: &MobilityMessage,
     ) -> DataAction {
-        let MessageBody::BindingAck {
-            status,
-            sequence,
-            lifetime,
-        } = msg.body
-        else {
-            return self.counters.drops.drop(DropReason::Unauthenticated);
+        let (status, seq, lifetime) = match msg.body {
+            MessageBody::BindingAck {
+                status,
+                sequence,
+                lifetime,
+            } => (status, sequence, lifetime),
+            MessageBody::ShimCookie { nonce, .. } if nonce == [0; 16] => {
+                return self.ap_hint(now, ap);
+            }
+            MessageBody::ShimCookie { .. } => {
+                return self.counters.drops.drop(DropReason::UnexpectedMessage);
+            }
+            _ => return self.counters.drops.drop(DropReason::Unauthenticated),
         };
         // Every AP message names its member: one key may serve many members.
         if msg.binding_id().is_some_and(|(id, _)| id != self.config.id) {
             return self.counters.drops.drop(DropReason::UnexpectedMessage);
         }
-        let signed = verify_registration(mh, &self.config.key, self.config.home_address);
-        let (action, accepted) =
-            self.handle_registration_ack(now, signed, msg, status, sequence, lifetime);
+        let ba = RegistrationAck {
+            signed: verify_registration(mh, &self.config.key, self.config.home_address),
+            msg,
+            status,
+            seq,
+            lifetime,
+        };
+        let (action, accepted) = self.handle_registration_ack(now, ap, &ba);
         if accepted && let Some((_, draining, _)) = msg.member_state() {
-            self.apply_operator_drain(now, draining);
+            self.apply_operator_drain(now, ap, draining);
         }
         action
     }
 
-    /// A sealed control message from the AP: BRR, Shim Notice, HoT relay.
-    /// An Authentication option, if any, is ignored: the session
-    /// authenticates the message.
-    fn ap_sealed_control(&mut self, now: Instant, mh: &[u8]) -> DataAction {
+    /// A sealed control message from `ap`: BRR (refreshes the
+    /// registration with that AP only), Shim Notice, HoT relay. An
+    /// Authentication option, if any, is ignored: the session authenticates
+    /// the message.
+    fn ap_sealed_control(&mut self, now: Instant, ap: usize, mh: &[u8]) -> DataAction {
         let msg = match MobilityMessage::parse(mh) {
             Ok(m) => m,
             Err(_) => return self.counters.drops.drop(DropReason::Malformed),
@@ -188,13 +205,13 @@ impl Member {
         }
         match msg.body {
             MessageBody::BindingRefreshRequest => {
-                if matches!(self.state, RegistrationState::Registered { .. }) {
-                    self.send_registration(now, to_units(self.config.lifetime));
+                if self.aps[ap].registered() {
+                    self.send_registration(now, ap, to_units(self.config.lifetime));
                 }
                 DataAction::Consumed
             }
             MessageBody::ShimNotice { client, shim } => {
-                self.handle_shim_notice(now, client, shim, msg.shim_instance());
+                self.handle_shim_notice(now, ap, client, shim, msg.shim_instance());
                 DataAction::Consumed
             }
             MessageBody::HomeTest {

@@ -14,11 +14,12 @@ use crate::wire::mh::MessageBody;
 use crate::wire::{MobilityMessage, MobilityOption};
 
 impl Member {
-    /// The AP tells us about a shim client (sealed Shim Notice), with the
-    /// shim process it has a session with.
+    /// AP `ap` tells us about a shim client (sealed Shim Notice), with the
+    /// shim process it has a session with: that AP relays our HoTIs to it.
     pub(super) fn handle_shim_notice(
         &mut self,
         now: Instant,
+        ap: usize,
         client: Ipv6Addr,
         shim: SocketAddr,
         instance: Option<[u8; 8]>,
@@ -31,6 +32,7 @@ impl Member {
             Some(c) if c.shim == shim && c.instance == instance => {
                 let lapsing = c.lapsing(now, self.config.binding_lifetime);
                 c.last_activity = now;
+                c.ap = ap;
                 if let RoState::Backoff { until } = c.rr
                     && until <= now
                 {
@@ -43,7 +45,7 @@ impl Member {
                 // Another shim endpoint or a new shim process: what we had
                 // with the old one (tokens, binding, session) is worthless.
                 self.forget_correspondent(client);
-                self.new_correspondent(now, client, shim, instance);
+                self.new_correspondent(now, ap, client, shim, instance);
             }
             None => {
                 if self.correspondents.len() >= self.config.max_correspondents {
@@ -52,7 +54,7 @@ impl Member {
                         return;
                     }
                 }
-                self.new_correspondent(now, client, shim, instance);
+                self.new_correspondent(now, ap, client, shim, instance);
             }
         }
     }
@@ -60,6 +62,7 @@ impl Member {
     fn new_correspondent(
         &mut self,
         now: Instant,
+        ap: usize,
         client: Ipv6Addr,
         shim: SocketAddr,
         instance: Option<[u8; 8]>,
@@ -79,6 +82,7 @@ impl Member {
                 deadline: None,
                 rr_started: now,
                 hold: None,
+                ap,
                 instance,
                 bu_session: (0, [0; 16]),
                 sessions: None,
@@ -159,14 +163,16 @@ impl Member {
         self.send_tests(now, client);
     }
 
-    /// Send what the run still needs: the HoTI (sealed, through the AP)
+    /// Send what the run still needs: the HoTI (sealed, through the AP of
+    /// the client's last Shim Notice)
     /// until the home token and its ticket are in, then the CoTI (direct,
     /// showing the ticket).
     pub(super) fn send_tests(&mut self, now: Instant, client: Ipv6Addr) {
         let Some(c) = self.correspondents.get(&client) else {
             return;
         };
-        let (shim, home_cookie, care_of_cookie) = (c.shim, c.home_cookie, c.care_of_cookie);
+        let (shim, ap, home_cookie, care_of_cookie) =
+            (c.shim, c.ap, c.home_cookie, c.care_of_cookie);
         let ticket = c.home.and_then(|h| h.ticket);
         let attempt = match c.rr {
             RoState::Testing { attempt } => attempt,
@@ -180,7 +186,7 @@ impl Member {
                 .with(binding_id(self.config.id))
                 .with(MobilityOption::HomeAddress(self.config.home_address))
                 .with(MobilityOption::Correspondent(client));
-                self.send_sealed_to_ap(&msg);
+                self.send_sealed_to_ap(ap, &msg);
             }
             Some((nonce_index, ticket)) => {
                 let coti = MobilityMessage::new(MessageBody::CareOfTestInit {

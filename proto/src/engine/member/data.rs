@@ -1,7 +1,7 @@
-//! The data path: packets for the HoA in (opened from the AP session or a
-//! bound shim's session), answers out (sealed direct to a bound shim, held
-//! during a move, sealed through the AP, or natively with direct server
-//! return).
+//! The data path: packets for the HoA in (opened from an AP session or a
+//! bound shim's session; legacy flows tracked), answers out (sealed direct
+//! to a bound shim, held during a move, sealed through the AP the flow came
+//! from, or natively with direct server return).
 
 use std::net::Ipv6Addr;
 use std::time::Instant;
@@ -15,15 +15,16 @@ use crate::wire::inner;
 /// Where a sealed data frame goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Via {
-    /// Through the AP, in the AP session.
-    Ap,
+    /// Through the AP of that index, in its session.
+    Ap(usize),
     /// Direct to the client's shim, in the member - shim session.
     Shim(Ipv6Addr),
 }
 
 impl Member {
-    /// An opened data frame from the AP: for the HoA, to the TUN.
-    pub(super) fn data_from_ap(&mut self, now: Instant, packet: &[u8]) -> DataAction {
+    /// An opened data frame from `ap`: for the HoA, to the TUN; its flow
+    /// is tracked (and reported) with that AP.
+    pub(super) fn data_from_ap(&mut self, now: Instant, ap: usize, packet: &[u8]) -> DataAction {
         let Ok((src, dst)) = inner::addresses(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
@@ -32,6 +33,11 @@ impl Member {
         }
         self.counters.via_ap_in += 1;
         self.touch(now, src);
+        // A packet whose upper layer does not parse still goes to the
+        // kernel (as before flows were tracked); only its flow is unknown.
+        if let Ok(info) = inner::inspect(packet) {
+            self.flow_from_ap(now, ap, &info, packet.len());
+        }
         DataAction::ToTun
     }
 
@@ -62,7 +68,7 @@ impl Member {
     pub(super) fn seal_frame(&mut self, via: Via, frame: &mut [u8]) -> bool {
         let (protection, id) = (self.config.protection, Some(self.config.id));
         let sessions = match via {
-            Via::Ap => self.ap.sessions.as_mut(),
+            Via::Ap(ap) => self.aps.get_mut(ap).and_then(|a| a.sessions.as_mut()),
             Via::Shim(client) => self
                 .correspondents
                 .get_mut(&client)
@@ -81,7 +87,9 @@ impl Member {
 
     /// Where an answer from the local TUN goes: direct to a bound shim,
     /// held during a move (`None`, the packet is kept), natively (direct
-    /// server return) or through the AP.
+    /// server return) or through an AP: the AP its flow's last packet came
+    /// through, a shim client's AP, or the fallback of
+    /// [`Member::answer_ap`].
     pub(super) fn route_out(&mut self, now: Instant, packet: &[u8]) -> Result<Route, DataAction> {
         let Ok((src, dst)) = inner::addresses(packet) else {
             return Err(self.counters.drops.drop(DropReason::Malformed));
@@ -93,6 +101,7 @@ impl Member {
             return Err(self.counters.drops.drop(DropReason::SpoofedSource));
         }
         self.touch(now, dst);
+        let flow_ap = self.flow_of_answer(now, packet);
         if let Some(c) = self.correspondents.get_mut(&dst) {
             if c.binding.is_some_and(|b| b.expires > now) && c.sessions.is_some() {
                 return Ok(Route::Direct(dst, c.shim));
@@ -112,11 +121,14 @@ impl Member {
             self.counters.direct_return += 1;
             return Err(DataAction::ToTun);
         }
-        if self.ap.sessions.is_none() {
+        // A shim client's answers go through its shim's AP (which re-seals
+        // them for the shim); a legacy client's through its flow's.
+        let preferred = self.correspondents.get(&dst).map(|c| c.ap).or(flow_ap);
+        match self.answer_ap(now, preferred) {
+            Some(ap) => Ok(Route::Ap(ap)),
             // Not registered yet: nothing to seal it in.
-            return Err(self.counters.drops.drop(DropReason::NoSession));
+            None => Err(self.counters.drops.drop(DropReason::NoSession)),
         }
-        Ok(Route::Ap)
     }
 
     /// An answer from the local TUN, sealed in place in `pkt`'s frame for
@@ -124,14 +136,14 @@ impl Member {
     pub(super) fn data_out(&mut self, now: Instant, mut pkt: TunPacket<'_>) -> DataAction {
         let (via, to) = match self.route_out(now, pkt.packet()) {
             Ok(Route::Direct(client, shim)) => (Via::Shim(client), shim),
-            Ok(Route::Ap) => (Via::Ap, self.config.access_point),
+            Ok(Route::Ap(ap)) => (Via::Ap(ap), self.aps[ap].endpoint),
             Err(action) => return action,
         };
         if !self.seal_frame(via, pkt.frame_mut()) {
             return self.counters.drops.drop(DropReason::NoSession);
         }
         match via {
-            Via::Ap => self.counters.via_ap_out += 1,
+            Via::Ap(_) => self.counters.via_ap_out += 1,
             Via::Shim(_) => self.counters.direct_out += 1,
         }
         DataAction::Send { to }
@@ -141,8 +153,8 @@ impl Member {
 /// Where an answer goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Route {
-    /// Through the AP.
-    Ap,
+    /// Through the AP of that index.
+    Ap(usize),
     /// Direct to the client's (first) shim endpoint (second).
     Direct(Ipv6Addr, std::net::SocketAddr),
 }

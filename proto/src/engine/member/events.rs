@@ -9,24 +9,42 @@ use crate::engine::DropCounters;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MemberEvent {
-    /// The AP accepted the registration.
+    /// An AP accepted the registration.
     Registered {
+        /// The AP (its configured endpoint).
+        ap: SocketAddr,
         /// Care-of endpoint registered.
         care_of: SocketAddr,
         /// Lifetime granted.
         lifetime: Duration,
     },
-    /// The AP refused the registration; the member will not retry.
+    /// An AP refused the registration; the member will not retry with
+    /// it (the others go on: [`Member::state`](super::Member::state) is
+    /// Refused once every AP refused).
     RegistrationRefused {
+        /// The AP.
+        ap: SocketAddr,
         /// BA status.
         status: u8,
     },
-    /// The AP reported an authentication failure (unsigned, so never
+    /// An AP reported an authentication failure (unsigned, so never
     /// believed: the member keeps retrying).
-    AuthFailureReported,
-    /// The registration lapsed without a refresh.
-    RegistrationLost,
-    /// Deregistration finished.
+    AuthFailureReported {
+        /// The AP.
+        ap: SocketAddr,
+    },
+    /// The registration with an AP lapsed without a refresh.
+    RegistrationLost {
+        /// The AP.
+        ap: SocketAddr,
+    },
+    /// An AP restarted: its silence or its zero-nonce hint made the member
+    /// register again, and the AP answered with a new session.
+    ApRestarted {
+        /// The AP.
+        ap: SocketAddr,
+    },
+    /// Deregistration from every AP finished.
     Left,
     /// Return routability started with a shim.
     ReturnRoutabilityStarted {
@@ -76,6 +94,12 @@ pub struct MemberCounters {
     pub rr_failures: u64,
     /// Unsigned BAs 146 for our outstanding BU (never final: counted only).
     pub auth_failures_reported: u64,
+    /// Zero-nonce hints from an AP acted on (a BU at once).
+    pub ap_hints: u64,
+    /// Flow Report messages sent (to all APs).
+    pub flow_reports: u64,
+    /// Flow options sent in them.
+    pub flows_reported: u64,
     /// Limit hits by limit.
     pub limit_hits: LimitHits,
 }
@@ -86,11 +110,18 @@ pub struct LimitHits {
     /// A Shim Notice found the correspondent table full
     /// (`max_correspondents`).
     pub correspondents: u64,
+    /// A new legacy flow found the flow table full (`max_flows`): served,
+    /// not tracked nor reported.
+    pub flows: u64,
 }
 
 impl LimitHits {
     /// (limit name, hits) for every limit, for exporting counters.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> {
-        [("correspondents", self.correspondents)].into_iter()
+        [
+            ("correspondents", self.correspondents),
+            ("flows", self.flows),
+        ]
+        .into_iter()
     }
 }

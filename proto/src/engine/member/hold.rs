@@ -7,25 +7,24 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
 use super::data::Via;
-use super::{Hold, MOVE_HOLD, Member, RegistrationState};
+use super::{Hold, MOVE_HOLD, Member};
 use crate::engine::{Transmit, canonical, to_units};
 
 impl Member {
-    /// The care-of endpoint changed: re-register and re-bind every shim
-    /// (RFC 6275 sec. 11.7.1 and 11.7.2).
+    /// The care-of endpoint changed: re-register with every AP and re-bind
+    /// every shim (RFC 6275 sec. 11.7.1 and 11.7.2).
     pub fn set_care_of(&mut self, now: Instant, care_of: SocketAddr) {
         if canonical(care_of) == canonical(self.config.care_of) {
             return;
         }
         self.config.care_of = care_of;
-        // The AP's cookie is bound to the old endpoint: the AP answers the
-        // new one's BU with a fresh cookie (BA 202) and we send it again.
-        self.ap.cookie = None;
-        if matches!(
-            self.state,
-            RegistrationState::Registered { .. } | RegistrationState::Registering
-        ) {
-            self.send_registration(now, to_units(self.config.lifetime));
+        // The APs' cookies are bound to the old endpoint: each AP answers
+        // the new one's BU with a fresh cookie (BA 202) and we send it again.
+        for ap in 0..self.aps.len() {
+            self.aps[ap].cookie = None;
+            if self.aps[ap].active() {
+                self.send_registration(now, ap, to_units(self.config.lifetime));
+            }
         }
         let clients: Vec<Ipv6Addr> = self.correspondents.keys().copied().collect();
         for client in clients {
@@ -47,10 +46,10 @@ impl Member {
     }
 
     /// Send answers held during a move, sealed for `via` (the client's
-    /// shim, or the AP).
+    /// shim, or an AP).
     pub(super) fn release_held(&mut self, via: Via, held: VecDeque<Vec<u8>>) {
         let to = match via {
-            Via::Ap => self.config.access_point,
+            Via::Ap(ap) => self.aps[ap].endpoint,
             Via::Shim(client) => match self.correspondents.get(&client) {
                 Some(c) => c.shim,
                 None => return,
@@ -63,17 +62,16 @@ impl Member {
                     .drop(crate::engine::DropReason::NoSession);
                 continue;
             };
-            if via == Via::Ap {
-                self.counters.via_ap_out += 1;
-            } else {
-                self.counters.direct_out += 1;
+            match via {
+                Via::Ap(_) => self.counters.via_ap_out += 1,
+                Via::Shim(_) => self.counters.direct_out += 1,
             }
             self.transmits.push_back(Transmit { to, payload });
         }
     }
 
     /// The hold deadline passed without a new binding: what was held goes
-    /// through the AP, in order.
+    /// through the shim's AP (or another, 7.5), in order.
     pub(super) fn release_if_late(&mut self, now: Instant, client: Ipv6Addr) {
         let Some(c) = self.correspondents.get_mut(&client) else {
             return;
@@ -81,7 +79,17 @@ impl Member {
         if c.hold.as_ref().is_some_and(|h| h.until <= now)
             && let Some(hold) = c.hold.take()
         {
-            self.release_held(Via::Ap, hold.packets);
+            let notice_ap = c.ap;
+            match self.answer_ap(now, Some(notice_ap)) {
+                Some(ap) => self.release_held(Via::Ap(ap), hold.packets),
+                None => {
+                    for _ in hold.packets {
+                        self.counters
+                            .drops
+                            .drop(crate::engine::DropReason::NoSession);
+                    }
+                }
+            }
         }
     }
 }

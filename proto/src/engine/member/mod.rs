@@ -1,15 +1,18 @@
 //! The member node engine: the mobile node of RFC 6275 sec. 11, one of many
 //! sharing the home address, identified by its Binding ID.
 //!
-//! It registers its care-of endpoint with the access point (authenticated
-//! BU with retransmission and exponential backoff, refreshed on the AP's BRR
-//! heartbeat), serves packets for the HoA (decapsulated into the TUN), sends
-//! answers back through the AP (reverse tunnelling, RFC 6275 sec. 5.5) or,
-//! once route optimization is done, straight to the client's shim; runs
-//! return routability and binding updates per shim client; re-registers and
+//! It registers its care-of endpoint with every configured access point
+//! (one registration and one member - AP session per AP: authenticated BU
+//! with retransmission and exponential backoff, refreshed on that AP's BRR
+//! heartbeat), serves packets for the HoA (decapsulated into the TUN),
+//! sends answers back through the AP the flow came from (reverse
+//! tunnelling, RFC 6275 sec. 5.5) or, once route optimization is done,
+//! straight to the client's shim; reports the legacy flows it serves to
+//! every AP (Flow Report), so any AP can take any flow over; runs return
+//! routability and binding updates per shim client; re-registers and
 //! re-binds when its care-of endpoint changes; drains and leaves on request.
 //!
-//! Registration states (docs/PROTOCOL.md sec. 7.2):
+//! Registration states, per AP (docs/PROTOCOL.md sec. 7.2):
 //!
 //! ```text
 //! Idle --start--> Registering --BA 0--> Registered --BRR/refresh--> Registered
@@ -17,13 +20,17 @@
 //! Registering|Registered --signed BA 129/133, or 4x 200--> Refused
 //! Registered --lifetime over without BA--> Registering
 //! Registered --no sealed frame from the AP for ap_silence--> Registered, BU at once
+//! Registering|Registered --zero-nonce Shim Cookie from the AP (500 ms apart)--> same, BU at once
 //! any --leave--> Deregistering --BA / 3 tries--> Left
 //! ```
 //!
+//! [`Member::state`] is the aggregate: Registered if any AP registered us,
+//! Refused only if every AP refused, Left when every AP is done.
+//!
 //! An unsigned BA 146 is never final (docs/PROTOCOL.md 4.5). Every BA 0
 //! carries the AP's Session {Ia, Na}; a new one makes a new member - AP
-//! session (docs/PROTOCOL.md 4.1), in which everything else between the AP
-//! and the member is sealed.
+//! session (docs/PROTOCOL.md 4.1), in which everything else between that
+//! AP and the member is sealed.
 //!
 //! Route optimization per client (sec. 7.3):
 //!
@@ -41,21 +48,28 @@
 //! any --Shim Notice with a new shim instance--> state dropped, Testing
 //! ```
 //!
-//! By concern: `config` (configuration and defaults), `registration` (with
-//! the AP), `correspondents` (return routability per shim client),
+//! By concern: `config` (configuration and defaults), `aps` (the access
+//! points, the aggregate state, which AP an answer takes), `registration`
+//! (BUs to the APs), `ack` (their BAs and the AP sessions), `restart`
+//! (AP silence and the zero-nonce hint), `flows` (the legacy flow table and
+//! Flow Reports), `correspondents` (return routability per shim client),
 //! `bindings` (BUs to shims, their BAs and timers), `hold` (a move of the
 //! care-of endpoint, answers held meanwhile), `data` (the data path),
 //! `control` (dispatch of control messages), `events` (events and
 //! counters).
 
+mod ack;
+mod aps;
 mod bindings;
 mod config;
 mod control;
 mod correspondents;
 mod data;
 mod events;
+mod flows;
 mod hold;
 mod registration;
+mod restart;
 #[cfg(test)]
 mod tests;
 
@@ -63,17 +77,22 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use self::aps::ApLink;
+use self::flows::FlowTable;
 use super::sealed::PeerSessions;
 use super::{DataAction, Engine, TimerQueue, Transmit, TunPacket};
-use crate::crypto::{COOKIE_LEN, Drbg, Kbm, Token};
+use crate::crypto::{Drbg, Kbm, Token};
 use crate::wire::mh::ba_status;
 use crate::wire::{MobilityMessage, MobilityOption};
 
+pub use self::aps::ApView;
 pub use self::config::{
     DEFAULT_AP_SILENCE, DEFAULT_BINDING_LIFETIME, DEFAULT_INITIAL_RETRANSMIT, DEFAULT_LIFETIME,
-    DEFAULT_MAX_CORRESPONDENTS, DEFAULT_MAX_RETRANSMIT, DEFAULT_SPI, DEFAULT_WEIGHT, MemberConfig,
+    DEFAULT_MAX_CORRESPONDENTS, DEFAULT_MAX_FLOWS, DEFAULT_MAX_RETRANSMIT, DEFAULT_SPI,
+    DEFAULT_WEIGHT, MemberConfig, MemberConfigError, SILENCE_RETRANSMIT, check_access_points,
 };
 pub use self::events::{LimitHits, MemberCounters, MemberEvent};
+pub use self::flows::{FLOW_REPORT_DELAY, FLOW_REPORT_REFRESH};
 
 /// RFC 6275 sec. 12: MAX_TOKEN_LIFETIME, how long a keygen token may be reused.
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(210);
@@ -92,7 +111,11 @@ pub const MOVE_HOLD: Duration = Duration::from_millis(100);
 const MOVE_HOLD_PACKETS: usize = 512;
 /// Deregistration attempts before the member leaves anyway.
 const DEREGISTRATION_ATTEMPTS: u32 = 3;
-/// Where the member's registration with the AP stands.
+/// Zero-nonce Shim Cookies (an AP's hint that it lost our session) acted
+/// on at most this often per AP.
+pub const AP_HINT_INTERVAL: Duration = Duration::from_millis(500);
+/// Where the member's registration with an AP (or, from
+/// [`Member::state`], with its APs together) stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegistrationState {
     /// Not started.
@@ -104,7 +127,8 @@ pub enum RegistrationState {
         /// End of the granted lifetime.
         expires: Instant,
     },
-    /// The AP refused us; the daemon should stop and say why.
+    /// The AP refused us (every AP, in the aggregate); the daemon should
+    /// stop and say why.
     Refused {
         /// BA status.
         status: u8,
@@ -185,6 +209,9 @@ pub struct Correspondent {
     rr_started: Instant,
     /// Answers held while re-binding after a move.
     hold: Option<Hold>,
+    /// The AP (index in the configuration) whose Shim Notice last named
+    /// the client: it has the shim's session, so the HoTI goes through it.
+    ap: usize,
     /// The shim process the AP has a session with (Shim Notice).
     instance: Option<[u8; 8]>,
     /// Our Session {Im, Nm} of the outstanding (or last) RO BU.
@@ -213,19 +240,22 @@ struct Hold {
     packets: VecDeque<Vec<u8>>,
 }
 
-/// Every timer of the member.
+/// Every timer of the member. The registration timers name the AP by its
+/// index in [`MemberConfig::access_points`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MemberTimer {
-    /// Retransmit the outstanding registration BU.
-    Retransmit,
-    /// Refresh the registration before it lapses.
-    Refresh,
-    /// The registration lapses.
-    Expiry,
+    /// Retransmit the outstanding registration BU to the AP.
+    Retransmit(usize),
+    /// Refresh the registration with the AP before it lapses.
+    Refresh(usize),
+    /// The registration with the AP lapses.
+    Expiry(usize),
     /// A correspondent's next deadline (retransmission, refresh or expiry).
     Correspondent(Ipv6Addr),
     /// Time to check whether the AP has been silent for `ap_silence`.
-    ApSilence,
+    ApSilence(usize),
+    /// Report new flows (batched), re-report open ones, sweep the flow table.
+    FlowReport,
 }
 
 #[derive(Debug, Clone)]
@@ -233,38 +263,8 @@ struct PendingBu {
     seq: u16,
     lifetime: u16,
     attempt: u32,
-}
-
-/// Who asks this member to drain: itself (operator command at the member),
-/// or the AP (operator or config drain there, reported in its BA).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Drain {
-    /// Our own request; our registration BUs carry it.
-    own: bool,
-    /// The AP's, from its last BA.
-    at_ap: bool,
-}
-
-impl Drain {
-    /// Drained at all: bound shims start no new flows here.
-    fn any(self) -> bool {
-        self.own || self.at_ap
-    }
-}
-
-/// The member's side of its session with the AP (docs/PROTOCOL.md 4.1).
-#[derive(Debug)]
-struct ApLink {
-    /// Our Session {Im, Nm}: drawn once per process.
-    ours: SessionId,
-    /// The newest cookie the AP gave for our endpoint.
-    cookie: Option<[u8; COOKIE_LEN]>,
-    /// The AP's Session {Ia, Na} of the current session.
-    theirs: Option<SessionId>,
-    /// The sessions with the AP (current, previous in its grace).
-    sessions: Option<PeerSessions>,
-    /// The last sealed frame from the AP (or registration).
-    heard: Option<Instant>,
+    /// Wait before the first retransmission (doubling from there).
+    first_wait: Duration,
 }
 
 /// The member engine.
@@ -272,14 +272,14 @@ struct ApLink {
 pub struct Member {
     config: MemberConfig,
     rng: Drbg,
-    state: RegistrationState,
-    drain: Drain,
-    next_seq: u16,
-    pending: Option<PendingBu>,
-    registered_care_of: Option<SocketAddr>,
-    id_in_use: u32,
+    /// Our own drain request (operator command at the member); our
+    /// registration BUs carry it. Each AP's own is in its [`ApLink`].
+    draining: bool,
     ro_seq: u16,
-    ap: ApLink,
+    /// One per distinct configured AP, in configured order.
+    aps: Vec<ApLink>,
+    /// The legacy flows served, and what is still to report.
+    flows: FlowTable,
     correspondents: HashMap<Ipv6Addr, Correspondent>,
     /// Our receive indices of member - shim sessions -> their client.
     shim_indices: HashMap<u32, Ipv6Addr>,
@@ -293,25 +293,16 @@ impl Member {
     /// A member that has not registered yet; call [`Member::start`].
     pub fn new(config: MemberConfig) -> Self {
         let mut rng = Drbg::new(config.seed);
-        let next_seq = rng.next_u16();
-        let ours = (rng.session_index(), rng.nonce16());
+        let aps = ApLink::for_config(&config, &mut rng);
+        let ro_seq = aps.first().map_or(0, |a| a.next_seq.rotate_left(8));
+        let flows = FlowTable::new(config.max_flows);
         Self {
             config,
             rng,
-            state: RegistrationState::Idle,
-            drain: Drain::default(),
-            next_seq,
-            pending: None,
-            registered_care_of: None,
-            id_in_use: 0,
-            ro_seq: next_seq.rotate_left(8),
-            ap: ApLink {
-                ours,
-                cookie: None,
-                theirs: None,
-                sessions: None,
-                heard: None,
-            },
+            draining: false,
+            ro_seq,
+            aps,
+            flows,
             correspondents: HashMap::new(),
             shim_indices: HashMap::new(),
             timers: TimerQueue::default(),
@@ -326,14 +317,9 @@ impl Member {
         &self.config
     }
 
-    /// Registration state.
-    pub fn state(&self) -> RegistrationState {
-        self.state
-    }
-
-    /// True while draining, on our own request or the operator's at the AP.
+    /// True while draining, on our own request or the operator's at any AP.
     pub fn is_draining(&self) -> bool {
-        self.drain.any()
+        self.draining || self.aps.iter().any(|a| a.drains_us)
     }
 
     /// Counters.
@@ -394,11 +380,12 @@ impl Engine for Member {
     fn handle_timeout(&mut self, now: Instant) {
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
-                MemberTimer::Retransmit => self.retransmit(now),
-                MemberTimer::Refresh => self.refresh_due(now),
-                MemberTimer::Expiry => self.expiry_due(now),
+                MemberTimer::Retransmit(ap) => self.retransmit(now, ap),
+                MemberTimer::Refresh(ap) => self.refresh_due(now, ap),
+                MemberTimer::Expiry(ap) => self.expiry_due(now, ap),
                 MemberTimer::Correspondent(client) => self.correspondent_timer(now, client),
-                MemberTimer::ApSilence => self.ap_silence_due(now),
+                MemberTimer::ApSilence(ap) => self.ap_silence_due(now, ap),
+                MemberTimer::FlowReport => self.flow_report_due(now),
             }
         }
     }

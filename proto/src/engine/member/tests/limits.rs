@@ -31,7 +31,7 @@ fn the_correspondent_table_evicts_the_unproven_first() {
     assert_eq!(m.counters().limit_hits.correspondents, 2);
     assert_eq!(
         m.counters().limit_hits.iter().collect::<Vec<_>>(),
-        [("correspondents", 2)]
+        [("correspondents", 2), ("flows", 0)]
     );
 
     // All bound: the least recently active goes.

@@ -19,9 +19,15 @@ use crate::wire::mh::{MessageBody, ba_status};
 use crate::wire::{MemberId, MobilityMessage, MobilityOption};
 
 mod data;
+mod flow_report;
 mod limits;
+mod multi_ap;
 mod registration;
+mod restart;
 mod route_optimization;
+mod shim_peer;
+
+use self::shim_peer::*;
 
 const ID: MemberId = MemberId(1);
 const CLIENT: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 1);
@@ -79,8 +85,13 @@ fn registration_bu(m: &mut Member) -> Bu {
     let t = transmits(m);
     assert_eq!(t.len(), 1, "one BU: {t:?}");
     assert_eq!(t[0].to, ap_ep());
-    assert!(verify_registration(unsealed_mh(&t[0]), KEY, HOA), "signed");
-    let msg = unsealed_msg(&t[0]);
+    parse_bu(&t[0])
+}
+
+/// A registration BU transmit, checked (signed, Authentication last).
+fn parse_bu(t: &Transmit) -> Bu {
+    assert!(verify_registration(unsealed_mh(t), KEY, HOA), "signed");
+    let msg = unsealed_msg(t);
     // Session and Cookie come before the Authentication option (last).
     let auth_at = msg
         .options
@@ -173,6 +184,18 @@ const COOKIE_2: [u8; 16] = [0xc2; 16];
 
 /// The AP's BA 0 for `bu`, making the session (Ia, Na).
 fn accept(m: &mut Member, now: Instant, bu: &Bu, ia: u32, na: [u8; 16]) -> Ap {
+    accept_from(m, now, ap_ep(), bu, ia, na)
+}
+
+/// The BA 0 of the AP at `from` for `bu`, making the session (Ia, Na).
+fn accept_from(
+    m: &mut Member,
+    now: Instant,
+    from: SocketAddr,
+    bu: &Bu,
+    ia: u32,
+    na: [u8; 16],
+) -> Ap {
     let ap = Ap::new(bu, ia, na);
     let opts = [
         MobilityOption::Session {
@@ -182,7 +205,7 @@ fn accept(m: &mut Member, now: Instant, bu: &Bu, ia: u32, na: [u8; 16]) -> Ap {
         MobilityOption::Cookie(COOKIE_2),
     ];
     assert_eq!(
-        m.handle_udp(now, ap_ep(), &mut ba_with(0, bu.seq, 15, &opts)),
+        m.handle_udp(now, from, &mut ba_with(0, bu.seq, 15, &opts)),
         DataAction::Consumed
     );
     ap
@@ -206,6 +229,21 @@ fn registered_with(config: MemberConfig, now: Instant) -> (Member, Ap) {
 /// A packet from CLIENT for the HoA.
 fn inbound() -> Vec<u8> {
     tcp(v6(CLIENT, 40000), v6(HOA, 80), ACK, 1, 1)
+}
+
+/// An ICMPv6 echo request from CLIENT for the HoA: data that keeps an AP
+/// from being silent without making a legacy flow (only TCP and UDP flows
+/// are tracked and reported).
+fn ping() -> Vec<u8> {
+    let mut p = vec![0u8; 48];
+    p[0] = 0x60;
+    p[4..6].copy_from_slice(&8u16.to_be_bytes());
+    p[6] = 58;
+    p[7] = 64;
+    p[8..24].copy_from_slice(&CLIENT.octets());
+    p[24..40].copy_from_slice(&HOA.octets());
+    p[40] = 128;
+    p
 }
 
 /// An answer from the HoA to CLIENT.
@@ -263,157 +301,4 @@ fn hoti(m: &mut Member, ap: &mut Ap) -> Token {
         panic!("expected a HoTI, got {msg:?}");
     };
     cookie
-}
-
-const HOME_TOKEN: Token = [0x11; 8];
-const CARE_OF_TOKEN: Token = [0x22; 8];
-const TICKET: Token = [0x44; 8];
-
-fn home_test_msg(cookie: Token, ticket: Option<Token>) -> MobilityMessage {
-    let mut msg = MobilityMessage::new(MessageBody::HomeTest {
-        nonce_index: 5,
-        cookie,
-        token: HOME_TOKEN,
-    })
-    .with(bid(ID))
-    .with(MobilityOption::HomeAddress(HOA))
-    .with(MobilityOption::Correspondent(CLIENT));
-    if let Some(ticket) = ticket {
-        msg = msg.with(MobilityOption::CareOfTicket {
-            nonce_index: 5,
-            ticket,
-        });
-    }
-    msg
-}
-
-/// The relayed HoT: the member answers with the CoTI (Binding ID, the
-/// ticket); returns its cookie.
-fn home_test(m: &mut Member, ap: &mut Ap, now: Instant, cookie: Token) -> Token {
-    assert_eq!(
-        m.handle_udp(
-            now,
-            ap_ep(),
-            &mut ap.seal(home_test_msg(cookie, Some(TICKET)))
-        ),
-        DataAction::Consumed
-    );
-    coti(m)
-}
-
-/// The one CoTI queued (unsealed, to the shim): its cookie.
-fn coti(m: &mut Member) -> Token {
-    let t = transmits(m);
-    assert_eq!(t.len(), 1, "one CoTI: {t:?}");
-    assert_eq!(t[0].to, shim_ep());
-    let msg = unsealed_msg(&t[0]);
-    assert_eq!(msg.binding_id().map(|b| b.0), Some(ID));
-    assert_eq!(msg.care_of_ticket(), Some((5, TICKET)));
-    let MessageBody::CareOfTestInit { cookie } = msg.body else {
-        panic!("expected a CoTI, got {msg:?}");
-    };
-    cookie
-}
-
-fn care_of_test(cookie: Token, token: Token) -> Vec<u8> {
-    let msg = MobilityMessage::new(MessageBody::CareOfTest {
-        nonce_index: 6,
-        cookie,
-        token,
-    });
-    unsigned(None, &msg)
-}
-
-/// The RO BU the member sent to the shim: its sequence number and
-/// Session, checked against Kbm(HOME_TOKEN, `care_of_token`).
-fn binding_update(
-    m: &mut Member,
-    care_of_token: Token,
-    from: SocketAddr,
-) -> (u16, (u32, [u8; 16])) {
-    let t = transmits(m);
-    assert_eq!(t.len(), 1, "one BU: {t:?}");
-    assert_eq!(t[0].to, shim_ep());
-    let kbm = crypto::kbm(&HOME_TOKEN, &care_of_token);
-    assert!(verify_binding(unsealed_mh(&t[0]), &kbm, from, shim_ep()));
-    let msg = unsealed_msg(&t[0]);
-    assert_eq!(msg.nonce_indices(), Some((5, 6)));
-    assert!(
-        matches!(
-            msg.options.last(),
-            Some(MobilityOption::BindingAuthorization(_))
-        ),
-        "BAD last"
-    );
-    let session = msg.session().expect("Session in the RO BU");
-    match msg.body {
-        MessageBody::BindingUpdate {
-            sequence,
-            home: false,
-            ..
-        } => (sequence, session),
-        other => panic!("expected a BU, got {other:?}"),
-    }
-}
-
-/// The shim side of a member - shim session.
-struct Shim {
-    sessions: PeerSessions,
-}
-
-/// The shim's BA 0 with Session {Is, Ns}, signed with Kbm for the member
-/// at `care_of`, and the shim's session.
-fn shim_ba(
-    seq: u16,
-    member_session: (u32, [u8; 16]),
-    care_of_token: Token,
-    care_of: SocketAddr,
-    is: u32,
-) -> (Vec<u8>, Shim) {
-    let ns = [is as u8; 16];
-    let msg = MobilityMessage::new(MessageBody::BindingAck {
-        status: 0,
-        sequence: seq,
-        lifetime: 30,
-    })
-    .with(MobilityOption::Session {
-        index: is,
-        nonce: ns,
-    })
-    .with(MobilityOption::BindingAuthorization([0; 12]));
-    let mut frame = unsigned(Some(ID), &msg);
-    let kbm = crypto::kbm(&HOME_TOKEN, &care_of_token);
-    sign_binding(&mut frame, &kbm, care_of, shim_ep());
-    let (im, nm) = member_session;
-    let keys = member_shim_keys(&kbm, &nm, &ns, ID.0, im, is);
-    let shim = Shim {
-        sessions: PeerSessions::new(Session::new(&keys, Role::Responder, is, im)),
-    };
-    (frame, shim)
-}
-
-/// A registered member bound to CLIENT's shim (instance 1), the AP and
-/// the shim; nothing queued.
-fn bound(now: Instant) -> (Member, Ap, Shim) {
-    let (mut m, mut ap) = registered(now);
-    let shim = bind(&mut m, &mut ap, now);
-    (m, ap, shim)
-}
-
-/// Bind CLIENT's shim (instance 1) from its Shim Notice on.
-fn bind(m: &mut Member, ap: &mut Ap, now: Instant) -> Shim {
-    let home_cookie = notice(m, ap, now, 1);
-    let care_of_cookie = home_test(m, ap, now, home_cookie);
-    m.handle_udp(
-        now,
-        shim_ep(),
-        &mut care_of_test(care_of_cookie, CARE_OF_TOKEN),
-    );
-    let (seq, session) = binding_update(m, CARE_OF_TOKEN, care_of());
-    let (mut frame, shim) = shim_ba(seq, session, CARE_OF_TOKEN, care_of(), 0x5a);
-    assert_eq!(
-        m.handle_udp(now, shim_ep(), &mut frame),
-        DataAction::Consumed
-    );
-    shim
 }

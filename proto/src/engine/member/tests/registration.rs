@@ -31,6 +31,7 @@ fn registration_is_sent_at_start_retransmitted_and_refreshed_on_its_timer() {
     assert_eq!(
         events(&mut m),
         [MemberEvent::Registered {
+            ap: ap_ep(),
             care_of: care_of(),
             lifetime: DEFAULT_LIFETIME
         }]
@@ -40,7 +41,7 @@ fn registration_is_sent_at_start_retransmitted_and_refreshed_on_its_timer() {
     while t + Duration::from_secs(1) < then + DEFAULT_LIFETIME * 3 / 4 {
         t += Duration::from_secs(1);
         run_until(&mut m, t);
-        m.handle_udp(t, ap_ep(), &mut ap.data(&inbound()));
+        m.handle_udp(t, ap_ep(), &mut ap.data(&ping()));
     }
     run_until(
         &mut m,
@@ -195,7 +196,7 @@ fn forged_unsigned_146_never_refuses() {
     assert!(
         events(&mut m)
             .iter()
-            .all(|e| *e == MemberEvent::AuthFailureReported)
+            .all(|e| *e == MemberEvent::AuthFailureReported { ap: ap_ep() })
     );
     // The member keeps retrying with its backoff.
     run_until(&mut m, now + DEFAULT_INITIAL_RETRANSMIT);
@@ -213,7 +214,10 @@ fn signed_refusals_stay_final() {
     assert_eq!(m.state(), RegistrationState::Refused { status: 129 });
     assert_eq!(
         events(&mut m),
-        [MemberEvent::RegistrationRefused { status: 129 }]
+        [MemberEvent::RegistrationRefused {
+            ap: ap_ep(),
+            status: 129
+        }]
     );
     run_until(&mut m, now + Duration::from_secs(600));
     assert!(transmits(&mut m).is_empty());
@@ -236,12 +240,12 @@ fn ap_silence_re_registers_at_once() {
     let now = t0();
     let (mut m, mut ap) = registered(now);
     // Sealed frames from the AP keep it quiet...
-    let t1 = at(now, 2_000);
+    let t1 = at(now, 1_000);
     run_until(&mut m, t1);
-    m.handle_udp(t1, ap_ep(), &mut ap.data(&inbound()));
+    m.handle_udp(t1, ap_ep(), &mut ap.data(&ping()));
     run_until(&mut m, t1 + DEFAULT_AP_SILENCE - Duration::from_millis(1));
     assert!(transmits(&mut m).is_empty());
-    // ...three seconds without one: a new BU at once.
+    // ...one and a half seconds without one: a new BU at once.
     run_until(&mut m, t1 + DEFAULT_AP_SILENCE);
     let bu = registration_bu(&mut m);
     // The restarted AP asks for a cookie, then accepts with a new session.
