@@ -194,6 +194,12 @@ impl Member {
         self.flows.table.len()
     }
 
+    /// Estimated heap bytes of the legacy flow table
+    /// ([`AffinityTable::memory_bytes`]) and of the batch still to report.
+    pub fn flow_memory_bytes(&self) -> usize {
+        self.flows.table.memory_bytes() + self.flows.unreported.capacity() * size_of::<FlowKey>()
+    }
+
     /// A packet from `ap` for the HoA: track its flow with that AP; a new
     /// one, or one whose state the packet changed, goes into the next batch.
     pub(super) fn flow_from_ap(&mut self, now: Instant, ap: usize, info: &InnerInfo, len: usize) {
