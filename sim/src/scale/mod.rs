@@ -4,10 +4,10 @@
 //! ECMP router picks, the members' Flow Reports to every AP, then an AP's
 //! death with and without a member joining first.
 //!
-//! Drives the real sans-IO engines through [`pump`]: one fixed one-way
-//! latency between any AP and any member, one virtual clock. What
-//! [`run`] measures is a [`ScaleReport`]; `benches/multi_ap.rs` prints it
-//! at full size (10 APs, 1,000 members, one million flows) and
+//! Drives the real sans-IO engines through a message pump (`pump`): one
+//! fixed one-way latency between any AP and any member, one virtual clock.
+//! What [`run`] measures is a [`ScaleReport`]; `benches/multi_ap.rs`
+//! prints it at full size (10 APs, 1,000 members, one million flows) and
 //! `tests/multi_ap.rs` asserts it at a small one.
 //!
 //! The run, in virtual time:
