@@ -2,8 +2,9 @@
 //!
 //! Layer: test harness on top of the sans-IO engines of `homeaddr-proto`.
 //! Contract: test-only. It drives the engines on a virtual clock (the only
-//! `Instant` read is the anchor of virtual time) with seeded randomness, so
-//! a seed replays a whole run; it is never linked into a daemon.
+//! `Instant` read the engines see is the anchor of virtual time; [`scale`]
+//! also reads wall time for its report) with seeded randomness, so a seed
+//! replays a whole run; it is never linked into a daemon.
 //!
 //! One access point, any number of members (each with a tiny TCP-like echo
 //! service bound to the HoA), shim clients and legacy clients (each with a
@@ -21,6 +22,8 @@
 //! - [`app`]: the member service and the client sessions.
 //! - [`packet`]: inner IPv6 / TCP / UDP packets, built with `smoltcp::wire`.
 //! - [`rng`]: the seeded generator.
+//! - [`scale`]: several access points at scale (issue 10): a lighter pump
+//!   between many AP and member engines, one million flows, AP deaths.
 
 use std::net::Ipv6Addr;
 
@@ -29,6 +32,7 @@ pub mod net;
 pub mod node;
 pub mod packet;
 pub mod rng;
+pub mod scale;
 pub mod sim;
 
 pub use app::{ClientApp, MemberApp, RequestRecord, Session, SessionState};

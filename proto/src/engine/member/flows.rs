@@ -8,7 +8,11 @@
 //! packet (batched), of every open flow again every [`FLOW_REPORT_REFRESH`]
 //! (the APs that never see its packets would forget it after their TCP idle
 //! timeout), and of all of them at once (F flag) when a new session with it
-//! is made: so any AP can take any flow over.
+//! is made: so any AP can take any flow over. A flow whose state changes
+//! (opening to open on the client's first ACK, open to closing on a FIN)
+//! goes into the next batch again: an AP that never sees its packets would
+//! otherwise keep the state of the first report until the refresh, and an
+//! opening flow lives only 10 s idle there.
 //!
 //! The table is the AP's [`AffinityTable`] (its TCP FIN/RST and idle
 //! tracking, and its compact layout: about 100 bytes per flow), bounded by
@@ -61,6 +65,8 @@ enum Arrival {
     New,
     /// A tracked flow (now with the packet's AP).
     Known,
+    /// A tracked flow whose state the packet changed: to be reported again.
+    Changed,
     /// A new flow, not tracked: the table is full.
     Full,
     /// Not tracked: not TCP or UDP, a later fragment, an RST of an
@@ -72,7 +78,8 @@ enum Arrival {
 #[derive(Debug)]
 pub(super) struct FlowTable {
     table: AffinityTable,
-    /// Flows seen for the first time since the last batch.
+    /// Flows seen for the first time, or whose state changed, since the
+    /// last batch.
     unreported: Vec<FlowKey>,
     /// When every open flow is reported again.
     next_refresh: Option<Instant>,
@@ -99,6 +106,8 @@ impl FlowTable {
         let overflows = self.table.overflows();
         let mut new = false;
         let flags = info.tcp.map(|t| t.flags);
+        // Only TCP flows change state.
+        let before = flags.and_then(|_| self.table.get(&info.flow).map(|e| e.state()));
         let Some(had) = self
             .table
             .lookup_or_insert(now, &info.flow, flags, len, || {
@@ -118,24 +127,34 @@ impl FlowTable {
         if new {
             return Arrival::New;
         }
+        let state = entry.state();
         if ApSlot::from_member_field(had) != slot {
             // The router sent it to another AP: answers follow it there.
-            let state = entry.state();
             self.table
                 .adopt(now, &info.flow, slot.to_member_field(), state);
+        }
+        if before.is_some_and(|b| b != state) {
+            return Arrival::Changed;
         }
         Arrival::Known
     }
 
     /// An answer of `info`'s flow (HoA -> client, `len` bytes): keeps the
-    /// flow alive, applies its FIN or RST; the AP of its last packet.
-    fn answer(&mut self, now: Instant, info: &InnerInfo, len: usize) -> Option<usize> {
+    /// flow alive, applies its FIN or RST; the AP of its last packet, and
+    /// whether the answer changed the flow's state.
+    fn answer(&mut self, now: Instant, info: &InnerInfo, len: usize) -> (Option<usize>, bool) {
         let key = info.flow.reversed();
-        self.table
-            .observe_reverse(now, &key, info.tcp.map(|t| t.flags), len);
-        self.table
-            .get(&key)
-            .map(|e| ApSlot::from_member_field(e.member).0)
+        let flags = info.tcp.map(|t| t.flags);
+        let before = flags.and_then(|_| self.table.get(&key).map(|e| e.state()));
+        self.table.observe_reverse(now, &key, flags, len);
+        let Some(entry) = self.table.get(&key) else {
+            return (None, false);
+        };
+        let changed = before.is_some_and(|b| b != entry.state());
+        if changed && self.unreported.len() < MAX_UNREPORTED {
+            self.unreported.push(key);
+        }
+        (Some(ApSlot::from_member_field(entry.member).0), changed)
     }
 
     /// Every tracked flow as a Flow option carries it (a flow timed out in
@@ -147,9 +166,12 @@ impl FlowTable {
             .collect()
     }
 
-    /// The flows first seen since the last batch that are still tracked.
+    /// The flows first seen (or changed) since the last batch that are
+    /// still tracked, each once, in their state now.
     fn take_unreported(&mut self) -> Vec<ReportedFlow> {
-        let keys = std::mem::take(&mut self.unreported);
+        let mut keys = std::mem::take(&mut self.unreported);
+        keys.sort_unstable();
+        keys.dedup();
         keys.iter()
             .filter_map(|k| {
                 let state: FlowState = self.table.get(k)?.state();
@@ -172,17 +194,25 @@ impl Member {
         self.flows.table.len()
     }
 
+    /// Estimated heap bytes of the legacy flow table
+    /// ([`AffinityTable::memory_bytes`]) and of the batch still to report.
+    pub fn flow_memory_bytes(&self) -> usize {
+        self.flows.table.memory_bytes() + self.flows.unreported.capacity() * size_of::<FlowKey>()
+    }
+
     /// A packet from `ap` for the HoA: track its flow with that AP; a new
-    /// one goes into the next batch.
+    /// one, or one whose state the packet changed, goes into the next batch.
     pub(super) fn flow_from_ap(&mut self, now: Instant, ap: usize, info: &InnerInfo, len: usize) {
         match self.flows.arrived(now, ap, info, len) {
-            Arrival::New => {
+            arrival @ (Arrival::New | Arrival::Changed) => {
                 if self.flows.unreported.len() < MAX_UNREPORTED {
                     self.flows.unreported.push(info.flow);
                 }
-                self.flows
-                    .next_refresh
-                    .get_or_insert(now + FLOW_REPORT_REFRESH);
+                if arrival == Arrival::New {
+                    self.flows
+                        .next_refresh
+                        .get_or_insert(now + FLOW_REPORT_REFRESH);
+                }
                 self.timers
                     .set_earliest(MemberTimer::FlowReport, now + FLOW_REPORT_DELAY);
             }
@@ -201,7 +231,12 @@ impl Member {
         if !tracked(&info) {
             return None;
         }
-        self.flows.answer(now, &info, packet.len())
+        let (ap, changed) = self.flows.answer(now, &info, packet.len());
+        if changed {
+            self.timers
+                .set_earliest(MemberTimer::FlowReport, now + FLOW_REPORT_DELAY);
+        }
+        ap
     }
 
     /// The flow timer: the batch of new flows to every AP we have a session

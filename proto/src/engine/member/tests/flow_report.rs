@@ -62,10 +62,59 @@ fn a_new_flow_from_a_is_reported_to_a_and_b_within_50_ms() {
         (m.counters().flow_reports, m.counters().flows_reported),
         (2, 4)
     );
-    // A known flow is not reported again (until the refresh).
-    m.handle_udp(t1, ap_ep(), &mut a.data(&inbound_on(1000)));
+    // A known flow whose state stays is not reported again (until the refresh).
+    m.handle_udp(t1, ap_ep(), &mut a.data(&inbound_on(2000)));
     run_until(&mut m, t1 + Duration::from_secs(1));
     assert!(transmits(&mut m).is_empty());
+}
+
+/// An AP that never sees a flow's packets keeps the state of its last
+/// report: a flow reported while opening (10 s idle timeout there) is
+/// reported again once the client's ACK opens it, and again when it closes.
+#[test]
+fn a_flow_is_reported_again_when_its_state_changes() {
+    let now = t0();
+    let (mut m, mut a, mut b) = registered_with_both(now);
+    m.handle_udp(now, ap_ep(), &mut a.data(&syn_on(1000)));
+    run_until(&mut m, now + FLOW_REPORT_DELAY);
+    let sent = transmits(&mut m);
+    let opening = vec![(false, vec![flow(1000, ReportedState::Opening)])];
+    assert_eq!(reports(&sent, ap_b(), &mut b), opening);
+    // The client's ACK (and data) opens it: within 50 ms both APs hear so.
+    let t1 = at(now, 100);
+    m.handle_udp(t1, ap_ep(), &mut a.data(&inbound_on(1000)));
+    m.handle_udp(t1, ap_ep(), &mut a.data(&inbound_on(1000)));
+    run_until(&mut m, t1 + FLOW_REPORT_DELAY);
+    let sent = transmits(&mut m);
+    let open = vec![(false, vec![flow(1000, ReportedState::Open)])];
+    assert_eq!(reports(&sent, ap_ep(), &mut a), open);
+    assert_eq!(reports(&sent, ap_b(), &mut b), open);
+    // The server's FIN (an answer) starts closing it: reported once more.
+    let t2 = at(now, 200);
+    let mut fin = answer_on(1000);
+    fin[IPV6_TCP_FLAGS] |= 0x01;
+    tun_out(&mut m, t2, &mut fin);
+    tun_out(&mut m, t2, &mut answer_on(1000));
+    run_until(&mut m, t2 + FLOW_REPORT_DELAY);
+    let sent = transmits(&mut m);
+    let closing = vec![(false, vec![flow(1000, ReportedState::Closing)])];
+    assert_eq!(reports(&sent, ap_b(), &mut b), closing);
+    assert_eq!(m.counters().flows_reported, 6);
+}
+
+/// A flow whose state changes before its first batch is sent goes out
+/// once, in its state at the batch.
+#[test]
+fn a_flow_new_and_changed_in_one_batch_is_reported_once() {
+    let now = t0();
+    let (mut m, mut a, mut b) = registered_with_both(now);
+    m.handle_udp(now, ap_ep(), &mut a.data(&syn_on(1000)));
+    m.handle_udp(at(now, 20), ap_ep(), &mut a.data(&inbound_on(1000)));
+    run_until(&mut m, now + FLOW_REPORT_DELAY);
+    let sent = transmits(&mut m);
+    let want = vec![(false, vec![flow(1000, ReportedState::Open)])];
+    assert_eq!(reports(&sent, ap_b(), &mut b), want);
+    assert_eq!(reports(&sent, ap_ep(), &mut a), want);
 }
 
 #[test]
