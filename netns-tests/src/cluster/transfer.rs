@@ -27,6 +27,10 @@ use crate::testapp;
 /// Receive buffer of a paced download: a few windows per second at the
 /// paces the tests use, so data keeps crossing the router.
 const PACED_RCVBUF: usize = 32 * 1024;
+/// A paced download reads at most this much at a time: at `rate` bytes/s
+/// its reads are up to `PACED_READ / rate` apart with no stall at all (the
+/// floor of [`PacedGet::longest_stall`]).
+pub const PACED_READ: usize = 8 * 1024;
 /// Each socket operation of a paced download times out after this.
 pub const TRANSFER_OP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -65,7 +69,7 @@ pub fn paced_get(
     stream.write_all(format!("WHO\nGET {bytes}\n").as_bytes())?;
     let name = read_name_unbuffered(&mut stream)?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 8 * 1024];
+    let mut buf = vec![0u8; PACED_READ];
     let mut received = 0u64;
     let mut last_read = Instant::now();
     let mut longest_stall = Duration::ZERO;

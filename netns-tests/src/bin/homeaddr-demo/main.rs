@@ -19,7 +19,17 @@
 //!    client in each region and each gets its nearest site; then the New
 //!    York site loses power and the next answer sends its client to
 //!    Frankfurt (the time from the power cut to the first changed answer);
-//! 7. a summary of every check. The exit status is 0 only if all passed.
+//! 7. several access points, in namespaces of their own (the multi-AP
+//!    harness, no WAN emulator): two APs announce the home address by BGP
+//!    (BIRD 2) to a router that routes it over both (ECMP); three members
+//!    registered with both, eight legacy clients and the shim client on
+//!    long paced downloads. It shows the router's multipath route and the
+//!    APs' agreeing tables (`homeaddr-ctl aps`), then kills AP 1 with
+//!    SIGKILL mid-transfer: when BIRD withdrew its route, when new
+//!    connections succeeded, and every transfer finishing with its SHA-256
+//!    checked, in a table of which AP carried it before and after, which
+//!    member served it and its longest stall;
+//! 8. a summary of every check. The exit status is 0 only if all passed.
 //!
 //! Needs root (namespaces, TUN). Daemon logs go to files in the topology's
 //! log directory, printed at the start and kept when anything fails.
@@ -44,9 +54,9 @@ use homeaddr_netns_tests::service::Service;
 use crate::output::secs;
 use crate::report::Report;
 use crate::signals::install_signal_handlers;
-use crate::steps::{build, drain, geo_dns, legacy, member_move, route_optimization};
+use crate::steps::{build, drain, geo_dns, legacy, member_move, route_optimization, several_aps};
 
-const STEPS: [&str; 8] = [
+const STEPS: [&str; 10] = [
     "three members registered and active",
     "legacy client served through the access point",
     "route optimization on an open connection",
@@ -55,6 +65,8 @@ const STEPS: [&str; 8] = [
     "drain: the open connection finishes",
     geo_dns::NEAREST,
     geo_dns::FAILOVER,
+    several_aps::NO_FLOW_LOST,
+    several_aps::WITHDRAWN,
 ];
 
 fn steps(svc: &mut Service, report: &mut Report) -> anyhow::Result<()> {
@@ -64,6 +76,7 @@ fn steps(svc: &mut Service, report: &mut Report) -> anyhow::Result<()> {
     member_move::step_move(svc, report, member)?;
     drain::step_drain(svc, report, member, legacy_member)?;
     geo_dns::step_geo_dns(svc, report)?;
+    several_aps::step_several_aps(report)?;
     Ok(())
 }
 

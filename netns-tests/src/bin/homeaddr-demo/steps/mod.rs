@@ -6,6 +6,7 @@ pub(crate) mod geo_dns;
 pub(crate) mod legacy;
 pub(crate) mod member_move;
 pub(crate) mod route_optimization;
+pub(crate) mod several_aps;
 
 use homeaddr_control::MemberRow;
 use homeaddr_netns_tests::scenario::{check_interrupted, read};
@@ -42,7 +43,7 @@ pub(crate) fn print_members(svc: &Service) -> anyhow::Result<Vec<MemberRow>> {
 
 /// The number after the slash in a step's header: the steps, then the
 /// summary.
-const LAST_STEP: usize = 7;
+const LAST_STEP: usize = 8;
 
 pub(crate) fn header(n: usize, title: &str) -> anyhow::Result<()> {
     check_interrupted()?;
