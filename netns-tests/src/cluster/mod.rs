@@ -193,6 +193,21 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// The Maglev table digest every running AP shows in its status, in AP
+    /// order (empty where a status has none).
+    pub fn table_digests(&self) -> Vec<String> {
+        self.aps
+            .iter()
+            .filter(|ap| ap.running())
+            .map(|ap| {
+                ap.host.status()["table_digest"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    }
+
     /// AP `a` (1-based).
     pub fn ap(&self, a: usize) -> &ApHost {
         &self.aps[a - 1]

@@ -220,15 +220,20 @@ impl Transfers {
     }
 }
 
-/// A summary of `results`: `kept/total`, then every lost one with why.
-pub fn summary(results: &[TransferResult]) -> String {
-    let kept = results.iter().filter(|r| r.kept()).count();
-    let stall = results
+/// The longest stall of any transfer of `results` that finished.
+pub fn longest_stall(results: &[TransferResult]) -> Duration {
+    results
         .iter()
         .filter_map(|r| r.result.as_ref().ok())
         .map(|g| g.longest_stall)
         .max()
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// A summary of `results`: `kept/total`, then every lost one with why.
+pub fn summary(results: &[TransferResult]) -> String {
+    let kept = results.iter().filter(|r| r.kept()).count();
+    let stall = longest_stall(results);
     let mut s = format!(
         "{kept}/{} transfers kept, longest stall of any {} ms",
         results.len(),

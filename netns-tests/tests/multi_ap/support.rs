@@ -161,18 +161,7 @@ pub fn ms(d: Duration) -> u128 {
 /// Waits until every running AP shows the same Maglev table digest and
 /// `homeaddr-ctl aps` says so; returns the digest.
 pub fn assert_tables_agree(c: &Cluster) -> String {
-    let digests = || -> Vec<String> {
-        c.aps
-            .iter()
-            .filter(|ap| ap.running())
-            .map(|ap| {
-                ap.host.status()["table_digest"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string()
-            })
-            .collect()
-    };
+    let digests = || c.table_digests();
     homeaddr_netns_tests::wait_until(
         Duration::from_secs(5),
         Duration::from_millis(10),

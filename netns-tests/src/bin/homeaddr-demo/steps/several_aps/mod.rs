@@ -148,12 +148,7 @@ fn story(c: &Cluster, report: &mut Report) -> anyhow::Result<bool> {
         .iter()
         .filter(|r| r.result.as_ref().is_err_and(is_reset))
         .count();
-    let stall = results
-        .iter()
-        .filter_map(|r| r.result.as_ref().ok())
-        .map(|g| g.longest_stall)
-        .max()
-        .unwrap_or_default();
+    let stall = transfer::longest_stall(&results);
     let no_flow_lost = report.check(
         NO_FLOW_LOST,
         kept == results.len() && resets == 0 && run.shim_direct,

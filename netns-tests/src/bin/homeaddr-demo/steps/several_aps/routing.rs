@@ -67,21 +67,11 @@ pub(crate) fn show_route(c: &Cluster) -> anyhow::Result<bool> {
 }
 
 /// Waits until both APs show the same table digest and have settled (for
-/// `settle`, 1 s, after its first member registered an AP holds back
+/// `settle`, 2 s, after its first member registered an AP holds back
 /// segments of flows it does not know yet), then shows what `homeaddr-ctl
 /// aps` says; the digest when they agree.
 pub(crate) fn show_agreement(c: &Cluster) -> anyhow::Result<Option<String>> {
-    let digests = || -> Vec<String> {
-        c.aps
-            .iter()
-            .map(|ap| {
-                ap.host.status()["table_digest"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string()
-            })
-            .collect()
-    };
+    let digests = || c.table_digests();
     let settled = || {
         c.aps
             .iter()
