@@ -793,7 +793,7 @@ fn replayed_registrations_after_an_ap_restart_do_not_hijack_the_member() {
     let (x, _inj) = attacker(&mut svc);
     let ap = svc.ap_endpoint();
     let capture = Capture::open(&svc.members[&1].ns, "wan0").expect("capture on m1's wan0");
-    // The BRR heartbeat makes the member send a registration BU every second.
+    // The BRR heartbeat makes the member send a registration BU every 500 ms.
     let captured: Vec<Vec<u8>> = (0..3)
         .map(|_| {
             capture

@@ -13,7 +13,7 @@ use crate::wire::MemberId;
 /// The Maglev weight of a member whose BU carries no Member State option.
 pub const DEFAULT_WEIGHT: u16 = 100;
 /// Interval of the BRR heartbeat to every member.
-pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(500);
 /// A member not heard from for this long is down.
 pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(3);
 /// Longest registration lifetime granted.
@@ -33,7 +33,7 @@ pub const DEFAULT_REVOCATION_INTERVAL: Duration = Duration::from_millis(500);
 /// How long after its first member registration an AP holds back TCP
 /// segments (no SYN) of flows it does not know (docs/PROTOCOL.md section
 /// 10.2): a member with traffic comes back at once (the restart hint), an
-/// idle one within its `ap_silence` (1.5 s) of the AP's death plus a
+/// idle one within its `ap_silence` (1.2 s) of the AP's death plus a
 /// round trip or two; holding back costs a flow nothing once its owner
 /// has reported it.
 pub const DEFAULT_SETTLE: Duration = Duration::from_secs(2);

@@ -19,9 +19,11 @@ pub const DEFAULT_MAX_RETRANSMIT: Duration = Duration::from_secs(32);
 /// The SPI of the registration key when none is configured.
 pub const DEFAULT_SPI: u32 = 1;
 /// A registered member that hears no sealed frame from an AP this long
-/// registers with it again at once (one and a half AP heartbeats: AP
-/// restart recovery; a spurious re-registration is one more BU).
-pub const DEFAULT_AP_SILENCE: Duration = Duration::from_millis(1500);
+/// registers with it again at once (two AP heartbeats and a margin: AP
+/// restart recovery, and the switch of answers away from a dead AP before
+/// a sender's 1.4 s retransmission; a spurious re-registration is one more
+/// BU).
+pub const DEFAULT_AP_SILENCE: Duration = Duration::from_millis(1200);
 /// First retransmission timeout of a re-registration started by silence or
 /// by an AP's zero-nonce hint: the AP is probably back already.
 pub const SILENCE_RETRANSMIT: Duration = Duration::from_millis(250);

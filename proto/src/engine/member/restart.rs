@@ -1,6 +1,6 @@
 //! Finding out fast that an access point restarted (docs/PROTOCOL.md 4.5):
 //! its silence (no sealed frame for `ap_silence`, while its BRR heartbeat
-//! comes every second), or its hint (an unsealed zero-nonce Shim Cookie,
+//! comes every 500 ms), or its hint (an unsealed zero-nonce Shim Cookie,
 //! the restarted AP's answer to a sealed frame naming a session it does not
 //! have). Either makes a BU to that AP at once, retransmitted quickly.
 

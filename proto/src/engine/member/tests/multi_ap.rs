@@ -186,7 +186,7 @@ fn answers_go_back_through_the_ap_the_flow_came_from() {
     let mut t = now;
     let mut to_b = Vec::new();
     while t < now + DEFAULT_AP_SILENCE {
-        t += Duration::from_millis(500);
+        t += Duration::from_millis(100);
         run_until(&mut m, t);
         m.handle_udp(t, ap_ep(), &mut a.data(&ping()));
         // (the batch of the new flows at 50 ms aside)
