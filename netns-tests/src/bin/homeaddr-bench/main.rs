@@ -98,8 +98,8 @@ fn run() -> anyhow::Result<()> {
     let fixed = paths::peer_paths(&bed, &peers);
     let sets = homeaddr::daemon_sets()?;
     let n_paths = fixed.len() + 2 * sets.len();
-    // Four figures per path plus about 2 s of checks and daemon starts.
-    let estimate = rounds * n_paths as u64 * (4 * secs + 2);
+    // Four figures per path plus about 1 s of checks and daemon starts.
+    let estimate = rounds * n_paths as u64 * (4 * secs + 1);
     eprintln!(
         "homeaddr-bench: {rounds} interleaved rounds over {n_paths} paths, {secs} s per figure (4 per path), medians; about {} min",
         estimate.div_ceil(60)
@@ -141,5 +141,6 @@ fn run() -> anyhow::Result<()> {
         "client LAN -> router namespace -> server LAN (AP, member), veth, MTU 1500; wrk -t2 -c16 (keep-alive, new-conn) and -t1 -c1 (latency, p50) against nginx's 1 KiB file; medians of {rounds} rounds, {secs} s per figure; the run took {:.0} s",
         started.elapsed().as_secs_f64()
     );
+    println!("tools: {}", tools::versions());
     Ok(())
 }

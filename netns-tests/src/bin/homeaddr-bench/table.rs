@@ -81,14 +81,14 @@ pub fn print_table(rows: &[Row]) {
     let bt = find(rows, BORINGTUN);
     println!();
     println!(
-        "| path                      | protection        | Gbit/s | keep-alive req/s | new-conn req/s | c=1 latency | vs direct           | vs haproxy          | vs boringtun         |"
+        "| path                      | protection        | Gbit/s | keep-alive req/s | new-conn req/s | c=1 latency | vs direct              | vs haproxy             | vs boringtun           |"
     );
     println!(
-        "|---------------------------|-------------------|-------:|-----------------:|---------------:|------------:|--------------------:|--------------------:|---------------------:|"
+        "|---------------------------|-------------------|-------:|-----------------:|---------------:|------------:|-----------------------:|-----------------------:|-----------------------:|"
     );
     for r in rows {
         println!(
-            "| {:<25} | {:<17} | {:>6.2} | {:>16.0} | {:>14.0} | {:>8.0} us | {:>19} | {:>19} | {:>20} |",
+            "| {:<25} | {:<17} | {:>6.2} | {:>16.0} | {:>14.0} | {:>8.0} us | {:>22} | {:>22} | {:>22} |",
             r.path,
             r.protection,
             r.f.gbps,
@@ -222,5 +222,50 @@ pub fn print_targets(rows: &[Row], label: &str) {
             );
         }
         None => println!("  boringtun targets: no boringtun row"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(path: &'static str, gbps: f64, ka: f64, nc: f64, lat: f64) -> Row {
+        Row {
+            path,
+            protection: "none".into(),
+            f: Figures {
+                gbps,
+                keepalive_rps: ka,
+                newconn_rps: nc,
+                latency_us: lat,
+            },
+        }
+    }
+
+    #[test]
+    fn medians_take_each_figure_separately_in_first_seen_order() {
+        let samples = [
+            row(DIRECT, 10.0, 300.0, 9.0, 80.0),
+            row(HAPROXY, 6.0, 250.0, 5.0, 125.0),
+            row(DIRECT, 12.0, 100.0, 11.0, 90.0),
+            row(DIRECT, 11.0, 200.0, 10.0, 70.0),
+        ];
+        let rows = medians(&samples);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].path, DIRECT);
+        let f = rows[0].f;
+        assert_eq!(
+            (f.gbps, f.keepalive_rps, f.newconn_rps, f.latency_us),
+            (11.0, 200.0, 10.0, 80.0)
+        );
+        assert_eq!(rows[1].f.gbps, 6.0);
+    }
+
+    #[test]
+    fn ratios_are_multiples_of_the_peer_in_column_order() {
+        let base = row(HAPROXY, 6.0, 25000.0, 5000.0, 125.0);
+        let r = row(LEGACY, 3.0, 50000.0, 5000.0, 250.0);
+        assert_eq!(ratios(&r.f, Some(&base)), "0.50/2.00/1.00/2.00");
+        assert_eq!(ratios(&r.f, None), "-");
     }
 }

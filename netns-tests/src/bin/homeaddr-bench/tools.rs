@@ -93,6 +93,12 @@ struct WrkReport {
     timeout: u64,
 }
 
+/// The report line of [`WRK_REPORT`] in wrk's output.
+fn parse_wrk(stdout: &str) -> Option<WrkReport> {
+    let line = stdout.lines().find_map(|l| l.strip_prefix("WRK-JSON "))?;
+    serde_json::from_str(line).ok()
+}
+
 /// One wrk load: `threads` x `conns`, optionally `Connection: close`.
 struct Load {
     threads: u32,
@@ -126,16 +132,12 @@ fn wrk(
     args.push(url);
     let out = client.output("wrk", &args, Duration::from_secs(secs + 20))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("WRK-JSON "))
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "wrk {args:?} gave no result: {stdout}{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })?;
-    let r: WrkReport = serde_json::from_str(line)?;
+    let r = parse_wrk(&stdout).ok_or_else(|| {
+        anyhow::anyhow!(
+            "wrk {args:?} gave no result: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
     let errors = r.connect + r.read + r.write + r.status + r.timeout;
     if errors > 0 {
         eprintln!(
@@ -185,4 +187,55 @@ pub fn measure(
         newconn_rps,
         latency_us,
     })
+}
+
+/// The versions of the load generators and the peers, as one line for
+/// the footer (what a run measured is only comparable with the same).
+pub fn versions() -> String {
+    let boringtun = std::env::var_os("BORINGTUN").unwrap_or_default();
+    let tools: [(&str, &std::ffi::OsStr, &str, usize); 5] = [
+        ("haproxy", "haproxy".as_ref(), "-v", 2),
+        ("nginx", "nginx".as_ref(), "-v", 2),
+        ("wrk", "wrk".as_ref(), "-v", 1),
+        ("iperf3", "iperf3".as_ref(), "-v", 1),
+        ("boringtun", &boringtun, "--version", 1),
+    ];
+    let mut out = Vec::new();
+    for (name, program, flag, word) in tools {
+        let version = std::process::Command::new(program)
+            .arg(flag)
+            .output()
+            .ok()
+            .and_then(|o| {
+                // nginx writes it to stderr, the others to stdout.
+                let text = [o.stdout, o.stderr].concat();
+                let text = String::from_utf8_lossy(&text);
+                let first = text.lines().next()?;
+                first.split_whitespace().nth(word).map(str::to_string)
+            })
+            .unwrap_or_else(|| "-".into());
+        out.push(format!("{name} {version}"));
+    }
+    out.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_report_line_is_found_among_wrk_output() {
+        let out = "Running 1s test @ http://[fd00:4841:2::3]:80/1k
+  1 threads and 1 connections
+  Latency Distribution
+     50%   31.00us
+  25812 requests in 2.10s, 31.10MB read
+Requests/sec:  12294.15
+WRK-JSON {\"requests\":25812,\"duration_us\":2099509,\"p50_us\":31,\"connect\":0,\"read\":0,\"write\":0,\"status\":2,\"timeout\":0}
+";
+        let r = parse_wrk(out).expect("report line");
+        assert_eq!((r.requests, r.p50_us, r.status), (25812, 31, 2));
+        assert!((rate(&r) - 12294.15).abs() < 1.0, "{}", rate(&r));
+        assert!(parse_wrk("Requests/sec: 1\n").is_none());
+    }
 }
