@@ -450,9 +450,12 @@ pub struct MemberStatus {
     /// Registration state over all its APs: registered if any AP
     /// registered it, refused only if every AP refused.
     pub registration: Registration,
-    /// Each access point it registers with, in configured order.
+    /// Each access point it registers with, in configured order (empty
+    /// from a member older than several APs).
+    #[serde(default)]
     pub aps: Vec<MemberApRow>,
     /// Legacy flows it serves (tracked and reported to its APs).
+    #[serde(default)]
     pub flows: u64,
     /// Whether it drains itself.
     pub draining: bool,
