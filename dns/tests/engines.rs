@@ -300,6 +300,10 @@ fn queries() -> Vec<(&'static str, Vec<u8>)> {
     let flags_at = dnssec.len() - 4; // OPT TTL: ext-rcode, version, flags
     dnssec[flags_at] = 0x80; // DO
     v.push(("DO bit copied", dnssec));
+    let mut chaos = plain("svc.example.com.", rtype::TXT);
+    let class_at = chaos.len() - 1;
+    chaos[class_at] = 3; // class CH
+    v.push(("REFUSED class CH", chaos));
     let mut mixed = plain("sVc.ExAmPlE.cOm.", rtype::AAAA);
     mixed[2] = 1; // RD
     v.push(("0x20 case, RD", mixed));
