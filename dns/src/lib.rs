@@ -9,9 +9,10 @@
 //!   scheduler, time passed in), [`select`] (site choice) and [`answer`]
 //!   (the pure `query bytes + source + transport -> reply bytes` function).
 //! - shell: [`handler`] (hickory-server `RequestHandler`), [`server`]
-//!   (listeners with SO_REUSEPORT, optional fast UDP workers, probes,
-//!   metrics endpoint), [`client`] (a small stub resolver) and [`discover`]
-//!   (the client shim's AP endpoint lookup).
+//!   (listeners with SO_REUSEPORT, the fast UDP workers with batched I/O,
+//!   probes, metrics endpoint), [`logging`] (the daemon's log filter),
+//!   [`client`] (a small stub resolver) and [`discover`] (the client shim's
+//!   AP endpoint lookup).
 //!
 //! Contract: the query path reads one immutable [`answer::Snapshot`] through
 //! an `ArcSwap`; health updates publish a new snapshot and never block a
@@ -24,6 +25,7 @@ pub mod discover;
 pub mod geo;
 pub mod handler;
 pub mod health;
+pub mod logging;
 pub mod metrics;
 pub mod select;
 pub mod server;

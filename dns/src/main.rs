@@ -13,10 +13,12 @@ use homeaddr_dns::server::{self, ServeOptions, UdpEngine};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Engine {
-    /// hickory-server's UDP loop with our RequestHandler.
-    Hickory,
-    /// Blocking SO_REUSEPORT worker threads calling the same handler core.
+    /// Blocking SO_REUSEPORT worker threads with batched I/O calling the
+    /// handler core directly (the default).
     Fast,
+    /// hickory-server's UDP loop with our RequestHandler (same answers,
+    /// slower).
+    Hickory,
 }
 
 /// Authoritative geo-DNS for homeaddr: answers each client with the nearest
@@ -34,8 +36,12 @@ struct Args {
     #[arg(long, default_value = "info")]
     log: String,
     /// Who serves UDP.
-    #[arg(long, value_enum, default_value_t = Engine::Hickory)]
+    #[arg(long, value_enum, default_value_t = Engine::Fast)]
     udp_engine: Engine,
+    /// Fast engine: most queries per recvmmsg/sendmmsg (1 = no batching).
+    #[arg(long, default_value_t = server::DEFAULT_UDP_BATCH as u16,
+          value_parser = clap::value_parser!(u16).range(1..=server::MAX_BATCH as i64))]
+    udp_batch: u16,
     /// UDP sockets (SO_REUSEPORT) per listen address; default: one per core.
     #[arg(long)]
     udp_sockets: Option<usize>,
@@ -49,8 +55,9 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // hickory logs every request at info; keep that out of the way.
-    let filter = format!("{},hickory_server=warn,hickory_net=warn", args.log);
+    // hickory logs per query (malformed EDNS at warn, every request at
+    // info); metrics count those queries instead.
+    let filter = homeaddr_dns::logging::log_filter(&args.log);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&filter)
@@ -79,6 +86,7 @@ fn main() -> anyhow::Result<()> {
             Engine::Hickory => UdpEngine::Hickory,
             Engine::Fast => UdpEngine::Fast,
         },
+        udp_batch: usize::from(args.udp_batch),
         tcp_timeout: Duration::from_secs(10),
         metrics: args.metrics,
     };

@@ -10,9 +10,50 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::answer::{Outcome, Transport};
 use crate::health::{SiteState, Verdict};
+use crate::wire::WireError;
 
 const SHARDS: usize = 16;
 const RCODES: usize = 17;
+
+/// The `reason` label of `homeaddr_dns_malformed_queries_total`, one per
+/// [`WireError`].
+pub const MALFORMED_REASONS: [&str; 12] = [
+    "truncated",
+    "bad_label",
+    "name_too_long",
+    "bad_pointer",
+    "question_count",
+    "bad_opt",
+    "bad_option",
+    "ecs_family",
+    "ecs_prefix",
+    "ecs_address_length",
+    "ecs_stray_bits",
+    "ecs_repeated",
+];
+
+/// The `reason` label a malformed query with error `e` is counted under.
+pub fn malformed_reason(e: WireError) -> &'static str {
+    MALFORMED_REASONS[reason_index(e)]
+}
+
+/// Index of `e` in [`MALFORMED_REASONS`].
+fn reason_index(e: WireError) -> usize {
+    match e {
+        WireError::Truncated => 0,
+        WireError::BadLabel => 1,
+        WireError::NameTooLong => 2,
+        WireError::BadPointer => 3,
+        WireError::QuestionCount => 4,
+        WireError::BadOpt => 5,
+        WireError::BadOption => 6,
+        WireError::EcsFamily(_) => 7,
+        WireError::EcsPrefix => 8,
+        WireError::EcsAddressLength => 9,
+        WireError::EcsStrayBits => 10,
+        WireError::EcsRepeated => 11,
+    }
+}
 
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -23,6 +64,8 @@ struct Shard {
     ecs: AtomicU64,
     truncated: AtomicU64,
     rcode: [AtomicU64; RCODES],
+    /// Malformed queries per [`MALFORMED_REASONS`] entry.
+    malformed: [AtomicU64; MALFORMED_REASONS.len()],
     /// Geo answers per site (grown to the site count at creation).
     site_answers: Vec<AtomicU64>,
 }
@@ -90,6 +133,9 @@ impl Metrics {
         if o.truncated {
             s.truncated.fetch_add(1, Ordering::Relaxed);
         }
+        if let Some(e) = o.malformed {
+            s.malformed[reason_index(e)].fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(site) = o.site
             && let Some(c) = s.site_answers.get(site)
         {
@@ -142,6 +188,15 @@ impl Metrics {
         self.sum(|s| &s.udp) + self.sum(|s| &s.tcp)
     }
 
+    /// Malformed queries seen with this `reason` label (0 for an unknown
+    /// label).
+    pub fn malformed(&self, reason: &str) -> u64 {
+        MALFORMED_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| self.sum(|s| &s.malformed[i]))
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -184,6 +239,18 @@ impl Metrics {
                     rcode_name(rc as u16)
                 );
             }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP homeaddr_dns_malformed_queries_total queries answered FORMERR because they did not parse, by reason"
+        );
+        let _ = writeln!(out, "# TYPE homeaddr_dns_malformed_queries_total counter");
+        for (i, reason) in MALFORMED_REASONS.iter().enumerate() {
+            let v = self.sum(|s| &s.malformed[i]);
+            let _ = writeln!(
+                out,
+                "homeaddr_dns_malformed_queries_total{{reason=\"{reason}\"}} {v}"
+            );
         }
         let _ = writeln!(out, "# TYPE homeaddr_dns_site_answers_total counter");
         for (i, name) in self.site_names.iter().enumerate() {
@@ -248,17 +315,29 @@ mod tests {
             site: Some(1),
             truncated: true,
             ecs: true,
+            malformed: None,
         };
         m.record(Transport::Udp, Some(&o));
+        let formerr = Outcome {
+            rcode: 1,
+            site: None,
+            truncated: false,
+            ecs: false,
+            malformed: Some(WireError::EcsFamily(3)),
+        };
+        m.record(Transport::Udp, Some(&formerr));
         m.record(Transport::Tcp, None);
         m.record_health(0, SiteState::Down { oks: 0 }, false, true);
         let text = m.render();
-        assert!(text.contains("homeaddr_dns_queries_total{transport=\"udp\"} 1"));
+        assert!(text.contains("homeaddr_dns_queries_total{transport=\"udp\"} 2"));
+        assert!(text.contains("homeaddr_dns_malformed_queries_total{reason=\"ecs_family\"} 1"));
+        assert!(text.contains("homeaddr_dns_malformed_queries_total{reason=\"bad_option\"} 0"));
+        assert_eq!(m.malformed("ecs_family"), 1);
         assert!(text.contains("homeaddr_dns_dropped_total 1"));
         assert!(text.contains("homeaddr_dns_responses_total{rcode=\"NOERROR\"} 1"));
         assert!(text.contains("homeaddr_dns_site_answers_total{site=\"nyc\"} 1"));
         assert!(text.contains("homeaddr_dns_site_up{site=\"ams\"} 0"));
         assert!(text.contains("homeaddr_dns_site_transitions_total{site=\"ams\"} 1"));
-        assert_eq!(m.queries(), 2);
+        assert_eq!(m.queries(), 3);
     }
 }

@@ -90,6 +90,7 @@ async fn start(engine: UdpEngine, probe_port: u16) -> RunningServer {
         listen: vec!["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()],
         udp_sockets: 2,
         udp_engine: engine,
+        udp_batch: server::DEFAULT_UDP_BATCH,
         tcp_timeout: Duration::from_secs(5),
         metrics: Some("127.0.0.1:0".parse().unwrap()),
     };

@@ -21,7 +21,7 @@ pub use locate::{PRIVATE_RANGES, private_range};
 use crate::config::{AllDownPolicy, NameData, Service, Weighted, Zone};
 use crate::health::{HealthSource, SiteHealth};
 use crate::select::{self, ClientPrefix, Need, SPREAD_BITS_V4, SPREAD_BITS_V6, Selection};
-use crate::wire::{self, ParseError, Query, class, pointer, rcode, rtype};
+use crate::wire::{self, ParseError, Query, WireError, class, pointer, rcode, rtype};
 use locate::{Locator, locate};
 use reply::{AN, Envelope, NS, Reply};
 
@@ -83,6 +83,8 @@ pub struct Outcome {
     pub truncated: bool,
     /// The query carried ECS.
     pub ecs: bool,
+    /// Why the query was malformed (answered FORMERR), if it was.
+    pub malformed: Option<WireError>,
 }
 
 /// Answers one query. Returns `None` when no reply must be sent (runt
@@ -101,7 +103,7 @@ pub fn answer(
                 header,
                 question,
                 edns,
-                ..
+                error,
             } = *bad;
             let env = Envelope::new(&snap.zone, header, edns.as_ref(), transport);
             let reply = Reply::start(out, question.as_ref());
@@ -111,6 +113,7 @@ pub fn answer(
                 site: None,
                 truncated,
                 ecs: false,
+                malformed: Some(error),
             })
         }
         Ok(q) => Some(respond(snap, &q, src, transport, out)),
@@ -133,6 +136,7 @@ fn respond(
         site: None,
         truncated: false,
         ecs: query_ecs.is_some(),
+        malformed: None,
     };
     let mut reply = Reply::start(out, Some(&q.question));
     // ECS echoed with SCOPE 0 unless a geo decision sets it (RFC 7871 sec.

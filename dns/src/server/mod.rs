@@ -4,40 +4,51 @@
 //! each address, IPv4 and IPv6; UDP as several SO_REUSEPORT sockets so the
 //! kernel spreads queries over cores), starts the health task and returns a
 //! [`RunningServer`] that knows the bound addresses and stops everything on
-//! [`RunningServer::shutdown`]. UDP is served either by hickory-server with
-//! [`GeoDnsHandler`] or by plain blocking worker threads calling the same
-//! [`answer`] function (`UdpEngine::Fast`, for throughput); TCP always goes
-//! through hickory.
+//! [`RunningServer::shutdown`]. UDP is served by default by plain blocking
+//! worker threads that move queries in batches (`recvmmsg`/`sendmmsg`) and
+//! call the pure [`answer`](crate::answer::answer) function
+//! (`UdpEngine::Fast`, see [`fast`]), or by hickory-server with
+//! [`GeoDnsHandler`] (`UdpEngine::Hickory`). Both send the same messages. TCP
+//! always goes through hickory.
+
+mod fast;
+mod mmsg;
+mod tasks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hickory_server::Server;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle as TaskHandle;
 use tracing::{debug, info, warn};
 
-use crate::answer::{Snapshot, Transport, answer};
+pub use mmsg::MAX_BATCH;
+
+use crate::answer::Snapshot;
 use crate::config::Zone;
 use crate::handler::GeoDnsHandler;
-use crate::health::{HealthMonitor, HealthSource, Verdict};
+use crate::health::HealthSource;
 use crate::metrics::Metrics;
 
 /// Who serves UDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UdpEngine {
-    /// hickory-server's UDP loop with our RequestHandler.
-    #[default]
+    /// hickory-server's UDP loop with our RequestHandler (a task per query).
     Hickory,
-    /// Our own blocking worker threads, one SO_REUSEPORT socket each.
+    /// Our own blocking worker threads, one SO_REUSEPORT socket each, with
+    /// batched I/O. The default: same answers, several times the rate.
+    #[default]
     Fast,
 }
+
+/// Queries per `recvmmsg` of the fast engine by default (measured in
+/// docs/DNS.md, "Benchmark").
+pub const DEFAULT_UDP_BATCH: usize = 32;
 
 /// How to serve.
 #[derive(Debug, Clone)]
@@ -49,6 +60,9 @@ pub struct ServeOptions {
     pub udp_sockets: usize,
     /// Who serves UDP.
     pub udp_engine: UdpEngine,
+    /// Fast engine: most queries per `recvmmsg`/`sendmmsg` (1 =
+    /// one datagram per system call; at most [`MAX_BATCH`]).
+    pub udp_batch: usize,
     /// Idle timeout of TCP connections.
     pub tcp_timeout: Duration,
     /// Where to serve Prometheus metrics over HTTP, if anywhere.
@@ -60,7 +74,8 @@ impl Default for ServeOptions {
         Self {
             listen: vec![],
             udp_sockets: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            udp_engine: UdpEngine::Hickory,
+            udp_engine: UdpEngine::default(),
+            udp_batch: DEFAULT_UDP_BATCH,
             tcp_timeout: Duration::from_secs(10),
             metrics: None,
         }
@@ -143,42 +158,6 @@ fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
-fn fast_worker(
-    socket: std::net::UdpSocket,
-    state: Arc<ArcSwap<Snapshot>>,
-    metrics: Arc<Metrics>,
-    stop: Arc<AtomicBool>,
-) {
-    let mut cache = arc_swap::Cache::new(state);
-    let mut buf = vec![0u8; 65535];
-    let mut out = Vec::with_capacity(4096);
-    while !stop.load(Ordering::Relaxed) {
-        let (n, src) = match socket.recv_from(&mut buf) {
-            Ok(x) => x,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
-            Err(e) => {
-                debug!(error = %e, "udp receive failed");
-                continue;
-            }
-        };
-        let snap = cache.load();
-        let outcome = answer(snap, &buf[..n], src.ip(), Transport::Udp, &mut out);
-        metrics.record(Transport::Udp, outcome.as_ref());
-        if outcome.is_some()
-            && let Err(e) = socket.send_to(&out, src)
-        {
-            debug!(error = %e, %src, "udp send failed");
-        }
-    }
-}
-
 /// Binds all listeners and starts serving `zone`. Must run inside a tokio
 /// runtime (hickory's listeners are tasks on it).
 pub async fn start(zone: Arc<Zone>, opts: &ServeOptions) -> Result<RunningServer, ServeError> {
@@ -214,9 +193,10 @@ pub async fn start(zone: Arc<Zone>, opts: &ServeOptions) -> Result<RunningServer
         for (k, s) in sockets.into_iter().enumerate() {
             if fast {
                 let (state, metrics, stop) = (state.clone(), metrics.clone(), stop.clone());
+                let batch = opts.udp_batch;
                 let handle = std::thread::Builder::new()
                     .name(format!("dns-udp-{k}"))
-                    .spawn(move || fast_worker(s, state, metrics, stop))
+                    .spawn(move || fast::serve(s, state, metrics, stop, batch))
                     .map_err(bind_err)?;
                 workers.push(handle);
             } else {
@@ -229,10 +209,16 @@ pub async fn start(zone: Arc<Zone>, opts: &ServeOptions) -> Result<RunningServer
             opts.tcp_timeout,
             64,
         );
-        info!(%addr, udp_sockets = opts.udp_sockets.max(1), engine = ?opts.udp_engine, "listening (udp+tcp)");
+        info!(
+            %addr,
+            udp_sockets = opts.udp_sockets.max(1),
+            engine = ?opts.udp_engine,
+            batch = opts.udp_batch,
+            "listening (udp+tcp)"
+        );
         addrs.push(addr);
     }
-    let mut tasks = vec![tokio::spawn(run_health(
+    let mut tasks = vec![tokio::spawn(tasks::run_health(
         zone.clone(),
         state.clone(),
         metrics.clone(),
@@ -244,7 +230,10 @@ pub async fn start(zone: Arc<Zone>, opts: &ServeOptions) -> Result<RunningServer
             .map_err(|source| ServeError::Bind { addr: m, source })?;
         metrics_addr = listener.local_addr().ok();
         info!(addr = ?metrics_addr, "serving metrics");
-        tasks.push(tokio::spawn(serve_metrics(listener, metrics.clone())));
+        tasks.push(tokio::spawn(tasks::serve_metrics(
+            listener,
+            metrics.clone(),
+        )));
     }
     Ok(RunningServer {
         addrs,
@@ -278,92 +267,5 @@ impl RunningServer {
         if let Err(e) = self.hickory.block_until_done().await {
             warn!(error = %e, "listener ended");
         }
-    }
-}
-
-/// One TCP connect probe. This is where the AP status interface plugs in
-/// once access points expose one: poll it here instead.
-async fn probe_tcp(target: SocketAddr, timeout: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(timeout, tokio::net::TcpStream::connect(target)).await,
-        Ok(Ok(_))
-    )
-}
-
-/// Owns the health monitor: runs due probes, feeds results, logs
-/// transitions and publishes a new snapshot when the view changes.
-async fn run_health(zone: Arc<Zone>, state: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) {
-    let epoch = Instant::now();
-    let mut monitor = HealthMonitor::new(
-        epoch,
-        &zone.health_sources(),
-        zone.hysteresis,
-        zone.probe_interval,
-    );
-    let (tx, mut rx) = mpsc::channel::<(usize, bool)>(zone.sites.len().max(1) * 2);
-    loop {
-        let now = Instant::now();
-        while let Some(site) = monitor.poll_probe(now) {
-            let Some(target) = zone.sites[site].probe else {
-                continue;
-            };
-            let (tx, timeout) = (tx.clone(), zone.probe_timeout);
-            tokio::spawn(async move {
-                let ok = probe_tcp(target, timeout).await;
-                let _ = tx.send((site, ok)).await;
-            });
-        }
-        let wake = monitor.poll_timeout().map(tokio::time::Instant::from_std);
-        let result = match wake {
-            Some(at) => tokio::select! {
-                r = rx.recv() => r,
-                _ = tokio::time::sleep_until(at) => continue,
-            },
-            None => rx.recv().await,
-        };
-        let Some((site, ok)) = result else {
-            return;
-        };
-        monitor.on_probe_result(Instant::now(), site, ok);
-        let mut transitioned = false;
-        while let Some(ev) = monitor.poll_event() {
-            transitioned = true;
-            let name = &zone.sites[ev.site].name;
-            match ev.to {
-                Verdict::Down => {
-                    warn!(site = %name, from = %ev.from, to = %ev.to, "site down: answers move to the next site")
-                }
-                _ => info!(site = %name, from = %ev.from, to = %ev.to, "site health changed"),
-            }
-        }
-        if let Some(s) = monitor.state(site) {
-            debug!(site = %zone.sites[site].name, ok, state = ?s, "probe result");
-            metrics.record_health(site, s, ok, transitioned);
-        }
-        let view = monitor.view();
-        let current = state.load();
-        if current.health != view {
-            state.store(Arc::new(current.with_health(view)));
-        }
-    }
-}
-
-async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut req = [0u8; 1024];
-            let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut req)).await;
-            let body = metrics.render();
-            let head = format!(
-                "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body.as_bytes()).await;
-        });
     }
 }
