@@ -109,6 +109,12 @@ pub fn expected_sha256(bytes: u64) -> String {
     hex(&hasher.finalize())
 }
 
+/// Whether a `GET <bytes>` download that fed `hasher` with `received`
+/// bytes got all of them, intact.
+pub fn is_intact_download(hasher: Sha256, received: u64, bytes: u64) -> bool {
+    received == bytes && hex(&hasher.finalize()) == expected_sha256(bytes)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

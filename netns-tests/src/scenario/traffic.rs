@@ -76,15 +76,10 @@ pub fn traced_get(
         progress.store(received, Ordering::Relaxed);
         reads.push((start.elapsed(), received));
     }
-    let sha: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
     Ok(TracedGet {
         server: name,
         bytes: received,
-        sha_ok: received == bytes && sha == testapp::expected_sha256(bytes),
+        sha_ok: testapp::is_intact_download(hasher, received, bytes),
         elapsed: start.elapsed(),
         reads,
     })

@@ -101,7 +101,6 @@ impl Member {
             return Err(self.counters.drops.drop(DropReason::SpoofedSource));
         }
         self.touch(now, dst);
-        let flow_ap = self.flow_of_answer(now, packet);
         if let Some(c) = self.correspondents.get_mut(&dst) {
             if c.binding.is_some_and(|b| b.expires > now) && c.sessions.is_some() {
                 return Ok(Route::Direct(dst, c.shim));
@@ -115,6 +114,9 @@ impl Member {
                 return Err(DataAction::Consumed);
             }
         }
+        // Past the direct path: only an answer that may take an AP (or
+        // leaves natively) looks its flow up, and keeps it alive.
+        let flow_ap = self.flow_of_answer(now, packet);
         if self.config.direct_return && !self.correspondents.contains_key(&dst) {
             // Back to the kernel, which routes it natively (the shell's
             // source rule only catches locally generated packets).
