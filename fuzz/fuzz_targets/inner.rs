@@ -1,9 +1,10 @@
-//! Inner IPv6 packets: inspection, MSS clamping and Packet Too Big never
+//! Inner IPv6 and IPv4 packets: inspection, MSS clamping, Packet Too Big
+//! and Fragmentation Needed never
 //! panic; a TCP RST built from an inspected flow inspects to that flow,
 //! reversed.
 #![no_main]
 
-use std::net::{Ipv6Addr, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
 
 use homeaddr_proto::wire::inner;
 use libfuzzer_sys::fuzz_target;
@@ -45,5 +46,14 @@ fuzz_target!(|data: &[u8]| {
         let back = inner::inspect(&ptb).expect("a built packet too big parses");
         assert_eq!(back.flow.proto, 58);
         assert_eq!(back.flow.src, Ipv6Addr::LOCALHOST);
+    }
+
+    let from4 = Ipv4Addr::new(198, 18, 0, 1);
+    let icmp = inner::frag_needed(data, 1280, from4);
+    assert!(icmp.len() <= 576);
+    if !icmp.is_empty() {
+        let back = inner::inspect(&icmp).expect("a built fragmentation needed parses");
+        assert_eq!(back.flow.proto, 1);
+        assert_eq!(back.flow.src, from4.to_ipv6_mapped());
     }
 });

@@ -1,21 +1,31 @@
-//! Views on the inner IPv6 packets the data plane carries, and the few
-//! packets the data plane writes itself (TCP RST, ICMPv6 Packet Too Big).
+//! Views on the inner IPv6 and IPv4 packets the data plane carries, and
+//! the few packets the data plane writes itself (TCP RST, ICMPv6 Packet Too
+//! Big, ICMPv4 Fragmentation Needed).
+//!
+//! An IPv4 packet's addresses are IPv4-mapped (`::ffff:a.b.c.d`) in
+//! [`FlowKey`] and [`addresses`]: the engines hold every address as an
+//! `Ipv6Addr`.
 //!
 //! Parsing goes through `smoltcp::wire` where smoltcp has the view; the
 //! extension header walk is done here because it must tolerate what
 //! smoltcp's reprs refuse (first fragments whose upper-layer length field
 //! covers the whole datagram).
 
-use std::net::{Ipv6Addr, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
 
 use smoltcp::wire::{
-    Icmpv6Message, Icmpv6Packet, IpAddress, IpProtocol, Ipv6Packet, TcpPacket, TcpSeqNumber,
+    Icmpv6Message, Icmpv6Packet, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
+    TcpSeqNumber,
 };
 
 use super::WireError;
 
 /// Length of the fixed IPv6 header (RFC 8200 sec. 3).
 pub const IPV6_HEADER_LEN: usize = 40;
+/// Length of an IPv4 header without options (RFC 791 sec. 3.1).
+pub const IPV4_HEADER_LEN: usize = 20;
+/// The most an ICMPv4 error may be (RFC 1812 sec. 4.3.2.3).
+pub const IPV4_ICMP_ERROR_MAX: usize = 576;
 /// The most extension headers [`inspect`] walks before giving up.
 pub const MAX_EXTENSION_HEADERS: usize = 8;
 /// The IPv6 minimum MTU (RFC 8200 sec. 5): an ICMPv6 error never exceeds it
@@ -31,6 +41,7 @@ mod next_header {
     pub const UDP: u8 = 17;
     pub const ROUTING: u8 = 43;
     pub const FRAGMENT: u8 = 44;
+    pub const ICMPV4: u8 = 1;
     pub const ICMPV6: u8 = 58;
     pub const DEST_OPTS: u8 = 60;
 }
@@ -43,6 +54,21 @@ mod field {
     pub const IPV6_SRC: Range<usize> = 8..24;
     /// IPv6 destination address.
     pub const IPV6_DST: Range<usize> = 24..40;
+    /// IPv4 total length.
+    pub const IPV4_TOTAL_LEN: Range<usize> = 2..4;
+    /// IPv4 identification.
+    pub const IPV4_IDENT: Range<usize> = 4..6;
+    /// IPv4 flags (3 bits) and fragment offset (13 bits).
+    pub const IPV4_FRAG: Range<usize> = 6..8;
+    /// IPv4 protocol.
+    pub const IPV4_PROTO: usize = 9;
+    /// IPv4 source address.
+    pub const IPV4_SRC: Range<usize> = 12..16;
+    /// IPv4 destination address.
+    pub const IPV4_DST: Range<usize> = 16..20;
+    /// ICMPv4 destination unreachable header length (type, code,
+    /// checksum, unused, next-hop MTU; RFC 1191 sec. 4).
+    pub const ICMP4_UNREACH_LEN: usize = 8;
     /// Extension header: next header.
     pub const EXT_NEXT_HEADER: usize = 0;
     /// Extension header: length in 8-octet units, not counting the first 8.
@@ -88,10 +114,23 @@ const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMPV6_ECHO_REPLY: u8 = 129;
 /// ICMPv6 types below this are error messages (RFC 4443 sec. 2.1).
 const ICMPV6_FIRST_INFORMATIONAL: u8 = 128;
+/// ICMPv4 types (RFC 792).
+const ICMPV4_ECHO_REPLY: u8 = 0;
+const ICMPV4_DEST_UNREACHABLE: u8 = 3;
+const ICMPV4_ECHO_REQUEST: u8 = 8;
+/// ICMPv4 code "fragmentation needed and DF set" (RFC 792, RFC 1191).
+const ICMPV4_FRAG_NEEDED: u8 = 4;
+/// ICMPv4 error types: unreachable, source quench, redirect, time
+/// exceeded, parameter problem (RFC 792, RFC 1122 sec. 3.2.2).
+const ICMPV4_ERRORS: [u8; 5] = [3, 4, 5, 11, 12];
+/// IPv4 flags: don't fragment, more fragments (RFC 791 sec. 3.1).
+const IPV4_DF: u16 = 0x4000;
+const IPV4_MF: u16 = 0x2000;
+const IPV4_OFFSET_MASK: u16 = 0x1fff;
 
-/// The 5-tuple a packet belongs to. For ICMPv6 echo request/reply the echo
-/// identifier is both ports; for non-first fragments and other protocols
-/// the ports are 0.
+/// The 5-tuple a packet belongs to. For ICMPv6 and ICMPv4 echo
+/// request/reply the echo identifier is both ports; for non-first fragments
+/// and other protocols the ports are 0. IPv4 addresses are IPv4-mapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
     /// Source address.
@@ -143,7 +182,9 @@ pub struct InnerInfo {
     pub fragment: Option<Fragment>,
 }
 
-/// The fragment header of a fragment (RFC 8200 sec. 4.5).
+/// The fragment header of a fragment (RFC 8200 sec. 4.5), or the
+/// fragment fields of an IPv4 header (RFC 791 sec. 3.1: the identification
+/// is 16 bits there; offset and M flag mean the same).
 ///
 /// Only the first fragment (offset 0) holds the upper-layer header, so a
 /// later fragment's [`FlowKey`] has no ports: it is the same for every
@@ -194,20 +235,56 @@ fn ipv6_at(b: &[u8], r: core::ops::Range<usize>) -> Ipv6Addr {
     Ipv6Addr::from(out)
 }
 
+fn ipv4_at(b: &[u8], r: core::ops::Range<usize>) -> Ipv4Addr {
+    Ipv4Addr::new(b[r.start], b[r.start + 1], b[r.start + 2], b[r.start + 3])
+}
+
+/// Whether a packet is IPv4 (version 4): the first check of every
+/// family-dependent step. Says nothing about its length.
+pub fn is_ipv4(packet: &[u8]) -> bool {
+    packet.first().is_some_and(|b| b >> 4 == 4)
+}
+
 /// Source and destination of an inner packet, checking only that it is
-/// IPv6 (version 6) and at least 40 bytes long: the check every receiver
-/// does first (docs/PROTOCOL.md section 1).
+/// IPv6 (version 6) and at least 40 bytes long or IPv4 (version 4) and at
+/// least 20 bytes long: the check every receiver does first
+/// (docs/PROTOCOL.md section 1). IPv4 addresses come back IPv4-mapped.
 pub fn addresses(packet: &[u8]) -> Result<(Ipv6Addr, Ipv6Addr), WireError> {
-    if packet.len() < IPV6_HEADER_LEN {
-        return Err(WireError::Truncated("inner ipv6 header"));
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            if packet.len() < IPV4_HEADER_LEN {
+                return Err(WireError::Truncated("inner ipv4 header"));
+            }
+            Ok((
+                ipv4_at(packet, field::IPV4_SRC).to_ipv6_mapped(),
+                ipv4_at(packet, field::IPV4_DST).to_ipv6_mapped(),
+            ))
+        }
+        Some(6) | None => {
+            if packet.len() < IPV6_HEADER_LEN {
+                return Err(WireError::Truncated("inner ipv6 header"));
+            }
+            Ok((
+                ipv6_at(packet, field::IPV6_SRC),
+                ipv6_at(packet, field::IPV6_DST),
+            ))
+        }
+        Some(_) => Err(WireError::InvalidValue(
+            "inner ip version (not IPv6 or IPv4)",
+        )),
     }
-    if packet[0] >> 4 != 6 {
-        return Err(WireError::InvalidValue("inner ip version (not IPv6)"));
-    }
-    Ok((
-        ipv6_at(packet, field::IPV6_SRC),
-        ipv6_at(packet, field::IPV6_DST),
-    ))
+}
+
+/// The largest TCP MSS a SYN in `packet`'s family may announce for an
+/// inner MTU of `mtu`: `mtu - 60` for IPv6, `mtu - 40` for IPv4 (fixed IP
+/// header plus a TCP header without options).
+pub fn mss_for_mtu(packet: &[u8], mtu: u16) -> u16 {
+    let ip = if is_ipv4(packet) {
+        IPV4_HEADER_LEN
+    } else {
+        IPV6_HEADER_LEN
+    };
+    mtu.saturating_sub((ip + field::TCP_HEADER_LEN) as u16)
 }
 
 /// Where the upper-layer header of a packet starts.
@@ -222,12 +299,55 @@ struct UpperLayer {
     later_fragment: bool,
     /// The fragment header, if any.
     fragment: Option<Fragment>,
+    /// An IPv4 packet.
+    v4: bool,
+}
+
+/// Where the upper-layer header of an IPv4 packet starts: checks IHL >= 5
+/// and a total length that covers the header and fits the buffer; reads
+/// the fragment fields (offset != 0 or MF set: a fragment).
+fn upper_layer_v4(packet: &[u8]) -> Result<UpperLayer, WireError> {
+    if packet.len() < IPV4_HEADER_LEN {
+        return Err(WireError::Truncated("inner ipv4 header"));
+    }
+    let header_len = usize::from(packet[0] & 0x0f) * 4;
+    if header_len < IPV4_HEADER_LEN {
+        return Err(WireError::InvalidValue("inner ipv4 header length < 20"));
+    }
+    let end = usize::from(be16(packet, field::IPV4_TOTAL_LEN));
+    if end < header_len {
+        return Err(WireError::InvalidValue(
+            "inner ipv4 total length shorter than its header",
+        ));
+    }
+    if packet.len() < end {
+        return Err(WireError::Truncated("inner ipv4 payload"));
+    }
+    let flags = be16(packet, field::IPV4_FRAG);
+    let offset = flags & IPV4_OFFSET_MASK;
+    let more = flags & IPV4_MF != 0;
+    let fragment = (offset != 0 || more).then(|| Fragment {
+        id: u32::from(be16(packet, field::IPV4_IDENT)),
+        offset,
+        more,
+    });
+    Ok(UpperLayer {
+        proto: packet[field::IPV4_PROTO],
+        offset: header_len,
+        end,
+        later_fragment: offset != 0,
+        fragment,
+        v4: true,
+    })
 }
 
 /// Walks the extension headers (RFC 8200 sec. 4): hop-by-hop (0), routing
 /// (43), fragment (44), destination options (60), at most
 /// [`MAX_EXTENSION_HEADERS`].
 fn upper_layer(packet: &[u8]) -> Result<UpperLayer, WireError> {
+    if is_ipv4(packet) {
+        return upper_layer_v4(packet);
+    }
     let ip =
         Ipv6Packet::new_checked(packet).map_err(|_| WireError::Truncated("inner ipv6 payload"))?;
     if ip.version() != 6 {
@@ -254,6 +374,7 @@ fn upper_layer(packet: &[u8]) -> Result<UpperLayer, WireError> {
                 end,
                 later_fragment: false,
                 fragment,
+                v4: false,
             });
         }
         if walked == MAX_EXTENSION_HEADERS {
@@ -283,6 +404,7 @@ fn upper_layer(packet: &[u8]) -> Result<UpperLayer, WireError> {
                     end,
                     later_fragment: true,
                     fragment,
+                    v4: false,
                 });
             }
         } else {
@@ -299,14 +421,16 @@ fn upper_layer(packet: &[u8]) -> Result<UpperLayer, WireError> {
     }
 }
 
-/// The flow and TCP details of an inner IPv6 packet.
+/// The flow and TCP details of an inner IPv6 or IPv4 packet.
 ///
-/// Checks version 6 and that the buffer holds the whole payload the header
-/// announces (bytes after it are ignored); walks up to 8 extension headers
-/// (hop-by-hop, routing, fragment, destination options). Ports: TCP and UDP
-/// ports; ICMPv6 echo request/reply: the identifier as both ports (so a
-/// reply's key is the request's, reversed); non-first fragments and all
-/// other protocols: 0. Errors on truncated headers, so a packet that parses
+/// IPv6: checks version 6 and that the buffer holds the whole payload the
+/// header announces (bytes after it are ignored); walks up to 8 extension
+/// headers (hop-by-hop, routing, fragment, destination options). IPv4:
+/// checks IHL >= 5 and that the buffer holds the total length (bytes after
+/// it are ignored); a fragment (offset or MF) gets a [`Fragment`] with the
+/// 16-bit identification. Ports: TCP and UDP ports; ICMPv6 and ICMPv4 echo
+/// request/reply: the identifier as both ports (so a reply's key is the
+/// request's, reversed); non-first fragments and all other protocols: 0. Errors on truncated headers, so a packet that parses
 /// here can be forwarded without further length checks.
 pub fn inspect(packet: &[u8]) -> Result<InnerInfo, WireError> {
     let (src, dst) = addresses(packet)?;
@@ -354,7 +478,19 @@ pub fn inspect(packet: &[u8]) -> Result<InnerInfo, WireError> {
             flow.src_port = be16(l4, field::SRC_PORT);
             flow.dst_port = be16(l4, field::DST_PORT);
         }
-        next_header::ICMPV6 => {
+        next_header::ICMPV4 if upper.v4 => {
+            if let Some(&kind) = l4.get(field::ICMP_TYPE)
+                && (kind == ICMPV4_ECHO_REQUEST || kind == ICMPV4_ECHO_REPLY)
+            {
+                if l4.len() < field::ICMP_ECHO_LEN {
+                    return Err(WireError::Truncated("inner icmpv4 echo header"));
+                }
+                let ident = be16(l4, field::ICMP_ECHO_IDENT);
+                flow.src_port = ident;
+                flow.dst_port = ident;
+            }
+        }
+        next_header::ICMPV6 if !upper.v4 => {
             if let Some(&kind) = l4.get(field::ICMP_TYPE)
                 && (kind == ICMPV6_ECHO_REQUEST || kind == ICMPV6_ECHO_REPLY)
             {
@@ -390,7 +526,8 @@ fn word_at(b: &[u8], at: usize) -> u16 {
 /// Lowers the TCP MSS option of a SYN (or SYN-ACK) segment to `max_mss` if
 /// it is larger, and fixes the TCP checksum incrementally (RFC 1624 eqn. 3),
 /// so a segment with a bad checksum keeps a bad checksum. Returns whether
-/// the packet changed. Anything else (not IPv6, not TCP, no SYN, no MSS
+/// the packet changed. IPv6 and IPv4 alike ([`mss_for_mtu`] gives the
+/// bound per family). Anything else (not IP, not TCP, no SYN, no MSS
 /// option, malformed options) is left alone.
 ///
 /// Tunnel overhead makes the inner MTU smaller than the path MTU; clamping
@@ -477,23 +614,74 @@ fn emit_ipv6_header(
     ip.set_dst_addr(dst);
 }
 
-/// A complete IPv6 + TCP packet from `from` to `to` with only the RST flag,
+/// Writes an IPv4 header (no options, DF set, identification 0) for
+/// `payload_len` bytes of `proto` into `buf[..20]`, with its checksum.
+fn emit_ipv4_header(
+    buf: &mut [u8],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: IpProtocol,
+    payload_len: usize,
+) {
+    let mut ip = Ipv4Packet::new_unchecked(buf);
+    ip.set_version(4);
+    ip.set_header_len(IPV4_HEADER_LEN as u8);
+    ip.set_dscp(0);
+    ip.set_ecn(0);
+    // Callers keep payloads under 576 bytes.
+    ip.set_total_len((IPV4_HEADER_LEN + payload_len) as u16);
+    ip.set_ident(0);
+    ip.clear_flags();
+    ip.set_dont_frag(true);
+    ip.set_frag_offset(0);
+    ip.set_hop_limit(HOP_LIMIT);
+    ip.set_next_header(proto);
+    ip.set_src_addr(src);
+    ip.set_dst_addr(dst);
+    ip.fill_checksum();
+}
+
+/// The ones' complement checksum of `data` (RFC 1071).
+fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum = 0u16;
+    for at in (0..data.len()).step_by(2) {
+        sum = ones_add(sum, word_at(data, at));
+    }
+    !sum
+}
+
+/// A complete IP + TCP packet from `from` to `to` with only the RST flag,
 /// sequence number `seq`, acknowledgement 0, window 0, hop limit 64 and a
 /// correct checksum (RFC 9293 sec. 3.10.7.1: a RST answering a segment
 /// with ACK carries that ACK as its sequence number and no ACK flag).
 ///
+/// When both addresses are IPv4-mapped the packet is IPv4 (TTL 64, DF),
+/// else IPv6 (hop limit 64).
+///
 /// Used to reset a local application's connection whose member died, so
 /// programs fail fast instead of hanging until their own timeouts.
 pub fn tcp_reset(from: SocketAddrV6, to: SocketAddrV6, seq: u32) -> Vec<u8> {
-    let mut buf = vec![0u8; IPV6_HEADER_LEN + field::TCP_HEADER_LEN];
-    emit_ipv6_header(
-        &mut buf,
-        *from.ip(),
-        *to.ip(),
-        IpProtocol::Tcp,
-        field::TCP_HEADER_LEN,
-    );
-    let mut tcp = TcpPacket::new_unchecked(&mut buf[IPV6_HEADER_LEN..]);
+    let v4 = from.ip().to_ipv4_mapped().zip(to.ip().to_ipv4_mapped());
+    let (ip_len, src, dst) = match v4 {
+        Some((src, dst)) => (IPV4_HEADER_LEN, IpAddress::Ipv4(src), IpAddress::Ipv4(dst)),
+        None => (
+            IPV6_HEADER_LEN,
+            IpAddress::Ipv6(*from.ip()),
+            IpAddress::Ipv6(*to.ip()),
+        ),
+    };
+    let mut buf = vec![0u8; ip_len + field::TCP_HEADER_LEN];
+    match v4 {
+        Some((s, d)) => emit_ipv4_header(&mut buf, s, d, IpProtocol::Tcp, field::TCP_HEADER_LEN),
+        None => emit_ipv6_header(
+            &mut buf,
+            *from.ip(),
+            *to.ip(),
+            IpProtocol::Tcp,
+            field::TCP_HEADER_LEN,
+        ),
+    }
+    let mut tcp = TcpPacket::new_unchecked(&mut buf[ip_len..]);
     tcp.set_src_port(from.port());
     tcp.set_dst_port(to.port());
     tcp.set_seq_number(TcpSeqNumber(seq as i32));
@@ -503,7 +691,7 @@ pub fn tcp_reset(from: SocketAddrV6, to: SocketAddrV6, seq: u32) -> Vec<u8> {
     tcp.set_rst(true);
     tcp.set_window_len(0);
     tcp.set_urgent_at(0);
-    tcp.fill_checksum(&IpAddress::Ipv6(*from.ip()), &IpAddress::Ipv6(*to.ip()));
+    tcp.fill_checksum(&src, &dst);
     buf
 }
 
@@ -513,8 +701,12 @@ pub fn tcp_reset(from: SocketAddrV6, to: SocketAddrV6, seq: u32) -> Vec<u8> {
 ///
 /// Returns an empty `Vec` when no error may be sent: `original` is not an
 /// IPv6 packet (see [`addresses`]), its source is unspecified or multicast,
-/// or it is itself an ICMPv6 error message (RFC 4443 sec. 2.4 (e)).
+/// or it is itself an ICMPv6 error message (RFC 4443 sec. 2.4 (e)). For an
+/// IPv4 original see [`frag_needed`].
 pub fn packet_too_big(original: &[u8], mtu: u32, from: Ipv6Addr) -> Vec<u8> {
+    if is_ipv4(original) {
+        return Vec::new();
+    }
     let Ok((to, _)) = addresses(original) else {
         return Vec::new();
     };
@@ -542,6 +734,54 @@ pub fn packet_too_big(original: &[u8], mtu: u32, from: Ipv6Addr) -> Vec<u8> {
     icmp.set_pkt_too_big_mtu(mtu);
     icmp.payload_mut()[..quote_len].copy_from_slice(&original[..quote_len]);
     icmp.fill_checksum(&from, &to);
+    buf
+}
+
+/// An ICMPv4 Destination Unreachable, "fragmentation needed and DF set"
+/// (type 3, code 4; RFC 792, RFC 1191 sec. 4) from `from` to the source of
+/// `original`, reporting the next-hop `mtu` and quoting as much of
+/// `original` as fits in 576 bytes (RFC 1812 sec. 4.3.2.3), with correct
+/// IPv4 header and ICMP checksums.
+///
+/// Returns an empty `Vec` when no such error may be sent (RFC 1122 sec.
+/// 3.2.2, RFC 1191): `original` is not a well-formed IPv4 packet, it does
+/// not have DF set (it may be fragmented instead), its source is
+/// unspecified, broadcast, multicast or loopback, it is a later fragment,
+/// or it is itself an ICMPv4 error message.
+pub fn frag_needed(original: &[u8], mtu: u16, from: Ipv4Addr) -> Vec<u8> {
+    if !is_ipv4(original) {
+        return Vec::new();
+    }
+    let Ok(upper) = upper_layer_v4(original) else {
+        return Vec::new();
+    };
+    let to = ipv4_at(original, field::IPV4_SRC);
+    if to.is_unspecified() || to.is_broadcast() || to.is_multicast() || to.is_loopback() {
+        return Vec::new();
+    }
+    if be16(original, field::IPV4_FRAG) & IPV4_DF == 0 || upper.later_fragment {
+        return Vec::new();
+    }
+    if upper.proto == next_header::ICMPV4
+        && original
+            .get(upper.offset)
+            .is_some_and(|kind| ICMPV4_ERRORS.contains(kind))
+    {
+        return Vec::new();
+    }
+    let quote_len = upper
+        .end
+        .min(IPV4_ICMP_ERROR_MAX - IPV4_HEADER_LEN - field::ICMP4_UNREACH_LEN);
+    let icmp_len = field::ICMP4_UNREACH_LEN + quote_len;
+    let mut buf = vec![0u8; IPV4_HEADER_LEN + icmp_len];
+    emit_ipv4_header(&mut buf, from, to, IpProtocol::Icmp, icmp_len);
+    let icmp = &mut buf[IPV4_HEADER_LEN..];
+    icmp[0] = ICMPV4_DEST_UNREACHABLE;
+    icmp[1] = ICMPV4_FRAG_NEEDED;
+    icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
+    icmp[field::ICMP4_UNREACH_LEN..].copy_from_slice(&original[..quote_len]);
+    let checksum = internet_checksum(icmp);
+    icmp[2..4].copy_from_slice(&checksum.to_be_bytes());
     buf
 }
 
@@ -607,9 +847,250 @@ mod tests {
             addresses(&p[..39]),
             Err(WireError::Truncated("inner ipv6 header"))
         );
-        let mut v4 = p.clone();
-        v4[0] = 0x45;
-        assert!(matches!(addresses(&v4), Err(WireError::InvalidValue(_))));
+        let mut v5 = p.clone();
+        v5[0] = 0x55;
+        assert!(matches!(addresses(&v5), Err(WireError::InvalidValue(_))));
+    }
+
+    fn client4() -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, 0, 2)
+    }
+
+    fn hoa4() -> Ipv4Addr {
+        Ipv4Addr::new(198, 19, 0, 1)
+    }
+
+    /// An IPv4 packet (DF set, valid header checksum) with the given
+    /// protocol, flags/offset word, identification and payload.
+    fn ipv4_frag(proto: u8, frag: u16, ident: u16, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0u8; IPV4_HEADER_LEN];
+        emit_ipv4_header(
+            &mut p,
+            client4(),
+            hoa4(),
+            IpProtocol::from(proto),
+            payload.len(),
+        );
+        p[4..6].copy_from_slice(&ident.to_be_bytes());
+        p[6..8].copy_from_slice(&frag.to_be_bytes());
+        Ipv4Packet::new_unchecked(&mut p[..]).fill_checksum();
+        p.extend_from_slice(payload);
+        p
+    }
+
+    fn ipv4(proto: u8, payload: &[u8]) -> Vec<u8> {
+        ipv4_frag(proto, IPV4_DF, 0, payload)
+    }
+
+    /// A TCP SYN from client4:40000 to hoa4:80 with the given options.
+    fn tcp_syn4(options: &[u8]) -> Vec<u8> {
+        let header_len = field::TCP_HEADER_LEN + options.len();
+        let mut seg = vec![0u8; header_len];
+        seg[field::TCP_OPTIONS..].copy_from_slice(options);
+        let mut tcp = TcpPacket::new_unchecked(&mut seg[..]);
+        tcp.set_src_port(40000);
+        tcp.set_dst_port(80);
+        tcp.set_seq_number(TcpSeqNumber(1000));
+        tcp.set_header_len(header_len as u8);
+        tcp.set_syn(true);
+        tcp.set_window_len(65535);
+        tcp.fill_checksum(&IpAddress::Ipv4(client4()), &IpAddress::Ipv4(hoa4()));
+        ipv4(next_header::TCP, &seg)
+    }
+
+    fn tcp4_checksum_ok(packet: &[u8]) -> bool {
+        let ip = Ipv4Packet::new_checked(packet).unwrap();
+        assert!(ip.verify_checksum());
+        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+        tcp.verify_checksum(
+            &IpAddress::Ipv4(ip.src_addr()),
+            &IpAddress::Ipv4(ip.dst_addr()),
+        )
+    }
+
+    #[test]
+    fn ipv4_addresses_are_mapped() {
+        let p = ipv4(59, &[]);
+        assert!(is_ipv4(&p));
+        assert_eq!(
+            addresses(&p),
+            Ok((client4().to_ipv6_mapped(), hoa4().to_ipv6_mapped()))
+        );
+        assert_eq!(
+            addresses(&p[..19]),
+            Err(WireError::Truncated("inner ipv4 header"))
+        );
+        assert_eq!(
+            addresses(&[]),
+            Err(WireError::Truncated("inner ipv6 header"))
+        );
+    }
+
+    #[test]
+    fn inspect_ipv4_tcp_udp_icmp() {
+        let info = inspect(&tcp_syn4(&[2, 4, 0x05, 0xb4])).unwrap();
+        assert_eq!(
+            info.flow,
+            FlowKey {
+                src: client4().to_ipv6_mapped(),
+                dst: hoa4().to_ipv6_mapped(),
+                proto: 6,
+                src_port: 40000,
+                dst_port: 80,
+            }
+        );
+        assert_eq!(info.tcp.unwrap().flags.syn, true);
+        assert_eq!(info.fragment, None);
+        let udp = inspect(&ipv4(17, &[0x12, 0x34, 0, 53, 0, 8, 0, 0])).unwrap();
+        assert_eq!((udp.flow.proto, udp.flow.src_port, udp.flow.dst_port), (17, 0x1234, 53));
+        let echo = inspect(&ipv4(1, &[8, 0, 0, 0, 0x42, 0x42, 0, 1])).unwrap();
+        assert_eq!((echo.flow.proto, echo.flow.src_port), (1, 0x4242));
+        let reply = inspect(&ipv4(1, &[0, 0, 0, 0, 0x42, 0x42, 0, 1])).unwrap();
+        assert_eq!(reply.flow.dst_port, 0x4242);
+        let unreach = inspect(&ipv4(1, &[3, 1, 0, 0])).unwrap();
+        assert_eq!(unreach.flow.src_port, 0);
+        // Type 128 means nothing in ICMPv4; 8 nothing in ICMPv6.
+        let v6_echo_in_v4 = inspect(&ipv4(58, &[128, 0, 0, 0, 0x42, 0x42, 0, 1])).unwrap();
+        assert_eq!(v6_echo_in_v4.flow.src_port, 0);
+    }
+
+    #[test]
+    fn inspect_ipv4_options_and_errors() {
+        // IHL 6: 4 bytes of options before UDP.
+        let mut p = ipv4(17, &[1, 1, 1, 0, 0x12, 0x34, 0, 53, 0, 8, 0, 0]);
+        p[0] = 0x46;
+        let info = inspect(&p).unwrap();
+        assert_eq!((info.flow.src_port, info.flow.dst_port), (0x1234, 53));
+        // IHL < 5.
+        let mut bad = ipv4(17, &[0; 8]);
+        bad[0] = 0x44;
+        assert!(matches!(inspect(&bad), Err(WireError::InvalidValue(_))));
+        // Total length past the buffer.
+        let mut short = ipv4(17, &[0; 8]);
+        short.truncate(24);
+        assert_eq!(inspect(&short), Err(WireError::Truncated("inner ipv4 payload")));
+        // Total length shorter than the header.
+        let mut tiny = ipv4(17, &[0; 8]);
+        tiny[2..4].copy_from_slice(&19u16.to_be_bytes());
+        assert!(matches!(inspect(&tiny), Err(WireError::InvalidValue(_))));
+        // Truncated TCP.
+        assert_eq!(
+            inspect(&ipv4(6, &[0; 10])),
+            Err(WireError::Truncated("inner tcp header"))
+        );
+        // Trailing bytes past the total length are ignored.
+        let mut padded = ipv4(17, &[0x12, 0x34, 0, 53, 0, 8, 0, 0]);
+        padded.extend_from_slice(&[0xee; 6]);
+        assert_eq!(inspect(&padded).unwrap().flow.dst_port, 53);
+    }
+
+    #[test]
+    fn inspect_ipv4_fragments() {
+        // First fragment: MF set, offset 0; ports read.
+        let first = ipv4_frag(17, IPV4_MF, 0x0707, &[0x12, 0x34, 0, 53, 0x05, 0xdc, 0, 0]);
+        let info = inspect(&first).unwrap();
+        assert_eq!((info.flow.src_port, info.flow.dst_port), (0x1234, 53));
+        let frag = info.fragment.unwrap();
+        assert_eq!((frag.id, frag.offset, frag.more), (0x0707, 0, true));
+        assert!(frag.is_first());
+        // Later fragment: offset 185, last; ports 0, proto kept.
+        let later = ipv4_frag(17, 185, 0x0707, &[0xaa; 16]);
+        let info = inspect(&later).unwrap();
+        assert_eq!(
+            (info.flow.proto, info.flow.src_port, info.flow.dst_port),
+            (17, 0, 0)
+        );
+        let frag = info.fragment.unwrap();
+        assert_eq!((frag.id, frag.offset, frag.more), (0x0707, 185, false));
+        assert!(frag.is_later());
+        // DF alone is no fragment.
+        assert_eq!(inspect(&ipv4(17, &[0; 8])).unwrap().fragment, None);
+    }
+
+    #[test]
+    fn clamp_mss_ipv4() {
+        let mut p = tcp_syn4(&[2, 4, 0x05, 0xb4, 1, 1, 4, 2]);
+        assert!(tcp4_checksum_ok(&p));
+        assert_eq!(mss_for_mtu(&p, 1420), 1380);
+        assert!(clamp_tcp_mss(&mut p, 1380));
+        assert_eq!(&p[40..44], &[2, 4, 0x05, 0x64]);
+        assert!(tcp4_checksum_ok(&p));
+        assert!(!clamp_tcp_mss(&mut p, 1380));
+        assert_eq!(mss_for_mtu(&tcp_syn(&[]), 1420), 1360);
+        // A later fragment is never clamped.
+        let mut later = ipv4_frag(6, 3, 1, &[2, 4, 0x05, 0xb4]);
+        assert!(!clamp_tcp_mss(&mut later, 536));
+    }
+
+    #[test]
+    fn tcp_reset_ipv4() {
+        let from = SocketAddrV6::new(hoa4().to_ipv6_mapped(), 80, 0, 0);
+        let to = SocketAddrV6::new(client4().to_ipv6_mapped(), 40000, 0, 0);
+        let p = tcp_reset(from, to, 0xdead_beef);
+        assert_eq!(p.len(), 40);
+        assert!(tcp4_checksum_ok(&p));
+        let ip = Ipv4Packet::new_checked(&p[..]).unwrap();
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (hoa4(), client4()));
+        assert_eq!(ip.hop_limit(), 64);
+        let info = inspect(&p).unwrap();
+        assert!(info.tcp.unwrap().flags.rst);
+        assert_eq!(info.tcp.unwrap().seq, 0xdead_beef);
+        assert_eq!(info.flow.reversed().src, client4().to_ipv6_mapped());
+        // One mapped and one not: IPv6.
+        let mixed = SocketAddrV6::new(client(), 40000, 0, 0);
+        assert_eq!(tcp_reset(from, mixed, 1).len(), 60);
+    }
+
+    #[test]
+    fn frag_needed_fixture() {
+        let big = ipv4(17, &vec![0x5a; 1452]);
+        let from = Ipv4Addr::new(198, 18, 0, 254);
+        let icmp = frag_needed(&big, 1400, from);
+        assert_eq!(icmp.len(), 576);
+        let ip = Ipv4Packet::new_checked(&icmp[..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (from, client4()));
+        assert_eq!(u8::from(ip.next_header()), 1);
+        let msg = smoltcp::wire::Icmpv4Packet::new_checked(ip.payload()).unwrap();
+        assert!(msg.verify_checksum());
+        assert_eq!(
+            msg.msg_type(),
+            smoltcp::wire::Icmpv4Message::DstUnreachable
+        );
+        assert_eq!(msg.msg_code(), 4);
+        assert_eq!(&icmp[26..28], &1400u16.to_be_bytes());
+        assert_eq!(&icmp[28..], &big[..548]);
+        // A small original is quoted whole, trailing bytes not.
+        let mut small = ipv4(17, &[0, 1, 0, 2, 0, 8, 0, 0]);
+        let whole = small.len();
+        small.extend_from_slice(&[0xee; 5]);
+        assert_eq!(frag_needed(&small, 1280, from).len(), 28 + whole);
+        // The IPv6 builder refuses IPv4 and the IPv4 one IPv6.
+        assert!(packet_too_big(&big, 1280, hoa()).is_empty());
+        assert!(frag_needed(&ipv6(17, &[0; 8]), 1280, from).is_empty());
+    }
+
+    #[test]
+    fn frag_needed_refusals() {
+        let from = Ipv4Addr::new(198, 18, 0, 254);
+        // DF clear: fragment instead.
+        assert!(frag_needed(&ipv4_frag(17, 0, 0, &[0; 8]), 1280, from).is_empty());
+        // A later fragment.
+        assert!(frag_needed(&ipv4_frag(17, IPV4_DF | 10, 0, &[0; 8]), 1280, from).is_empty());
+        // An error about an error.
+        let err = frag_needed(&ipv4(17, &[0; 8]), 1280, from);
+        assert!(!err.is_empty());
+        assert!(frag_needed(&err, 1280, from).is_empty());
+        // An echo request is fine.
+        assert!(!frag_needed(&ipv4(1, &[8, 0, 0, 0, 0, 1, 0, 1]), 1280, from).is_empty());
+        // Bad sources.
+        for src in [[0, 0, 0, 0], [255, 255, 255, 255], [224, 0, 0, 1], [127, 0, 0, 1]] {
+            let mut p = ipv4(17, &[0; 8]);
+            p[12..16].copy_from_slice(&src);
+            assert!(frag_needed(&p, 1280, from).is_empty());
+        }
+        // Truncated.
+        assert!(frag_needed(&[0x45; 19], 1280, from).is_empty());
     }
 
     #[test]
@@ -844,6 +1325,53 @@ mod tests {
             let mut m = b.clone();
             let _ = clamp_tcp_mss(&mut m, 536);
             let _ = packet_too_big(&b, 1280, Ipv6Addr::LOCALHOST);
+            let _ = frag_needed(&b, 1280, Ipv4Addr::LOCALHOST);
+            let _ = mss_for_mtu(&b, 1280);
+        }
+
+        #[test]
+        fn plausible_ipv4_never_panics(
+            proto in prop_oneof![Just(1u8), Just(6), Just(17), Just(58)],
+            frag in any::<u16>(),
+            ihl in 0u8..16,
+            payload in proptest::collection::vec(any::<u8>(), 0..80),
+        ) {
+            let mut p = ipv4_frag(proto, frag, 1, &payload);
+            p[0] = 0x40 | ihl;
+            let _ = inspect(&p);
+            let _ = clamp_tcp_mss(&mut p, 536);
+            let icmp = frag_needed(&p, 1280, Ipv4Addr::new(198, 18, 0, 1));
+            if !icmp.is_empty() {
+                let ip = Ipv4Packet::new_checked(&icmp[..]).unwrap();
+                prop_assert!(ip.verify_checksum());
+                let msg = smoltcp::wire::Icmpv4Packet::new_checked(ip.payload()).unwrap();
+                prop_assert!(msg.verify_checksum());
+                prop_assert!(icmp.len() <= 576);
+            }
+        }
+
+        #[test]
+        fn clamp_keeps_ipv4_checksum_valid(mss in any::<u16>(), max in any::<u16>(), nops in 0usize..3) {
+            let mut opts = vec![1u8; nops];
+            opts.extend_from_slice(&[2, 4]);
+            opts.extend_from_slice(&mss.to_be_bytes());
+            while opts.len() % 4 != 0 {
+                opts.push(1);
+            }
+            let mut p = tcp_syn4(&opts);
+            prop_assert_eq!(clamp_tcp_mss(&mut p, max), mss > max);
+            prop_assert!(tcp4_checksum_ok(&p));
+        }
+
+        #[test]
+        fn ipv4_reset_is_always_valid(a in any::<u32>(), b in any::<u32>(), pa in any::<u16>(), pb in any::<u16>(), seq in any::<u32>()) {
+            let from = SocketAddrV6::new(Ipv4Addr::from(a).to_ipv6_mapped(), pa, 0, 0);
+            let to = SocketAddrV6::new(Ipv4Addr::from(b).to_ipv6_mapped(), pb, 0, 0);
+            let p = tcp_reset(from, to, seq);
+            prop_assert!(tcp4_checksum_ok(&p));
+            let info = inspect(&p).unwrap();
+            prop_assert_eq!(info.flow.src, *from.ip());
+            prop_assert_eq!(info.tcp.unwrap().seq, seq);
         }
 
         #[test]
