@@ -1,6 +1,6 @@
 //! Where the first fragment of each recent fragmented packet went.
 //!
-//! Only the first fragment of an IPv6 packet holds the ports; every later
+//! Only the first fragment of an IPv6 or IPv4 packet holds the ports; every later
 //! fragment of every fragmented packet of a client has the same flow key
 //! (source, destination, protocol, ports 0). Routed as a flow of its own,
 //! that key sticks to whichever member it first went to, so after a member

@@ -16,7 +16,7 @@ pub mod shim;
 mod testutil;
 mod timer;
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 pub use timer::TimerQueue;
@@ -44,13 +44,13 @@ impl<'a> TunPacket<'a> {
         (frame.len() >= FRAME_HEADER_LEN + TAG_LEN).then_some(TunPacket { frame })
     }
 
-    /// The IPv6 packet.
+    /// The IP packet.
     pub fn packet(&self) -> &[u8] {
         let len = self.frame.len();
         &self.frame[FRAME_HEADER_LEN..len - TAG_LEN]
     }
 
-    /// The IPv6 packet, to edit in place (MSS clamping); not resizable.
+    /// The IP packet, to edit in place (MSS clamping); not resizable.
     pub fn packet_mut(&mut self) -> &mut [u8] {
         let len = self.frame.len();
         &mut self.frame[FRAME_HEADER_LEN..len - TAG_LEN]
@@ -93,8 +93,9 @@ pub enum DataAction {
     Drop(DropReason),
 }
 
-/// The shortest data frame: header, an IPv6 header, tag.
-pub const MIN_DATA_FRAME: usize = FRAME_HEADER_LEN + 40 + TAG_LEN;
+/// The shortest data frame: header, an IPv4 header, tag (an IPv6 packet
+/// needs 40 bytes, an IPv4 one 20).
+pub const MIN_DATA_FRAME: usize = FRAME_HEADER_LEN + crate::wire::inner::IPV4_HEADER_LEN + TAG_LEN;
 
 /// A control datagram an engine wants sent: a whole UDP payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,7 +220,7 @@ pub trait Engine {
     /// header; the engine may rewrite it in place (MSS clamping, a relay's
     /// new header).
     fn handle_udp(&mut self, now: Instant, from: SocketAddr, frame: &mut [u8]) -> DataAction;
-    /// An IPv6 packet was read from the local TUN device, with room for
+    /// An IP packet (IPv6 or IPv4) was read from the local TUN device, with room for
     /// its frame header and tag.
     fn handle_tun(&mut self, now: Instant, pkt: TunPacket<'_>) -> DataAction;
     /// The next control datagram to send.
@@ -249,10 +250,118 @@ pub(crate) struct ReceivedBu<'a> {
     pub lifetime: u16,
 }
 
-/// Kernel chatter on a TUN device (link-local source or multicast
-/// destination) that no engine tunnels.
+/// Kernel chatter on a TUN device (link-local or unspecified source,
+/// multicast or broadcast destination; for IPv4-mapped addresses the IPv4
+/// meaning) that no engine tunnels.
 pub(crate) fn is_local_chatter(src: Ipv6Addr, dst: Ipv6Addr) -> bool {
-    dst.is_multicast() || src.is_unicast_link_local() || src.is_unspecified()
+    match (src.to_ipv4_mapped(), dst.to_ipv4_mapped()) {
+        (Some(s), Some(d)) => {
+            d.is_multicast() || d.is_broadcast() || s.is_link_local() || s.is_unspecified()
+        }
+        _ => dst.is_multicast() || src.is_unicast_link_local() || src.is_unspecified(),
+    }
+}
+
+/// The home addresses of a service: an IPv6 one, an IPv4 one, or both
+/// (docs/PROTOCOL.md section 1). The *primary* is the IPv6 one if there is
+/// one, else the IPv4 one IPv4-mapped; MACs and the Home Address option
+/// use the primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HomeAddresses {
+    /// The primary home address.
+    pub primary: Ipv6Addr,
+    /// The IPv4 home address, if any.
+    pub v4: Option<Ipv4Addr>,
+}
+
+/// Why a list of home addresses is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HomeAddressError {
+    /// None given.
+    #[error("no home address: give one IPv6 and/or one IPv4 home address")]
+    None,
+    /// Two of one family.
+    #[error("two {0} home addresses ({1} and {2}): give at most one per family")]
+    TwoOfOneFamily(&'static str, IpAddr, IpAddr),
+    /// Not a unicast address.
+    #[error("home address {0} is not a unicast address")]
+    NotUnicast(IpAddr),
+}
+
+impl HomeAddresses {
+    /// An IPv6 home address only.
+    pub fn v6(primary: Ipv6Addr) -> Self {
+        HomeAddresses { primary, v4: None }
+    }
+
+    /// Home addresses from a list: at most one per family, at least one.
+    /// An IPv4-mapped IPv6 address counts as IPv4.
+    pub fn from_list(list: &[IpAddr]) -> Result<Self, HomeAddressError> {
+        let (mut v6, mut v4): (Option<Ipv6Addr>, Option<Ipv4Addr>) = (None, None);
+        for a in list {
+            let a = a.to_canonical();
+            if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+                return Err(HomeAddressError::NotUnicast(a));
+            }
+            match a {
+                IpAddr::V4(x) => {
+                    if x.is_broadcast() {
+                        return Err(HomeAddressError::NotUnicast(a));
+                    }
+                    if let Some(old) = v4.replace(x) {
+                        return Err(HomeAddressError::TwoOfOneFamily("IPv4", old.into(), a));
+                    }
+                }
+                IpAddr::V6(x) => {
+                    if let Some(old) = v6.replace(x) {
+                        return Err(HomeAddressError::TwoOfOneFamily("IPv6", old.into(), a));
+                    }
+                }
+            }
+        }
+        match (v6, v4) {
+            (Some(primary), v4) => Ok(HomeAddresses { primary, v4 }),
+            (None, Some(x)) => Ok(HomeAddresses {
+                primary: x.to_ipv6_mapped(),
+                v4: Some(x),
+            }),
+            (None, None) => Err(HomeAddressError::None),
+        }
+    }
+
+    /// Is `a` one of the home addresses (IPv4 as IPv4-mapped)?
+    pub fn is_home(&self, a: Ipv6Addr) -> bool {
+        a == self.primary || self.v4.is_some_and(|v4| a == v4.to_ipv6_mapped())
+    }
+
+    /// The IPv6 home address, if any.
+    pub fn ipv6(&self) -> Option<Ipv6Addr> {
+        self.primary
+            .to_ipv4_mapped()
+            .is_none()
+            .then_some(self.primary)
+    }
+
+    /// The home address of `peer`'s family (IPv4-mapped for an
+    /// IPv4-mapped `peer`), if the service has one.
+    pub fn for_peer(&self, peer: Ipv6Addr) -> Option<Ipv6Addr> {
+        if peer.to_ipv4_mapped().is_some() {
+            self.v4.map(|v4| v4.to_ipv6_mapped())
+        } else {
+            self.ipv6()
+        }
+    }
+
+    /// Every home address, the primary first (IPv4 unmapped).
+    pub fn all(&self) -> Vec<IpAddr> {
+        let mut out = vec![IpAddr::V6(self.primary).to_canonical()];
+        if let Some(v4) = self.v4
+            && self.primary != v4.to_ipv6_mapped()
+        {
+            out.push(IpAddr::V4(v4));
+        }
+        out
+    }
 }
 
 /// Parse the tunnel header of a received datagram, counting a bad one.
@@ -379,6 +488,73 @@ mod tests {
         assert!(seq_newer(0, 0xffff));
         assert!(seq_newer(0x7fff, 0));
         assert!(!seq_newer(0x8000, 0));
+    }
+
+    #[test]
+    fn home_addresses_from_a_list() {
+        let v6: IpAddr = "fd00:4841:aaaa::1".parse().unwrap();
+        let v4: IpAddr = "198.19.0.1".parse().unwrap();
+        let v4b: IpAddr = "198.19.0.2".parse().unwrap();
+        let mapped4 = Ipv4Addr::new(198, 19, 0, 1).to_ipv6_mapped();
+        let both = HomeAddresses::from_list(&[v4, v6]).unwrap();
+        assert_eq!(
+            both.primary,
+            "fd00:4841:aaaa::1".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(both.v4, Some(Ipv4Addr::new(198, 19, 0, 1)));
+        assert!(both.is_home(both.primary) && both.is_home(mapped4));
+        assert!(!both.is_home(Ipv4Addr::new(198, 19, 0, 2).to_ipv6_mapped()));
+        assert_eq!(
+            both.for_peer(Ipv4Addr::new(198, 18, 0, 5).to_ipv6_mapped()),
+            Some(mapped4)
+        );
+        assert_eq!(both.for_peer(Ipv6Addr::LOCALHOST), Some(both.primary));
+        assert_eq!(both.all(), vec![v6, v4]);
+        let only4 = HomeAddresses::from_list(&[v4]).unwrap();
+        assert_eq!(only4.primary, mapped4);
+        assert_eq!(only4.ipv6(), None);
+        assert_eq!(only4.for_peer(Ipv6Addr::LOCALHOST), None);
+        assert_eq!(only4.all(), vec![v4]);
+        // A mapped address counts as IPv4.
+        assert_eq!(
+            HomeAddresses::from_list(&[IpAddr::V6(mapped4)]).unwrap(),
+            only4
+        );
+        let only6 = HomeAddresses::from_list(&[v6]).unwrap();
+        assert_eq!((only6.v4, only6.ipv6()), (None, Some(only6.primary)));
+        assert!(!only6.is_home(mapped4));
+        assert_eq!(HomeAddresses::from_list(&[]), Err(HomeAddressError::None));
+        assert_eq!(
+            HomeAddresses::from_list(&[v4, v4b]),
+            Err(HomeAddressError::TwoOfOneFamily("IPv4", v4, v4b))
+        );
+        assert!(matches!(
+            HomeAddresses::from_list(&[v6, v6]),
+            Err(HomeAddressError::TwoOfOneFamily("IPv6", ..))
+        ));
+        for bad in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::",
+            "ff02::1",
+            "::1",
+        ] {
+            assert!(matches!(
+                HomeAddresses::from_list(&[bad.parse().unwrap()]),
+                Err(HomeAddressError::NotUnicast(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn ipv4_local_chatter() {
+        let m = |s: &str| s.parse::<Ipv4Addr>().unwrap().to_ipv6_mapped();
+        assert!(is_local_chatter(m("169.254.1.1"), m("198.19.0.1")));
+        assert!(is_local_chatter(m("198.18.0.1"), m("224.0.0.251")));
+        assert!(is_local_chatter(m("198.18.0.1"), m("255.255.255.255")));
+        assert!(is_local_chatter(m("0.0.0.0"), m("198.19.0.1")));
+        assert!(!is_local_chatter(m("198.18.0.1"), m("198.19.0.1")));
     }
 
     #[test]

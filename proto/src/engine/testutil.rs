@@ -5,17 +5,19 @@
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
-use smoltcp::wire::{IpAddress, IpProtocol, Ipv6Packet, TcpPacket, TcpSeqNumber};
+use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, TcpSeqNumber};
 
 use super::ap::AUTH_SUBTYPE_MN_HA;
 use super::{DataAction, Engine, Transmit, TunPacket, control_frame, sign_registration};
-use crate::wire::inner::IPV6_HEADER_LEN;
+use crate::wire::inner::{IPV4_HEADER_LEN, IPV6_HEADER_LEN};
 use crate::wire::{
     FRAME_HEADER_LEN, MemberId, MobilityMessage, MobilityOption, TAG_LEN, TunnelHeader,
 };
 
 /// The home address of every test.
 pub const HOA: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
+/// The IPv4 home address of the tests that have one.
+pub const HOA4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 19, 0, 1);
 /// The registration key (SPI 1).
 pub const KEY: &[u8] = b"0123456789abcdef";
 /// Its SPI.
@@ -58,19 +60,44 @@ pub const ACK: Flags = Flags {
 };
 
 /// An IPv6 + TCP segment without data, with a correct checksum and an MSS
-/// option of 1460 on a SYN.
+/// option of 1460 on a SYN; IPv4 + TCP when both addresses are
+/// IPv4-mapped.
 pub fn tcp(src: SocketAddrV6, dst: SocketAddrV6, flags: Flags, seq: u32, ack: u32) -> Vec<u8> {
     let opts: &[u8] = if flags.syn { &[2, 4, 0x05, 0xb4] } else { &[] };
     let tcp_len = 20 + opts.len();
-    let mut buf = vec![0u8; IPV6_HEADER_LEN + tcp_len];
-    let mut ip = Ipv6Packet::new_unchecked(&mut buf[..]);
-    ip.set_version(6);
-    ip.set_payload_len(tcp_len as u16);
-    ip.set_next_header(IpProtocol::Tcp);
-    ip.set_hop_limit(64);
-    ip.set_src_addr(*src.ip());
-    ip.set_dst_addr(*dst.ip());
-    let mut t = TcpPacket::new_unchecked(&mut buf[IPV6_HEADER_LEN..]);
+    let v4 = src.ip().to_ipv4_mapped().zip(dst.ip().to_ipv4_mapped());
+    let ip_len = if v4.is_some() {
+        IPV4_HEADER_LEN
+    } else {
+        IPV6_HEADER_LEN
+    };
+    let mut buf = vec![0u8; ip_len + tcp_len];
+    let (src_ip, dst_ip) = match v4 {
+        Some((s, d)) => {
+            let mut ip = Ipv4Packet::new_unchecked(&mut buf[..]);
+            ip.set_version(4);
+            ip.set_header_len(20);
+            ip.set_total_len((ip_len + tcp_len) as u16);
+            ip.set_dont_frag(true);
+            ip.set_hop_limit(64);
+            ip.set_next_header(IpProtocol::Tcp);
+            ip.set_src_addr(s);
+            ip.set_dst_addr(d);
+            ip.fill_checksum();
+            (IpAddress::Ipv4(s), IpAddress::Ipv4(d))
+        }
+        None => {
+            let mut ip = Ipv6Packet::new_unchecked(&mut buf[..]);
+            ip.set_version(6);
+            ip.set_payload_len(tcp_len as u16);
+            ip.set_next_header(IpProtocol::Tcp);
+            ip.set_hop_limit(64);
+            ip.set_src_addr(*src.ip());
+            ip.set_dst_addr(*dst.ip());
+            (IpAddress::Ipv6(*src.ip()), IpAddress::Ipv6(*dst.ip()))
+        }
+    };
+    let mut t = TcpPacket::new_unchecked(&mut buf[ip_len..]);
     t.set_src_port(src.port());
     t.set_dst_port(dst.port());
     t.set_seq_number(TcpSeqNumber(seq as i32));
@@ -82,7 +109,7 @@ pub fn tcp(src: SocketAddrV6, dst: SocketAddrV6, flags: Flags, seq: u32, ack: u3
     t.set_fin(flags.fin);
     t.set_window_len(65535);
     t.options_mut().copy_from_slice(opts);
-    t.fill_checksum(&IpAddress::Ipv6(*src.ip()), &IpAddress::Ipv6(*dst.ip()));
+    t.fill_checksum(&src_ip, &dst_ip);
     buf
 }
 

@@ -939,10 +939,13 @@ mod tests {
                 dst_port: 80,
             }
         );
-        assert_eq!(info.tcp.unwrap().flags.syn, true);
+        assert!(info.tcp.unwrap().flags.syn);
         assert_eq!(info.fragment, None);
         let udp = inspect(&ipv4(17, &[0x12, 0x34, 0, 53, 0, 8, 0, 0])).unwrap();
-        assert_eq!((udp.flow.proto, udp.flow.src_port, udp.flow.dst_port), (17, 0x1234, 53));
+        assert_eq!(
+            (udp.flow.proto, udp.flow.src_port, udp.flow.dst_port),
+            (17, 0x1234, 53)
+        );
         let echo = inspect(&ipv4(1, &[8, 0, 0, 0, 0x42, 0x42, 0, 1])).unwrap();
         assert_eq!((echo.flow.proto, echo.flow.src_port), (1, 0x4242));
         let reply = inspect(&ipv4(1, &[0, 0, 0, 0, 0x42, 0x42, 0, 1])).unwrap();
@@ -968,7 +971,10 @@ mod tests {
         // Total length past the buffer.
         let mut short = ipv4(17, &[0; 8]);
         short.truncate(24);
-        assert_eq!(inspect(&short), Err(WireError::Truncated("inner ipv4 payload")));
+        assert_eq!(
+            inspect(&short),
+            Err(WireError::Truncated("inner ipv4 payload"))
+        );
         // Total length shorter than the header.
         let mut tiny = ipv4(17, &[0; 8]);
         tiny[2..4].copy_from_slice(&19u16.to_be_bytes());
@@ -1053,10 +1059,7 @@ mod tests {
         assert_eq!(u8::from(ip.next_header()), 1);
         let msg = smoltcp::wire::Icmpv4Packet::new_checked(ip.payload()).unwrap();
         assert!(msg.verify_checksum());
-        assert_eq!(
-            msg.msg_type(),
-            smoltcp::wire::Icmpv4Message::DstUnreachable
-        );
+        assert_eq!(msg.msg_type(), smoltcp::wire::Icmpv4Message::DstUnreachable);
         assert_eq!(msg.msg_code(), 4);
         assert_eq!(&icmp[26..28], &1400u16.to_be_bytes());
         assert_eq!(&icmp[28..], &big[..548]);
@@ -1084,7 +1087,12 @@ mod tests {
         // An echo request is fine.
         assert!(!frag_needed(&ipv4(1, &[8, 0, 0, 0, 0, 1, 0, 1]), 1280, from).is_empty());
         // Bad sources.
-        for src in [[0, 0, 0, 0], [255, 255, 255, 255], [224, 0, 0, 1], [127, 0, 0, 1]] {
+        for src in [
+            [0, 0, 0, 0],
+            [255, 255, 255, 255],
+            [224, 0, 0, 1],
+            [127, 0, 0, 1],
+        ] {
             let mut p = ipv4(17, &[0; 8]);
             p[12..16].copy_from_slice(&src);
             assert!(frag_needed(&p, 1280, from).is_empty());

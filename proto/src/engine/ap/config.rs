@@ -1,12 +1,13 @@
 //! The access point's configuration, its defaults and its errors.
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::MemberPolicy;
 use crate::affinity::AffinityConfig;
 use crate::crypto::Protection;
+use crate::engine::HomeAddresses;
 use crate::maglev::DEFAULT_TABLE_SIZE;
 use crate::wire::MemberId;
 
@@ -86,8 +87,11 @@ impl std::fmt::Debug for MemberKey {
 /// Access point configuration.
 #[derive(Debug, Clone)]
 pub struct ApConfig {
-    /// The home address this AP owns.
+    /// The primary home address this AP owns: the IPv6 one, or the IPv4
+    /// one IPv4-mapped if the service has no IPv6 home address.
     pub home_address: Ipv6Addr,
+    /// The IPv4 home address this AP also owns, if any.
+    pub home_address_v4: Option<Ipv4Addr>,
     /// Accepted registration keys.
     pub keys: Vec<MemberKey>,
     /// Interval of the BRR heartbeat to every member.
@@ -105,7 +109,8 @@ pub struct ApConfig {
     /// Least time between two Shim Notices for one client and member
     /// before the member has started return routability.
     pub notice_interval: Duration,
-    /// Inner MTU of the tunnels; TCP SYNs are clamped to `inner_mtu - 60`.
+    /// Inner MTU of the tunnels; TCP SYNs are clamped to `inner_mtu - 60`
+    /// (IPv6) or `inner_mtu - 40` (IPv4).
     pub inner_mtu: u16,
     /// How often a Binding Revocation Indication is sent (it is not acknowledged).
     pub revocation_repeats: u8,
@@ -138,6 +143,7 @@ impl ApConfig {
     pub fn new(home_address: Ipv6Addr, keys: Vec<MemberKey>) -> Self {
         Self {
             home_address,
+            home_address_v4: home_address.to_ipv4_mapped(),
             keys,
             heartbeat: DEFAULT_HEARTBEAT,
             dead_after: DEFAULT_DEAD_AFTER,
@@ -157,6 +163,22 @@ impl ApConfig {
             settle: DEFAULT_SETTLE,
             seed: [0; 32],
         }
+    }
+
+    /// The home addresses: [`home_address`](Self::home_address) and
+    /// [`home_address_v4`](Self::home_address_v4).
+    pub fn homes(&self) -> HomeAddresses {
+        HomeAddresses {
+            primary: self.home_address,
+            v4: self.home_address_v4,
+        }
+    }
+
+    /// Sets both home addresses.
+    pub fn with_homes(mut self, homes: HomeAddresses) -> Self {
+        self.home_address = homes.primary;
+        self.home_address_v4 = homes.v4;
+        self
     }
 
     /// The key with this SPI.

@@ -57,7 +57,7 @@ impl AccessPoint {
         if is_local_chatter(info.flow.src, info.flow.dst) {
             return self.counters.drops.drop(DropReason::NotTunnelled);
         }
-        if info.flow.dst != self.config.home_address {
+        if !self.config.homes().is_home(info.flow.dst) {
             return self.counters.drops.drop(DropReason::UnknownHomeAddress);
         }
         let len = packet.len();
@@ -150,7 +150,7 @@ impl AccessPoint {
 
     fn clamp(&mut self, packet: &mut [u8], info: &InnerInfo) {
         if info.tcp.is_some_and(|t| t.flags.syn)
-            && inner::clamp_tcp_mss(packet, self.config.inner_mtu.saturating_sub(60))
+            && inner::clamp_tcp_mss(packet, inner::mss_for_mtu(packet, self.config.inner_mtu))
         {
             self.counters.mss_clamped += 1;
         }
@@ -173,7 +173,7 @@ impl AccessPoint {
         let Ok(info) = inner::inspect(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
-        if info.flow.src != self.config.home_address {
+        if !self.config.homes().is_home(info.flow.src) {
             return self.counters.drops.drop(DropReason::SpoofedSource);
         }
         let len = packet.len();
@@ -220,7 +220,7 @@ impl AccessPoint {
         if info.flow.src != client {
             return self.counters.drops.drop(DropReason::SpoofedSource);
         }
-        if info.flow.dst != self.config.home_address {
+        if !self.config.homes().is_home(info.flow.dst) {
             return self.counters.drops.drop(DropReason::UnknownHomeAddress);
         }
         self.shim_refresh(now, client);

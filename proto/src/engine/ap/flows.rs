@@ -35,8 +35,13 @@ impl AccessPoint {
         if msg.flows().count() > FLOWS_PER_REPORT {
             return self.counters.drops.drop(DropReason::Malformed);
         }
-        let home = self.config.home_address;
+        let homes = self.config.homes();
         for flow in msg.flows() {
+            // The Flow option leaves the home address out: the one of the
+            // client's family.
+            let Some(home) = homes.for_peer(flow.client) else {
+                continue;
+            };
             let key = flow.key(home);
             if !is_valid_reported(&key) {
                 continue;

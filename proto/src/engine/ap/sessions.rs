@@ -94,7 +94,7 @@ pub(super) fn send_to(to: SocketAddr) -> DataAction {
 }
 
 /// The client address of a shim: the UDP source address, IPv4 as
-/// IPv4-mapped IPv6 (the inner packets are IPv6).
+/// IPv4-mapped IPv6 (as every address in the engines).
 pub(super) fn client_address(from: SocketAddr) -> Ipv6Addr {
     match from.ip() {
         IpAddr::V6(a) => a,

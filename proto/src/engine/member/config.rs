@@ -1,10 +1,10 @@
 //! The member's configuration and its defaults.
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::crypto::Protection;
-use crate::engine::canonical;
+use crate::engine::{HomeAddresses, canonical};
 use crate::wire::MemberId;
 
 pub use crate::engine::ap::DEFAULT_WEIGHT;
@@ -42,8 +42,11 @@ pub const DEFAULT_MAX_FLOWS: usize = 1_000_000;
 pub struct MemberConfig {
     /// This member's id (Binding ID).
     pub id: MemberId,
-    /// The shared home address.
+    /// The shared primary home address: the IPv6 one, or the IPv4 one
+    /// IPv4-mapped if the service has no IPv6 home address.
     pub home_address: Ipv6Addr,
+    /// The shared IPv4 home address, if any.
+    pub home_address_v4: Option<Ipv4Addr>,
     /// The access points' tunnel endpoints, in order of preference (answers
     /// whose flow's AP is silent go to the first registered one). Non-empty,
     /// no duplicates ([`MemberConfig::check`]).
@@ -93,6 +96,7 @@ impl std::fmt::Debug for MemberConfig {
         f.debug_struct("MemberConfig")
             .field("id", &self.id)
             .field("home_address", &self.home_address)
+            .field("home_address_v4", &self.home_address_v4)
             .field("access_points", &self.access_points)
             .field("care_of", &self.care_of)
             .field("spi", &self.spi)
@@ -114,6 +118,7 @@ impl MemberConfig {
         Self {
             id,
             home_address,
+            home_address_v4: home_address.to_ipv4_mapped(),
             access_points: vec![access_point],
             care_of,
             spi: DEFAULT_SPI,
@@ -148,6 +153,22 @@ pub enum MemberConfigError {
 }
 
 impl MemberConfig {
+    /// The home addresses: [`home_address`](Self::home_address) and
+    /// [`home_address_v4`](Self::home_address_v4).
+    pub fn homes(&self) -> HomeAddresses {
+        HomeAddresses {
+            primary: self.home_address,
+            v4: self.home_address_v4,
+        }
+    }
+
+    /// Sets both home addresses.
+    pub fn with_homes(mut self, homes: HomeAddresses) -> Self {
+        self.home_address = homes.primary;
+        self.home_address_v4 = homes.v4;
+        self
+    }
+
     /// Checks what [`Member::new`](super::Member::new) cannot:
     /// [`check_access_points`]. A member built from a bad configuration
     /// registers with the distinct APs it has, or with none.

@@ -28,7 +28,7 @@ impl Member {
         let Ok((src, dst)) = inner::addresses(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
-        if dst != self.config.home_address {
+        if !self.config.homes().is_home(dst) {
             return self.counters.drops.drop(DropReason::UnknownHomeAddress);
         }
         self.counters.via_ap_in += 1;
@@ -55,7 +55,7 @@ impl Member {
         if src != client {
             return self.counters.drops.drop(DropReason::SpoofedSource);
         }
-        if dst != self.config.home_address {
+        if !self.config.homes().is_home(dst) {
             return self.counters.drops.drop(DropReason::UnknownHomeAddress);
         }
         self.touch(now, client);
@@ -97,7 +97,7 @@ impl Member {
         if crate::engine::is_local_chatter(src, dst) {
             return Err(self.counters.drops.drop(DropReason::NotTunnelled));
         }
-        if src != self.config.home_address {
+        if !self.config.homes().is_home(src) {
             return Err(self.counters.drops.drop(DropReason::SpoofedSource));
         }
         self.touch(now, dst);

@@ -177,3 +177,51 @@ fn answers_before_the_ap_session_are_dropped_no_session() {
         (DataAction::Drop(DropReason::NoSession), None)
     );
 }
+
+#[test]
+fn the_ipv4_home_address_is_served_beside_the_ipv6_one() {
+    use crate::engine::testutil::{HOA4, SYN};
+    let now = t0();
+    let mut cfg = config();
+    cfg.home_address_v4 = Some(HOA4);
+    let (mut m, mut ap) = registered_with(cfg, now);
+    let client4 = v6(
+        std::net::Ipv4Addr::new(198, 18, 1, 1).to_ipv6_mapped(),
+        40000,
+    );
+    let hoa4 = v6(HOA4.to_ipv6_mapped(), 80);
+    // A legacy IPv4 client's packet through the AP: to the TUN.
+    let syn = tcp(client4, hoa4, SYN, 1, 0);
+    assert_eq!(
+        m.handle_udp(now, ap_ep(), &mut ap.data(&syn)),
+        DataAction::ToTun
+    );
+    // The IPv4 answer goes back through the AP it came from.
+    let mut answer = tcp(hoa4, client4, SYN, 100, 2);
+    let (action, out) = tun_out(&mut m, now, &mut answer);
+    assert_eq!(action, DataAction::Send { to: ap_ep() });
+    let (_, frame) = out.expect("sealed");
+    assert_eq!(open_frame(&mut ap.sessions, &frame), answer);
+    // A packet for another IPv4 address is not ours; an answer from one
+    // is spoofed.
+    let other = v6(std::net::Ipv4Addr::new(198, 19, 0, 9).to_ipv6_mapped(), 80);
+    assert_eq!(
+        m.handle_udp(now, ap_ep(), &mut ap.data(&tcp(client4, other, SYN, 1, 0))),
+        DataAction::Drop(DropReason::UnknownHomeAddress)
+    );
+    assert_eq!(
+        tun_out(&mut m, now, &mut tcp(other, client4, ACK, 1, 1)).0,
+        DataAction::Drop(DropReason::SpoofedSource)
+    );
+    // The IPv6 home address still is.
+    assert_eq!(
+        m.handle_udp(now, ap_ep(), &mut ap.data(&inbound())),
+        DataAction::ToTun
+    );
+    // A member without the IPv4 home address drops it.
+    let (mut plain, mut ap) = registered(now);
+    assert_eq!(
+        plain.handle_udp(now, ap_ep(), &mut ap.data(&syn)),
+        DataAction::Drop(DropReason::UnknownHomeAddress)
+    );
+}

@@ -183,3 +183,39 @@ fn a_sealed_keepalive_goes_to_the_ap_while_there_are_flows() {
     );
     assert_eq!(s.counters().keepalives, 1);
 }
+
+#[test]
+fn a_shim_for_an_ipv4_home_address_carries_ipv4_packets() {
+    use crate::engine::testutil::HOA4;
+    let now = t0();
+    let hoa4 = HOA4.to_ipv6_mapped();
+    let (mut s, mut ap) = up(now, ShimConfig::new(ap_ep(), hoa4, local(), [9; 32]));
+    let app4 = v6(
+        std::net::Ipv4Addr::new(198, 18, 1, 1).to_ipv6_mapped(),
+        40000,
+    );
+    let server4 = v6(hoa4, 80);
+    // An application's IPv4 SYN to the IPv4 HoA: sealed to the AP.
+    let syn = tcp(app4, server4, SYN, 1, 0);
+    assert_eq!(syn[0] >> 4, 4);
+    let (to, frame) = out(&mut s, now, &syn).expect("sent");
+    assert_eq!(to, ap_ep());
+    assert_eq!(ap.open(now, &frame).1, syn);
+    // A packet to the IPv6 address is not for this shim's HoA.
+    assert_eq!(
+        out(&mut s, now, &tcp(app(40000), server(), SYN, 1, 0)).err(),
+        Some(DataAction::Drop(DropReason::UnknownHomeAddress))
+    );
+    // The answer from the IPv4 HoA reaches the TUN; one from the IPv6 HoA
+    // is spoofed here.
+    let answer = tcp(server4, app4, SYN, 100, 2);
+    assert_eq!(
+        s.handle_udp(now, ap_ep(), &mut ap.data(Some(M1), &answer)),
+        DataAction::ToTun
+    );
+    let v6_answer = tcp(server(), app(40000), SYN, 100, 2);
+    assert_eq!(
+        s.handle_udp(now, ap_ep(), &mut ap.data(Some(M1), &v6_answer)),
+        DataAction::Drop(DropReason::SpoofedSource)
+    );
+}
