@@ -1,6 +1,6 @@
 //! Access point configuration: a TOML file, overridden by flags.
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -25,10 +25,11 @@ pub struct Cli {
     /// Flags every daemon has.
     #[command(flatten)]
     pub common: CommonArgs,
-    /// The home address this AP owns.
+    /// A home address this AP owns: IPv6 or IPv4, at most once per family.
     #[arg(long)]
-    pub home_address: Option<Ipv6Addr>,
-    /// UDP tunnel endpoint to listen on.
+    pub home_address: Vec<IpAddr>,
+    /// UDP tunnel endpoint to listen on (IPv4 or IPv6; `[::]:4790`, the
+    /// default, takes both families).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// Registration key for SPI 1 (hex of >= 16 bytes, or text).
@@ -198,8 +199,11 @@ fn keys(cli: &Cli, file: &FileConfig) -> anyhow::Result<Vec<MemberKey>> {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// The home address.
-    pub home_address: Option<Ipv6Addr>,
+    /// The home address (IPv6 or IPv4).
+    pub home_address: Option<IpAddr>,
+    /// The home addresses, at most one per family (instead of
+    /// `home_address`).
+    pub home_addresses: Option<Vec<IpAddr>>,
     /// UDP endpoint.
     pub listen: Option<SocketAddr>,
     /// Keys every daemon has.
@@ -247,13 +251,14 @@ impl DaemonSettings for Settings {
     }
 
     fn merge(cli: &Cli, file: FileConfig) -> anyhow::Result<Self> {
-        let home_address = cli
-            .home_address
-            .or(file.home_address)
-            .context("no home address: give --home-address or home_address in the config file")?;
+        let homes = homeaddr_daemon::common::home_addresses(
+            &cli.home_address,
+            file.home_address,
+            file.home_addresses.as_deref(),
+        )?;
         let reloadable = Reloadable::from_file(cli, &file)?;
         let common = CommonSettings::resolve(&cli.common, &file.common, "ap", "ha-ap")?;
-        let mut engine = ApConfig::new(home_address, reloadable.keys.clone());
+        let mut engine = ApConfig::new(homes.primary, reloadable.keys.clone()).with_homes(homes);
         engine.inner_mtu = common.mtu;
         engine.protection = common.protection;
         engine.member_policies = engine_policies(&reloadable.members);
@@ -319,10 +324,65 @@ mod tests {
         assert_eq!(s.engine.inner_mtu, 1300);
         assert_eq!(
             s.engine.home_address,
-            "2001:db8::1".parse::<Ipv6Addr>().unwrap()
+            "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap()
         );
         assert_eq!(s.engine.keys[0].key.len(), 16);
         assert_eq!(s.listen.port(), 4790);
+    }
+
+    #[test]
+    fn one_home_address_per_family_from_flags_or_file() {
+        let key = ["--key", "a long enough key!"];
+        let s = Settings::from_args(
+            &[
+                &key[..],
+                &["--home-address", "198.19.0.1", "--home-address", "fd00::1"],
+            ]
+            .concat(),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.engine.home_address,
+            "fd00::1".parse::<std::net::Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            s.engine.home_address_v4,
+            Some("198.19.0.1".parse().unwrap())
+        );
+        let file: FileConfig = toml_file(
+            "home_addresses = [\"fd00::1\", \"198.19.0.1\"]\n[[keys]]\nspi = 1\nkey = \"0123456789abcdef0123456789abcdef\"\n",
+        );
+        let s = Settings::from_args(&[], file).unwrap();
+        assert_eq!(
+            s.engine.home_address_v4,
+            Some("198.19.0.1".parse().unwrap())
+        );
+        let file: FileConfig = toml_file(
+            "home_address = \"198.19.0.1\"\n[[keys]]\nspi = 1\nkey = \"0123456789abcdef0123456789abcdef\"\n",
+        );
+        let s = Settings::from_args(&[], file).unwrap();
+        assert_eq!(
+            s.engine.home_address,
+            "198.19.0.1"
+                .parse::<std::net::Ipv4Addr>()
+                .unwrap()
+                .to_ipv6_mapped()
+        );
+        let e = Settings::merge_error(
+            &[
+                &key[..],
+                &[
+                    "--home-address",
+                    "198.19.0.1",
+                    "--home-address",
+                    "198.19.0.2",
+                ],
+            ]
+            .concat(),
+            FileConfig::default(),
+        );
+        assert!(e.contains("two IPv4"), "{e}");
     }
 
     #[test]

@@ -50,14 +50,21 @@ impl Role for Ap {
     }
 
     async fn setup((settings, cli): Self::Settings, _cx: &Context) -> anyhow::Result<Self> {
-        let hoa = settings.engine.home_address;
+        let homes = settings.engine.homes();
+        let hoa = homes.primary;
         let common = settings.common.clone();
         // Before anything on the host changes: is the route or the TUN
         // another live daemon's? One killed with -9 leaves its claims (its
         // TUN, with the route into it, went with it).
         let claims = claim_route_and_tun(hoa, &common.tun)?;
-        sysctl("net.ipv6.conf.all.forwarding", "1")
-            .context("the AP forwards packets between clients and its TUN")?;
+        if homes.ipv6().is_some() {
+            sysctl("net.ipv6.conf.all.forwarding", "1")
+                .context("the AP forwards packets between clients and its TUN")?;
+        }
+        if homes.v4.is_some() {
+            sysctl("net.ipv4.ip_forward", "1")
+                .context("the AP forwards IPv4 packets between clients and its TUN")?;
+        }
         let tun_config =
             // The AP's TUN receives forwarded traffic: super-packets as large
             // as the clients' TSO made them (64 KiB). A smaller gso_max_size
@@ -70,11 +77,20 @@ impl Role for Ap {
                 .context("cannot create the TUN device (root? /dev/net/tun?)")?,
         );
         let mut net = NetConfig::new();
-        let route = format!("{hoa}/128");
-        net.apply(
-            &["-6", "route", "replace", &route, "dev", tun.name()],
-            &["-6", "route", "del", &route, "dev", tun.name()],
-        )?;
+        if let Some(hoa6) = homes.ipv6() {
+            let route = format!("{hoa6}/128");
+            net.apply(
+                &["-6", "route", "replace", &route, "dev", tun.name()],
+                &["-6", "route", "del", &route, "dev", tun.name()],
+            )?;
+        }
+        if let Some(hoa4) = homes.v4 {
+            let route = format!("{hoa4}/32");
+            net.apply(
+                &["-4", "route", "replace", &route, "dev", tun.name()],
+                &["-4", "route", "del", &route, "dev", tun.name()],
+            )?;
+        }
         let udp = Arc::new(
             UdpTunnel::bind(settings.listen)
                 .with_context(|| format!("cannot listen on {}", settings.listen))?,
@@ -88,8 +104,14 @@ impl Role for Ap {
         let hook = Arc::new(on_events);
         let driver = Driver::start(engine.clone(), hook, tun.clone(), udp.clone());
         let metrics = metrics::metrics(engine.clone(), IoSource::of(&driver));
+        let home_addresses = homes
+            .all()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
         info!(
-            home_address = %hoa, listen = %udp.local_addr(), tun = tun.name(), mtu = tun.mtu(), offload = tun.offload(),
+            home_address = %home_addresses, listen = %udp.local_addr(), tun = tun.name(), mtu = tun.mtu(), offload = tun.offload(),
             control = %common.control.display(), "access point up"
         );
         Ok(Self {

@@ -128,6 +128,7 @@ pub fn status(ap: &AccessPoint, now: Instant, io: IoStatus) -> ApStatus {
         .collect();
     ApStatus {
         home_address: ap.config().home_address,
+        home_address_v4: ap.config().home_address_v4,
         members: members(ap, now),
         shim_clients,
         flows: ap.affinity().len() as u64,

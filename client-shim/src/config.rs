@@ -1,6 +1,6 @@
 //! Shim configuration: a TOML file, overridden by flags.
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -20,9 +20,9 @@ pub struct Cli {
     /// Flags every daemon has.
     #[command(flatten)]
     pub common: CommonArgs,
-    /// The service's home address.
+    /// The service's home address this shim serves: IPv6 or IPv4 (one).
     #[arg(long)]
-    pub home_address: Option<Ipv6Addr>,
+    pub home_address: Option<IpAddr>,
     /// The access point's tunnel endpoint (or use --dns-server and --service).
     #[arg(long)]
     pub access_point: Option<SocketAddr>,
@@ -44,8 +44,8 @@ pub struct Cli {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// Home address.
-    pub home_address: Option<Ipv6Addr>,
+    /// Home address (IPv6 or IPv4).
+    pub home_address: Option<IpAddr>,
     /// AP endpoint.
     pub access_point: Option<SocketAddr>,
     /// DNS server for discovery.
@@ -81,7 +81,7 @@ pub enum AccessPointSource {
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Home address.
+    /// Home address, as the engine holds it (IPv4 IPv4-mapped).
     pub home_address: Ipv6Addr,
     /// AP endpoint source.
     pub access_point: AccessPointSource,
@@ -131,10 +131,19 @@ impl DaemonSettings for Settings {
         };
         let common = CommonSettings::resolve(&cli.common, &file.common, "shim", "ha-shim")?;
         Ok(Self {
-            home_address: cli
-                .home_address
-                .or(file.home_address)
-                .context("no home address: give --home-address (the service's address)")?,
+            home_address: homeaddr_proto::engine::HomeAddresses::from_list(
+                &cli.home_address
+                    .or(file.home_address)
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+            )
+            .map_err(|e| match e {
+                homeaddr_proto::engine::HomeAddressError::None => anyhow::anyhow!(
+                    "no home address: give --home-address (the service's address, IPv6 or IPv4)"
+                ),
+                e => anyhow::anyhow!("--home-address: {e}"),
+            })?
+            .primary,
             access_point,
             local: cli.local.or(file.local),
             route_optimization: !cli.no_route_optimization

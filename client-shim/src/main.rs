@@ -1,6 +1,6 @@
 //! `homeaddr-shim`: see the crate documentation of `homeaddr_shim`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -70,23 +70,33 @@ impl Role for ShimNode {
                 .context("cannot create the TUN device (root? /dev/net/tun?)")?,
         );
         let mut net = NetConfig::new();
-        let route = format!("{hoa}/128");
-        let src = local.ip().to_string();
         // Applications reach the home address through the TUN, from the
         // address the tunnel leaves from (the AP checks that they match).
-        net.apply(
-            &[
+        // An IPv4 home address on an IPv6 underlay has no such source yet:
+        // the route goes without one.
+        let (family, route, src) = match hoa.to_ipv4_mapped() {
+            Some(hoa4) => (
+                "-4",
+                format!("{hoa4}/32"),
+                match local.ip().to_canonical() {
+                    IpAddr::V4(v4) => Some(v4.to_string()),
+                    IpAddr::V6(_) => None,
+                },
+            ),
+            None => (
                 "-6",
-                "route",
-                "replace",
-                &route,
-                "dev",
-                tun.name(),
-                "src",
-                &src,
-            ],
-            &["-6", "route", "del", &route, "dev", tun.name()],
-        )?;
+                format!("{hoa}/128"),
+                match local.ip().to_canonical() {
+                    IpAddr::V6(v6) => Some(v6.to_string()),
+                    IpAddr::V4(_) => None,
+                },
+            ),
+        };
+        let mut add = vec![family, "route", "replace", &route, "dev", tun.name()];
+        if let Some(src) = &src {
+            add.extend(["src", src.as_str()]);
+        }
+        net.apply(&add, &[family, "route", "del", &route, "dev", tun.name()])?;
         let mut config = ShimConfig::new(ap, hoa, local, homeaddr_daemon::random_seed()?);
         config.route_optimization = settings.route_optimization;
         config.keepalive = settings.keepalive;

@@ -200,8 +200,12 @@ pub struct UdpIo {
 /// The access point's `status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApStatus {
-    /// The home address it owns.
+    /// The (primary) home address it owns: the IPv6 one, or the IPv4 one
+    /// IPv4-mapped.
     pub home_address: Ipv6Addr,
+    /// Its IPv4 home address, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_address_v4: Option<std::net::Ipv4Addr>,
     /// The member table.
     pub members: Vec<MemberRow>,
     /// Shim clients it knows.
@@ -718,6 +722,7 @@ pub(crate) mod tests {
     fn ap_status() -> Status {
         Status::AccessPoint(ApStatus {
             home_address: "fd00:4841:aaaa::1".parse().unwrap(),
+            home_address_v4: Some("198.19.0.1".parse().unwrap()),
             members: vec![member_row()],
             shim_clients: vec![ShimClientRow {
                 client: "fd00::9".parse().unwrap(),

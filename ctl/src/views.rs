@@ -267,19 +267,25 @@ fn entries<T>(list: &[T]) -> String {
 pub fn status(status: &Status) -> Table {
     let role = status.role().to_string();
     let mut rows: Vec<(&str, String)> = match status {
-        Status::AccessPoint(s) => vec![
-            ("flows", s.flows.to_string()),
-            ("flows_moved", s.flows_moved.to_string()),
-            ("flows_reported", s.flows_reported.to_string()),
-            ("home_address", s.home_address.to_string()),
-            ("members", entries(&s.members)),
-            ("settling", s.settling.to_string()),
-            ("shim_clients", entries(&s.shim_clients)),
-            (
-                "table_digest",
-                or_dash(Some(&s.table_digest).filter(|d| !d.is_empty())),
-            ),
-        ],
+        Status::AccessPoint(s) => {
+            let mut rows = vec![
+                ("flows", s.flows.to_string()),
+                ("flows_moved", s.flows_moved.to_string()),
+                ("flows_reported", s.flows_reported.to_string()),
+                ("home_address", s.home_address.to_string()),
+                ("members", entries(&s.members)),
+                ("settling", s.settling.to_string()),
+                ("shim_clients", entries(&s.shim_clients)),
+                (
+                    "table_digest",
+                    or_dash(Some(&s.table_digest).filter(|d| !d.is_empty())),
+                ),
+            ];
+            if let Some(v4) = s.home_address_v4 {
+                rows.insert(4, ("home_address_v4", v4.to_string()));
+            }
+            rows
+        }
         Status::Member(s) => {
             let mut rows = vec![
                 ("access_point", s.access_point.to_string()),
@@ -342,6 +348,7 @@ pub(crate) mod tests {
     pub(crate) fn ap_status(members: Vec<MemberRow>, shim_clients: Vec<ShimClientRow>) -> ApStatus {
         ApStatus {
             home_address: "fd00::1".parse().unwrap(),
+            home_address_v4: None,
             members,
             shim_clients,
             flows: 2,

@@ -342,3 +342,68 @@ mod tests {
         assert!(e.contains("1280"), "{e}");
     }
 }
+
+/// The home addresses from `--home-address` (given once per family) or,
+/// without the flag, the file's `home_address = "x"` or
+/// `home_addresses = ["x", "y"]` (not both): at most one IPv6 and one IPv4
+/// address, at least one. `flag_name` and the errors name what to fix.
+pub fn home_addresses(
+    cli: &[std::net::IpAddr],
+    file_one: Option<std::net::IpAddr>,
+    file_many: Option<&[std::net::IpAddr]>,
+) -> anyhow::Result<homeaddr_proto::engine::HomeAddresses> {
+    use homeaddr_proto::engine::{HomeAddressError, HomeAddresses};
+    let list: Vec<std::net::IpAddr> = if !cli.is_empty() {
+        cli.to_vec()
+    } else {
+        match (file_one, file_many) {
+            (Some(_), Some(_)) => anyhow::bail!(
+                "the config file has both home_address and home_addresses: keep one \
+                 (home_addresses = [\"IPv6\", \"IPv4\"] for both families)"
+            ),
+            (Some(a), None) => vec![a],
+            (None, Some(many)) => many.to_vec(),
+            (None, None) => Vec::new(),
+        }
+    };
+    HomeAddresses::from_list(&list).map_err(|e| match e {
+        HomeAddressError::None => anyhow::anyhow!(
+            "no home address: give --home-address (IPv6 and/or IPv4, once per family) \
+             or home_address / home_addresses in the config file"
+        ),
+        e => anyhow::anyhow!("--home-address / home_addresses: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod home_address_tests {
+    use super::home_addresses;
+
+    #[test]
+    fn one_per_family_from_the_flags_or_the_file() {
+        let v6 = "fd00:4841:aaaa::1".parse().unwrap();
+        let v4 = "198.19.0.1".parse().unwrap();
+        let both = home_addresses(&[v4, v6], None, None).unwrap();
+        assert_eq!(both.all(), vec![v6, v4]);
+        // Flags win over the file.
+        assert_eq!(
+            home_addresses(&[v4], Some(v6), None).unwrap().all(),
+            vec![v4]
+        );
+        assert_eq!(home_addresses(&[], Some(v6), None).unwrap().all(), vec![v6]);
+        assert_eq!(
+            home_addresses(&[], None, Some(&[v6, v4])).unwrap().all(),
+            vec![v6, v4]
+        );
+        let e = home_addresses(&[], Some(v6), Some(&[v4]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keep one"), "{e}");
+        let e = home_addresses(&[], None, None).unwrap_err().to_string();
+        assert!(e.contains("--home-address"), "{e}");
+        let e = home_addresses(&[v4, "198.19.0.2".parse().unwrap()], None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("two IPv4"), "{e}");
+    }
+}

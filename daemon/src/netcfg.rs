@@ -171,7 +171,10 @@ impl Claim {
     ) -> anyhow::Result<Claim> {
         Claim::take(
             dir,
-            &format!("the route to home address {home_address}"),
+            &format!(
+                "the route to home address {}",
+                std::net::IpAddr::V6(home_address).to_canonical()
+            ),
             "--home-address",
         )
     }

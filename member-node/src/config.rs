@@ -1,6 +1,6 @@
 //! Member configuration: a TOML file, overridden by flags.
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -23,9 +23,10 @@ pub struct Cli {
     /// This member's id (1-65535), unique in the service.
     #[arg(long)]
     pub id: Option<u16>,
-    /// The service's home address.
+    /// A home address of the service (as on the AP): IPv6 or IPv4, at
+    /// most once per family.
     #[arg(long)]
-    pub home_address: Option<Ipv6Addr>,
+    pub home_address: Vec<IpAddr>,
     /// An access point's tunnel endpoint, e.g. [2001:db8::1]:4790; repeat
     /// it for several APs in front of the home address (the member
     /// registers with each).
@@ -61,8 +62,10 @@ pub struct Cli {
 pub struct FileConfig {
     /// Member id.
     pub id: Option<u16>,
-    /// Home address.
-    pub home_address: Option<Ipv6Addr>,
+    /// Home address (IPv6 or IPv4).
+    pub home_address: Option<IpAddr>,
+    /// Home addresses, at most one per family (instead of `home_address`).
+    pub home_addresses: Option<Vec<IpAddr>>,
     /// The AP endpoint (one AP).
     pub access_point: Option<String>,
     /// The AP endpoints (several APs); not with `access_point`.
@@ -97,8 +100,8 @@ pub struct FileConfig {
 pub struct Settings {
     /// Member id.
     pub id: u16,
-    /// Home address.
-    pub home_address: Ipv6Addr,
+    /// Home addresses.
+    pub home_addresses: homeaddr_proto::engine::HomeAddresses,
     /// AP endpoints, in configured order (non-empty, distinct).
     pub access_points: Vec<SocketAddr>,
     /// Own endpoint, if given.
@@ -177,8 +180,10 @@ impl DaemonSettings for Settings {
         )?;
         Ok(Self {
             id,
-            home_address: cli.home_address.or(file.home_address).context(
-                "no home address: give --home-address (the service's address, as on the AP)",
+            home_addresses: homeaddr_daemon::common::home_addresses(
+                &cli.home_address,
+                file.home_address,
+                file.home_addresses.as_deref(),
             )?,
             access_points: access_points(
                 &cli.access_point,

@@ -1,6 +1,6 @@
 //! `homeaddr-member`: see the crate documentation of `homeaddr_member`.
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,8 +19,8 @@ use homeaddr_daemon::shell::{self, Context, Role, Stop, StopHandle};
 use homeaddr_io::{TunConfig, TunDevice, UdpTunnel};
 use homeaddr_member::config::{Cli, Settings};
 use homeaddr_member::metrics::{self, Timings};
-use homeaddr_proto::engine::DropCounters;
 use homeaddr_proto::engine::member::{Member, MemberConfig, MemberEvent, RegistrationState};
+use homeaddr_proto::engine::{DropCounters, HomeAddresses};
 use homeaddr_proto::wire::MemberId;
 use homeaddr_proto::wire::mh::ba_status;
 use tokio::sync::Mutex;
@@ -77,7 +77,7 @@ impl Role for MemberNode {
     }
 
     async fn setup(settings: Settings, cx: &Context) -> anyhow::Result<Self> {
-        let hoa = settings.home_address;
+        let homes = settings.home_addresses;
         let care_of = care_of_endpoint(&settings)?;
         let common = &settings.common;
         let table = settings.table.to_string();
@@ -85,7 +85,7 @@ impl Role for MemberNode {
         let tun_claim = Claim::tun(Path::new(RUN_DIR), &common.tun)?;
         let tun = create_tun(&settings)?;
         let mut net = NetConfig::new();
-        route_answers_into_tun(&mut net, claim.stale, hoa, tun.name(), &table)?;
+        route_answers_into_tun(&mut net, claim.stale, &homes, tun.name(), &table)?;
         let udp = Arc::new(
             UdpTunnel::bind(care_of)
                 .with_context(|| format!("cannot bind the care-of endpoint {care_of}"))?,
@@ -104,7 +104,7 @@ impl Role for MemberNode {
             .collect::<Vec<_>>()
             .join(", ");
         info!(
-            id = settings.id, home_address = %hoa, care_of = %udp.local_addr(), access_points = %aps,
+            id = settings.id, home_address = %homes.all().iter().map(ToString::to_string).collect::<Vec<_>>().join(", "), care_of = %udp.local_addr(), access_points = %aps,
             tun = tun.name(), offload = tun.offload(), control = %common.control.display(), "member up, registering"
         );
         Ok(Self {
@@ -214,9 +214,10 @@ fn create_tun(settings: &Settings) -> anyhow::Result<Arc<TunDevice>> {
         homeaddr_daemon::netcfg::sysctl("net.ipv6.conf.all.forwarding", "1")
             .context("direct server return forwards answers out of the TUN")?;
     }
-    let tun_config = TunConfig::new(&common.tun, common.mtu)
-        .with_offload(common.offload)
-        .with_ipv6(settings.home_address, 128);
+    let mut tun_config = TunConfig::new(&common.tun, common.mtu).with_offload(common.offload);
+    if let Some(hoa6) = settings.home_addresses.ipv6() {
+        tun_config = tun_config.with_ipv6(hoa6, 128);
+    }
     let tun = TunDevice::create(&tun_config).with_context(|| {
         format!(
             "cannot create the TUN device {} (root? /dev/net/tun? another daemon's: give another --tun)",
@@ -226,10 +227,11 @@ fn create_tun(settings: &Settings) -> anyhow::Result<Arc<TunDevice>> {
     Ok(Arc::new(tun))
 }
 
-/// `ip -6 rule OP` of the rule sending the home address's answers to `table`.
-fn source_rule<'a>(op: &'a str, from: &'a str, table: &'a str) -> [&'a str; 11] {
+/// `ip -6 rule OP` (`family` "-6") or `ip -4 rule OP` of the rule sending
+/// the home address's answers to `table`.
+fn source_rule<'a>(family: &'a str, op: &'a str, from: &'a str, table: &'a str) -> [&'a str; 11] {
     [
-        "-6", "rule", op, "from", from, "iif", "lo", "lookup", table, "priority", "1000",
+        family, "rule", op, "from", from, "iif", "lo", "lookup", table, "priority", "1000",
     ]
 }
 
@@ -240,35 +242,52 @@ fn source_rule<'a>(op: &'a str, from: &'a str, table: &'a str) -> [&'a str; 11] 
 fn route_answers_into_tun(
     net: &mut NetConfig,
     stale: bool,
-    hoa: Ipv6Addr,
+    homes: &HomeAddresses,
     tun: &str,
     table: &str,
 ) -> anyhow::Result<()> {
-    let from = format!("{hoa}/128");
-    if stale && ip(&source_rule("del", &from, table)).is_ok() {
-        info!(table = %table, "removed the source rule a dead member left behind");
+    let mut families = Vec::new();
+    if let Some(hoa6) = homes.ipv6() {
+        families.push(("-6", format!("{hoa6}/128")));
     }
-    let default_route = |op| ["-6", "route", op, "default", "dev", tun, "table", table];
-    net.apply(&default_route("replace"), &default_route("del"))?;
-    // `iif lo`: only locally generated answers; packets the engine writes
-    // back for direct server return come in on the TUN and are routed
-    // natively.
-    net.apply(
-        &source_rule("add", &from, table),
-        &source_rule("del", &from, table),
-    )
+    if let Some(hoa4) = homes.v4 {
+        // The IPv4 home address on the TUN (IPv6 has it from the TUN's
+        // creation); it goes with the TUN.
+        let addr = format!("{hoa4}/32");
+        net.apply(
+            &["-4", "addr", "replace", &addr, "dev", tun],
+            &["-4", "addr", "del", &addr, "dev", tun],
+        )?;
+        families.push(("-4", addr));
+    }
+    for (family, from) in &families {
+        if stale && ip(&source_rule(family, "del", from, table)).is_ok() {
+            info!(table = %table, "removed the source rule a dead member left behind");
+        }
+        let default_route = |op| [*family, "route", op, "default", "dev", tun, "table", table];
+        net.apply(&default_route("replace"), &default_route("del"))?;
+        // `iif lo`: only locally generated answers; packets the engine
+        // writes back for direct server return come in on the TUN and are
+        // routed natively.
+        net.apply(
+            &source_rule(family, "add", from, table),
+            &source_rule(family, "del", from, table),
+        )?;
+    }
+    Ok(())
 }
 
 /// The member engine of `settings`, bound to `care_of`, started.
 fn start_engine(settings: &Settings, care_of: SocketAddr) -> anyhow::Result<Member> {
     let mut config = MemberConfig::new(
         MemberId(settings.id),
-        settings.home_address,
+        settings.home_addresses.primary,
         settings.access_points[0],
         care_of,
         settings.key.clone(),
         homeaddr_daemon::random_seed()?,
     );
+    config.home_address_v4 = settings.home_addresses.v4;
     config.access_points = settings.access_points.clone();
     config.spi = settings.spi;
     config.weight = settings.weight;
