@@ -259,6 +259,12 @@ fn route_answers_into_tun(
             &["-4", "addr", "del", &addr, "dev", tun],
         )?;
         families.push(("-4", addr));
+        // Clients' IPv4 packets come in on the TUN while the route back to
+        // them leaves elsewhere: strict reverse path filtering (the
+        // effective value is the larger of `all` and the device's) would
+        // drop them; loose mode only asks for some route back.
+        homeaddr_daemon::netcfg::sysctl(&format!("net.ipv4.conf.{tun}.rp_filter"), "2")
+            .context("loose reverse path filtering on the TUN for the IPv4 home address")?;
     }
     for (family, from) in &families {
         if stale && ip(&source_rule(family, "del", from, table)).is_ok() {
