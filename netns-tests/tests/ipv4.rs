@@ -109,7 +109,7 @@ fn ipv4_underlay_and_ipv4_home_address_end_to_end() {
     ];
     args.extend(log_args());
     let member = m1
-        .spawn("homeaddr-member-1", &bin("homeaddr-member").unwrap(), &args)
+        .spawn("homeaddr-member-1", bin("homeaddr-member").unwrap(), &args)
         .unwrap();
     member
         .wait_for_output("registered with the access point", START_TIMEOUT)
