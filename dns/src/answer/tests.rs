@@ -383,6 +383,26 @@ fn a_records_where_configured() {
 }
 
 #[test]
+fn an_a_query_with_ipv4_ecs_picks_the_site_nearest_the_subnet() {
+    let s = snap_all_up();
+    // From the resolver's own address (no network: the default location,
+    // London) ams is nearest...
+    let m = ask(&s, &q("svc.example.com.", rtype::A), "192.0.2.1");
+    assert_eq!(aaaa(&m), vec![ip("192.0.2.10")]);
+    // ...but the client subnet is in San Francisco: nyc's IPv4 address,
+    // the ECS option echoed with the decision's scope.
+    let m = ask(
+        &s,
+        &q_ecs("svc.example.com.", rtype::A, "203.0.113.0", 24),
+        "192.0.2.1",
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(aaaa(&m), vec![ip("198.51.100.10")]);
+    assert_eq!(ecs(&m), Some((ip("203.0.113.0"), 24, 24)));
+    assert_eq!(m.answers[0].ttl, 60);
+}
+
+#[test]
 fn discovery_record_names_the_sites_ap_endpoint() {
     let s = snap_all_up();
     let m = ask(
