@@ -327,29 +327,19 @@ pub(crate) fn verify_registration(mh: &[u8], key: &[u8], hoa: Ipv6Addr) -> bool 
 }
 
 /// Fill in the Binding Authorization Data of a control frame.
-pub(crate) fn sign_binding(
-    frame: &mut [u8],
-    kbm: &Kbm,
-    care_of: SocketAddr,
-    correspondent: SocketAddr,
-) {
+pub(crate) fn sign_binding(frame: &mut [u8], kbm: &Kbm) {
     let mh = &mut frame[FRAME_HEADER_LEN..];
     if let Some(r) = auth_range(mh) {
-        let mac = crypto::binding_authenticator(kbm, care_of, correspondent, mh, r.clone());
+        let mac = crypto::binding_authenticator(kbm, mh, r.clone());
         mh[r].copy_from_slice(&mac);
     }
 }
 
 /// Check the Binding Authorization Data of a Mobility Header.
-pub(crate) fn verify_binding(
-    mh: &[u8],
-    kbm: &Kbm,
-    care_of: SocketAddr,
-    correspondent: SocketAddr,
-) -> bool {
+pub(crate) fn verify_binding(mh: &[u8], kbm: &Kbm) -> bool {
     match auth_range(mh) {
         Some(r) if r.len() == crypto::BINDING_AUTH_LEN => {
-            let mac = crypto::binding_authenticator(kbm, care_of, correspondent, mh, r.clone());
+            let mac = crypto::binding_authenticator(kbm, mh, r.clone());
             crypto::constant_time_eq(&mac, &mh[r])
         }
         _ => false,

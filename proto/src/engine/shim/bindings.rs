@@ -33,20 +33,14 @@ pub(super) struct MemberSession {
 
 /// An unsealed control frame to a member whose last option, Binding
 /// Authorization Data, is signed with `kbm` (RFC 6275 sec. 5.2.6).
-pub(super) fn signed_binding_frame(
-    member: MemberId,
-    msg: &MobilityMessage,
-    kbm: &Kbm,
-    care_of: SocketAddr,
-    correspondent: SocketAddr,
-) -> Vec<u8> {
+pub(super) fn signed_binding_frame(member: MemberId, msg: &MobilityMessage, kbm: &Kbm) -> Vec<u8> {
     let mut frame = unsealed_frame(Some(member), msg);
     let mh = &mut frame[HEADER_LEN..];
     let range = MobilityHeader::new_checked(&*mh)
         .ok()
         .and_then(|h| h.authenticator_range());
     if let Some(r) = range {
-        let mac = crypto::binding_authenticator(kbm, care_of, correspondent, mh, r.clone());
+        let mac = crypto::binding_authenticator(kbm, mh, r.clone());
         mh[r].copy_from_slice(&mac);
     }
     frame
@@ -215,7 +209,7 @@ impl Shim {
                 return self.reject_bu(from, DropReason::Replay);
             }
         };
-        if !verify_binding(bu.mh, &kbm, from, self.config.local) {
+        if !verify_binding(bu.mh, &kbm) {
             return self.reject_bu(from, DropReason::AuthFailed);
         }
         let send_ba = |shim: &mut Self,
@@ -232,7 +226,7 @@ impl Shim {
                 ba = ba.with(MobilityOption::Session { index, nonce });
             }
             let ba = ba.with(MobilityOption::BindingAuthorization([0; 12]));
-            let payload = signed_binding_frame(member, &ba, &kbm, from, shim.config.local);
+            let payload = signed_binding_frame(member, &ba, &kbm);
             shim.transmits.push_back(Transmit { to: from, payload });
         };
         if let Some(last) = self.last_seq.get(&member).copied()
