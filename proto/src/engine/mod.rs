@@ -21,6 +21,11 @@ use std::time::{Duration, Instant};
 
 pub use timer::TimerQueue;
 
+/// NAT keepalive: a side behind a NAT sends an empty sealed data frame on
+/// each direct binding session that sent nothing this long (docs/PROTOCOL.md
+/// 7.3), under the 30 s a Linux conntrack entry for UDP lives unanswered.
+pub const DEFAULT_NAT_KEEPALIVE: Duration = Duration::from_secs(25);
+
 use crate::crypto::{self, Kbm};
 use crate::wire::{
     FRAME_HEADER_LEN, MemberId, MobilityHeader, MobilityMessage, MobilityOption, TAG_LEN,

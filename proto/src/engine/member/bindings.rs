@@ -185,6 +185,7 @@ impl Member {
                 expires: now + from_units(lifetime),
             });
             c.rr = RoState::Idle;
+            c.last_direct_out = now;
             let held = c.hold.take().map(|h| h.packets).unwrap_or_default();
             let (shim, elapsed) = (c.shim, now - c.rr_started);
             self.release_held(Via::Shim(client), held);
@@ -195,6 +196,7 @@ impl Member {
                 elapsed,
             });
             self.arm_correspondent(now, client, None);
+            self.arm_nat_keepalive(now);
             return DataAction::Consumed;
         }
         // Errors come unauthenticated (the shim may not have our tokens).

@@ -29,6 +29,8 @@ pub(super) struct MemberSession {
     theirs: (u32, [u8; 16]),
     /// Ours (Is, Ns), sent in the BA.
     ours: (u32, [u8; 16]),
+    /// The last datagram we sent the member direct (NAT keepalive clock).
+    pub last_out: Instant,
 }
 
 /// An unsealed control frame to a member whose last option, Binding
@@ -119,6 +121,18 @@ impl Shim {
             return self.counters.drops.drop(DropReason::NoSession);
         }
         self.counters.tests_answered += 1;
+        // The member's care-of endpoint, as the AP knows it: one unsealed
+        // Punch there opens our NAT (if any) for the member's CoTI, which
+        // comes from that endpoint (docs/PROTOCOL.md 5.3). It is the AP's
+        // word, sealed, and at most one datagram per relayed HoTI.
+        if let Some(care_of) = msg.endpoint() {
+            let punch = MobilityMessage::new(MessageBody::Punch);
+            self.transmits.push_back(Transmit {
+                to: care_of,
+                payload: unsealed_frame(Some(member), &punch),
+            });
+            self.counters.punches += 1;
+        }
         DataAction::Consumed
     }
 
@@ -248,6 +262,11 @@ impl Shim {
         let draining = msg.member_state().is_some_and(|(_, d, _)| d);
         self.store_binding(now, member, from, seq, granted, draining);
         let ours = self.bind_session(now, member, &kbm, theirs);
+        if let Some(ms) = self.member_sessions.get_mut(&member) {
+            // The BA (or the member's BU) just used the mapping.
+            ms.last_out = now;
+        }
+        self.arm_nat_keepalive(now);
         if bu.ack {
             send_ba(
                 self,
@@ -300,6 +319,7 @@ impl Shim {
                         kbm: *kbm,
                         theirs,
                         ours,
+                        last_out: now,
                     },
                 );
             }

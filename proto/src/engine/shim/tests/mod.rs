@@ -23,6 +23,7 @@ use crate::wire::{MobilityMessage, MobilityOption, TunnelHeader};
 mod bindings;
 mod data;
 mod handshake;
+mod nat;
 mod revocation;
 
 const M1: MemberId = MemberId(1);
