@@ -77,3 +77,32 @@ fn behind_a_nat_an_idle_direct_session_gets_a_keepalive() {
     assert!(transmits(&mut s).iter().all(|t| t.to != care_of(M1)));
     assert_eq!(s.counters().nat_keepalives, 1);
 }
+
+#[test]
+fn the_authenticator_covers_no_endpoint_but_the_care_of_token_binds_the_source() {
+    let now = t0();
+    let (mut s, mut ap) = shim(now);
+    // The member's CoTI came from its (NAT-mapped) endpoint care_of(M1); it
+    // signs without knowing that endpoint or the one it sees us at.
+    let m = return_routability(&mut s, &mut ap, now, M1);
+    // The same BU from any other source: the care-of token the shim
+    // recomputes for that source gives another Kbm, so it fails.
+    let elsewhere = ep("198.18.0.66:4790");
+    assert_eq!(
+        s.handle_udp(now, elsewhere, &mut m.bu(1, 120)),
+        DataAction::Drop(DropReason::AuthFailed)
+    );
+    assert!(transmits(&mut s).is_empty(), "no answer");
+    assert_eq!(s.bindings().count(), 0);
+    // From the tested source it binds there.
+    assert_eq!(
+        s.handle_udp(now, care_of(M1), &mut m.bu(1, 120)),
+        DataAction::Consumed
+    );
+    let ba = m.ba(&mut s);
+    assert!(matches!(ba.body, MessageBody::BindingAck { status: 0, .. }));
+    assert_eq!(
+        s.bindings().map(|(_, b)| b.care_of).collect::<Vec<_>>(),
+        vec![care_of(M1)]
+    );
+}
