@@ -463,6 +463,10 @@ pub struct MemberStatus {
     pub flows: u64,
     /// Whether it drains itself.
     pub draining: bool,
+    /// An AP saw it at an endpoint other than its care-of endpoint (the
+    /// socket's local one): it is behind a NAT and sends NAT keepalives.
+    #[serde(default)]
+    pub behind_nat: bool,
     /// Correspondent shims and their bindings.
     pub bindings: Vec<CorrespondentRow>,
     /// Engine counters.
@@ -482,6 +486,9 @@ pub struct MemberApRow {
     pub heard_ms_ago: Option<u64>,
     /// Its operator drains the member.
     pub draining: bool,
+    /// The member's endpoint as this AP saw it (its last BA 0), if told.
+    #[serde(default)]
+    pub observed: Option<SocketAddr>,
 }
 
 /// A member's registration with an AP, or with all of them (`"state"` on
@@ -536,6 +543,10 @@ pub struct CorrespondentRow {
     pub bound: bool,
     /// Lifetime left of the binding, if any.
     pub lifetime_left_s: Option<f64>,
+    /// Why there is no binding, when return routability keeps failing
+    /// (e.g. "care-of test unanswered (3 tries): NAT without a hole?").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ro: Option<String>,
 }
 
 /// A member's counters.
@@ -560,6 +571,15 @@ pub struct MemberCounters {
     /// Zero-nonce hints of a restarted AP acted on.
     #[serde(default)]
     pub ap_hints: u64,
+    /// Punches from shims (dropped).
+    #[serde(default)]
+    pub punches: u64,
+    /// NAT keepalives (empty sealed data frames) received.
+    #[serde(default)]
+    pub keepalives: u64,
+    /// NAT keepalives sent.
+    #[serde(default)]
+    pub nat_keepalives: u64,
     /// Drops by reason.
     pub drops: Drops,
 }
@@ -761,22 +781,26 @@ pub(crate) mod tests {
                     },
                     heard_ms_ago: Some(250),
                     draining: false,
+                    observed: Some("198.18.0.9:31000".parse().unwrap()),
                 },
                 MemberApRow {
                     endpoint: "[fd00::11]:4790".parse().unwrap(),
                     state: Registration::Refused { status: 129 },
                     heard_ms_ago: None,
                     draining: false,
+                    observed: None,
                 },
             ],
             flows: 3,
             draining: false,
+            behind_nat: true,
             bindings: vec![CorrespondentRow {
                 client: "fd00::9".parse().unwrap(),
                 shim: "[fd00::9]:5000".parse().unwrap(),
                 route_optimization: "Testing { attempt: 1 }".into(),
                 bound: false,
                 lifetime_left_s: None,
+                ro: Some("care-of test unanswered (3 tries): NAT without a hole?".into()),
             }],
             counters: MemberCounters {
                 retransmissions: 1,

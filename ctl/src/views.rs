@@ -130,7 +130,10 @@ pub fn bindings(status: &Status) -> (Value, Table) {
                 t.row(vec![
                     b.client.to_string(),
                     b.shim.to_string(),
-                    b.route_optimization.to_lowercase(),
+                    match &b.ro {
+                        Some(why) => format!("{} ({why})", b.route_optimization.to_lowercase()),
+                        None => b.route_optimization.to_lowercase(),
+                    },
                     yes_no(b.bound),
                     duration(b.lifetime_left_s),
                 ]);
@@ -254,6 +257,9 @@ fn member_ap(ap: &MemberApRow) -> String {
     let mut out = format!("{} {}, {heard}", ap.endpoint, registration(&ap.state));
     if ap.draining {
         out.push_str(", drains us");
+    }
+    if let Some(seen) = ap.observed {
+        out.push_str(&format!(", sees us at {seen}"));
     }
     out
 }
@@ -428,6 +434,7 @@ pub(crate) mod tests {
             state,
             heard_ms_ago,
             draining,
+            observed: None,
         };
         let s = MemberStatus {
             id: 2,
@@ -447,6 +454,7 @@ pub(crate) mod tests {
             ],
             flows: 7,
             draining: false,
+            behind_nat: false,
             bindings: Vec::new(),
             counters: MemberCounters::default(),
             io: IoStatus::default(),

@@ -90,6 +90,8 @@ pub struct FileConfig {
     pub max_correspondents: Option<usize>,
     /// Legacy flows tracked and reported to the access points, at most.
     pub max_flows: Option<usize>,
+    /// NAT keepalive interval in seconds (0: off).
+    pub nat_keepalive_s: Option<u64>,
     /// Keys every daemon has.
     #[serde(flatten)]
     pub common: CommonConfig,
@@ -124,6 +126,9 @@ pub struct Settings {
     pub max_correspondents: usize,
     /// Legacy flows tracked and reported, at most.
     pub max_flows: usize,
+    /// Behind a NAT: an empty sealed frame on each direct binding session
+    /// idle this long (zero: off).
+    pub nat_keepalive: Duration,
     /// TUN, MTU, control socket, log level, offload, metrics.
     pub common: CommonSettings,
 }
@@ -203,6 +208,11 @@ impl DaemonSettings for Settings {
             direct_return: cli.direct_return || file.direct_return.unwrap_or(false),
             max_correspondents,
             max_flows,
+            nat_keepalive: file
+                .nat_keepalive_s
+                .map_or(homeaddr_proto::engine::DEFAULT_NAT_KEEPALIVE, |s| {
+                    Duration::from_secs(s.min(3600))
+                }),
             common,
         })
     }

@@ -73,6 +73,7 @@ pub fn status(m: &Member, now: Instant, io: IoStatus) -> MemberStatus {
                 .last_heard
                 .map(|at| now.saturating_duration_since(at).as_millis() as u64),
             draining: ap.draining,
+            observed: ap.observed,
         })
         .collect();
     let bindings = m
@@ -85,6 +86,7 @@ pub fn status(m: &Member, now: Instant, io: IoStatus) -> MemberStatus {
             lifetime_left_s: c
                 .binding
                 .map(|b| b.expires.saturating_duration_since(now).as_secs_f64()),
+            ro: c.why_unbound(),
         })
         .collect();
     MemberStatus {
@@ -99,6 +101,7 @@ pub fn status(m: &Member, now: Instant, io: IoStatus) -> MemberStatus {
         aps,
         flows: m.flows() as u64,
         draining: m.is_draining(),
+        behind_nat: m.behind_nat(),
         bindings,
         counters: MemberCounters {
             direct_return: c.direct_return,
@@ -113,6 +116,9 @@ pub fn status(m: &Member, now: Instant, io: IoStatus) -> MemberStatus {
             flow_reports: c.flow_reports,
             flows_reported: c.flows_reported,
             ap_hints: c.ap_hints,
+            punches: c.punches,
+            keepalives: c.keepalives,
+            nat_keepalives: c.nat_keepalives,
             drops: drops(&c.drops),
         },
         io,

@@ -302,6 +302,7 @@ fn start_engine(settings: &Settings, care_of: SocketAddr) -> anyhow::Result<Memb
     config.lifetime = settings.lifetime;
     config.max_correspondents = settings.max_correspondents;
     config.max_flows = settings.max_flows;
+    config.nat_keepalive = settings.nat_keepalive;
     config.protection = settings.common.protection;
     let mut member = Member::new(config);
     member.start(Instant::now());

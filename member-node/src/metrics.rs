@@ -219,6 +219,24 @@ pub fn encode(m: &Member, now: Instant, e: &mut DescriptorEncoder<'_>) -> std::f
     )?;
     counters(
         e,
+        "homeaddr_member_nat_keepalives",
+        "NAT keepalives (empty sealed frames) sent to bound shims while behind a NAT.",
+        one(member, c.nat_keepalives),
+    )?;
+    counters(
+        e,
+        "homeaddr_member_keepalives",
+        "NAT keepalives (empty sealed frames) received from bound shims.",
+        one(member, c.keepalives),
+    )?;
+    counters(
+        e,
+        "homeaddr_member_punches",
+        "Punch datagrams from shims (dropped; they open the shim's NAT).",
+        one(member, c.punches),
+    )?;
+    counters(
+        e,
         "homeaddr_member_limit_hits",
         "Times a limit was hit, by limit (correspondents: the shim-client table was full; flows: the flow table was full).",
         c.limit_hits
@@ -285,6 +303,9 @@ mod tests {
             "homeaddr_member_flow_reports_total{member=\"3\"} 0",
             "homeaddr_member_flows_reported_total{member=\"3\"} 0",
             "homeaddr_member_ap_hints_total{member=\"3\"} 0",
+            "homeaddr_member_nat_keepalives_total{member=\"3\"} 0",
+            "homeaddr_member_keepalives_total{member=\"3\"} 0",
+            "homeaddr_member_punches_total{member=\"3\"} 0",
         ] {
             has(&t, line);
         }

@@ -9,7 +9,8 @@
 //! One access point, any number of members (each with a tiny TCP-like echo
 //! service bound to the HoA), shim clients and legacy clients (each with a
 //! request/response application), joined by links with a one-way latency
-//! per node pair, seeded loss and jitter (jitter reorders). A whole handoff
+//! per node pair, seeded loss and jitter (jitter reorders), and NAPTs in
+//! front of chosen nodes. A whole handoff
 //! runs in milliseconds of real time. Run a test with `SIM_LOG=1` to see
 //! every engine event with its virtual time.
 //!
@@ -36,7 +37,7 @@ pub mod scale;
 pub mod sim;
 
 pub use app::{ClientApp, MemberApp, RequestRecord, Session, SessionState};
-pub use net::{Captured, Network};
+pub use net::{Captured, Nat, Network};
 pub use node::{LoggedEvent, Node, NodeKind, handle_tun, tun_buffer, tun_packet};
 pub use rng::SimRng;
 pub use sim::Sim;

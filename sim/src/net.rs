@@ -1,6 +1,7 @@
 //! The simulated network: addresses, a one-way latency per node pair,
 //! seeded loss and jitter (jitter reorders), the queue of packets in
-//! flight, and the capture of every control datagram.
+//! flight, the capture of every control datagram, and NAPTs ([`Nat`]) in
+//! front of chosen nodes.
 //!
 //! Two kinds of packets travel: UDP datagrams between tunnel endpoints
 //! (where the engines talk) and native IPv6 packets (legacy clients, the
@@ -8,7 +9,7 @@
 //! their destination address; the home address routes to the AP.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,132 @@ pub struct Captured {
     pub payload: Vec<u8>,
 }
 
+/// A NAPT in front of some nodes, as Linux masquerade with conntrack does
+/// it for UDP: endpoint-independent mapping (one public port per inside
+/// endpoint, a new port whenever a mapping is made), address-and-port-
+/// dependent filtering (a datagram in passes only from a remote endpoint
+/// the mapping has sent to), and each (mapping, remote) pair expires after
+/// `timeout` without a datagram either way. No hairpinning: nodes behind
+/// one NAT do not talk to each other through it.
+#[derive(Debug)]
+pub struct Nat {
+    /// The outside address the inside endpoints are mapped to.
+    pub public: Ipv6Addr,
+    /// Idle time after which a (mapping, remote) pair is forgotten.
+    pub timeout: Duration,
+    inside: BTreeSet<NodeId>,
+    next_port: u16,
+    /// Inside endpoint -> public port.
+    ports: HashMap<SocketAddr, u16>,
+    /// Public port -> its mapping.
+    mappings: HashMap<u16, Mapping>,
+    /// Datagrams in that no live pair let through.
+    pub filtered: u64,
+    /// Mappings made.
+    pub mappings_made: u64,
+}
+
+#[derive(Debug)]
+struct Mapping {
+    inside: SocketAddr,
+    node: NodeId,
+    /// Remote endpoint -> last datagram either way.
+    remotes: HashMap<SocketAddr, Instant>,
+}
+
+impl Nat {
+    fn new(public: Ipv6Addr, inside: &[NodeId]) -> Self {
+        Self {
+            public,
+            timeout: Duration::from_secs(30),
+            inside: inside.iter().copied().collect(),
+            next_port: 1024,
+            ports: HashMap::new(),
+            mappings: HashMap::new(),
+            filtered: 0,
+            mappings_made: 0,
+        }
+    }
+
+    /// Forget every mapping (`conntrack -F`).
+    pub fn flush(&mut self) {
+        self.ports.clear();
+        self.mappings.clear();
+    }
+
+    /// The public endpoint `inside` is mapped to now, if any.
+    pub fn mapped(&self, inside: SocketAddr) -> Option<SocketAddr> {
+        let port = self.ports.get(&inside)?;
+        Some(SocketAddr::new(IpAddr::V6(self.public), *port))
+    }
+
+    /// Drop the pairs idle for `timeout`, and mappings left with none.
+    fn expire(&mut self, now: Instant) {
+        let timeout = self.timeout;
+        self.mappings.retain(|_, m| {
+            m.remotes.retain(|_, at| *at + timeout > now);
+            !m.remotes.is_empty()
+        });
+        let mappings = &self.mappings;
+        self.ports.retain(|_, p| mappings.contains_key(p));
+    }
+
+    /// Map a datagram from `node` at `source` to `to`: its public source.
+    fn outbound(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+        source: SocketAddr,
+        to: SocketAddr,
+    ) -> SocketAddr {
+        self.expire(now);
+        let port = match self.ports.get(&source) {
+            Some(p) => *p,
+            None => {
+                let p = self.next_port;
+                self.next_port = self.next_port.checked_add(1).unwrap_or(1024);
+                self.ports.insert(source, p);
+                self.mappings.insert(
+                    p,
+                    Mapping {
+                        inside: source,
+                        node,
+                        remotes: HashMap::new(),
+                    },
+                );
+                self.mappings_made += 1;
+                p
+            }
+        };
+        if let Some(m) = self.mappings.get_mut(&port) {
+            m.remotes.insert(to, now);
+        }
+        SocketAddr::new(IpAddr::V6(self.public), port)
+    }
+
+    /// A datagram from `from` to our public `port`: the inside endpoint
+    /// and node it goes to, or None if filtered.
+    fn inbound(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        port: u16,
+    ) -> Option<(SocketAddr, NodeId)> {
+        self.expire(now);
+        let m = self.mappings.get_mut(&port);
+        match m.and_then(|m| m.remotes.get_mut(&from).map(|at| (at, m.inside, m.node))) {
+            Some((at, inside, node)) => {
+                *at = now;
+                Some((inside, node))
+            }
+            None => {
+                self.filtered += 1;
+                None
+            }
+        }
+    }
+}
+
 /// Links, routing and the packets in flight.
 #[derive(Debug)]
 pub struct Network {
@@ -76,6 +203,8 @@ pub struct Network {
     pub lost: u64,
     /// Datagrams to an address no node has.
     pub unroutable: u64,
+    /// NAPTs in front of some nodes (see [`Network::add_nat`]).
+    pub nats: Vec<Nat>,
     next_host: u16,
 }
 
@@ -94,6 +223,7 @@ impl Network {
             captured: Vec::new(),
             lost: 0,
             unroutable: 0,
+            nats: Vec::new(),
             next_host: 1,
         }
     }
@@ -118,6 +248,21 @@ impl Network {
     /// Stop routing `addr`.
     pub(crate) fn detach(&mut self, addr: Ipv6Addr) {
         self.by_addr.remove(&addr);
+    }
+
+    /// Put `inside` behind a new NAPT with a fresh public address; returns
+    /// its index in [`Network::nats`]. From then on their datagrams to
+    /// nodes outside leave from the public address, and outside nodes reach
+    /// them only through a mapping (their own addresses are unroutable).
+    pub fn add_nat(&mut self, inside: &[NodeId]) -> usize {
+        let public = self.fresh_addr();
+        self.nats.push(Nat::new(public, inside));
+        self.nats.len() - 1
+    }
+
+    /// The NAT `node` is behind.
+    fn nat_of(&self, node: NodeId) -> Option<usize> {
+        self.nats.iter().position(|n| n.inside.contains(&node))
     }
 
     /// Set the one-way latency between two nodes (both directions).
@@ -162,13 +307,41 @@ impl Network {
         to: SocketAddr,
         payload: Vec<u8>,
     ) {
-        let Some(&dst) = (match to.ip() {
-            IpAddr::V6(a) => self.by_addr.get(&a),
-            IpAddr::V4(_) => None,
-        }) else {
+        let mut source = source;
+        let mut to = to;
+        let ours = self.nat_of(from);
+        let public = self
+            .nats
+            .iter()
+            .position(|n| IpAddr::V6(n.public) == to.ip());
+        let dst = if let Some(n) = public {
+            // Through a NAT to the inside: only what a mapping lets in.
+            let Some((inside, node)) = self.nats[n].inbound(now, source, to.port()) else {
+                return;
+            };
+            to = inside;
+            Some(node)
+        } else {
+            match to.ip() {
+                IpAddr::V6(a) => self.by_addr.get(&a).copied(),
+                IpAddr::V4(_) => None,
+            }
+        };
+        let Some(dst) = dst else {
             self.unroutable += 1;
             return;
         };
+        let theirs = self.nat_of(dst);
+        if public.is_none() && theirs.is_some() && theirs != ours {
+            // An inside address from outside its NAT.
+            self.unroutable += 1;
+            return;
+        }
+        if let Some(n) = ours
+            && theirs != ours
+        {
+            source = self.nats[n].outbound(now, from, source, to);
+        }
         // Control frames: the low nibble of the first byte is 1.
         if payload.len() >= FRAME_HEADER_LEN && payload[0] & 0x0f == 1 {
             self.captured.push(Captured {
@@ -316,5 +489,39 @@ mod tests {
         net.send_native(t, 0, tcp_segment(dst, src, TcpControl::Rst, 0, None, &[]));
         let to: Vec<NodeId> = arrivals(&mut net).into_iter().map(|(_, n)| n).collect();
         assert_eq!(to, vec![Sim::AP, 2]);
+    }
+
+    #[test]
+    fn a_nat_maps_out_filters_in_and_expires() {
+        let (mut net, eps) = three_nodes();
+        let n = net.add_nat(&[1]);
+        net.nats[n].timeout = Duration::from_secs(30);
+        let t = Instant::now();
+        let arrive = |net: &mut Network| match net.pop_arrival() {
+            Some(Delivery::Udp { to, from, .. }) => Some((to, from)),
+            _ => None,
+        };
+        // Out: the source is the public mapping.
+        net.send_udp(t, 1, eps[1], eps[0], DATA.to_vec());
+        let mapped = net.nats[n].mapped(eps[1]).expect("mapped");
+        assert_eq!(arrive(&mut net), Some((0, mapped)));
+        // In from the remote it sent to: to the inside endpoint.
+        net.send_udp(t, 0, eps[0], mapped, DATA.to_vec());
+        assert_eq!(arrive(&mut net), Some((1, eps[0])));
+        // From another remote, or to the inside address: nothing.
+        net.send_udp(t, 2, eps[2], mapped, DATA.to_vec());
+        net.send_udp(t, 0, eps[0], eps[1], DATA.to_vec());
+        assert_eq!(net.next_arrival(), None);
+        assert_eq!((net.nats[n].filtered, net.unroutable), (1, 1));
+        // Idle past the timeout: the mapping is gone, and a new one differs.
+        let later = t + Duration::from_secs(31);
+        net.send_udp(later, 0, eps[0], mapped, DATA.to_vec());
+        assert_eq!(net.next_arrival(), None);
+        net.send_udp(later, 1, eps[1], eps[0], DATA.to_vec());
+        let remapped = net.nats[n].mapped(eps[1]).expect("mapped again");
+        assert_ne!(remapped, mapped);
+        assert_eq!(arrive(&mut net), Some((0, remapped)));
+        net.nats[n].flush();
+        assert_eq!(net.nats[n].mapped(eps[1]), None);
     }
 }

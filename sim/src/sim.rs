@@ -276,6 +276,12 @@ impl Sim {
         ep
     }
 
+    /// Put nodes behind a new NAPT (see [`crate::net::Nat`]); returns its
+    /// index in `net.nats`.
+    pub fn add_nat(&mut self, inside: &[NodeId]) -> usize {
+        self.net.add_nat(inside)
+    }
+
     /// Stop routing an old address of a node.
     pub fn retire_address(&mut self, addr: Ipv6Addr) {
         self.net.detach(addr);

@@ -98,21 +98,21 @@ fn without<'a>(message: &'a [u8], auth: &Range<usize>) -> [&'a [u8]; 2] {
     [&message[..auth.start], &message[auth.end..]]
 }
 
-/// Binding Authorization Data authenticator (RFC 6275 sec. 6.2.7):
-/// First(96, HMAC_SHA256(Kbm, CoA | correspondent | MH data)), where MH data
-/// is the Mobility Header without the authenticator field (`auth` is its range).
+/// Binding Authorization Data authenticator: First(96, HMAC_SHA256(Kbm,
+/// MH data)), where MH data is the Mobility Header without the authenticator
+/// field (`auth` is its range). RFC 6275 sec. 6.2.7 also covers the care-of
+/// and correspondent addresses; we leave the endpoints out so that a member
+/// behind a NAPT, which knows neither its mapped endpoint nor the one the shim
+/// is seen at, can sign: the care-of keygen token inside Kbm already binds the
+/// care-of endpoint the shim saw, and Kbm is the shim's own
+/// (docs/PROTOCOL.md section 5.5).
 pub fn binding_authenticator(
     kbm: &Kbm,
-    care_of: SocketAddr,
-    correspondent: SocketAddr,
     message: &[u8],
     auth: Range<usize>,
 ) -> [u8; BINDING_AUTH_LEN] {
     let [a, b] = without(message, &auth);
-    first(&hmac(
-        kbm,
-        &[&emit_endpoint(care_of), &emit_endpoint(correspondent), a, b],
-    ))
+    first(&hmac(kbm, &[a, b]))
 }
 
 /// Member <-> AP authenticator (RFC 4285 sec. 5.1 with HMAC-SHA256):
@@ -270,15 +270,13 @@ mod tests {
     #[test]
     fn authenticator_excludes_its_own_field() {
         let kbm = [3u8; 32];
-        let a: SocketAddr = "[2001:db8::2]:4790".parse().unwrap();
-        let c: SocketAddr = "[2001:db8::3]:5000".parse().unwrap();
         let mut msg = vec![0u8; 32];
-        let mac1 = binding_authenticator(&kbm, a, c, &msg, 20..32);
+        let mac1 = binding_authenticator(&kbm, &msg, 20..32);
         msg[25] = 0xff; // inside the excluded range
-        assert_eq!(mac1, binding_authenticator(&kbm, a, c, &msg, 20..32));
+        assert_eq!(mac1, binding_authenticator(&kbm, &msg, 20..32));
         msg[3] = 0xff; // outside
-        assert_ne!(mac1, binding_authenticator(&kbm, a, c, &msg, 20..32));
-        assert_ne!(mac1, binding_authenticator(&kbm, c, a, &msg, 20..32));
+        assert_ne!(mac1, binding_authenticator(&kbm, &msg, 20..32));
+        assert_ne!(mac1, binding_authenticator(&[4u8; 32], &msg, 20..32));
     }
 
     #[test]

@@ -21,6 +21,11 @@ use std::time::{Duration, Instant};
 
 pub use timer::TimerQueue;
 
+/// NAT keepalive: a side behind a NAT sends an empty sealed data frame on
+/// each direct binding session that sent nothing this long (docs/PROTOCOL.md
+/// 7.3), under the 30 s a Linux conntrack entry for UDP lives unanswered.
+pub const DEFAULT_NAT_KEEPALIVE: Duration = Duration::from_secs(25);
+
 use crate::crypto::{self, Kbm};
 use crate::wire::{
     FRAME_HEADER_LEN, MemberId, MobilityHeader, MobilityMessage, MobilityOption, TAG_LEN,
@@ -436,29 +441,19 @@ pub(crate) fn verify_registration(mh: &[u8], key: &[u8], hoa: Ipv6Addr) -> bool 
 }
 
 /// Fill in the Binding Authorization Data of a control frame.
-pub(crate) fn sign_binding(
-    frame: &mut [u8],
-    kbm: &Kbm,
-    care_of: SocketAddr,
-    correspondent: SocketAddr,
-) {
+pub(crate) fn sign_binding(frame: &mut [u8], kbm: &Kbm) {
     let mh = &mut frame[FRAME_HEADER_LEN..];
     if let Some(r) = auth_range(mh) {
-        let mac = crypto::binding_authenticator(kbm, care_of, correspondent, mh, r.clone());
+        let mac = crypto::binding_authenticator(kbm, mh, r.clone());
         mh[r].copy_from_slice(&mac);
     }
 }
 
 /// Check the Binding Authorization Data of a Mobility Header.
-pub(crate) fn verify_binding(
-    mh: &[u8],
-    kbm: &Kbm,
-    care_of: SocketAddr,
-    correspondent: SocketAddr,
-) -> bool {
+pub(crate) fn verify_binding(mh: &[u8], kbm: &Kbm) -> bool {
     match auth_range(mh) {
         Some(r) if r.len() == crypto::BINDING_AUTH_LEN => {
-            let mac = crypto::binding_authenticator(kbm, care_of, correspondent, mh, r.clone());
+            let mac = crypto::binding_authenticator(kbm, mh, r.clone());
             crypto::constant_time_eq(&mac, &mh[r])
         }
         _ => false,

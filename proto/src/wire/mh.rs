@@ -220,6 +220,9 @@ pub enum MhType {
     /// Flow Report (homeaddr, member -> AP, sealed; docs/PROTOCOL.md
     /// "Several access points").
     FlowReport = 204,
+    /// Punch (homeaddr, shim -> member care-of endpoint, unsealed; opens a
+    /// NAT's filter for the member's care-of test, docs/PROTOCOL.md 5.3).
+    Punch = 205,
 }
 
 impl MhType {
@@ -240,6 +243,7 @@ impl MhType {
             202 => MhType::ShimCookie,
             203 => MhType::ShimWelcome,
             204 => MhType::FlowReport,
+            205 => MhType::Punch,
             _ => return None,
         })
     }
@@ -247,7 +251,7 @@ impl MhType {
     /// Length of the type's fixed fields after the checksum.
     pub const fn fixed_len(self) -> usize {
         match self {
-            MhType::BindingRefreshRequest | MhType::FlowReport => 2,
+            MhType::BindingRefreshRequest | MhType::FlowReport | MhType::Punch => 2,
             MhType::HomeTestInit | MhType::CareOfTestInit => 10,
             MhType::HomeTest | MhType::CareOfTest => 18,
             MhType::BindingUpdate | MhType::BindingAck | MhType::BindingRevocation => 6,
@@ -506,6 +510,10 @@ pub enum MessageBody {
         /// `F`: the member's complete list of open flows.
         full: bool,
     },
+    /// Punch (homeaddr, shim -> member, unsealed): no fixed fields (two
+    /// reserved bytes); the receiver drops it. It exists to make the
+    /// shim's NAT let the member's care-of test in.
+    Punch,
 }
 
 impl MessageBody {
@@ -526,6 +534,7 @@ impl MessageBody {
             MessageBody::ShimCookie { .. } => MhType::ShimCookie,
             MessageBody::ShimWelcome { .. } => MhType::ShimWelcome,
             MessageBody::FlowReport { .. } => MhType::FlowReport,
+            MessageBody::Punch => MhType::Punch,
         }
     }
 
@@ -615,6 +624,7 @@ impl MessageBody {
             MhType::FlowReport => MessageBody::FlowReport {
                 full: b[body::FR_FLAGS] & FLOW_REPORT_FULL != 0,
             },
+            MhType::Punch => MessageBody::Punch,
         })
     }
 
@@ -715,6 +725,7 @@ impl MessageBody {
                 let flags = if *full { FLOW_REPORT_FULL } else { 0 };
                 put(body::FR_FLAGS..body::FR_FLAGS + 1, &[flags]);
             }
+            MessageBody::Punch => {}
         }
     }
 }
@@ -941,6 +952,14 @@ impl MobilityMessage {
     pub fn shim_instance(&self) -> Option<[u8; SHIM_INSTANCE_LEN]> {
         self.find(|o| match o {
             MobilityOption::ShimInstance(i) => Some(*i),
+            _ => None,
+        })
+    }
+
+    /// The first Endpoint option.
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        self.find(|o| match o {
+            MobilityOption::Endpoint(ep) => Some(*ep),
             _ => None,
         })
     }
@@ -1313,6 +1332,15 @@ mod tests {
     }
 
     #[test]
+    fn punch_is_eight_bytes() {
+        let punch = MobilityMessage::new(MessageBody::Punch);
+        assert_eq!(punch.to_bytes(), [59, 0, 205, 0, 0, 0, 0, 0]);
+        assert_eq!(MobilityMessage::parse(&punch.to_bytes()), Ok(punch));
+        // Shorter than its two reserved bytes: invalid.
+        assert!(MobilityMessage::parse(&[59, 0, 205, 0, 0, 0]).is_err());
+    }
+
+    #[test]
     fn a_full_flow_report_fits_a_1280_byte_datagram() {
         let flow = ReportedFlow {
             proto: 6,
@@ -1492,7 +1520,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(known, 14);
+        assert_eq!(known, 15);
         assert_eq!(ba_status::RETRY_WITH_COOKIE, 202);
         assert_eq!(revocation_trigger::MEMBER_RESTARTED, 126);
     }
@@ -1656,6 +1684,7 @@ mod tests {
                     }
                 }),
             any::<bool>().prop_map(|full| MessageBody::FlowReport { full }),
+            Just(MessageBody::Punch),
         ]
     }
 
@@ -1682,7 +1711,7 @@ mod tests {
 
         #[test]
         fn plausible_headers_parse_without_panic(
-            mh_type in prop_oneof![0u8..8, Just(16u8), 200u8..=204],
+            mh_type in prop_oneof![0u8..8, Just(16u8), 200u8..=205],
             header_len in 0u8..13,
             rest in proptest::collection::vec(any::<u8>(), 0..112),
         ) {

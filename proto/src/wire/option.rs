@@ -17,8 +17,9 @@
 //! [`MobilityOption::parse`], [`MobilityOption::emit`] and
 //! [`MobilityOption::buffer_len`].
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use super::endpoint::{ENDPOINT_LEN, emit_endpoint, parse_endpoint};
 use super::inner::FlowKey;
 use super::{MemberId, WireError};
 
@@ -56,6 +57,8 @@ pub mod kind {
     pub const SHIM_INSTANCE: u8 = 206;
     /// Flow (homeaddr, docs/PROTOCOL.md "Several access points").
     pub const FLOW: u8 = 207;
+    /// Endpoint (homeaddr, docs/PROTOCOL.md sections 2, 3: NAT).
+    pub const ENDPOINT: u8 = 208;
 
     /// Whether this build gives `kind` a meaning (padding included).
     pub const fn is_known(kind: u8) -> bool {
@@ -76,6 +79,7 @@ pub mod kind {
                 | CARE_OF_TICKET
                 | SHIM_INSTANCE
                 | FLOW
+                | ENDPOINT
         )
     }
 }
@@ -316,6 +320,10 @@ pub enum MobilityOption {
     /// Flow (homeaddr): one legacy flow the sending member serves (in a
     /// Flow Report).
     Flow(ReportedFlow),
+    /// Endpoint (homeaddr): a tunnel endpoint in the 18-byte encoding; an
+    /// observed endpoint (registration BA 0) or the member's care-of
+    /// endpoint (relayed HoTI), docs/PROTOCOL.md section 3.
+    Endpoint(SocketAddr),
     /// An option of a type this build does not know, kept verbatim.
     Unknown {
         /// Option Type; never a known type or padding.
@@ -472,6 +480,7 @@ impl MobilityOption {
             MobilityOption::CareOfTicket { .. } => kind::CARE_OF_TICKET,
             MobilityOption::ShimInstance(_) => kind::SHIM_INSTANCE,
             MobilityOption::Flow(_) => kind::FLOW,
+            MobilityOption::Endpoint(_) => kind::ENDPOINT,
             MobilityOption::Unknown { kind, .. } => *kind,
         }
     }
@@ -500,6 +509,7 @@ impl MobilityOption {
             MobilityOption::CareOfTicket { .. } => field::COT_TICKET.end,
             MobilityOption::ShimInstance(_) => SHIM_INSTANCE_LEN,
             MobilityOption::Flow(_) => FLOW_LEN,
+            MobilityOption::Endpoint(_) => ENDPOINT_LEN,
             MobilityOption::Unknown { data, .. } => data.len(),
         }
     }
@@ -537,6 +547,7 @@ impl MobilityOption {
             kind::CARE_OF_TICKET => care_of_ticket(data.exactly(field::COT_TICKET.end)?),
             kind::SHIM_INSTANCE => MobilityOption::ShimInstance(data.array()?),
             kind::FLOW => flow(data.exactly(FLOW_LEN)?)?,
+            kind::ENDPOINT => MobilityOption::Endpoint(parse_endpoint(&data.array()?)),
             _ => {
                 if value.len() > usize::from(u8::MAX) {
                     return Err(data.bad_len());
@@ -601,6 +612,7 @@ impl MobilityOption {
                 value[field::COT_TICKET].copy_from_slice(ticket);
             }
             MobilityOption::ShimInstance(instance) => value.copy_from_slice(instance),
+            MobilityOption::Endpoint(ep) => value.copy_from_slice(&emit_endpoint(*ep)),
             MobilityOption::Flow(flow) => {
                 value[field::FLOW_PROTO] = flow.proto;
                 value[field::FLOW_STATE] = flow.state as u8;
@@ -885,6 +897,13 @@ pub(crate) mod tests {
             }),
             &flow,
         );
+        let mut endpoint = vec![208, 18];
+        endpoint.extend_from_slice(&[0; 10]);
+        endpoint.extend_from_slice(&[0xff, 0xff, 198, 18, 0, 7, 0x12, 0xb6]);
+        round_trip(
+            &MobilityOption::Endpoint("198.18.0.7:4790".parse().unwrap()),
+            &endpoint,
+        );
         round_trip(
             &MobilityOption::Unknown {
                 kind: 42,
@@ -936,6 +955,7 @@ pub(crate) mod tests {
             (kind::CARE_OF_TICKET, 10),
             (kind::SHIM_INSTANCE, 8),
             (kind::FLOW, 22),
+            (kind::ENDPOINT, 18),
         ] {
             for bad in [0, len - 1, len + 1] {
                 let mut bytes = vec![kind, bad];
@@ -1093,6 +1113,12 @@ pub(crate) mod tests {
             }),
             any::<[u8; 8]>().prop_map(MobilityOption::ShimInstance),
             flow_strategy().prop_map(MobilityOption::Flow),
+            (v6(), any::<u16>()).prop_map(|(ip, port)| {
+                MobilityOption::Endpoint(parse_endpoint(&emit_endpoint(SocketAddr::new(
+                    IpAddr::V6(ip),
+                    port,
+                ))))
+            }),
             (
                 any::<u8>().prop_filter("unknown type", |k| !kind::is_known(*k)),
                 proptest::collection::vec(any::<u8>(), 0..40),

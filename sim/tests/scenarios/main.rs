@@ -13,5 +13,6 @@ mod fragments;
 mod integrity;
 mod legacy;
 mod moves;
+mod nat;
 mod registration;
 mod route_optimization;

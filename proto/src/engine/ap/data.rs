@@ -170,6 +170,11 @@ impl AccessPoint {
             return self.counters.drops.drop(DropReason::SpoofedSource);
         }
         let packet = payload_mut(frame);
+        if packet.is_empty() {
+            // A NAT keepalive: it opened in the member's session.
+            self.counters.keepalives += 1;
+            return DataAction::Consumed;
+        }
         let Ok(info) = inner::inspect(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
@@ -214,6 +219,12 @@ impl AccessPoint {
             .ok()
             .and_then(|h| h.member);
         let packet = payload_mut(frame);
+        if packet.is_empty() {
+            // A NAT keepalive: it opened in the shim's session.
+            self.shim_refresh(now, client);
+            self.counters.keepalives += 1;
+            return DataAction::Consumed;
+        }
         let Ok(info) = inner::inspect(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };

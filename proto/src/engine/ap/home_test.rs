@@ -24,10 +24,10 @@ impl AccessPoint {
         if msg.binding_id().is_some_and(|(named, _)| named != id) {
             return self.counters.drops.drop(DropReason::SpoofedSource);
         }
-        match self.members.get(&id) {
-            Some(m) if !m.is_down() => {}
+        let care_of = match self.members.get(&id) {
+            Some(m) if !m.is_down() => m.care_of,
             _ => return self.counters.drops.drop(DropReason::UnknownPeer),
-        }
+        };
         let Some(client) = msg.correspondent() else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
@@ -39,7 +39,9 @@ impl AccessPoint {
         let relayed = MobilityMessage::new(MessageBody::HomeTestInit { cookie })
             .with(bid)
             .with(hoa)
-            .with(MobilityOption::Correspondent(client));
+            .with(MobilityOption::Correspondent(client))
+            // The shim punches its NAT towards the member's care-of endpoint.
+            .with(MobilityOption::Endpoint(care_of));
         if !self.send_sealed_to_shim(client, Some(id), &relayed) {
             return self.counters.drops.drop(DropReason::NoSession);
         }

@@ -191,7 +191,8 @@ pub struct ApCounters {
     pub shim_cookies: u64,
     /// Shim handshakes completed (Welcomes for new sessions).
     pub shim_handshakes: u64,
-    /// Sealed keepalives (BRR) from shims.
+    /// Sealed keepalives (BRR) from shims, and empty sealed data frames
+    /// (NAT keepalives) from shims and members.
     pub keepalives: u64,
     /// Limit hits by limit.
     pub limit_hits: LimitHits,

@@ -319,7 +319,8 @@ impl AccessPoint {
                 .with(MobilityOption::BindingRefreshAdvice {
                     interval: to_units(granted / 2),
                 })
-                .with(MobilityOption::HomeAddress(self.config.home_address));
+                .with(MobilityOption::HomeAddress(self.config.home_address))
+                .with(MobilityOption::Endpoint(req.from));
             if let Some(m) = self.members.get(&id) {
                 msg = msg.with(MobilityOption::MemberState {
                     weight: m.effective_weight().min(u16::MAX as u32) as u16,

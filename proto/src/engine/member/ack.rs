@@ -136,6 +136,7 @@ impl Member {
             expires: now + granted,
         };
         link.heard = Some(now);
+        link.observed = msg.endpoint();
         let care_of = self.config.care_of;
         let moved = link.registered_care_of != Some(care_of);
         link.registered_care_of = Some(care_of);
@@ -144,6 +145,7 @@ impl Member {
             .set(MemberTimer::Refresh(ap), now + granted * 3 / 4);
         self.timers
             .set(MemberTimer::ApSilence(ap), now + self.config.ap_silence);
+        self.arm_nat_keepalive(now);
         if !was_registered || moved {
             self.events.push_back(MemberEvent::Registered {
                 ap: endpoint,

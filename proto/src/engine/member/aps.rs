@@ -24,6 +24,9 @@ pub struct ApView {
     pub last_heard: Option<Instant>,
     /// Its operator drains us (its last BA said so).
     pub draining: bool,
+    /// Our endpoint as it saw it (the Endpoint option of its last
+    /// registration BA 0): the NAT's mapping when we are behind one.
+    pub observed: Option<SocketAddr>,
 }
 
 /// Our registration with one AP and our session with it (docs/PROTOCOL.md
@@ -39,6 +42,8 @@ pub(super) struct ApLink {
     pub(super) id_in_use: u32,
     /// The care-of endpoint of the last BA 0.
     pub(super) registered_care_of: Option<SocketAddr>,
+    /// Our endpoint as the AP saw it (Endpoint option of its last BA 0).
+    pub(super) observed: Option<SocketAddr>,
     /// Our Session {Im, Nm} with this AP: drawn once per process, its
     /// index distinct from every other AP's.
     pub(super) ours: SessionId,
@@ -86,6 +91,7 @@ impl ApLink {
                 next_seq,
                 id_in_use: 0,
                 registered_care_of: None,
+                observed: None,
                 ours: (index, rng.nonce16()),
                 cookie: None,
                 theirs: None,
@@ -130,6 +136,7 @@ impl ApLink {
             has_session: self.sessions.is_some(),
             last_heard: self.heard,
             draining: self.drains_us,
+            observed: self.observed,
         }
     }
 }
@@ -174,6 +181,15 @@ impl Member {
     /// refused, Left when every AP is left.
     pub fn state(&self) -> RegistrationState {
         aggregate(&self.aps)
+    }
+
+    /// Behind a NAT: an AP saw us at an endpoint other than our care-of
+    /// (the socket's local endpoint).
+    pub fn behind_nat(&self) -> bool {
+        let local = canonical(self.config.care_of);
+        self.aps
+            .iter()
+            .any(|a| a.observed.is_some_and(|o| canonical(o) != local))
     }
 
     /// Each configured AP (duplicates once), in configured order.

@@ -87,7 +87,7 @@ impl Member {
             })
             .with(MobilityOption::BindingAuthorization([0; 12]));
         let mut payload = control_frame(Some(c.id), &msg);
-        sign_binding(&mut payload, kbm, c.care_of, shim);
+        sign_binding(&mut payload, kbm);
         self.transmits.push_back(Transmit { to: shim, payload });
     }
 
@@ -131,7 +131,7 @@ impl Member {
             // RFC 6275 sec. 11.7.2: the shim names the last number it
             // accepted from us (signed with this run's Kbm); continue above it.
             let kbm = crypto::kbm(&home.token, &care_of.token);
-            if !verify_binding(mh, &kbm, self.config.care_of, c.shim) {
+            if !verify_binding(mh, &kbm) {
                 return self.counters.drops.drop(DropReason::AuthFailed);
             }
             if crate::engine::seq_newer(seq.wrapping_add(1), self.ro_seq) {
@@ -145,7 +145,7 @@ impl Member {
         }
         if status == ba_status::ACCEPTED {
             let kbm = crypto::kbm(&home.token, &care_of.token);
-            if !verify_binding(mh, &kbm, self.config.care_of, c.shim) {
+            if !verify_binding(mh, &kbm) {
                 return self.counters.drops.drop(DropReason::AuthFailed);
             }
             let Some((their_index, their_nonce)) = msg.session() else {
@@ -185,6 +185,7 @@ impl Member {
                 expires: now + from_units(lifetime),
             });
             c.rr = RoState::Idle;
+            c.last_direct_out = now;
             let held = c.hold.take().map(|h| h.packets).unwrap_or_default();
             let (shim, elapsed) = (c.shim, now - c.rr_started);
             self.release_held(Via::Shim(client), held);
@@ -195,6 +196,7 @@ impl Member {
                 elapsed,
             });
             self.arm_correspondent(now, client, None);
+            self.arm_nat_keepalive(now);
             return DataAction::Consumed;
         }
         // Errors come unauthenticated (the shim may not have our tokens).

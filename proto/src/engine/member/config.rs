@@ -87,6 +87,9 @@ pub struct MemberConfig {
     pub max_flows: usize,
     /// How sealed frames are protected (and what received ones must be).
     pub protection: Protection,
+    /// Behind a NAT, an empty sealed data frame goes on each direct binding
+    /// session idle this long (zero: never).
+    pub nat_keepalive: Duration,
     /// Seed of the engine's random generator.
     pub seed: [u8; 32],
 }
@@ -135,6 +138,7 @@ impl MemberConfig {
             max_correspondents: DEFAULT_MAX_CORRESPONDENTS,
             max_flows: DEFAULT_MAX_FLOWS,
             protection: Protection::default(),
+            nat_keepalive: crate::engine::DEFAULT_NAT_KEEPALIVE,
             seed,
         }
     }

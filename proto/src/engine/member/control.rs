@@ -95,6 +95,11 @@ impl Member {
             Ok(m) => m,
             Err(_) => return self.counters.drops.drop(DropReason::Malformed),
         };
+        if msg.body == MessageBody::Punch {
+            // A shim opening its NAT towards us: nothing to do, no answer.
+            self.counters.punches += 1;
+            return DataAction::Consumed;
+        }
         if let Some(ap) = self.ap_at(from) {
             return self.ap_unsealed_control(now, ap, mh, &msg);
         }

@@ -86,6 +86,8 @@ impl Member {
                 instance,
                 bu_session: (0, [0; 16]),
                 sessions: None,
+                last_direct_out: now,
+                care_of_unanswered: 0,
             },
         );
         self.start_rr(now, client);
@@ -201,6 +203,9 @@ impl Member {
                     to: shim,
                     payload: control_frame(Some(self.config.id), &coti),
                 });
+                if let Some(c) = self.correspondents.get_mut(&client) {
+                    c.care_of_unanswered += 1;
+                }
             }
         }
         self.arm_correspondent(now, client, Some(now + self.backoff(attempt)));
@@ -285,6 +290,7 @@ impl Member {
             }
         } else {
             c.care_of = got;
+            c.care_of_unanswered = 0;
         }
         self.tokens_complete(now, client);
         DataAction::Consumed

@@ -49,6 +49,12 @@ impl Member {
         client: Ipv6Addr,
         packet: &[u8],
     ) -> DataAction {
+        if packet.is_empty() {
+            // A NAT keepalive: it opened in the session, that is all. Not
+            // activity (an idle binding still lapses).
+            self.counters.keepalives += 1;
+            return DataAction::Consumed;
+        }
         let Ok((src, dst)) = inner::addresses(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
@@ -146,7 +152,12 @@ impl Member {
         }
         match via {
             Via::Ap(_) => self.counters.via_ap_out += 1,
-            Via::Shim(_) => self.counters.direct_out += 1,
+            Via::Shim(client) => {
+                self.counters.direct_out += 1;
+                if let Some(c) = self.correspondents.get_mut(&client) {
+                    c.last_direct_out = now;
+                }
+            }
         }
         DataAction::Send { to }
     }

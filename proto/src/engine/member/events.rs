@@ -100,6 +100,12 @@ pub struct MemberCounters {
     pub flow_reports: u64,
     /// Flow options sent in them.
     pub flows_reported: u64,
+    /// Punches from shims (dropped: they only open the shim's NAT).
+    pub punches: u64,
+    /// Empty sealed data frames (NAT keepalives) received and dropped.
+    pub keepalives: u64,
+    /// NAT keepalives sent on idle direct binding sessions.
+    pub nat_keepalives: u64,
     /// Limit hits by limit.
     pub limit_hits: LimitHits,
 }

@@ -22,6 +22,7 @@ impl Member {
         // the new one's BU with a fresh cookie (BA 202) and we send it again.
         for ap in 0..self.aps.len() {
             self.aps[ap].cookie = None;
+            self.aps[ap].observed = None;
             if self.aps[ap].active() {
                 self.send_registration(now, ap, to_units(self.config.lifetime));
             }

@@ -54,7 +54,8 @@
 //! (AP silence and the zero-nonce hint), `flows` (the legacy flow table and
 //! Flow Reports), `correspondents` (return routability per shim client),
 //! `bindings` (BUs to shims, their BAs and timers), `hold` (a move of the
-//! care-of endpoint, answers held meanwhile), `data` (the data path),
+//! care-of endpoint, answers held meanwhile), `keepalive` (NAT keepalives
+//! on idle direct sessions), `data` (the data path),
 //! `control` (dispatch of control messages), `events` (events and
 //! counters).
 
@@ -68,6 +69,7 @@ mod data;
 mod events;
 mod flows;
 mod hold;
+mod keepalive;
 mod registration;
 mod restart;
 #[cfg(test)]
@@ -219,9 +221,33 @@ pub struct Correspondent {
     bu_session: SessionId,
     /// The member - shim sessions (from the RO BA 0).
     sessions: Option<PeerSessions>,
+    /// The last datagram we sent direct to the shim (its NAT keepalive
+    /// clock).
+    last_direct_out: Instant,
+    /// Care-of tests sent in a row without a CoT back.
+    care_of_unanswered: u32,
 }
 
+/// Care-of tests unanswered in a row after which the status says why
+/// there is no binding.
+pub const CARE_OF_TESTS_BEFORE_NOTE: u32 = 3;
+
 impl Correspondent {
+    /// Care-of tests (CoTI) sent in a row without a CoT back.
+    pub fn care_of_tests_unanswered(&self) -> u32 {
+        self.care_of_unanswered
+    }
+
+    /// Why there is no binding, when return routability keeps failing in a
+    /// way we can name: the care-of test goes unanswered (the shim's NAT
+    /// has no hole for us, or a firewall drops it); answers then stay on
+    /// the AP path.
+    pub fn why_unbound(&self) -> Option<String> {
+        let n = self.care_of_unanswered;
+        (self.binding.is_none() && n >= CARE_OF_TESTS_BEFORE_NOTE)
+            .then(|| format!("care-of test unanswered ({n} tries): NAT without a hole?"))
+    }
+
     /// An idle client's binding past its refresh point (80 % of its
     /// lifetime): no return routability run, it lapses at `expires`. Kept
     /// until then, as the shim still sends direct.
@@ -257,6 +283,8 @@ pub enum MemberTimer {
     ApSilence(usize),
     /// Report new flows (batched), re-report open ones, sweep the flow table.
     FlowReport,
+    /// Behind a NAT: keep idle direct binding sessions' mappings alive.
+    NatKeepalive,
 }
 
 #[derive(Debug, Clone)]
@@ -387,6 +415,7 @@ impl Engine for Member {
                 MemberTimer::Correspondent(client) => self.correspondent_timer(now, client),
                 MemberTimer::ApSilence(ap) => self.ap_silence_due(now, ap),
                 MemberTimer::FlowReport => self.flow_report_due(now),
+                MemberTimer::NatKeepalive => self.nat_keepalive_due(now),
             }
         }
     }

@@ -29,24 +29,20 @@ pub(super) struct MemberSession {
     theirs: (u32, [u8; 16]),
     /// Ours (Is, Ns), sent in the BA.
     ours: (u32, [u8; 16]),
+    /// The last datagram we sent the member direct (NAT keepalive clock).
+    pub last_out: Instant,
 }
 
 /// An unsealed control frame to a member whose last option, Binding
 /// Authorization Data, is signed with `kbm` (RFC 6275 sec. 5.2.6).
-pub(super) fn signed_binding_frame(
-    member: MemberId,
-    msg: &MobilityMessage,
-    kbm: &Kbm,
-    care_of: SocketAddr,
-    correspondent: SocketAddr,
-) -> Vec<u8> {
+pub(super) fn signed_binding_frame(member: MemberId, msg: &MobilityMessage, kbm: &Kbm) -> Vec<u8> {
     let mut frame = unsealed_frame(Some(member), msg);
     let mh = &mut frame[HEADER_LEN..];
     let range = MobilityHeader::new_checked(&*mh)
         .ok()
         .and_then(|h| h.authenticator_range());
     if let Some(r) = range {
-        let mac = crypto::binding_authenticator(kbm, care_of, correspondent, mh, r.clone());
+        let mac = crypto::binding_authenticator(kbm, mh, r.clone());
         mh[r].copy_from_slice(&mac);
     }
     frame
@@ -125,6 +121,18 @@ impl Shim {
             return self.counters.drops.drop(DropReason::NoSession);
         }
         self.counters.tests_answered += 1;
+        // The member's care-of endpoint, as the AP knows it: one unsealed
+        // Punch there opens our NAT (if any) for the member's CoTI, which
+        // comes from that endpoint (docs/PROTOCOL.md 5.3). It is the AP's
+        // word, sealed, and at most one datagram per relayed HoTI.
+        if let Some(care_of) = msg.endpoint() {
+            let punch = MobilityMessage::new(MessageBody::Punch);
+            self.transmits.push_back(Transmit {
+                to: care_of,
+                payload: unsealed_frame(Some(member), &punch),
+            });
+            self.counters.punches += 1;
+        }
         DataAction::Consumed
     }
 
@@ -215,7 +223,7 @@ impl Shim {
                 return self.reject_bu(from, DropReason::Replay);
             }
         };
-        if !verify_binding(bu.mh, &kbm, from, self.config.local) {
+        if !verify_binding(bu.mh, &kbm) {
             return self.reject_bu(from, DropReason::AuthFailed);
         }
         let send_ba = |shim: &mut Self,
@@ -232,7 +240,7 @@ impl Shim {
                 ba = ba.with(MobilityOption::Session { index, nonce });
             }
             let ba = ba.with(MobilityOption::BindingAuthorization([0; 12]));
-            let payload = signed_binding_frame(member, &ba, &kbm, from, shim.config.local);
+            let payload = signed_binding_frame(member, &ba, &kbm);
             shim.transmits.push_back(Transmit { to: from, payload });
         };
         if let Some(last) = self.last_seq.get(&member).copied()
@@ -254,6 +262,11 @@ impl Shim {
         let draining = msg.member_state().is_some_and(|(_, d, _)| d);
         self.store_binding(now, member, from, seq, granted, draining);
         let ours = self.bind_session(now, member, &kbm, theirs);
+        if let Some(ms) = self.member_sessions.get_mut(&member) {
+            // The BA (or the member's BU) just used the mapping.
+            ms.last_out = now;
+        }
+        self.arm_nat_keepalive(now);
         if bu.ack {
             send_ba(
                 self,
@@ -306,6 +319,7 @@ impl Shim {
                         kbm: *kbm,
                         theirs,
                         ours,
+                        last_out: now,
                     },
                 );
             }

@@ -46,6 +46,9 @@ pub struct ShimConfig {
     pub max_flows: usize,
     /// A sealed keepalive (BRR) to the AP this often while there are flows.
     pub keepalive: Duration,
+    /// Behind a NAT, an empty sealed data frame goes on each direct binding
+    /// session idle this long (zero: never).
+    pub nat_keepalive: Duration,
     /// How sent frames are sealed, and whether unencrypted sealed frames
     /// are accepted (`Integrity`) or refused (`Encrypt`, the default).
     pub protection: Protection,
@@ -74,6 +77,7 @@ impl ShimConfig {
             other_idle: DEFAULT_OTHER_IDLE,
             max_flows: DEFAULT_MAX_FLOWS,
             keepalive: DEFAULT_KEEPALIVE,
+            nat_keepalive: crate::engine::DEFAULT_NAT_KEEPALIVE,
             protection: Protection::default(),
             seed,
         }

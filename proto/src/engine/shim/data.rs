@@ -43,6 +43,12 @@ impl Shim {
         if header.member != Some(member) || self.valid_binding(member, now).is_none() {
             return self.counters.drops.drop(DropReason::UnknownPeer);
         }
+        if packet.is_empty() {
+            // A NAT keepalive: it opened in the binding's session; nothing
+            // more to do.
+            self.counters.keepalives_in += 1;
+            return DataAction::Consumed;
+        }
         let Ok((src, _)) = inner::addresses(packet) else {
             return self.counters.drops.drop(DropReason::Malformed);
         };
@@ -115,7 +121,10 @@ impl Shim {
                 });
             }
             let sealed = match self.member_sessions.get_mut(&m) {
-                Some(ms) => seal_data(&mut ms.sessions, protection, Some(m), frame),
+                Some(ms) => {
+                    ms.last_out = now;
+                    seal_data(&mut ms.sessions, protection, Some(m), frame)
+                }
                 None => return Err(self.counters.drops.drop(DropReason::UnknownPeer)),
             };
             sealed.map_err(|e| self.counters.drops.drop(open_drop_reason(e)))?;

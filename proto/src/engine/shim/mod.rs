@@ -38,7 +38,8 @@
 //! By concern: `config` (configuration and defaults), `aplink` (the AP
 //! session and its handshake), `bindings` (nonces, tests, the binding cache
 //! and its sessions), `flows` (the flow table, revocations), `data` (the
-//! data path), `control` (dispatch of frames).
+//! data path), `keepalive` (NAT keepalives on idle direct sessions),
+//! `control` (dispatch of frames).
 
 mod aplink;
 mod bindings;
@@ -46,6 +47,7 @@ mod config;
 mod control;
 mod data;
 mod flows;
+mod keepalive;
 #[cfg(test)]
 mod tests;
 
@@ -176,6 +178,8 @@ pub enum ShimTimer {
     Keepalive,
     /// Forget replaced sessions whose grace is over.
     SessionGrace,
+    /// Behind a NAT: keep idle direct binding sessions' mappings alive.
+    NatKeepalive,
 }
 
 /// Shim counters.
@@ -207,6 +211,13 @@ pub struct ShimCounters {
     pub keepalives: u64,
     /// TCP resets sent to local applications.
     pub resets: u64,
+    /// Punches sent to members' care-of endpoints (one per relayed HoTI
+    /// answered that named one).
+    pub punches: u64,
+    /// Empty sealed data frames (NAT keepalives) from members, dropped.
+    pub keepalives_in: u64,
+    /// NAT keepalives sent on idle direct binding sessions.
+    pub nat_keepalives: u64,
 }
 
 /// The client shim engine.
@@ -232,6 +243,9 @@ pub struct Shim {
     to_tun: VecDeque<Vec<u8>>,
     events: VecDeque<ShimEvent>,
     counters: ShimCounters,
+    /// Our endpoint is translated (set by the shell or the handshake from
+    /// the AP's observed endpoint): send NAT keepalives.
+    nat_keepalive_on: bool,
 }
 
 impl Shim {
@@ -260,6 +274,7 @@ impl Shim {
             to_tun: VecDeque::new(),
             events: VecDeque::new(),
             counters: ShimCounters::default(),
+            nat_keepalive_on: false,
         };
         shim.rotate_nonces(now);
         shim.start_handshake(now);
@@ -358,6 +373,7 @@ impl Engine for Shim {
                 ShimTimer::HelloRetransmit => self.retransmit_hello(now),
                 ShimTimer::Keepalive => self.keepalive(now),
                 ShimTimer::SessionGrace => self.expire_sessions(now),
+                ShimTimer::NatKeepalive => self.nat_keepalive_due(now),
             }
         }
     }

@@ -16,6 +16,8 @@ fn registration_needs_a_cookie_round_trip_and_makes_a_session() {
     let ba = m.send_bu(&mut ap, now);
     assert_eq!(ba_status_of(&ba), ba_status::ACCEPTED);
     assert!(ba.session().is_some() && ba.cookie().is_some());
+    // STUN-style: the BA 0 tells the member the endpoint its BU came from.
+    assert_eq!(ba.endpoint(), Some(m1_ep()));
     assert_eq!(ap.member(M1).map(|e| e.care_of), Some(m1_ep()));
     assert_eq!(ap.counters().cookie_challenges, 1);
 

@@ -100,6 +100,8 @@ fn home_tests_are_relayed_sealed_with_the_care_of_ticket() {
     let mut relayed = t[0].payload.clone();
     let msg = MobilityMessage::parse(&open(shim.sessions(), &mut relayed)).unwrap();
     assert_eq!(msg.body, MessageBody::HomeTestInit { cookie: [7; 8] });
+    // The member's registered care-of endpoint, for the shim's Punch.
+    assert_eq!(msg.endpoint(), Some(m1_ep()));
 
     let hot = MobilityMessage::new(MessageBody::HomeTest {
         nonce_index: 3,
@@ -206,4 +208,21 @@ fn a_member_instance_takeover_sends_bri_126_to_its_shims() {
         send_to(m1_ep())
     );
     open(restarted.sessions(), &mut f);
+}
+
+#[test]
+fn empty_sealed_data_frames_are_nat_keepalives() {
+    let (mut ap, now, mut m, mut shim) = ap_member_and_shim();
+    let before = ap.counters().keepalives;
+    for (from, sessions, member) in [
+        (m1_ep(), m.sessions(), Some(M1)),
+        (shim.ep, shim.sessions(), None),
+    ] {
+        let mut f = vec![0u8; HEADER_LEN + TAG_LEN];
+        seal_data(sessions, Protection::Encrypt, member, &mut f).unwrap();
+        assert_eq!(ap.handle_udp(now, from, &mut f), DataAction::Consumed);
+    }
+    assert_eq!(ap.counters().keepalives, before + 2);
+    assert!(transmits(&mut ap).is_empty());
+    assert_eq!(ap.counters().drops.total(), 0);
 }

@@ -93,8 +93,8 @@ fn a_move_holds_answers_until_the_new_binding_then_sends_them_direct() {
     let later = at(now, 30);
     let new_token = [0x33; 8];
     m.handle_udp(later, shim_ep(), &mut care_of_test(cookie, new_token));
-    let (seq, session) = binding_update(&mut m, new_token, new);
-    let (mut frame, mut new_shim) = shim_ba(seq, session, new_token, new, 0x7c);
+    let (seq, session) = binding_update(&mut m, new_token);
+    let (mut frame, mut new_shim) = shim_ba(seq, session, new_token, 0x7c);
     m.handle_udp(later, shim_ep(), &mut frame);
     let released = transmits(&mut m);
     assert_eq!(released.len(), 1);

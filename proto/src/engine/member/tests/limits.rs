@@ -89,8 +89,8 @@ fn bound_then_refreshed_with(config: MemberConfig, now: Instant) -> (Member, Ap,
     run_until(&mut m, refresh);
     let cookie = refresh_coti(&mut m);
     m.handle_udp(refresh, shim_ep(), &mut care_of_test(cookie, CARE_OF_TOKEN));
-    let (seq, session) = binding_update(&mut m, CARE_OF_TOKEN, care_of());
-    let (mut frame, shim) = shim_ba(seq, session, CARE_OF_TOKEN, care_of(), 0x6b);
+    let (seq, session) = binding_update(&mut m, CARE_OF_TOKEN);
+    let (mut frame, shim) = shim_ba(seq, session, CARE_OF_TOKEN, 0x6b);
     assert_eq!(
         m.handle_udp(refresh, shim_ep(), &mut frame),
         DataAction::Consumed
@@ -187,7 +187,7 @@ fn a_backoff_that_runs_out_for_an_idle_client_ends_its_state() {
     run_until(&mut m, refresh);
     let cookie = refresh_coti(&mut m);
     m.handle_udp(refresh, shim_ep(), &mut care_of_test(cookie, CARE_OF_TOKEN));
-    let (seq, _) = binding_update(&mut m, CARE_OF_TOKEN, care_of());
+    let (seq, _) = binding_update(&mut m, CARE_OF_TOKEN);
     let refusal = MobilityMessage::new(MessageBody::BindingAck {
         status: 129,
         sequence: seq,

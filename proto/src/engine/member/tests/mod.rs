@@ -22,6 +22,7 @@ mod data;
 mod flow_report;
 mod limits;
 mod multi_ap;
+mod nat;
 mod registration;
 mod restart;
 mod route_optimization;

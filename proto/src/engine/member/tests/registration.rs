@@ -293,3 +293,26 @@ fn unsealed_frames_from_the_ap_are_dropped() {
     assert!(transmits(&mut m).is_empty(), "nothing answered");
     assert_eq!(m.counters().drops.get(DropReason::Unauthenticated), 3);
 }
+
+#[test]
+fn the_observed_endpoint_of_a_ba_0_tells_whether_we_are_behind_a_nat() {
+    let session = MobilityOption::Session {
+        index: 9,
+        nonce: [9; 16],
+    };
+    let now = t0();
+    // The AP saw our own endpoint: no NAT; then a NAT's mapping.
+    for (seen, nat) in [(care_of(), false), (ep("198.18.0.9:31000"), true)] {
+        let mut m = member();
+        m.start(now);
+        let bu = registration_bu(&mut m);
+        let opts = [session.clone(), MobilityOption::Endpoint(seen)];
+        m.handle_udp(now, ap_ep(), &mut ba_with(0, bu.seq, 15, &opts));
+        assert_eq!(m.access_points().next().unwrap().observed, Some(seen));
+        assert_eq!(m.behind_nat(), nat);
+        // A move forgets it until the next BA 0.
+        m.set_care_of(now, ep("[2001:db8:2::1]:4790"));
+        assert_eq!(m.access_points().next().unwrap().observed, None);
+        assert!(!m.behind_nat());
+    }
+}

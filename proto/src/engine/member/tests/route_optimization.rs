@@ -40,7 +40,7 @@ fn the_coti_goes_only_after_the_hot_with_its_ticket() {
         shim_ep(),
         &mut care_of_test(care_of_cookie, CARE_OF_TOKEN),
     );
-    binding_update(&mut m, CARE_OF_TOKEN, care_of());
+    binding_update(&mut m, CARE_OF_TOKEN);
 }
 
 #[test]
@@ -103,8 +103,8 @@ fn a_new_shim_instance_resets_return_routability() {
         shim_ep(),
         &mut care_of_test(care_of_cookie, CARE_OF_TOKEN),
     );
-    let (seq, session) = binding_update(&mut m, CARE_OF_TOKEN, care_of());
-    let (mut frame, mut shim) = shim_ba(seq, session, CARE_OF_TOKEN, care_of(), 0x6b);
+    let (seq, session) = binding_update(&mut m, CARE_OF_TOKEN);
+    let (mut frame, mut shim) = shim_ba(seq, session, CARE_OF_TOKEN, 0x6b);
     assert_eq!(
         m.handle_udp(now, shim_ep(), &mut frame),
         DataAction::Consumed

@@ -63,17 +63,14 @@ pub(super) fn care_of_test(cookie: Token, token: Token) -> Vec<u8> {
 }
 
 /// The RO BU the member sent to the shim: its sequence number and
-/// Session, checked against Kbm(HOME_TOKEN, `care_of_token`).
-pub(super) fn binding_update(
-    m: &mut Member,
-    care_of_token: Token,
-    from: SocketAddr,
-) -> (u16, (u32, [u8; 16])) {
+/// Session, checked against Kbm(HOME_TOKEN, `care_of_token`) (the
+/// authenticator covers no endpoint: any care-of endpoint verifies).
+pub(super) fn binding_update(m: &mut Member, care_of_token: Token) -> (u16, (u32, [u8; 16])) {
     let t = transmits(m);
     assert_eq!(t.len(), 1, "one BU: {t:?}");
     assert_eq!(t[0].to, shim_ep());
     let kbm = crypto::kbm(&HOME_TOKEN, &care_of_token);
-    assert!(verify_binding(unsealed_mh(&t[0]), &kbm, from, shim_ep()));
+    assert!(verify_binding(unsealed_mh(&t[0]), &kbm));
     let msg = unsealed_msg(&t[0]);
     assert_eq!(msg.nonce_indices(), Some((5, 6)));
     assert!(
@@ -99,13 +96,11 @@ pub(super) struct Shim {
     pub(super) sessions: PeerSessions,
 }
 
-/// The shim's BA 0 with Session {Is, Ns}, signed with Kbm for the member
-/// at `care_of`, and the shim's session.
+/// The shim's BA 0 with Session {Is, Ns}, signed with Kbm, and the shim's session.
 pub(super) fn shim_ba(
     seq: u16,
     member_session: (u32, [u8; 16]),
     care_of_token: Token,
-    care_of: SocketAddr,
     is: u32,
 ) -> (Vec<u8>, Shim) {
     let ns = [is as u8; 16];
@@ -121,7 +116,7 @@ pub(super) fn shim_ba(
     .with(MobilityOption::BindingAuthorization([0; 12]));
     let mut frame = unsigned(Some(ID), &msg);
     let kbm = crypto::kbm(&HOME_TOKEN, &care_of_token);
-    sign_binding(&mut frame, &kbm, care_of, shim_ep());
+    sign_binding(&mut frame, &kbm);
     let (im, nm) = member_session;
     let keys = member_shim_keys(&kbm, &nm, &ns, ID.0, im, is);
     let shim = Shim {
@@ -147,8 +142,8 @@ pub(super) fn bind(m: &mut Member, ap: &mut Ap, now: Instant) -> Shim {
         shim_ep(),
         &mut care_of_test(care_of_cookie, CARE_OF_TOKEN),
     );
-    let (seq, session) = binding_update(m, CARE_OF_TOKEN, care_of());
-    let (mut frame, shim) = shim_ba(seq, session, CARE_OF_TOKEN, care_of(), 0x5a);
+    let (seq, session) = binding_update(m, CARE_OF_TOKEN);
+    let (mut frame, shim) = shim_ba(seq, session, CARE_OF_TOKEN, 0x5a);
     assert_eq!(
         m.handle_udp(now, shim_ep(), &mut frame),
         DataAction::Consumed

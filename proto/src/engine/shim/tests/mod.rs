@@ -23,6 +23,7 @@ use crate::wire::{MobilityMessage, MobilityOption, TunnelHeader};
 mod bindings;
 mod data;
 mod handshake;
+mod nat;
 mod revocation;
 
 const M1: MemberId = MemberId(1);
@@ -355,7 +356,7 @@ impl TestMember {
             msg = msg.with(MobilityOption::Session { index, nonce });
         }
         let msg = msg.with(MobilityOption::BindingAuthorization([0; 12]));
-        signed_binding_frame(self.id, &msg, kbm, care_of(self.id), local())
+        signed_binding_frame(self.id, &msg, kbm)
     }
 
     /// The one BA queued, checked for the member's Kbm signature.
@@ -364,12 +365,7 @@ impl TestMember {
         assert_eq!(t.len(), 1, "one BA: {t:?}");
         assert_eq!(t[0].to, care_of(self.id));
         assert!(
-            verify_binding(
-                &t[0].payload[HEADER_LEN..],
-                &self.kbm,
-                care_of(self.id),
-                local()
-            ),
+            verify_binding(&t[0].payload[HEADER_LEN..], &self.kbm),
             "signed with Kbm"
         );
         unsealed_msg(&t[0].payload)
