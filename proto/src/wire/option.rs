@@ -17,8 +17,9 @@
 //! [`MobilityOption::parse`], [`MobilityOption::emit`] and
 //! [`MobilityOption::buffer_len`].
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use super::endpoint::{ENDPOINT_LEN, emit_endpoint, parse_endpoint};
 use super::inner::FlowKey;
 use super::{MemberId, WireError};
 
@@ -56,6 +57,10 @@ pub mod kind {
     pub const SHIM_INSTANCE: u8 = 206;
     /// Flow (homeaddr, docs/PROTOCOL.md "Several access points").
     pub const FLOW: u8 = 207;
+    /// Endpoint (homeaddr, docs/PROTOCOL.md section 3): an 18-byte endpoint.
+    pub const ENDPOINT: u8 = 208;
+    /// Client Address (homeaddr, docs/PROTOCOL.md 4.6): in a Shim Welcome.
+    pub const CLIENT_ADDRESS: u8 = 209;
 
     /// Whether this build gives `kind` a meaning (padding included).
     pub const fn is_known(kind: u8) -> bool {
@@ -76,6 +81,8 @@ pub mod kind {
                 | CARE_OF_TICKET
                 | SHIM_INSTANCE
                 | FLOW
+                | ENDPOINT
+                | CLIENT_ADDRESS
         )
     }
 }
@@ -316,6 +323,12 @@ pub enum MobilityOption {
     /// Flow (homeaddr): one legacy flow the sending member serves (in a
     /// Flow Report).
     Flow(ReportedFlow),
+    /// Endpoint (homeaddr): an IP address and UDP port in the 18-byte
+    /// endpoint encoding (an IPv4-mapped address parses as IPv4).
+    Endpoint(SocketAddr),
+    /// Client Address (homeaddr): the inner source address a shim must
+    /// use (in a Shim Welcome; IPv4 as IPv4-mapped).
+    ClientAddress(Ipv6Addr),
     /// An option of a type this build does not know, kept verbatim.
     Unknown {
         /// Option Type; never a known type or padding.
@@ -472,6 +485,8 @@ impl MobilityOption {
             MobilityOption::CareOfTicket { .. } => kind::CARE_OF_TICKET,
             MobilityOption::ShimInstance(_) => kind::SHIM_INSTANCE,
             MobilityOption::Flow(_) => kind::FLOW,
+            MobilityOption::Endpoint(_) => kind::ENDPOINT,
+            MobilityOption::ClientAddress(_) => kind::CLIENT_ADDRESS,
             MobilityOption::Unknown { kind, .. } => *kind,
         }
     }
@@ -500,6 +515,8 @@ impl MobilityOption {
             MobilityOption::CareOfTicket { .. } => field::COT_TICKET.end,
             MobilityOption::ShimInstance(_) => SHIM_INSTANCE_LEN,
             MobilityOption::Flow(_) => FLOW_LEN,
+            MobilityOption::Endpoint(_) => ENDPOINT_LEN,
+            MobilityOption::ClientAddress(_) => 16,
             MobilityOption::Unknown { data, .. } => data.len(),
         }
     }
@@ -537,6 +554,8 @@ impl MobilityOption {
             kind::CARE_OF_TICKET => care_of_ticket(data.exactly(field::COT_TICKET.end)?),
             kind::SHIM_INSTANCE => MobilityOption::ShimInstance(data.array()?),
             kind::FLOW => flow(data.exactly(FLOW_LEN)?)?,
+            kind::ENDPOINT => MobilityOption::Endpoint(parse_endpoint(&data.array()?)),
+            kind::CLIENT_ADDRESS => MobilityOption::ClientAddress(data.ipv6()?),
             _ => {
                 if value.len() > usize::from(u8::MAX) {
                     return Err(data.bad_len());
@@ -582,7 +601,9 @@ impl MobilityOption {
             }
             MobilityOption::AlternateCareOf(addr)
             | MobilityOption::HomeAddress(addr)
-            | MobilityOption::Correspondent(addr) => value.copy_from_slice(&addr.octets()),
+            | MobilityOption::Correspondent(addr)
+            | MobilityOption::ClientAddress(addr) => value.copy_from_slice(&addr.octets()),
+            MobilityOption::Endpoint(ep) => value.copy_from_slice(&emit_endpoint(*ep)),
             MobilityOption::NonceIndices { home, care_of } => {
                 value[field::NI_HOME].copy_from_slice(&home.to_be_bytes());
                 value[field::NI_CARE_OF].copy_from_slice(&care_of.to_be_bytes());
@@ -885,6 +906,19 @@ pub(crate) mod tests {
             }),
             &flow,
         );
+        let mut endpoint = vec![208, 18];
+        endpoint.extend_from_slice(&Ipv4Addr::new(198, 18, 0, 7).to_ipv6_mapped().octets());
+        endpoint.extend_from_slice(&[0x12, 0xb6]);
+        round_trip(
+            &MobilityOption::Endpoint("198.18.0.7:4790".parse().unwrap()),
+            &endpoint,
+        );
+        let mut client = vec![209, 16];
+        client.extend_from_slice(&"fd00:4841:cccc::1".parse::<Ipv6Addr>().unwrap().octets());
+        round_trip(
+            &MobilityOption::ClientAddress("fd00:4841:cccc::1".parse().unwrap()),
+            &client,
+        );
         round_trip(
             &MobilityOption::Unknown {
                 kind: 42,
@@ -1093,6 +1127,12 @@ pub(crate) mod tests {
             }),
             any::<[u8; 8]>().prop_map(MobilityOption::ShimInstance),
             flow_strategy().prop_map(MobilityOption::Flow),
+            (any::<[u8; 16]>(), any::<u16>()).prop_map(|(a, port)| {
+                let ip = Ipv6Addr::from(a);
+                let ip = ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4);
+                MobilityOption::Endpoint(SocketAddr::new(ip, port))
+            }),
+            v6().prop_map(MobilityOption::ClientAddress),
             (
                 any::<u8>().prop_filter("unknown type", |k| !kind::is_known(*k)),
                 proptest::collection::vec(any::<u8>(), 0..40),

@@ -29,6 +29,12 @@ pub struct ShimClient {
     pub members: HashMap<MemberId, NoticeState>,
     /// The shim process's instance (from its Hello).
     pub instance: [u8; 8],
+    /// The home address it serves (its Hello's Home Address option, else
+    /// the AP's primary).
+    pub home: Ipv6Addr,
+    /// The prefix (/64, IPv4 /32) of the source of its first handshake,
+    /// which `max_shims_per_prefix` counts it against.
+    pub prefix: Ipv6Addr,
     /// Its session.
     pub(super) session: ShimSession,
 }

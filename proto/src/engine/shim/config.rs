@@ -20,13 +20,18 @@ pub const DEFAULT_MAX_FLOWS: usize = 262_144;
 /// A sealed keepalive to the AP this often while the shim has flows: a
 /// third of the AP's `shim_idle` (300 s), so the AP keeps knowing it.
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(100);
+/// The keepalive interval instead of `keepalive` while the shim is behind
+/// a NAT (the Welcome's observed endpoint is not `local`): below the UDP
+/// timeouts of common NATs (30 s and more).
+pub const DEFAULT_NAT_KEEPALIVE: Duration = Duration::from_secs(25);
 
 /// Client shim configuration.
 #[derive(Debug, Clone)]
 pub struct ShimConfig {
     /// The access point's tunnel endpoint.
     pub access_point: SocketAddr,
-    /// The home address whose traffic this shim carries.
+    /// The home address whose traffic this shim carries (an IPv4 HoA as
+    /// IPv4-mapped); sent in the Hello's Home Address option.
     pub home_address: Ipv6Addr,
     /// This shim's own tunnel endpoint, as members see it.
     pub local: SocketAddr,
@@ -46,6 +51,8 @@ pub struct ShimConfig {
     pub max_flows: usize,
     /// A sealed keepalive (BRR) to the AP this often while there are flows.
     pub keepalive: Duration,
+    /// The keepalive interval while behind a NAT (0: `keepalive`).
+    pub nat_keepalive: Duration,
     /// How sent frames are sealed, and whether unencrypted sealed frames
     /// are accepted (`Integrity`) or refused (`Encrypt`, the default).
     pub protection: Protection,
@@ -74,6 +81,7 @@ impl ShimConfig {
             other_idle: DEFAULT_OTHER_IDLE,
             max_flows: DEFAULT_MAX_FLOWS,
             keepalive: DEFAULT_KEEPALIVE,
+            nat_keepalive: DEFAULT_NAT_KEEPALIVE,
             protection: Protection::default(),
             seed,
         }

@@ -85,7 +85,17 @@ impl Shim {
                 index,
                 ap_nonce,
                 public,
-            } if from_ap => self.shim_welcome(now, nonce, index, ap_nonce, public),
+            } if from_ap => self.shim_welcome(
+                now,
+                super::aplink::Welcome {
+                    nonce,
+                    ap_index: index,
+                    ap_nonce,
+                    ap_public: public,
+                    observed: msg.endpoint(),
+                    client: msg.client_address(),
+                },
+            ),
             MessageBody::CareOfTestInit { cookie } if !from_ap => {
                 self.answer_care_of_test(from, &msg, cookie)
             }

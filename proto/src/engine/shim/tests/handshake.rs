@@ -30,7 +30,9 @@ fn the_handshake_takes_a_cookie_round_trip_and_seals_both_ways() {
         events(&mut s),
         [ShimEvent::ApSession {
             index: first.1,
-            renewed: false
+            renewed: false,
+            client: CLIENT,
+            observed: Some(local()),
         }]
     );
     assert!(transmits(&mut s).is_empty());
@@ -144,7 +146,8 @@ fn a_welcome_needs_our_nonce_from_the_ap_and_a_good_key() {
             index: AP_INDEX,
             ap_nonce: [3; 16],
             public: [0; 32],
-        }),
+        })
+        .with(MobilityOption::ClientAddress(CLIENT)),
     );
     assert_eq!(
         s.handle_udp(now, ap_ep(), &mut low),
@@ -187,7 +190,9 @@ fn a_zero_nonce_cookie_starts_a_new_handshake_and_the_old_session_works_until_th
         events(&mut s),
         [ShimEvent::ApSession {
             index: fresh.1,
-            renewed: true
+            renewed: true,
+            client: CLIENT,
+            observed: Some(local()),
         }]
     );
     let mut new_ap = TestAp {

@@ -128,7 +128,9 @@ fn welcome(hello: &Hello, ap_index: u32, seed: u64) -> (Vec<u8>, Session) {
             index: ap_index,
             ap_nonce: na,
             public: pair.public,
-        }),
+        })
+        .with(MobilityOption::Endpoint(local()))
+        .with(MobilityOption::ClientAddress(CLIENT)),
     );
     (frame, Session::new(&keys, Role::Responder, ap_index, is))
 }
