@@ -271,6 +271,19 @@ impl AccessPoint {
                 "no registration key configured: add at least one [[keys]] entry".into(),
             ));
         }
+        if config
+            .shim_prefix_v6
+            .is_some_and(|p| p.octets()[8..] != [0; 8])
+        {
+            return Err(ApError::Config(
+                "shim_prefix_v6 must be a /64's network address".into(),
+            ));
+        }
+        if config.shim_pool_v4.is_some_and(|p| p.len > 30) {
+            return Err(ApError::Config(
+                "shim_pool_v4 must be a prefix of /30 or shorter".into(),
+            ));
+        }
         let maglev =
             Maglev::new(config.maglev_table_size).map_err(|e| ApError::Config(e.to_string()))?;
         Ok(Self {

@@ -19,6 +19,7 @@ use crate::wire::{ReportedFlow, ReportedState, TunnelHeader};
 
 mod digest;
 mod flow_report;
+mod nat;
 mod policy_limits;
 mod registration;
 mod relay;
