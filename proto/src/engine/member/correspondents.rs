@@ -41,6 +41,14 @@ impl Member {
                     self.start_rr(now, client);
                 }
             }
+            Some(c) if instance.is_some() && c.instance == instance => {
+                // The same shim process at a new endpoint (it roamed, and
+                // the AP followed it): its binding and session stay.
+                c.shim = shim;
+                c.last_activity = now;
+                c.ap = ap;
+                self.counters.roams += 1;
+            }
             Some(_) => {
                 // Another shim endpoint or a new shim process: what we had
                 // with the old one (tokens, binding, session) is worthless.
@@ -56,6 +64,18 @@ impl Member {
                 }
                 self.new_correspondent(now, ap, client, shim, instance);
             }
+        }
+    }
+
+    /// A frame that opened in `client`'s binding session with its newest
+    /// counter came from `from`: the shim's endpoint moved there (roaming,
+    /// docs/PROTOCOL.md 4.6).
+    pub(super) fn shim_roam(&mut self, client: Ipv6Addr, from: SocketAddr) {
+        if let Some(c) = self.correspondents.get_mut(&client)
+            && c.shim != from
+        {
+            c.shim = from;
+            self.counters.roams += 1;
         }
     }
 

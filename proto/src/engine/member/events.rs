@@ -100,6 +100,9 @@ pub struct MemberCounters {
     pub flow_reports: u64,
     /// Flow options sent in them.
     pub flows_reported: u64,
+    /// Correspondents whose shim endpoint moved (a newer sealed frame
+    /// from a new source, or a Shim Notice of the same instance).
+    pub roams: u64,
     /// Limit hits by limit.
     pub limit_hits: LimitHits,
 }

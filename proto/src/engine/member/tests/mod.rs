@@ -24,6 +24,7 @@ mod limits;
 mod multi_ap;
 mod registration;
 mod restart;
+mod roaming;
 mod route_optimization;
 mod shim_peer;
 
