@@ -294,9 +294,8 @@ impl DaemonSettings for Settings {
             engine.max_handshakes_per_second = n;
         }
         if let Some(p) = cli.shim_prefix.as_ref().or(file.shim_prefix.as_ref()) {
-            engine.shim_prefix_v6 = Some(
-                parse_shim_prefix_v6(p).map_err(|e| anyhow::anyhow!("shim_prefix {e}"))?,
-            );
+            engine.shim_prefix_v6 =
+                Some(parse_shim_prefix_v6(p).map_err(|e| anyhow::anyhow!("shim_prefix {e}"))?);
         }
         if let Some(p) = cli.shim_pool.as_ref().or(file.shim_pool.as_ref()) {
             engine.shim_pool_v4 = Some(
@@ -431,7 +430,10 @@ mod tests {
                     shim_pool = \"100.127.0.0/16\"\n\
                     [[keys]]\nspi = 1\nkey = \"0123456789abcdef0123456789abcdef\"\n";
         let s = Settings::from_args(&[], toml_file(text)).unwrap();
-        assert_eq!(s.engine.shim_prefix_v6, Some("fd00:4841:cccc::".parse().unwrap()));
+        assert_eq!(
+            s.engine.shim_prefix_v6,
+            Some("fd00:4841:cccc::".parse().unwrap())
+        );
         assert_eq!(
             s.engine.shim_pool_v4.map(|p| p.to_string()),
             Some("100.127.0.0/16".into())

@@ -188,7 +188,9 @@ impl ClientAddress {
                             *cur = Some(c);
                         }
                     }
-                    Err(e) => warn!(client_address = %c, error = %e, "cannot set the client address"),
+                    Err(e) => {
+                        warn!(client_address = %c, error = %e, "cannot set the client address")
+                    }
                 }
             }
         });
@@ -208,7 +210,11 @@ impl ClientAddress {
     async fn stop(self) {
         self.task.abort();
         let _ = self.task.await;
-        let c = self.current.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let c = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(c) = c {
             del_address(c, &self.tun);
         }
@@ -239,7 +245,11 @@ fn set_route(hoa: Ipv6Addr, c: Ipv6Addr, tun: &str) -> anyhow::Result<()> {
         (Some(c4), Some(h4)) => (c4.to_string(), format!("{h4}/32")),
         _ => (c.to_string(), format!("{hoa}/128")),
     };
-    let family = if hoa.to_ipv4_mapped().is_some() { "-4" } else { "-6" };
+    let family = if hoa.to_ipv4_mapped().is_some() {
+        "-4"
+    } else {
+        "-6"
+    };
     homeaddr_daemon::netcfg::ip(&[family, "route", "replace", &route, "dev", tun, "src", &src])
 }
 

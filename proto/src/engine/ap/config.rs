@@ -68,7 +68,9 @@ impl Ipv4Prefix {
         let hosts = self.size().checked_sub(2).filter(|h| *h > 0)?;
         let offset = 1 + u64::from_be_bytes(instance) % hosts;
         // offset < 2^32: the prefix has at most 2^32 addresses.
-        Some(Ipv4Addr::from(u32::from(self.network).wrapping_add(offset as u32)))
+        Some(Ipv4Addr::from(
+            u32::from(self.network).wrapping_add(offset as u32),
+        ))
     }
 }
 
@@ -113,7 +115,9 @@ pub fn parse_shim_prefix_v6(s: &str) -> Result<Ipv6Addr, String> {
         .parse()
         .map_err(|_| format!("{s:?}: {addr:?} is not an IPv6 address"))?;
     if a.octets()[8..] != [0; 8] {
-        return Err(format!("{s:?}: host bits set (use the /64's network address)"));
+        return Err(format!(
+            "{s:?}: host bits set (use the /64's network address)"
+        ));
     }
     Ok(a)
 }

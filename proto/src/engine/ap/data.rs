@@ -268,20 +268,20 @@ impl AccessPoint {
         let Some(shim) = self.shims.get_mut(&client) else {
             return;
         };
-        let (endpoint, instance) = (shim.endpoint, shim.instance);
+        let (endpoint, instance, home) = (shim.endpoint, shim.instance, shim.home);
         let st = shim.members.entry(id).or_default();
         let gap = if st.rr_seen { interval * 30 } else { interval };
         if st.last_notice.is_some_and(|t| now < t + gap) {
             return;
         }
         st.last_notice = Some(now);
-        let [bid, hoa] = self.member_id_options(id);
+        let [bid, _] = self.member_id_options(id);
         let msg = MobilityMessage::new(MessageBody::ShimNotice {
             client,
             shim: endpoint,
         })
         .with(bid)
-        .with(hoa)
+        .with(MobilityOption::HomeAddress(home))
         .with(MobilityOption::ShimInstance(instance));
         if self.send_sealed_to_member(id, &msg) {
             self.counters.notices += 1;

@@ -250,10 +250,7 @@ impl AccessPoint {
                         },
                     },
                 );
-                self.shim_prefixes
-                    .entry(prefix)
-                    .or_default()
-                    .insert(client);
+                self.shim_prefixes.entry(prefix).or_default().insert(client);
                 self.events.push_back(ApEvent::ShimClientSeen {
                     client,
                     endpoint: from,
@@ -289,7 +286,10 @@ impl AccessPoint {
             return Ok(client_address(from));
         }
         if !ipv4 {
-            let prefix = self.config.shim_prefix_v6.ok_or(NoAddress::NoPool { ipv4 })?;
+            let prefix = self
+                .config
+                .shim_prefix_v6
+                .ok_or(NoAddress::NoPool { ipv4 })?;
             let mut c = prefix.octets();
             c[8..].copy_from_slice(&hello.instance);
             return Ok(Ipv6Addr::from(c));

@@ -305,14 +305,16 @@ impl AccessPoint {
         };
         let protection = self.config.protection;
         let opened = match owner {
-            Owner::Member(id) => self
-                .member_sessions
-                .get_mut(&id)
-                .map(|ms| ms.sessions.open(now, index, protection, frame).map(|()| false)),
-            Owner::Shim(client) => self
-                .shims
-                .get_mut(&client)
-                .map(|s| s.session.sessions.open_newest(now, index, protection, frame)),
+            Owner::Member(id) => self.member_sessions.get_mut(&id).map(|ms| {
+                ms.sessions
+                    .open(now, index, protection, frame)
+                    .map(|()| false)
+            }),
+            Owner::Shim(client) => self.shims.get_mut(&client).map(|s| {
+                s.session
+                    .sessions
+                    .open_newest(now, index, protection, frame)
+            }),
         };
         match opened {
             Some(Ok(newest)) => {

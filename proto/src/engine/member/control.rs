@@ -217,7 +217,12 @@ impl Member {
                 DataAction::Consumed
             }
             MessageBody::ShimNotice { client, shim } => {
-                self.handle_shim_notice(now, ap, client, shim, msg.shim_instance());
+                // The HoA the shim serves (absent: our primary one).
+                let home = msg.home_address().unwrap_or(self.config.home_address);
+                if !self.serves_home(home) {
+                    return self.counters.drops.drop(DropReason::UnknownHomeAddress);
+                }
+                self.handle_shim_notice(now, ap, client, shim, msg.shim_instance(), home);
                 DataAction::Consumed
             }
             MessageBody::HomeTest {

@@ -311,7 +311,8 @@ impl TestShim {
             public: self.dh.public,
         });
         msg.options.extend(self.local.map(MobilityOption::Endpoint));
-        msg.options.extend(self.home.map(MobilityOption::HomeAddress));
+        msg.options
+            .extend(self.home.map(MobilityOption::HomeAddress));
         unsealed_frame(None, &msg)
     }
 

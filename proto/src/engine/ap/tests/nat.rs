@@ -49,7 +49,9 @@ fn a_translated_shim_gets_a_pool_address_and_its_traffic_goes_both_ways() {
     assert_eq!(shim.given, Some(c), "prefix | instance");
     assert_eq!(shim.observed, Some(nat_public()));
     assert_eq!(
-        ap.shim_clients().map(|(k, s)| (*k, s.endpoint)).collect::<Vec<_>>(),
+        ap.shim_clients()
+            .map(|(k, s)| (*k, s.endpoint))
+            .collect::<Vec<_>>(),
         vec![(c, nat_public())],
         "the record is keyed by C"
     );
@@ -132,7 +134,11 @@ fn an_ipv4_pool_address_held_by_another_instance_gets_a_welcome_without_one() {
     first.home = Some(hoa4);
     assert!(first.handshake(&mut ap, now));
     let c = Ipv4Addr::new(100, 127, 0, 2).to_ipv6_mapped();
-    assert_eq!(first.given, Some(c), "network + 1 + instance mod (size - 2)");
+    assert_eq!(
+        first.given,
+        Some(c),
+        "network + 1 + instance mod (size - 2)"
+    );
     // Another instance with the same address, mod 65534, from elsewhere.
     let mut second = behind_nat(2, (1u64 + 65534).to_be_bytes());
     second.home = Some(hoa4);
@@ -141,9 +147,16 @@ fn an_ipv4_pool_address_held_by_another_instance_gets_a_welcome_without_one() {
     assert_eq!(ap.counters().pool_collisions, 1);
     assert_eq!(ap.shim_client_count(), 1);
     assert_eq!(
-        ap.shim_clients().next().map(|(_, s)| (s.endpoint, s.instance)),
+        ap.shim_clients()
+            .next()
+            .map(|(_, s)| (s.endpoint, s.instance)),
         Some((nat_public(), first.instance)),
         "the holder keeps its record"
+    );
+    assert_eq!(
+        ap.shim_clients().next().map(|(_, s)| s.home),
+        Some(hoa4),
+        "the record keeps the shim's HoA (for its HoTIs and Shim Notices)"
     );
     // A new instance gets another address.
     second.instance = 7u64.to_be_bytes();
@@ -184,7 +197,10 @@ fn a_newer_sealed_frame_from_a_new_source_moves_the_record_and_a_replay_moves_no
     let newer = sealed_data(shim.sessions(), None, &ack);
     let rebound = ep("198.18.0.10:40999");
     let mut g = newer.clone();
-    assert_eq!(ap.handle_udp(at(now, 10), rebound, &mut g), send_to(m1_ep()));
+    assert_eq!(
+        ap.handle_udp(at(now, 10), rebound, &mut g),
+        send_to(m1_ep())
+    );
     assert_eq!(ap.counters().roams, 1);
     assert_eq!(
         events(&mut ap),
@@ -226,5 +242,8 @@ fn a_newer_sealed_frame_from_a_new_source_moves_the_record_and_a_replay_moves_no
     );
     // Answers follow the shim.
     let mut answer = sealed_data(m.sessions(), Some(M1), &tcp(h, v6(c, 40000), ACK, 1, 3));
-    assert_eq!(ap.handle_udp(at(now, 30), m1_ep(), &mut answer), send_to(rebound));
+    assert_eq!(
+        ap.handle_udp(at(now, 30), m1_ep(), &mut answer),
+        send_to(rebound)
+    );
 }

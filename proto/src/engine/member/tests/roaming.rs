@@ -5,7 +5,9 @@
 use super::*;
 
 fn shim_endpoint(m: &Member) -> Option<SocketAddr> {
-    m.correspondents().find(|c| c.client == CLIENT).map(|c| c.shim)
+    m.correspondents()
+        .find(|c| c.client == CLIENT)
+        .map(|c| c.shim)
 }
 
 fn bound_to(m: &Member) -> bool {
@@ -66,4 +68,39 @@ fn a_shim_notice_of_the_same_instance_at_a_new_endpoint_keeps_the_binding() {
         DataAction::Consumed
     );
     assert!(!bound_to(&m));
+}
+
+#[test]
+fn the_shims_home_address_from_its_notice_is_used_for_its_return_routability() {
+    let now = t0();
+    let (mut m, mut ap) = registered(now);
+    let notice_for = |ap: &mut Ap, home: Ipv6Addr| {
+        ap.seal(
+            MobilityMessage::new(MessageBody::ShimNotice {
+                client: CLIENT,
+                shim: shim_ep(),
+            })
+            .with(bid(ID))
+            .with(MobilityOption::HomeAddress(home))
+            .with(MobilityOption::ShimInstance([1; 8])),
+        )
+    };
+    // A HoA this member does not serve (an IPv4 one, IPv4-mapped): the
+    // notice is refused.
+    let hoa4 = std::net::Ipv4Addr::new(198, 19, 0, 1).to_ipv6_mapped();
+    assert_eq!(
+        m.handle_udp(now, ap_ep(), &mut notice_for(&mut ap, hoa4)),
+        DataAction::Drop(DropReason::UnknownHomeAddress)
+    );
+    assert!(m.correspondents().next().is_none());
+    assert_eq!(
+        m.handle_udp(now, ap_ep(), &mut notice_for(&mut ap, HOA)),
+        DataAction::Consumed
+    );
+    assert_eq!(m.correspondents().next().map(|c| c.home_address), Some(HOA));
+    let t = transmits(&mut m);
+    assert_eq!(t.len(), 1);
+    let hoti = MobilityMessage::parse(&ap.open(&t[0])).unwrap();
+    assert!(matches!(hoti.body, MessageBody::HomeTestInit { .. }));
+    assert_eq!(hoti.home_address(), Some(HOA), "the shim's HoA");
 }

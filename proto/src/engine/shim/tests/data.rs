@@ -195,7 +195,10 @@ fn the_binding_follows_a_newer_sealed_frame_and_a_replay_moves_nothing() {
     let newer = seal(&mut member, Some(M1), &data);
     // The member's NAT gave it a new public port.
     let rebound = ep("[2001:db8:1::1]:31000");
-    assert_eq!(s.handle_udp(now, rebound, &mut newer.clone()), DataAction::ToTun);
+    assert_eq!(
+        s.handle_udp(now, rebound, &mut newer.clone()),
+        DataAction::ToTun
+    );
     assert_eq!(s.counters().roams, 1);
     assert_eq!(s.bindings().next().map(|(_, b)| b.care_of), Some(rebound));
     assert_eq!(
@@ -213,7 +216,10 @@ fn the_binding_follows_a_newer_sealed_frame_and_a_replay_moves_nothing() {
         s.handle_udp(now, attacker, &mut newer.clone()),
         DataAction::Drop(DropReason::Replay)
     );
-    assert_eq!(s.handle_udp(now, attacker, &mut older.clone()), DataAction::ToTun);
+    assert_eq!(
+        s.handle_udp(now, attacker, &mut older.clone()),
+        DataAction::ToTun
+    );
     assert_eq!(s.counters().roams, 1);
     assert_eq!(s.bindings().next().map(|(_, b)| b.care_of), Some(rebound));
     // What we send direct goes to the new endpoint.

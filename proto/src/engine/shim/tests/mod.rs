@@ -14,9 +14,7 @@ use crate::crypto::{
     self, DhKeyPair, Kbm, Protection, Role, Session, member_shim_keys, shim_ap_keys,
 };
 use crate::engine::sealed::{PeerSessions, SESSION_GRACE, seal_data, sealed_control};
-use crate::engine::testutil::{
-    ACK, HOA, SYN, at, bid, ep, run_until, t0, tcp, transmits, tun, v6,
-};
+use crate::engine::testutil::{ACK, HOA, SYN, at, bid, ep, run_until, t0, tcp, transmits, tun, v6};
 use crate::engine::{to_units, verify_binding};
 use crate::wire::inner;
 use crate::wire::mh::{MessageBody, ba_status, revocation_trigger};
