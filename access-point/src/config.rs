@@ -8,7 +8,7 @@ use clap::Parser;
 use homeaddr_daemon::common::{
     CommonArgs, CommonConfig, CommonSettings, DaemonSettings, load_config,
 };
-use homeaddr_proto::engine::ap::{ApConfig, MemberKey};
+use homeaddr_proto::engine::ap::{ApConfig, Ipv4Prefix, MemberKey, parse_shim_prefix_v6};
 use serde::Deserialize;
 
 /// The longest settle time `settle_ms` accepts.
@@ -46,6 +46,14 @@ pub struct Cli {
     /// reported them (several APs per home address; 0: never; default 1000).
     #[arg(long)]
     pub settle_ms: Option<u64>,
+    /// The IPv6 /64 that client addresses of shims behind a NAT (IPv6
+    /// HoA) come from, e.g. fd00:4841:cccc::/64; the same on every AP.
+    #[arg(long)]
+    pub shim_prefix: Option<String>,
+    /// The IPv4 prefix that client addresses of shims behind a NAT (IPv4
+    /// HoA) come from, e.g. 100.127.0.0/16; the same on every AP.
+    #[arg(long)]
+    pub shim_pool: Option<String>,
 }
 
 /// One registration key in the file.
@@ -227,6 +235,10 @@ pub struct FileConfig {
     pub max_shims_per_prefix: Option<usize>,
     /// Most shim handshakes per second (default 2000).
     pub max_handshakes_per_second: Option<u32>,
+    /// Client addresses for translated shims with an IPv6 HoA (a /64).
+    pub shim_prefix: Option<String>,
+    /// Client addresses for translated shims with an IPv4 HoA.
+    pub shim_pool: Option<String>,
 }
 
 /// Everything the daemon needs, validated.
@@ -285,6 +297,16 @@ impl DaemonSettings for Settings {
         if let Some(n) = file.max_handshakes_per_second {
             positive("max_handshakes_per_second", n.into())?;
             engine.max_handshakes_per_second = n;
+        }
+        if let Some(p) = cli.shim_prefix.as_ref().or(file.shim_prefix.as_ref()) {
+            engine.shim_prefix_v6 =
+                Some(parse_shim_prefix_v6(p).map_err(|e| anyhow::anyhow!("shim_prefix {e}"))?);
+        }
+        if let Some(p) = cli.shim_pool.as_ref().or(file.shim_pool.as_ref()) {
+            engine.shim_pool_v4 = Some(
+                p.parse::<Ipv4Prefix>()
+                    .map_err(|e| anyhow::anyhow!("shim_pool {e}"))?,
+            );
         }
         if let Some(ms) = cli.settle_ms.or(file.settle_ms) {
             if ms > MAX_SETTLE_MS {
@@ -460,6 +482,33 @@ mod tests {
         let bad = text.replace("= 8", "= 0");
         let e = Settings::merge_error(&[], toml_file(&bad));
         assert!(e.contains("max_shims_per_prefix must be at least 1"), "{e}");
+    }
+
+    #[test]
+    fn shim_pools_are_read_checked_and_overridden() {
+        let text = "home_address = \"2001:db8::1\"\nshim_prefix = \"fd00:4841:cccc::/64\"\n\
+                    shim_pool = \"100.127.0.0/16\"\n\
+                    [[keys]]\nspi = 1\nkey = \"0123456789abcdef0123456789abcdef\"\n";
+        let s = Settings::from_args(&[], toml_file(text)).unwrap();
+        assert_eq!(
+            s.engine.shim_prefix_v6,
+            Some("fd00:4841:cccc::".parse().unwrap())
+        );
+        assert_eq!(
+            s.engine.shim_pool_v4.map(|p| p.to_string()),
+            Some("100.127.0.0/16".into())
+        );
+        let s = Settings::from_args(&["--shim-pool", "100.126.0.0/24"], toml_file(text)).unwrap();
+        assert_eq!(
+            s.engine.shim_pool_v4.map(|p| p.to_string()),
+            Some("100.126.0.0/24".into())
+        );
+        let e = Settings::merge_error(&[], toml_file(&text.replace("/64", "/56")));
+        assert!(e.contains("must be a /64"), "{e}");
+        let e = Settings::merge_error(&[], toml_file(&text.replace("0.0/16", "0.1/16")));
+        assert!(e.contains("host bits set"), "{e}");
+        let e = Settings::merge_error(&[], toml_file(&text.replace("/16", "/31")));
+        assert!(e.contains("0..=30"), "{e}");
     }
 
     #[test]

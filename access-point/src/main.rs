@@ -212,6 +212,14 @@ fn on_events(ap: &mut AccessPoint) {
             ApEvent::MemberDown { id } => {
                 warn!(member = %id, "member is down (no refresh in time): its clients move")
             }
+            ApEvent::NoClientAddress { ipv4, endpoint } => {
+                let (family, flag) = if ipv4 {
+                    ("IPv4", "--shim-pool / shim_pool")
+                } else {
+                    ("IPv6", "--shim-prefix / shim_prefix")
+                };
+                warn!(%endpoint, "a shim behind a NAT (or of the other address family) with an {family} home address hand-shook, and no {family} shim pool is configured: it gets no session (give {flag}; logged once)")
+            }
             other => info!(event = ?other, "access point"),
         }
     }

@@ -248,6 +248,21 @@ fn encode_ap_counters(e: &mut DescriptorEncoder<'_>, ap: &AccessPoint) -> std::f
             c.keepalives,
         ),
         (
+            "homeaddr_ap_shim_no_client_address",
+            "Shim handshakes left unanswered: no pool for a translated shim's family.",
+            c.no_client_address,
+        ),
+        (
+            "homeaddr_ap_shim_pool_collisions",
+            "Welcomes without a Client Address (IPv4 pool address held by another instance).",
+            c.pool_collisions,
+        ),
+        (
+            "homeaddr_ap_shim_roams",
+            "Shim records moved to the source of a newer sealed frame.",
+            c.roams,
+        ),
+        (
             "homeaddr_ap_home_tests_relayed",
             "Home tests relayed (HoTI and HoT).",
             c.home_tests_relayed,
@@ -504,6 +519,15 @@ homeaddr_ap_shim_handshakes_total 0
 # HELP homeaddr_ap_shim_keepalives Sealed keepalives received from shims.
 # TYPE homeaddr_ap_shim_keepalives counter
 homeaddr_ap_shim_keepalives_total 0
+# HELP homeaddr_ap_shim_no_client_address Shim handshakes left unanswered: no pool for a translated shim's family.
+# TYPE homeaddr_ap_shim_no_client_address counter
+homeaddr_ap_shim_no_client_address_total 0
+# HELP homeaddr_ap_shim_pool_collisions Welcomes without a Client Address (IPv4 pool address held by another instance).
+# TYPE homeaddr_ap_shim_pool_collisions counter
+homeaddr_ap_shim_pool_collisions_total 0
+# HELP homeaddr_ap_shim_roams Shim records moved to the source of a newer sealed frame.
+# TYPE homeaddr_ap_shim_roams counter
+homeaddr_ap_shim_roams_total 0
 # HELP homeaddr_ap_home_tests_relayed Home tests relayed (HoTI and HoT).
 # TYPE homeaddr_ap_home_tests_relayed counter
 homeaddr_ap_home_tests_relayed_total 0

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use homeaddr_daemon::common::{CommonArgs, CommonConfig, CommonSettings, DaemonSettings};
-use homeaddr_proto::engine::shim::DEFAULT_KEEPALIVE;
+use homeaddr_proto::engine::shim::{DEFAULT_KEEPALIVE, DEFAULT_NAT_KEEPALIVE};
 use serde::Deserialize;
 
 /// Command line of `homeaddr-shim`.
@@ -59,6 +59,9 @@ pub struct FileConfig {
     /// Seconds between sealed keepalives to the AP while there are flows
     /// (default 100: a third of the AP's shim idle time).
     pub keepalive_s: Option<u64>,
+    /// Seconds between keepalives while behind a NAT (default 25; 0: use
+    /// `keepalive_s` there too).
+    pub nat_keepalive_s: Option<u64>,
     /// Keys every daemon has.
     #[serde(flatten)]
     pub common: CommonConfig,
@@ -91,6 +94,8 @@ pub struct Settings {
     pub route_optimization: bool,
     /// Keepalive interval towards the AP.
     pub keepalive: Duration,
+    /// Keepalive interval while behind a NAT (zero: `keepalive`).
+    pub nat_keepalive: Duration,
     /// TUN, MTU, control socket, log level, offload, metrics.
     pub common: CommonSettings,
 }
@@ -129,6 +134,14 @@ impl DaemonSettings for Settings {
                 DEFAULT_KEEPALIVE.as_secs()
             ),
         };
+        let nat_keepalive = match file.nat_keepalive_s {
+            None => DEFAULT_NAT_KEEPALIVE,
+            Some(s @ 0..=86_400) => Duration::from_secs(s),
+            Some(s) => bail!(
+                "nat_keepalive_s = {s}: give 0 to 86400 seconds (default {}; keep it below the NAT's UDP timeout)",
+                DEFAULT_NAT_KEEPALIVE.as_secs()
+            ),
+        };
         let common = CommonSettings::resolve(&cli.common, &file.common, "shim", "ha-shim")?;
         Ok(Self {
             home_address: homeaddr_proto::engine::HomeAddresses::from_list(
@@ -149,6 +162,7 @@ impl DaemonSettings for Settings {
             route_optimization: !cli.no_route_optimization
                 && file.route_optimization.unwrap_or(true),
             keepalive,
+            nat_keepalive,
             common,
         })
     }

@@ -89,6 +89,9 @@ pub fn status(s: &Shim, now: Instant, io: IoStatus) -> ShimStatus {
         home_address: s.config().home_address,
         access_point: s.config().access_point,
         local: s.config().local,
+        client_address: s.client_address(),
+        observed: s.observed(),
+        behind_nat: s.behind_nat(),
         bindings,
         flows,
         counters: ShimCounters {
@@ -101,6 +104,8 @@ pub fn status(s: &Shim, now: Instant, io: IoStatus) -> ShimStatus {
             tests_answered: c.tests_answered,
             binding_errors: c.binding_errors,
             resets: c.resets,
+            roams: c.roams,
+            pool_collisions: c.pool_collisions,
             drops: drops(&c.drops),
         },
         io,

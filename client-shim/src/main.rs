@@ -1,6 +1,6 @@
 //! `homeaddr-shim`: see the crate documentation of `homeaddr_shim`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,7 +19,7 @@ use homeaddr_proto::engine::shim::{Shim, ShimConfig, ShimEvent};
 use homeaddr_shim::config::{AccessPointSource, Cli, Settings};
 use homeaddr_shim::control::handle;
 use homeaddr_shim::metrics;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc};
 use tracing::{debug, info, warn};
 
 fn main() -> ExitCode {
@@ -33,6 +33,7 @@ struct ShimNode {
     driver: Driver<Shim>,
     net: NetConfig,
     metrics: Metrics,
+    client_address: ClientAddress,
     _claims: Vec<Claim>,
 }
 
@@ -70,25 +71,26 @@ impl Role for ShimNode {
                 .context("cannot create the TUN device (root? /dev/net/tun?)")?,
         );
         let mut net = NetConfig::new();
-        // Applications reach the home address through the TUN, from the
-        // address the tunnel leaves from (the AP checks that they match).
-        // An IPv4 home address on an IPv6 underlay has no such source yet:
-        // the route goes without one.
+        // Applications reach the home address through the TUN; the source
+        // address they must use (the AP checks it) comes with the AP's
+        // Welcome, and the route gets it then (`ClientAddress`). Until
+        // then: the local address if it is of the HoA's family (it is the
+        // client address when no NAT is in the way), else none.
         let (family, route, src) = match hoa.to_ipv4_mapped() {
             Some(hoa4) => (
                 "-4",
                 format!("{hoa4}/32"),
                 match local.ip().to_canonical() {
-                    IpAddr::V4(v4) => Some(v4.to_string()),
-                    IpAddr::V6(_) => None,
+                    IpAddr::V4(v4) if !v4.is_unspecified() => Some(v4.to_string()),
+                    _ => None,
                 },
             ),
             None => (
                 "-6",
                 format!("{hoa}/128"),
                 match local.ip().to_canonical() {
-                    IpAddr::V6(v6) => Some(v6.to_string()),
-                    IpAddr::V4(_) => None,
+                    IpAddr::V6(v6) if !v6.is_unspecified() => Some(v6.to_string()),
+                    _ => None,
                 },
             ),
         };
@@ -97,12 +99,20 @@ impl Role for ShimNode {
             add.extend(["src", src.as_str()]);
         }
         net.apply(&add, &[family, "route", "del", &route, "dev", tun.name()])?;
+        let client_address = ClientAddress::start(hoa, local.ip(), tun.name().to_string());
         let mut config = ShimConfig::new(ap, hoa, local, homeaddr_daemon::random_seed()?);
         config.route_optimization = settings.route_optimization;
         config.keepalive = settings.keepalive;
+        config.nat_keepalive = settings.nat_keepalive;
         config.protection = common.protection;
         let engine = Arc::new(Mutex::new(Shim::new(Instant::now(), config)));
-        let driver = Driver::start(engine.clone(), Arc::new(on_events), tun.clone(), udp);
+        let sessions = client_address.sender();
+        let driver = Driver::start(
+            engine.clone(),
+            Arc::new(move |s: &mut Shim| on_events(s, &sessions)),
+            tun.clone(),
+            udp,
+        );
         let metrics = metrics::metrics(engine.clone(), IoSource::of(&driver));
         info!(home_address = %hoa, access_point = %ap, local = %local, tun = tun.name(), control = %common.control.display(), "shim up");
         Ok(Self {
@@ -110,6 +120,7 @@ impl Role for ShimNode {
             driver,
             net,
             metrics,
+            client_address,
             _claims: claims,
         })
     }
@@ -132,6 +143,7 @@ impl Role for ShimNode {
 
     async fn stop(mut self, _why: &Stop) {
         self.driver.shutdown();
+        self.client_address.stop().await;
         self.net.undo_all();
     }
 }
@@ -151,10 +163,128 @@ async fn access_point(source: &AccessPointSource) -> anyhow::Result<SocketAddr> 
     }
 }
 
-/// Log engine events: bindings at INFO, one line per flow only at DEBUG.
-fn on_events(s: &mut Shim) {
+/// The client address on the TUN and as the HoA route's source, set when
+/// a Welcome gives it (and moved when a later one gives another): `ip`
+/// runs in a task of its own, not under the engine's lock.
+struct ClientAddress {
+    tx: mpsc::UnboundedSender<Ipv6Addr>,
+    tun: String,
+    current: Arc<std::sync::Mutex<Option<Ipv6Addr>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ClientAddress {
+    fn start(hoa: Ipv6Addr, local: std::net::IpAddr, tun: String) -> ClientAddress {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Ipv6Addr>();
+        let current = Arc::new(std::sync::Mutex::new(None::<Ipv6Addr>));
+        let (set, dev) = (current.clone(), tun.clone());
+        let task = tokio::spawn(async move {
+            while let Some(c) = rx.recv().await {
+                let mut cur = set.lock().unwrap_or_else(|p| p.into_inner());
+                if *cur == Some(c) {
+                    continue;
+                }
+                if let Some(old) = cur.take() {
+                    del_address(old, &dev);
+                }
+                let result = if homeaddr_proto::wire::ip_to_v6(local) == c {
+                    // No NAT: the local address, which is on another
+                    // interface already; the route names it.
+                    set_route(hoa, c, &dev)
+                } else {
+                    set_address(hoa, c, &dev)
+                };
+                match result {
+                    Ok(()) => {
+                        info!(client_address = %c, "the access point gave our client address: applications' source for the home address");
+                        if homeaddr_proto::wire::ip_to_v6(local) != c {
+                            *cur = Some(c);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(client_address = %c, error = %e, "cannot set the client address")
+                    }
+                }
+            }
+        });
+        ClientAddress {
+            tx,
+            tun,
+            current,
+            task,
+        }
+    }
+
+    fn sender(&self) -> mpsc::UnboundedSender<Ipv6Addr> {
+        self.tx.clone()
+    }
+
+    /// Remove the address (the route goes with the rest of the setup).
+    async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        let c = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(c) = c {
+            del_address(c, &self.tun);
+        }
+    }
+}
+
+/// `ip` arguments for address `c` on `tun`: /128 (IPv6) or /32 (IPv4).
+fn address_args(c: Ipv6Addr) -> (&'static str, String) {
+    match c.to_ipv4_mapped() {
+        Some(v4) => ("-4", format!("{v4}/32")),
+        None => ("-6", format!("{c}/128")),
+    }
+}
+
+fn set_address(hoa: Ipv6Addr, c: Ipv6Addr, tun: &str) -> anyhow::Result<()> {
+    let (family, addr) = address_args(c);
+    let mut args = vec![family, "addr", "replace", &addr, "dev", tun];
+    if family == "-6" {
+        args.push("nodad");
+    }
+    homeaddr_daemon::netcfg::ip(&args)?;
+    set_route(hoa, c, tun)
+}
+
+/// The HoA's route through `tun` with source `c`.
+fn set_route(hoa: Ipv6Addr, c: Ipv6Addr, tun: &str) -> anyhow::Result<()> {
+    let (src, route) = match (c.to_ipv4_mapped(), hoa.to_ipv4_mapped()) {
+        (Some(c4), Some(h4)) => (c4.to_string(), format!("{h4}/32")),
+        _ => (c.to_string(), format!("{hoa}/128")),
+    };
+    let family = if hoa.to_ipv4_mapped().is_some() {
+        "-4"
+    } else {
+        "-6"
+    };
+    homeaddr_daemon::netcfg::ip(&[family, "route", "replace", &route, "dev", tun, "src", &src])
+}
+
+fn del_address(c: Ipv6Addr, tun: &str) {
+    let (family, addr) = address_args(c);
+    if let Err(e) = homeaddr_daemon::netcfg::ip(&[family, "addr", "del", &addr, "dev", tun]) {
+        warn!(client_address = %c, error = %e, "cannot remove the old client address");
+    }
+}
+
+/// Log engine events: bindings at INFO, one line per flow only at DEBUG;
+/// a new AP session's client address goes to `sessions`.
+fn on_events(s: &mut Shim, sessions: &mpsc::UnboundedSender<Ipv6Addr>) {
     while let Some(e) = s.poll_event() {
         match e {
+            ShimEvent::ApSession {
+                client, observed, ..
+            } => {
+                let behind_nat = s.behind_nat();
+                info!(client_address = %client, observed = ?observed, behind_nat, "session with the access point up");
+                let _ = sessions.send(client);
+            }
             ShimEvent::BindingUpdated {
                 member,
                 care_of,

@@ -74,6 +74,16 @@ pub fn encode(s: &Shim, now: Instant, e: &mut DescriptorEncoder<'_>) -> std::fmt
             "TCP resets sent to local applications (member revoked).",
             c.resets,
         ),
+        (
+            "homeaddr_shim_roams",
+            "Bindings whose care-of endpoint moved to a newer sealed frame's source.",
+            c.roams,
+        ),
+        (
+            "homeaddr_shim_pool_collisions",
+            "Welcomes without a Client Address (a new instance was drawn).",
+            c.pool_collisions,
+        ),
     ] {
         counter(e, name, help, n)?;
     }
@@ -91,6 +101,12 @@ pub fn encode(s: &Shim, now: Instant, e: &mut DescriptorEncoder<'_>) -> std::fmt
         "homeaddr_shim_ap_session_up",
         "1 while a session with the AP is up.",
         i64::from(s.has_ap_session()),
+    )?;
+    gauge(
+        e,
+        "homeaddr_shim_behind_nat",
+        "1 while the AP sees another endpoint than the local one.",
+        i64::from(s.behind_nat()),
     )?;
     gauge(
         e,
@@ -130,6 +146,8 @@ mod tests {
             "homeaddr_shim_ap_sessions_total 0",
             "homeaddr_shim_keepalives_total 0",
             "homeaddr_shim_ap_session_up 0",
+            "homeaddr_shim_behind_nat 0",
+            "homeaddr_shim_roams_total 0",
             "homeaddr_shim_dropped_packets_total{reason=\"no_session\"} 0",
             "# TYPE homeaddr_shim_binding_lifetime_seconds gauge",
             "homeaddr_shim_flows 0",

@@ -616,6 +616,16 @@ pub struct ShimStatus {
     pub access_point: SocketAddr,
     /// Its tunnel endpoint.
     pub local: SocketAddr,
+    /// The inner source address the AP gave it (Shim Welcome), once a
+    /// session is up.
+    #[serde(default)]
+    pub client_address: Option<Ipv6Addr>,
+    /// Its endpoint as the AP saw it (Shim Welcome).
+    #[serde(default)]
+    pub observed: Option<SocketAddr>,
+    /// The AP saw another endpoint than `local`: a NAT is in the way.
+    #[serde(default)]
+    pub behind_nat: bool,
     /// Bindings per member.
     pub bindings: Vec<ShimBindingRow>,
     /// The largest flows (at most 100), by bytes.
@@ -697,6 +707,12 @@ pub struct ShimCounters {
     pub tests_answered: u64,
     pub binding_errors: u64,
     pub resets: u64,
+    /// Bindings whose care-of endpoint moved (roaming).
+    #[serde(default)]
+    pub roams: u64,
+    /// Welcomes without a Client Address (a new instance was drawn).
+    #[serde(default)]
+    pub pool_collisions: u64,
     /// Drops by reason.
     pub drops: Drops,
 }
@@ -815,6 +831,9 @@ pub(crate) mod tests {
             home_address: "fd00:4841:aaaa::1".parse().unwrap(),
             access_point: "[fd00::1]:4790".parse().unwrap(),
             local: "[fd00::9]:5000".parse().unwrap(),
+            client_address: Some("fd00:4841:cccc::9".parse().unwrap()),
+            observed: Some("198.18.0.10:40000".parse().unwrap()),
+            behind_nat: true,
             bindings: vec![ShimBindingRow {
                 member: 1,
                 care_of: "[fd00::2]:4790".parse().unwrap(),

@@ -379,6 +379,17 @@ impl Session {
     /// refuse frames without `E` (this receiver's protection is encrypt).
     /// On success the inner payload is `frame[HEADER_LEN..len - TAG_LEN]`.
     pub fn open(&mut self, require_encrypted: bool, frame: &mut [u8]) -> Result<(), SessionError> {
+        self.open_newest(require_encrypted, frame).map(|_| ())
+    }
+
+    /// [`Session::open`], also saying whether the frame's counter is above
+    /// every counter accepted before in this session (what may move a
+    /// peer's endpoint: roaming, docs/PROTOCOL.md 4.6).
+    pub fn open_newest(
+        &mut self,
+        require_encrypted: bool,
+        frame: &mut [u8],
+    ) -> Result<bool, SessionError> {
         if frame.len() < HEADER_LEN + TAG_LEN {
             return Err(SessionError::Truncated);
         }
@@ -409,8 +420,9 @@ impl Session {
         if !ok {
             return Err(SessionError::AuthFailed);
         }
+        let newest = self.window.highest().is_none_or(|h| counter > h);
         self.window.update(counter);
-        Ok(())
+        Ok(newest)
     }
 }
 

@@ -76,27 +76,43 @@ impl PeerSessions {
         protection: Protection,
         frame: &mut [u8],
     ) -> Result<(), SessionError> {
+        self.open_newest(now, index, protection, frame).map(|_| ())
+    }
+
+    /// [`PeerSessions::open`], also saying whether the frame opened in the
+    /// current session with a counter above every one accepted before in
+    /// it: only such a frame may move the peer's endpoint (roaming,
+    /// docs/PROTOCOL.md 4.6). A frame of the previous session never does.
+    pub fn open_newest(
+        &mut self,
+        now: Instant,
+        index: u32,
+        protection: Protection,
+        frame: &mut [u8],
+    ) -> Result<bool, SessionError> {
         let require = protection == Protection::Encrypt;
         let previous = match self.previous.as_deref_mut() {
             Some((s, until)) if s.local_index == index && now < *until => Some(s),
             _ => None,
         };
         if self.current.local_index != index {
-            return previous.map_or(Err(SessionError::AuthFailed), |s| s.open(require, frame));
+            return previous.map_or(Err(SessionError::AuthFailed), |s| {
+                s.open(require, frame).map(|()| false)
+            });
         }
         let Some(previous) = previous else {
-            return self.current.open(require, frame);
+            return self.current.open_newest(require, frame);
         };
         // Both sessions have this index (a peer that keeps its index across
         // a re-key, as a member does with the AP): a failed open leaves the
         // buffer unspecified, so the newer one is tried on a copy. Only
         // during the grace period.
         let copy = frame.to_vec();
-        match self.current.open(require, frame) {
+        match self.current.open_newest(require, frame) {
             Err(e @ (SessionError::AuthFailed | SessionError::Replay)) => {
                 frame.copy_from_slice(&copy);
                 // Neither opens it: say what the current session said.
-                previous.open(require, frame).map_err(|_| e)
+                previous.open(require, frame).map(|()| false).map_err(|_| e)
             }
             other => other,
         }

@@ -948,6 +948,22 @@ impl MobilityMessage {
         })
     }
 
+    /// The first Endpoint option.
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        self.find(|o| match o {
+            MobilityOption::Endpoint(e) => Some(*e),
+            _ => None,
+        })
+    }
+
+    /// The first Client Address option.
+    pub fn client_address(&self) -> Option<Ipv6Addr> {
+        self.find(|o| match o {
+            MobilityOption::ClientAddress(a) => Some(*a),
+            _ => None,
+        })
+    }
+
     /// The first Shim Instance option.
     pub fn shim_instance(&self) -> Option<[u8; SHIM_INSTANCE_LEN]> {
         self.find(|o| match o {

@@ -57,8 +57,10 @@ pub mod kind {
     pub const SHIM_INSTANCE: u8 = 206;
     /// Flow (homeaddr, docs/PROTOCOL.md "Several access points").
     pub const FLOW: u8 = 207;
-    /// Endpoint (homeaddr, docs/PROTOCOL.md sections 2, 3: NAT).
+    /// Endpoint (homeaddr, docs/PROTOCOL.md section 3): an 18-byte endpoint.
     pub const ENDPOINT: u8 = 208;
+    /// Client Address (homeaddr, docs/PROTOCOL.md 4.6): in a Shim Welcome.
+    pub const CLIENT_ADDRESS: u8 = 209;
 
     /// Whether this build gives `kind` a meaning (padding included).
     pub const fn is_known(kind: u8) -> bool {
@@ -80,6 +82,7 @@ pub mod kind {
                 | SHIM_INSTANCE
                 | FLOW
                 | ENDPOINT
+                | CLIENT_ADDRESS
         )
     }
 }
@@ -320,10 +323,12 @@ pub enum MobilityOption {
     /// Flow (homeaddr): one legacy flow the sending member serves (in a
     /// Flow Report).
     Flow(ReportedFlow),
-    /// Endpoint (homeaddr): a tunnel endpoint in the 18-byte encoding; an
-    /// observed endpoint (registration BA 0) or the member's care-of
-    /// endpoint (relayed HoTI), docs/PROTOCOL.md section 3.
+    /// Endpoint (homeaddr): an IP address and UDP port in the 18-byte
+    /// endpoint encoding (an IPv4-mapped address parses as IPv4).
     Endpoint(SocketAddr),
+    /// Client Address (homeaddr): the inner source address a shim must
+    /// use (in a Shim Welcome; IPv4 as IPv4-mapped).
+    ClientAddress(Ipv6Addr),
     /// An option of a type this build does not know, kept verbatim.
     Unknown {
         /// Option Type; never a known type or padding.
@@ -481,6 +486,7 @@ impl MobilityOption {
             MobilityOption::ShimInstance(_) => kind::SHIM_INSTANCE,
             MobilityOption::Flow(_) => kind::FLOW,
             MobilityOption::Endpoint(_) => kind::ENDPOINT,
+            MobilityOption::ClientAddress(_) => kind::CLIENT_ADDRESS,
             MobilityOption::Unknown { kind, .. } => *kind,
         }
     }
@@ -510,6 +516,7 @@ impl MobilityOption {
             MobilityOption::ShimInstance(_) => SHIM_INSTANCE_LEN,
             MobilityOption::Flow(_) => FLOW_LEN,
             MobilityOption::Endpoint(_) => ENDPOINT_LEN,
+            MobilityOption::ClientAddress(_) => 16,
             MobilityOption::Unknown { data, .. } => data.len(),
         }
     }
@@ -548,6 +555,7 @@ impl MobilityOption {
             kind::SHIM_INSTANCE => MobilityOption::ShimInstance(data.array()?),
             kind::FLOW => flow(data.exactly(FLOW_LEN)?)?,
             kind::ENDPOINT => MobilityOption::Endpoint(parse_endpoint(&data.array()?)),
+            kind::CLIENT_ADDRESS => MobilityOption::ClientAddress(data.ipv6()?),
             _ => {
                 if value.len() > usize::from(u8::MAX) {
                     return Err(data.bad_len());
@@ -593,7 +601,9 @@ impl MobilityOption {
             }
             MobilityOption::AlternateCareOf(addr)
             | MobilityOption::HomeAddress(addr)
-            | MobilityOption::Correspondent(addr) => value.copy_from_slice(&addr.octets()),
+            | MobilityOption::Correspondent(addr)
+            | MobilityOption::ClientAddress(addr) => value.copy_from_slice(&addr.octets()),
+            MobilityOption::Endpoint(ep) => value.copy_from_slice(&emit_endpoint(*ep)),
             MobilityOption::NonceIndices { home, care_of } => {
                 value[field::NI_HOME].copy_from_slice(&home.to_be_bytes());
                 value[field::NI_CARE_OF].copy_from_slice(&care_of.to_be_bytes());
@@ -898,11 +908,17 @@ pub(crate) mod tests {
             &flow,
         );
         let mut endpoint = vec![208, 18];
-        endpoint.extend_from_slice(&[0; 10]);
-        endpoint.extend_from_slice(&[0xff, 0xff, 198, 18, 0, 7, 0x12, 0xb6]);
+        endpoint.extend_from_slice(&Ipv4Addr::new(198, 18, 0, 7).to_ipv6_mapped().octets());
+        endpoint.extend_from_slice(&[0x12, 0xb6]);
         round_trip(
             &MobilityOption::Endpoint("198.18.0.7:4790".parse().unwrap()),
             &endpoint,
+        );
+        let mut client = vec![209, 16];
+        client.extend_from_slice(&"fd00:4841:cccc::1".parse::<Ipv6Addr>().unwrap().octets());
+        round_trip(
+            &MobilityOption::ClientAddress("fd00:4841:cccc::1".parse().unwrap()),
+            &client,
         );
         round_trip(
             &MobilityOption::Unknown {
@@ -1113,12 +1129,12 @@ pub(crate) mod tests {
             }),
             any::<[u8; 8]>().prop_map(MobilityOption::ShimInstance),
             flow_strategy().prop_map(MobilityOption::Flow),
-            (v6(), any::<u16>()).prop_map(|(ip, port)| {
-                MobilityOption::Endpoint(parse_endpoint(&emit_endpoint(SocketAddr::new(
-                    IpAddr::V6(ip),
-                    port,
-                ))))
+            (any::<[u8; 16]>(), any::<u16>()).prop_map(|(a, port)| {
+                let ip = Ipv6Addr::from(a);
+                let ip = ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4);
+                MobilityOption::Endpoint(SocketAddr::new(ip, port))
             }),
+            v6().prop_map(MobilityOption::ClientAddress),
             (
                 any::<u8>().prop_filter("unknown type", |k| !kind::is_known(*k)),
                 proptest::collection::vec(any::<u8>(), 0..40),

@@ -46,6 +46,83 @@ pub const DEFAULT_MAX_SHIMS_PER_PREFIX: usize = 64;
 /// Most shim handshakes (Hellos with a valid cookie) per second.
 pub const DEFAULT_MAX_HANDSHAKES_PER_SECOND: u32 = 2000;
 
+/// An IPv4 prefix (network address and length), e.g. `100.127.0.0/16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Prefix {
+    /// The network address (host bits zero).
+    pub network: Ipv4Addr,
+    /// Prefix length, 0..=30 for a shim pool (network and broadcast are
+    /// never handed out).
+    pub len: u8,
+}
+
+impl Ipv4Prefix {
+    /// Number of addresses in the prefix.
+    pub fn size(&self) -> u64 {
+        1u64 << (32 - u32::from(self.len.min(32)))
+    }
+
+    /// The pool address of a shim instance (docs/PROTOCOL.md 4.6):
+    /// network + 1 + (instance mod (size - 2)), so neither the network nor
+    /// the broadcast address. `None` for a prefix longer than /30.
+    pub fn pool_address(&self, instance: [u8; 8]) -> Option<Ipv4Addr> {
+        let hosts = self.size().checked_sub(2).filter(|h| *h > 0)?;
+        let offset = 1 + u64::from_be_bytes(instance) % hosts;
+        // offset < 2^32: the prefix has at most 2^32 addresses.
+        Some(Ipv4Addr::from(
+            u32::from(self.network).wrapping_add(offset as u32),
+        ))
+    }
+}
+
+impl std::str::FromStr for Ipv4Prefix {
+    type Err = String;
+
+    /// `a.b.c.d/len` with host bits zero and len <= 30.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?}: expected an IPv4 prefix like 100.127.0.0/16"))?;
+        let network: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("{s:?}: {addr:?} is not an IPv4 address"))?;
+        let len: u8 = len
+            .parse()
+            .ok()
+            .filter(|l| *l <= 30)
+            .ok_or_else(|| format!("{s:?}: the prefix length must be 0..=30"))?;
+        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+        if u32::from(network) & !mask != 0 {
+            return Err(format!("{s:?}: host bits set (use the network address)"));
+        }
+        Ok(Ipv4Prefix { network, len })
+    }
+}
+
+impl std::fmt::Display for Ipv4Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.len)
+    }
+}
+
+/// Parses an IPv6 /64 shim prefix (`fd00:4841:cccc::/64`; the `/64` may
+/// be left out) into its network address.
+pub fn parse_shim_prefix_v6(s: &str) -> Result<Ipv6Addr, String> {
+    let (addr, len) = s.split_once('/').unwrap_or((s, "64"));
+    if len != "64" {
+        return Err(format!("{s:?}: the shim prefix must be a /64"));
+    }
+    let a: Ipv6Addr = addr
+        .parse()
+        .map_err(|_| format!("{s:?}: {addr:?} is not an IPv6 address"))?;
+    if a.octets()[8..] != [0; 8] {
+        return Err(format!(
+            "{s:?}: host bits set (use the /64's network address)"
+        ));
+    }
+    Ok(a)
+}
+
 /// A registration key, named by its Security Parameter Index.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MemberKey {
@@ -128,6 +205,14 @@ pub struct ApConfig {
     pub max_shims_per_prefix: usize,
     /// Most shim handshakes per second.
     pub max_handshakes_per_second: u32,
+    /// The /64 (its network address) that client addresses of shims with
+    /// an IPv6 HoA behind a NAT (or on IPv4) come from: prefix | instance
+    /// (docs/PROTOCOL.md 4.6). `None`: such shims get no Welcome.
+    pub shim_prefix_v6: Option<Ipv6Addr>,
+    /// The IPv4 prefix that client addresses of shims with an IPv4 HoA
+    /// behind a NAT (or on IPv6) come from. `None`: such shims get no
+    /// Welcome.
+    pub shim_pool_v4: Option<Ipv4Prefix>,
     /// After the first member registration (and before any), TCP segments
     /// without SYN of flows the affinity table does not know are dropped
     /// for this long, until their members' Flow Reports have pinned them.
@@ -160,6 +245,8 @@ impl ApConfig {
             max_shim_clients: DEFAULT_MAX_SHIM_CLIENTS,
             max_shims_per_prefix: DEFAULT_MAX_SHIMS_PER_PREFIX,
             max_handshakes_per_second: DEFAULT_MAX_HANDSHAKES_PER_SECOND,
+            shim_prefix_v6: None,
+            shim_pool_v4: None,
             settle: DEFAULT_SETTLE,
             seed: [0; 32],
         }

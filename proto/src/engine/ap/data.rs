@@ -29,6 +29,12 @@ pub struct ShimClient {
     pub members: HashMap<MemberId, NoticeState>,
     /// The shim process's instance (from its Hello).
     pub instance: [u8; 8],
+    /// The home address it serves (its Hello's Home Address option, else
+    /// the AP's primary).
+    pub home: Ipv6Addr,
+    /// The prefix (/64, IPv4 /32) of the source of its first handshake,
+    /// which `max_shims_per_prefix` counts it against.
+    pub prefix: Ipv6Addr,
     /// Its session.
     pub(super) session: ShimSession,
 }
@@ -273,20 +279,20 @@ impl AccessPoint {
         let Some(shim) = self.shims.get_mut(&client) else {
             return;
         };
-        let (endpoint, instance) = (shim.endpoint, shim.instance);
+        let (endpoint, instance, home) = (shim.endpoint, shim.instance, shim.home);
         let st = shim.members.entry(id).or_default();
         let gap = if st.rr_seen { interval * 30 } else { interval };
         if st.last_notice.is_some_and(|t| now < t + gap) {
             return;
         }
         st.last_notice = Some(now);
-        let [bid, hoa] = self.member_id_options(id);
+        let [bid, _] = self.member_id_options(id);
         let msg = MobilityMessage::new(MessageBody::ShimNotice {
             client,
             shim: endpoint,
         })
         .with(bid)
-        .with(hoa)
+        .with(MobilityOption::HomeAddress(home))
         .with(MobilityOption::ShimInstance(instance));
         if self.send_sealed_to_member(id, &msg) {
             self.counters.notices += 1;

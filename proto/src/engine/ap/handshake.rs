@@ -17,8 +17,8 @@ use super::{AccessPoint, ApEvent, ApTimer};
 use crate::crypto::{CookieKind, DhKeyPair, Role, Session, shim_ap_keys};
 use crate::engine::sealed::{PeerSessions, SESSION_GRACE};
 use crate::engine::{DataAction, DropReason, Transmit};
-use crate::wire::MobilityMessage;
 use crate::wire::mh::MessageBody;
+use crate::wire::{MobilityMessage, MobilityOption};
 
 /// A shim record idle at least this long may be evicted for a newcomer.
 pub const EVICTABLE_IDLE: Duration = Duration::from_secs(10);
@@ -31,6 +31,19 @@ pub(super) struct Hello {
     pub nonce: [u8; 16],
     pub cookie: [u8; 16],
     pub public: [u8; 32],
+    /// Its Endpoint option: the shim's local endpoint as it knows it.
+    pub local: Option<SocketAddr>,
+    /// Its Home Address option: the HoA the shim serves.
+    pub home: Option<Ipv6Addr>,
+}
+
+/// Why a proven shim gets no client address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoAddress {
+    /// A pool address is needed and that family's pool is not configured.
+    NoPool { ipv4: bool },
+    /// The instance's IPv4 pool address is held by another instance.
+    Collision,
 }
 
 /// The AP's session with one shim and the Hello it came from.
@@ -102,7 +115,45 @@ impl AccessPoint {
             self.counters.shim_cookies += 1;
             return DataAction::Consumed;
         }
-        let client = client_address(from);
+        let home = hello.home.unwrap_or(self.config.home_address);
+        if !self.serves_home(home) {
+            return self.counters.drops.drop(DropReason::UnknownHomeAddress);
+        }
+        let client = match self.client_address_for(from, &hello, home) {
+            Ok(c) => c,
+            Err(NoAddress::NoPool { ipv4 }) => {
+                self.counters.no_client_address += 1;
+                let reported = if ipv4 {
+                    &mut self.no_pool_reported.1
+                } else {
+                    &mut self.no_pool_reported.0
+                };
+                if !std::mem::replace(reported, true) {
+                    self.events.push_back(ApEvent::NoClientAddress {
+                        ipv4,
+                        endpoint: from,
+                    });
+                }
+                return DataAction::Consumed;
+            }
+            Err(NoAddress::Collision) => {
+                // No record, no session: the Welcome only tells the shim
+                // (it echoes its nonce) to draw another instance.
+                self.counters.pool_collisions += 1;
+                let welcome = MobilityMessage::new(MessageBody::ShimWelcome {
+                    nonce: hello.nonce,
+                    index: 0,
+                    ap_nonce: [0; 16],
+                    public: [0; 32],
+                })
+                .with(MobilityOption::Endpoint(from));
+                self.transmits.push_back(Transmit {
+                    to: from,
+                    payload: unsealed_frame(None, &welcome),
+                });
+                return DataAction::Consumed;
+            }
+        };
         if let Some(shim) = self.shims.get(&client)
             && shim.instance == hello.instance
             && shim.session.shim_index == hello.index
@@ -125,7 +176,8 @@ impl AccessPoint {
         let Some(shared) = ours.agree(&hello.public) else {
             return self.counters.drops.drop(DropReason::AuthFailed);
         };
-        if !self.shims.contains_key(&client) && !self.admit_shim(now, client) {
+        let prefix = prefix_of(client_address(from));
+        if !self.shims.contains_key(&client) && !self.admit_shim(now, prefix) {
             return self.counters.drops.drop(DropReason::Overflow);
         }
         let ia = self.new_index();
@@ -148,7 +200,9 @@ impl AccessPoint {
                 index: ia,
                 ap_nonce: na,
                 public: ours.public,
-            }),
+            })
+            .with(MobilityOption::Endpoint(from))
+            .with(MobilityOption::ClientAddress(client)),
         );
         self.transmits.push_back(Transmit {
             to: from,
@@ -167,6 +221,7 @@ impl AccessPoint {
                 }
                 shim.endpoint = from;
                 shim.instance = hello.instance;
+                shim.home = home;
                 shim.last_seen = now;
                 if let Some(gone) = shim.session.sessions.replace(session, now) {
                     self.index.remove(&gone);
@@ -185,6 +240,8 @@ impl AccessPoint {
                         last_seen: now,
                         members: HashMap::new(),
                         instance: hello.instance,
+                        home,
+                        prefix,
                         session: ShimSession {
                             sessions: PeerSessions::new(session),
                             shim_index: hello.index,
@@ -193,10 +250,7 @@ impl AccessPoint {
                         },
                     },
                 );
-                self.shim_prefixes
-                    .entry(prefix_of(client))
-                    .or_default()
-                    .insert(client);
+                self.shim_prefixes.entry(prefix).or_default().insert(client);
                 self.events.push_back(ApEvent::ShimClientSeen {
                     client,
                     endpoint: from,
@@ -208,11 +262,58 @@ impl AccessPoint {
         DataAction::Consumed
     }
 
+    /// Is `home` a home address of this AP?
+    pub(super) fn serves_home(&self, home: Ipv6Addr) -> bool {
+        home == self.config.home_address
+    }
+
+    /// The client address of a proven shim (docs/PROTOCOL.md 4.6): its
+    /// source address when its HoA has the source's family and the Hello's
+    /// local endpoint is that source (no NAT), else from the pool of the
+    /// HoA's family.
+    fn client_address_for(
+        &self,
+        from: SocketAddr,
+        hello: &Hello,
+        home: Ipv6Addr,
+    ) -> Result<Ipv6Addr, NoAddress> {
+        let ipv4 = home.to_ipv4_mapped().is_some();
+        let same_family = ipv4 == from.is_ipv4();
+        let untranslated = hello
+            .local
+            .is_none_or(|l| crate::engine::canonical(l).ip() == from.ip());
+        if same_family && untranslated {
+            return Ok(client_address(from));
+        }
+        if !ipv4 {
+            let prefix = self
+                .config
+                .shim_prefix_v6
+                .ok_or(NoAddress::NoPool { ipv4 })?;
+            let mut c = prefix.octets();
+            c[8..].copy_from_slice(&hello.instance);
+            return Ok(Ipv6Addr::from(c));
+        }
+        let pool = self.config.shim_pool_v4.ok_or(NoAddress::NoPool { ipv4 })?;
+        let c = pool
+            .pool_address(hello.instance)
+            .ok_or(NoAddress::NoPool { ipv4 })?
+            .to_ipv6_mapped();
+        if self
+            .shims
+            .get(&c)
+            .is_some_and(|s| s.instance != hello.instance)
+        {
+            return Err(NoAddress::Collision);
+        }
+        Ok(c)
+    }
+
     /// Make room for a new shim record under the per-prefix and global
     /// limits: evict the least recently seen record idle for
-    /// [`EVICTABLE_IDLE`], or refuse (false).
-    fn admit_shim(&mut self, now: Instant, client: Ipv6Addr) -> bool {
-        let prefix = prefix_of(client);
+    /// [`EVICTABLE_IDLE`], or refuse (false). `prefix` is that of the
+    /// Hello's source (a pool address says nothing about who asks).
+    fn admit_shim(&mut self, now: Instant, prefix: Ipv6Addr) -> bool {
         let in_prefix = self.shim_prefixes.get(&prefix).map_or(0, HashSet::len);
         if in_prefix >= self.config.max_shims_per_prefix {
             self.counters.limit_hits.shims_per_prefix += 1;
@@ -245,13 +346,36 @@ impl AccessPoint {
         for i in shim.session.sessions.local_indices() {
             self.index.remove(&i);
         }
-        let prefix = prefix_of(client);
-        if let Some(set) = self.shim_prefixes.get_mut(&prefix) {
+        if let Some(set) = self.shim_prefixes.get_mut(&shim.prefix) {
             set.remove(&client);
             if set.is_empty() {
-                self.shim_prefixes.remove(&prefix);
+                self.shim_prefixes.remove(&shim.prefix);
             }
         }
+    }
+
+    /// A frame that opened in the current session of `client`'s shim with
+    /// its newest counter came from `from`: if that is not the record's
+    /// endpoint, the shim moved (a NAT rebinding, a new network), and the
+    /// record follows it (WireGuard's roaming). Its members hear of the
+    /// new endpoint at the next Shim Notice, which is due at once.
+    pub(super) fn shim_roam(&mut self, client: Ipv6Addr, from: SocketAddr) {
+        let Some(shim) = self.shims.get_mut(&client) else {
+            return;
+        };
+        if shim.endpoint == from {
+            return;
+        }
+        let old = std::mem::replace(&mut shim.endpoint, from);
+        for st in shim.members.values_mut() {
+            st.last_notice = None;
+        }
+        self.counters.roams += 1;
+        self.events.push_back(ApEvent::ShimRoamed {
+            client,
+            from: old,
+            to: from,
+        });
     }
 
     /// A sealed frame from the shim of `client`: it is alive.

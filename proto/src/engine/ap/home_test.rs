@@ -35,10 +35,11 @@ impl AccessPoint {
             return self.counters.drops.drop(DropReason::UnknownPeer);
         };
         shim.members.entry(id).or_default().rr_seen = true;
-        let [bid, hoa] = self.member_id_options(id);
+        let home = shim.home;
+        let [bid, _] = self.member_id_options(id);
         let relayed = MobilityMessage::new(MessageBody::HomeTestInit { cookie })
             .with(bid)
-            .with(hoa)
+            .with(MobilityOption::HomeAddress(home))
             .with(MobilityOption::Correspondent(client))
             // The shim punches its NAT towards the member's care-of endpoint.
             .with(MobilityOption::Endpoint(care_of));

@@ -57,7 +57,8 @@ pub use self::config::{
     ApConfig, ApError, DEFAULT_DEAD_AFTER, DEFAULT_HEARTBEAT, DEFAULT_INNER_MTU,
     DEFAULT_MAX_HANDSHAKES_PER_SECOND, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_SHIM_CLIENTS,
     DEFAULT_MAX_SHIMS_PER_PREFIX, DEFAULT_NOTICE_INTERVAL, DEFAULT_REVOCATION_INTERVAL,
-    DEFAULT_REVOCATION_REPEATS, DEFAULT_SETTLE, DEFAULT_SHIM_IDLE, DEFAULT_WEIGHT, MemberKey,
+    DEFAULT_REVOCATION_REPEATS, DEFAULT_SETTLE, DEFAULT_SHIM_IDLE, DEFAULT_WEIGHT, Ipv4Prefix,
+    MemberKey, parse_shim_prefix_v6,
 };
 pub use self::data::{NoticeState, ShimClient};
 pub use self::handshake::{EVICTABLE_IDLE, ShimSession};
@@ -122,6 +123,24 @@ pub enum ApEvent {
         client: Ipv6Addr,
         /// Its tunnel endpoint.
         endpoint: SocketAddr,
+    },
+    /// A shim that needs a pool address hand-shook, and the pool of its
+    /// HoA's family is not configured (reported once per family).
+    NoClientAddress {
+        /// The shim's HoA is IPv4.
+        ipv4: bool,
+        /// Its tunnel endpoint.
+        endpoint: SocketAddr,
+    },
+    /// A shim record's endpoint moved (roaming: a sealed frame from a new
+    /// source, docs/PROTOCOL.md 4.6).
+    ShimRoamed {
+        /// Client address.
+        client: Ipv6Addr,
+        /// Old endpoint.
+        from: SocketAddr,
+        /// New endpoint.
+        to: SocketAddr,
     },
     /// A shim was told that a member is gone.
     Revoked {
@@ -194,6 +213,15 @@ pub struct ApCounters {
     /// Sealed keepalives (BRR) from shims, and empty sealed data frames
     /// (NAT keepalives) from shims and members.
     pub keepalives: u64,
+    /// Completed shim handshakes left unanswered: a pool address was
+    /// needed and that family's pool is not configured.
+    pub no_client_address: u64,
+    /// Welcomes without a Client Address: the instance's IPv4 pool
+    /// address is held by another instance's live record.
+    pub pool_collisions: u64,
+    /// Shim records whose endpoint moved to the source of a newer sealed
+    /// frame (roaming).
+    pub roams: u64,
     /// Limit hits by limit.
     pub limit_hits: LimitHits,
     /// Flows members reported (every valid Flow option of a Flow Report).
@@ -229,6 +257,8 @@ pub struct AccessPoint {
     banned: HashSet<(MemberId, u64)>,
     /// The member each recent first fragment went to.
     fragments: FragmentRoutes<MemberId>,
+    /// `NoClientAddress` was reported for (IPv6 HoA, IPv4 HoA).
+    no_pool_reported: (bool, bool),
     /// The first accepted registration: the settle time runs from it.
     first_registration: Option<Instant>,
     counters: ApCounters,
@@ -240,6 +270,19 @@ impl AccessPoint {
         if config.keys.is_empty() {
             return Err(ApError::Config(
                 "no registration key configured: add at least one [[keys]] entry".into(),
+            ));
+        }
+        if config
+            .shim_prefix_v6
+            .is_some_and(|p| p.octets()[8..] != [0; 8])
+        {
+            return Err(ApError::Config(
+                "shim_prefix_v6 must be a /64's network address".into(),
+            ));
+        }
+        if config.shim_pool_v4.is_some_and(|p| p.len > 30) {
+            return Err(ApError::Config(
+                "shim_pool_v4 must be a prefix of /30 or shorter".into(),
             ));
         }
         let maglev =
@@ -264,6 +307,7 @@ impl AccessPoint {
             revocation_seq: 0,
             banned: HashSet::new(),
             fragments: FragmentRoutes::default(),
+            no_pool_reported: (false, false),
             first_registration: None,
             counters: ApCounters::default(),
         })

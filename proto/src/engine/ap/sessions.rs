@@ -305,17 +305,25 @@ impl AccessPoint {
         };
         let protection = self.config.protection;
         let opened = match owner {
-            Owner::Member(id) => self
-                .member_sessions
-                .get_mut(&id)
-                .map(|ms| ms.sessions.open(now, index, protection, frame)),
-            Owner::Shim(client) => self
-                .shims
-                .get_mut(&client)
-                .map(|s| s.session.sessions.open(now, index, protection, frame)),
+            Owner::Member(id) => self.member_sessions.get_mut(&id).map(|ms| {
+                ms.sessions
+                    .open(now, index, protection, frame)
+                    .map(|()| false)
+            }),
+            Owner::Shim(client) => self.shims.get_mut(&client).map(|s| {
+                s.session
+                    .sessions
+                    .open_newest(now, index, protection, frame)
+            }),
         };
         match opened {
-            Some(Ok(())) => {}
+            Some(Ok(newest)) => {
+                if let Owner::Shim(client) = owner
+                    && newest
+                {
+                    self.shim_roam(client, from);
+                }
+            }
             Some(Err(e)) => return self.counters.drops.drop(open_drop_reason(e)),
             None => {
                 // A stale index (its owner is gone): forget it.
@@ -391,6 +399,8 @@ impl AccessPoint {
                     nonce,
                     cookie,
                     public,
+                    local: msg.endpoint(),
+                    home: msg.home_address(),
                 },
             ),
             _ => self.counters.drops.drop(DropReason::Unauthenticated),

@@ -68,6 +68,12 @@ impl Member {
         session: SessionId,
         ack: bool,
     ) {
+        // The HoA the shim at `shim` serves.
+        let home = self
+            .correspondents
+            .values()
+            .find(|c| c.shim == shim)
+            .map_or(self.config.home_address, |c| c.home_address);
         let c = &self.config;
         let msg = MobilityMessage::new(MessageBody::BindingUpdate {
             sequence: seq,
@@ -76,7 +82,7 @@ impl Member {
             lifetime,
         });
         let msg = self
-            .with_bu_options(msg, self.is_draining())
+            .with_bu_options(msg, self.is_draining(), home)
             .with(MobilityOption::NonceIndices {
                 home: nonces.0,
                 care_of: nonces.1,

@@ -71,8 +71,14 @@ impl Member {
         let Some(sessions) = sessions else {
             return self.counters.drops.drop(DropReason::UnknownPeer);
         };
-        if let Err(e) = sessions.open(now, index, protection, frame) {
-            return self.counters.drops.drop(open_drop_reason(e));
+        let newest = match sessions.open_newest(now, index, protection, frame) {
+            Ok(newest) => newest,
+            Err(e) => return self.counters.drops.drop(open_drop_reason(e)),
+        };
+        if let Peer::Shim(client) = peer
+            && newest
+        {
+            self.shim_roam(client, from);
         }
         // Opened: the frame is at least header + tag long.
         let body = crate::engine::sealed::payload(frame);
@@ -216,7 +222,12 @@ impl Member {
                 DataAction::Consumed
             }
             MessageBody::ShimNotice { client, shim } => {
-                self.handle_shim_notice(now, ap, client, shim, msg.shim_instance());
+                // The HoA the shim serves (absent: our primary one).
+                let home = msg.home_address().unwrap_or(self.config.home_address);
+                if !self.serves_home(home) {
+                    return self.counters.drops.drop(DropReason::UnknownHomeAddress);
+                }
+                self.handle_shim_notice(now, ap, client, shim, msg.shim_instance(), home);
                 DataAction::Consumed
             }
             MessageBody::HomeTest {

@@ -23,13 +23,14 @@ impl Member {
         client: Ipv6Addr,
         shim: SocketAddr,
         instance: Option<[u8; 8]>,
+        home: Ipv6Addr,
     ) {
         if !self.config.route_optimization {
             return;
         }
         let shim = canonical(shim);
         match self.correspondents.get_mut(&client) {
-            Some(c) if c.shim == shim && c.instance == instance => {
+            Some(c) if c.shim == shim && c.instance == instance && c.home_address == home => {
                 let lapsing = c.lapsing(now, self.config.binding_lifetime);
                 c.last_activity = now;
                 c.ap = ap;
@@ -41,11 +42,19 @@ impl Member {
                     self.start_rr(now, client);
                 }
             }
+            Some(c) if instance.is_some() && c.instance == instance && c.home_address == home => {
+                // The same shim process at a new endpoint (it roamed, and
+                // the AP followed it): its binding and session stay.
+                c.shim = shim;
+                c.last_activity = now;
+                c.ap = ap;
+                self.counters.roams += 1;
+            }
             Some(_) => {
                 // Another shim endpoint or a new shim process: what we had
                 // with the old one (tokens, binding, session) is worthless.
                 self.forget_correspondent(client);
-                self.new_correspondent(now, ap, client, shim, instance);
+                self.new_correspondent(now, ap, client, shim, instance, home);
             }
             None => {
                 if self.correspondents.len() >= self.config.max_correspondents {
@@ -54,8 +63,20 @@ impl Member {
                         return;
                     }
                 }
-                self.new_correspondent(now, ap, client, shim, instance);
+                self.new_correspondent(now, ap, client, shim, instance, home);
             }
+        }
+    }
+
+    /// A frame that opened in `client`'s binding session with its newest
+    /// counter came from `from`: the shim's endpoint moved there (roaming,
+    /// docs/PROTOCOL.md 4.6).
+    pub(super) fn shim_roam(&mut self, client: Ipv6Addr, from: SocketAddr) {
+        if let Some(c) = self.correspondents.get_mut(&client)
+            && c.shim != from
+        {
+            c.shim = from;
+            self.counters.roams += 1;
         }
     }
 
@@ -66,12 +87,14 @@ impl Member {
         client: Ipv6Addr,
         shim: SocketAddr,
         instance: Option<[u8; 8]>,
+        home: Ipv6Addr,
     ) {
         self.correspondents.insert(
             client,
             Correspondent {
                 client,
                 shim,
+                home_address: home,
                 rr: RoState::Idle,
                 binding: None,
                 last_activity: now,
@@ -186,7 +209,7 @@ impl Member {
                     cookie: home_cookie,
                 })
                 .with(binding_id(self.config.id))
-                .with(MobilityOption::HomeAddress(self.config.home_address))
+                .with(MobilityOption::HomeAddress(c.home_address))
                 .with(MobilityOption::Correspondent(client));
                 self.send_sealed_to_ap(ap, &msg);
             }

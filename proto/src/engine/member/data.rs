@@ -61,7 +61,11 @@ impl Member {
         if src != client {
             return self.counters.drops.drop(DropReason::SpoofedSource);
         }
-        if !self.config.homes().is_home(dst) {
+        let home = self
+            .correspondents
+            .get(&client)
+            .map_or(self.config.home_address, |c| c.home_address);
+        if dst != home {
             return self.counters.drops.drop(DropReason::UnknownHomeAddress);
         }
         self.touch(now, client);
@@ -108,7 +112,10 @@ impl Member {
         }
         self.touch(now, dst);
         if let Some(c) = self.correspondents.get_mut(&dst) {
-            if c.binding.is_some_and(|b| b.expires > now) && c.sessions.is_some() {
+            if c.binding.is_some_and(|b| b.expires > now)
+                && c.sessions.is_some()
+                && src == c.home_address
+            {
                 return Ok(Route::Direct(dst, c.shim));
             }
             // Past the hold deadline, too, until the timer (due now) sends

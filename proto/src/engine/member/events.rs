@@ -106,6 +106,9 @@ pub struct MemberCounters {
     pub keepalives: u64,
     /// NAT keepalives sent on idle direct binding sessions.
     pub nat_keepalives: u64,
+    /// Correspondents whose shim endpoint moved (a newer sealed frame
+    /// from a new source, or a Shim Notice of the same instance).
+    pub roams: u64,
     /// Limit hits by limit.
     pub limit_hits: LimitHits,
 }

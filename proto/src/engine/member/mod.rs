@@ -198,6 +198,10 @@ pub struct Correspondent {
     pub client: Ipv6Addr,
     /// Its shim's tunnel endpoint.
     pub shim: SocketAddr,
+    /// The home address its shim serves (the Shim Notice's Home Address;
+    /// an IPv4 one as IPv4-mapped): used in its return routability and
+    /// BUs, and the only source of our answers that go to it direct.
+    pub home_address: Ipv6Addr,
     /// Return routability progress.
     pub rr: RoState,
     /// The binding in use, if any.
@@ -361,9 +365,20 @@ impl Member {
         self.correspondents.values()
     }
 
+    /// Is `home` a home address of ours?
+    pub(super) fn serves_home(&self, home: Ipv6Addr) -> bool {
+        home == self.config.home_address
+    }
+
     /// The options every BU of this member carries, to the AP or a shim:
-    /// Binding ID with the care-of address, HoA, Member State.
-    fn with_bu_options(&self, msg: MobilityMessage, draining: bool) -> MobilityMessage {
+    /// Binding ID with the care-of address, HoA (`home`: ours to the AP,
+    /// the shim's to a shim), Member State.
+    fn with_bu_options(
+        &self,
+        msg: MobilityMessage,
+        draining: bool,
+        home: Ipv6Addr,
+    ) -> MobilityMessage {
         let c = &self.config;
         msg.with(MobilityOption::BindingId {
             id: c.id,
@@ -371,7 +386,7 @@ impl Member {
             flags: 0,
             care_of: Some(c.care_of.ip()),
         })
-        .with(MobilityOption::HomeAddress(c.home_address))
+        .with(MobilityOption::HomeAddress(home))
         .with(MobilityOption::MemberState {
             weight: c.weight,
             draining,

@@ -122,7 +122,7 @@ impl Member {
         });
         let (index, nonce) = self.aps[ap].ours;
         let mut msg = self
-            .with_bu_options(msg, self.draining)
+            .with_bu_options(msg, self.draining, self.config.home_address)
             .with(MobilityOption::Session { index, nonce });
         if let Some(cookie) = self.aps[ap].cookie {
             msg = msg.with(MobilityOption::Cookie(cookie));

@@ -4,7 +4,7 @@
 //! shim has flows.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::{Shim, ShimEvent, ShimTimer};
@@ -12,7 +12,7 @@ use crate::crypto::{DhKeyPair, Role, Session, shim_ap_keys};
 use crate::engine::sealed::{PeerSessions, SESSION_GRACE, open_drop_reason, sealed_control};
 use crate::engine::{DataAction, DropReason, Transmit};
 use crate::wire::mh::MessageBody;
-use crate::wire::{MemberId, MobilityMessage};
+use crate::wire::{MemberId, MobilityMessage, MobilityOption};
 
 /// First retransmission of a Hello; doubled up to [`HELLO_MAX_GAP`].
 const HELLO_FIRST_GAP: Duration = Duration::from_secs(1);
@@ -37,6 +37,20 @@ pub(super) struct Handshake {
     gap: Duration,
 }
 
+/// The fields of a received Shim Welcome.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Welcome {
+    pub nonce: [u8; 16],
+    pub ap_index: u32,
+    pub ap_nonce: [u8; 16],
+    pub ap_public: [u8; 32],
+    /// Its Endpoint option: our endpoint as the AP saw it.
+    pub observed: Option<SocketAddr>,
+    /// Its Client Address option: the inner source we must use. Absent:
+    /// our pool address is taken, draw another instance.
+    pub client: Option<Ipv6Addr>,
+}
+
 /// The shim's relation with the AP.
 #[derive(Debug)]
 pub(super) struct ApLink {
@@ -46,6 +60,10 @@ pub(super) struct ApLink {
     pub sessions: Option<PeerSessions>,
     /// The handshake in flight, if any.
     pub pending: Option<Handshake>,
+    /// The client address of the established session (the Welcome's).
+    pub client: Option<Ipv6Addr>,
+    /// Our endpoint as the AP saw it (the Welcome's).
+    pub observed: Option<SocketAddr>,
     /// When the last handshake started.
     last_start: Option<Instant>,
     /// Per member, the sequence number of the last revocation acted on:
@@ -61,6 +79,8 @@ impl ApLink {
             instance,
             sessions: None,
             pending: None,
+            client: None,
+            observed: None,
             last_start: None,
             revoked: HashMap::new(),
         }
@@ -71,15 +91,6 @@ impl ApLink {
         self.sessions
             .as_ref()
             .is_some_and(|s| s.local_indices().any(|i| i == index))
-    }
-}
-
-/// The client address the AP binds the session to: the inner source the
-/// shim uses, i.e. its local address (IPv4 as mapped).
-fn client_address(ip: IpAddr) -> Ipv6Addr {
-    match ip {
-        IpAddr::V6(a) => a,
-        IpAddr::V4(a) => a.to_ipv6_mapped(),
     }
 }
 
@@ -123,7 +134,9 @@ impl Shim {
             nonce: h.nonce,
             cookie: h.cookie,
             public: h.keys.public,
-        });
+        })
+        .with(MobilityOption::Endpoint(self.config.local))
+        .with(MobilityOption::HomeAddress(self.config.home_address));
         let gap = h.gap;
         self.transmits.push_back(Transmit {
             to: self.config.access_point,
@@ -176,14 +189,14 @@ impl Shim {
     }
 
     /// A Shim Welcome from the AP endpoint.
-    pub(super) fn shim_welcome(
-        &mut self,
-        now: Instant,
-        nonce: [u8; 16],
-        ap_index: u32,
-        ap_nonce: [u8; 16],
-        ap_public: [u8; 32],
-    ) -> DataAction {
+    pub(super) fn shim_welcome(&mut self, now: Instant, w: Welcome) -> DataAction {
+        let Welcome {
+            nonce,
+            ap_index,
+            ap_nonce,
+            ap_public,
+            ..
+        } = w;
         let Some(h) = self.ap.pending.as_ref() else {
             // Late: the AP answered a retransmitted Hello again.
             return self.counters.drops.drop(DropReason::UnexpectedMessage);
@@ -192,6 +205,21 @@ impl Shim {
             // Not the echo of our nonce: not from the AP.
             return self.counters.drops.drop(DropReason::AuthFailed);
         }
+        let Some(client) = w.client else {
+            // Our IPv4 pool address is another instance's: a new instance
+            // (a new pool address), and a new handshake, at most one a
+            // second. The old session, if any, goes on until its Welcome.
+            self.counters.pool_collisions += 1;
+            self.rng.fill(&mut self.ap.instance);
+            self.ap.pending = None;
+            self.timers.cancel(ShimTimer::HelloRetransmit);
+            let at = self
+                .ap
+                .last_start
+                .map_or(now, |t| (t + REHANDSHAKE_GAP).max(now));
+            self.timers.set(ShimTimer::Rehandshake, at);
+            return DataAction::Consumed;
+        };
         if ap_index == 0 {
             return self.counters.drops.drop(DropReason::Malformed);
         }
@@ -204,7 +232,7 @@ impl Shim {
             &shared,
             &h.nonce,
             &ap_nonce,
-            client_address(self.config.local.ip()),
+            client,
             h.index,
             ap_index,
             &h.keys.public,
@@ -213,6 +241,11 @@ impl Shim {
         let session = Session::new(&keys, Role::Initiator, h.index, ap_index);
         let index = h.index;
         self.ap.pending = None;
+        self.ap.client = Some(client);
+        self.ap.observed = w.observed.map(crate::engine::canonical);
+        // Behind a NAT, idle direct sessions get NAT keepalives too.
+        let behind = self.behind_nat();
+        self.set_behind_nat(now, behind);
         self.ap.revoked.clear();
         self.timers.cancel(ShimTimer::HelloRetransmit);
         let renewed = match &mut self.ap.sessions {
@@ -228,11 +261,15 @@ impl Shim {
         };
         if self.timers.get(ShimTimer::Keepalive).is_none() {
             self.timers
-                .set(ShimTimer::Keepalive, now + self.config.keepalive);
+                .set(ShimTimer::Keepalive, now + self.keepalive_interval());
         }
         self.counters.ap_sessions += 1;
-        self.events
-            .push_back(ShimEvent::ApSession { index, renewed });
+        self.events.push_back(ShimEvent::ApSession {
+            index,
+            renewed,
+            client,
+            observed: self.ap.observed,
+        });
         DataAction::Consumed
     }
 
@@ -271,7 +308,16 @@ impl Shim {
             }
         }
         self.timers
-            .set(ShimTimer::Keepalive, now + self.config.keepalive);
+            .set(ShimTimer::Keepalive, now + self.keepalive_interval());
+    }
+
+    /// `nat_keepalive` behind a NAT (if set), else `keepalive`.
+    pub(super) fn keepalive_interval(&self) -> Duration {
+        if self.behind_nat() && !self.config.nat_keepalive.is_zero() {
+            self.config.nat_keepalive
+        } else {
+            self.config.keepalive
+        }
     }
 
     /// Open a frame sealed to one of our AP receive indices.

@@ -81,6 +81,23 @@ impl Shim {
             .unwrap_or((0, [0; 8]))
     }
 
+    /// A frame that opened in `member`'s binding session with its newest
+    /// counter came from `from`: the member's care-of endpoint moved there
+    /// (a NAT rebinding; roaming, docs/PROTOCOL.md 4.6).
+    pub(super) fn binding_roam(&mut self, member: MemberId, from: SocketAddr) {
+        if let Some(b) = self.bindings.get_mut(&member)
+            && b.care_of != from
+        {
+            let old = std::mem::replace(&mut b.care_of, from);
+            self.counters.roams += 1;
+            self.events.push_back(ShimEvent::BindingUpdated {
+                member,
+                care_of: from,
+                moved_from: Some(old),
+            });
+        }
+    }
+
     pub(super) fn valid_binding(&self, member: MemberId, now: Instant) -> Option<&ShimBinding> {
         self.bindings.get(&member).filter(|b| b.expires > now)
     }

@@ -20,13 +20,19 @@ pub const DEFAULT_MAX_FLOWS: usize = 262_144;
 /// A sealed keepalive to the AP this often while the shim has flows: a
 /// third of the AP's `shim_idle` (300 s), so the AP keeps knowing it.
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(100);
+/// The keepalive interval instead of `keepalive` while the shim is behind
+/// a NAT (the Welcome's observed endpoint is not `local`): below the UDP
+/// timeouts of common NATs (30 s and more). One value for the AP link and
+/// the direct sessions.
+pub use crate::engine::DEFAULT_NAT_KEEPALIVE;
 
 /// Client shim configuration.
 #[derive(Debug, Clone)]
 pub struct ShimConfig {
     /// The access point's tunnel endpoint.
     pub access_point: SocketAddr,
-    /// The home address whose traffic this shim carries.
+    /// The home address whose traffic this shim carries (an IPv4 HoA as
+    /// IPv4-mapped); sent in the Hello's Home Address option.
     pub home_address: Ipv6Addr,
     /// This shim's own tunnel endpoint, as members see it.
     pub local: SocketAddr,
@@ -46,8 +52,9 @@ pub struct ShimConfig {
     pub max_flows: usize,
     /// A sealed keepalive (BRR) to the AP this often while there are flows.
     pub keepalive: Duration,
-    /// Behind a NAT, an empty sealed data frame goes on each direct binding
-    /// session idle this long (zero: never).
+    /// Behind a NAT: the AP keepalive interval instead of `keepalive` (0:
+    /// `keepalive`), and an empty sealed data frame goes on each direct
+    /// binding session idle this long (0: never).
     pub nat_keepalive: Duration,
     /// How sent frames are sealed, and whether unencrypted sealed frames
     /// are accepted (`Integrity`) or refused (`Encrypt`, the default).
@@ -77,7 +84,7 @@ impl ShimConfig {
             other_idle: DEFAULT_OTHER_IDLE,
             max_flows: DEFAULT_MAX_FLOWS,
             keepalive: DEFAULT_KEEPALIVE,
-            nat_keepalive: crate::engine::DEFAULT_NAT_KEEPALIVE,
+            nat_keepalive: DEFAULT_NAT_KEEPALIVE,
             protection: Protection::default(),
             seed,
         }

@@ -48,7 +48,7 @@ impl Shim {
         let from = canonical(from);
         match session_index_of(frame).unwrap_or(0) {
             0 => self.unsealed_in(now, from, header, &frame[HEADER_LEN..]),
-            index => self.sealed_in(now, header, index, frame),
+            index => self.sealed_in(now, from, header, index, frame),
         }
     }
 
@@ -85,7 +85,17 @@ impl Shim {
                 index,
                 ap_nonce,
                 public,
-            } if from_ap => self.shim_welcome(now, nonce, index, ap_nonce, public),
+            } if from_ap => self.shim_welcome(
+                now,
+                super::aplink::Welcome {
+                    nonce,
+                    ap_index: index,
+                    ap_nonce,
+                    ap_public: public,
+                    observed: msg.endpoint(),
+                    client: msg.client_address(),
+                },
+            ),
             MessageBody::CareOfTestInit { cookie } if !from_ap => {
                 self.answer_care_of_test(from, &msg, cookie)
             }
@@ -114,6 +124,7 @@ impl Shim {
     fn sealed_in(
         &mut self,
         now: Instant,
+        from: SocketAddr,
         header: TunnelHeader,
         index: u32,
         frame: &mut [u8],
@@ -139,8 +150,12 @@ impl Shim {
         let Some(ms) = self.member_sessions.get_mut(&member) else {
             return self.counters.drops.drop(DropReason::UnknownPeer);
         };
-        if let Err(e) = ms.sessions.open(now, index, protection, frame) {
-            return self.counters.drops.drop(open_drop_reason(e));
+        let newest = match ms.sessions.open_newest(now, index, protection, frame) {
+            Ok(newest) => newest,
+            Err(e) => return self.counters.drops.drop(open_drop_reason(e)),
+        };
+        if newest {
+            self.binding_roam(member, from);
         }
         let payload = crate::engine::sealed::payload(frame);
         match header.kind {

@@ -64,8 +64,9 @@ use crate::wire::MemberId;
 use crate::wire::inner::FlowKey;
 
 pub use self::config::{
-    DEFAULT_KEEPALIVE, DEFAULT_MAX_BINDING_LIFETIME, DEFAULT_MAX_FLOWS, DEFAULT_NONCE_INTERVAL,
-    DEFAULT_NONCE_LIFETIME, DEFAULT_OTHER_IDLE, DEFAULT_TCP_IDLE, ShimConfig,
+    DEFAULT_KEEPALIVE, DEFAULT_MAX_BINDING_LIFETIME, DEFAULT_MAX_FLOWS, DEFAULT_NAT_KEEPALIVE,
+    DEFAULT_NONCE_INTERVAL, DEFAULT_NONCE_LIFETIME, DEFAULT_OTHER_IDLE, DEFAULT_TCP_IDLE,
+    ShimConfig,
 };
 
 /// A member binding at the shim (the binding cache entry, keyed by member id
@@ -160,6 +161,10 @@ pub enum ShimEvent {
         index: u32,
         /// It replaced an earlier session.
         renewed: bool,
+        /// The client address the AP gave (applications' inner source).
+        client: std::net::Ipv6Addr,
+        /// Our endpoint as the AP saw it.
+        observed: Option<SocketAddr>,
     },
 }
 
@@ -174,6 +179,9 @@ pub enum ShimTimer {
     FlowSweep,
     /// Send the pending Shim Hello again.
     HelloRetransmit,
+    /// Start the handshake again with a new instance (the AP said our
+    /// pool address is taken).
+    Rehandshake,
     /// Send a sealed keepalive to the AP if there are flows.
     Keepalive,
     /// Forget replaced sessions whose grace is over.
@@ -209,6 +217,12 @@ pub struct ShimCounters {
     pub ap_sessions: u64,
     /// Sealed keepalives sent to the AP.
     pub keepalives: u64,
+    /// Welcomes without a Client Address (pool address taken): a new
+    /// instance was drawn.
+    pub pool_collisions: u64,
+    /// Bindings whose care-of endpoint moved to the source of a newer
+    /// sealed frame (roaming).
+    pub roams: u64,
     /// TCP resets sent to local applications.
     pub resets: u64,
     /// Punches sent to members' care-of endpoints (one per relayed HoTI
@@ -303,6 +317,24 @@ impl Shim {
         self.ap.instance
     }
 
+    /// The inner source address the AP gave us (its Welcome's Client
+    /// Address), once a session is up: the address applications must use.
+    pub fn client_address(&self) -> Option<std::net::Ipv6Addr> {
+        self.ap.client
+    }
+
+    /// Our endpoint as the AP observed it (its Welcome's Endpoint).
+    pub fn observed(&self) -> Option<SocketAddr> {
+        self.ap.observed
+    }
+
+    /// Are we behind a NAT: the AP saw another endpoint than `local`?
+    pub fn behind_nat(&self) -> bool {
+        self.ap
+            .observed
+            .is_some_and(|o| o != super::canonical(self.config.local))
+    }
+
     /// Is a session with the AP up?
     pub fn has_ap_session(&self) -> bool {
         self.ap.sessions.is_some()
@@ -371,6 +403,7 @@ impl Engine for Shim {
                 }
                 ShimTimer::FlowSweep => self.sweep_flows(now),
                 ShimTimer::HelloRetransmit => self.retransmit_hello(now),
+                ShimTimer::Rehandshake => self.start_handshake(now),
                 ShimTimer::Keepalive => self.keepalive(now),
                 ShimTimer::SessionGrace => self.expire_sessions(now),
                 ShimTimer::NatKeepalive => self.nat_keepalive_due(now),

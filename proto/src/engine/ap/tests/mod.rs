@@ -20,6 +20,7 @@ use crate::wire::{ReportedFlow, ReportedState, TunnelHeader};
 mod digest;
 mod flow_report;
 mod ipv4;
+mod nat;
 mod policy_limits;
 mod registration;
 mod relay;
@@ -266,6 +267,13 @@ struct TestShim {
     nonce: [u8; 16],
     dh: DhKeyPair,
     sessions: Option<PeerSessions>,
+    /// The Hello's Endpoint option (the shim's local endpoint).
+    local: Option<SocketAddr>,
+    /// The Hello's Home Address option.
+    home: Option<Ipv6Addr>,
+    /// The Welcome's Client Address and Endpoint.
+    given: Option<Ipv6Addr>,
+    observed: Option<SocketAddr>,
 }
 
 impl TestShim {
@@ -277,10 +285,18 @@ impl TestShim {
             nonce: drbg.nonce16(),
             dh: DhKeyPair::generate(drbg),
             sessions: None,
+            local: Some(ep),
+            home: None,
+            given: None,
+            observed: None,
         }
     }
 
+    /// The client address: the Welcome's, else the source address.
     fn client(&self) -> Ipv6Addr {
+        if let Some(c) = self.given {
+            return c;
+        }
         match self.ep.ip() {
             std::net::IpAddr::V6(a) => a,
             std::net::IpAddr::V4(a) => a.to_ipv6_mapped(),
@@ -288,16 +304,17 @@ impl TestShim {
     }
 
     fn hello(&self, cookie: [u8; 16]) -> Vec<u8> {
-        unsealed_frame(
-            None,
-            &MobilityMessage::new(MessageBody::ShimHello {
-                instance: self.instance,
-                index: self.index,
-                nonce: self.nonce,
-                cookie,
-                public: self.dh.public,
-            }),
-        )
+        let mut msg = MobilityMessage::new(MessageBody::ShimHello {
+            instance: self.instance,
+            index: self.index,
+            nonce: self.nonce,
+            cookie,
+            public: self.dh.public,
+        });
+        msg.options.extend(self.local.map(MobilityOption::Endpoint));
+        msg.options
+            .extend(self.home.map(MobilityOption::HomeAddress));
+        unsealed_frame(None, &msg)
     }
 
     /// Send a Hello; the one answer to our endpoint, if any.
@@ -325,16 +342,25 @@ impl TestShim {
         };
         assert_eq!(nonce, self.nonce, "echoes Ns");
         let (_, answer) = self.send_hello(ap, now, cookie);
-        let Some(MessageBody::ShimWelcome {
+        let Some(welcome) = answer else {
+            return false;
+        };
+        let MessageBody::ShimWelcome {
             nonce,
             index,
             ap_nonce,
             public,
-        }) = answer.map(|m| m.body)
+        } = welcome.body
         else {
             return false;
         };
         assert_eq!(nonce, self.nonce);
+        assert_eq!(welcome.endpoint(), Some(self.ep), "the observed endpoint");
+        let Some(given) = welcome.client_address() else {
+            return false;
+        };
+        self.given = Some(given);
+        self.observed = welcome.endpoint();
         let shared = self.dh.agree(&public).expect("contributory");
         let km = shim_ap_keys(
             &shared,

@@ -27,13 +27,18 @@ fn one_prefix_keeps_at_most_64_shim_records() {
     let mut welcomed = 0;
     for n in 0..20_000u32 {
         let addr = Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, (n >> 16) as u16, n as u16);
+        let ep = SocketAddr::new(addr.into(), 5555);
         let mut shim = TestShim {
-            ep: SocketAddr::new(addr.into(), 5555),
+            ep,
             instance: [2; 8],
             index: n + 1,
             nonce: [n as u8; 16],
             dh: dh.clone(),
             sessions: None,
+            local: Some(ep),
+            home: None,
+            given: None,
+            observed: None,
         };
         // One new address every millisecond: under the handshake rate.
         if shim.handshake(&mut ap, now + Duration::from_millis(n.into())) {

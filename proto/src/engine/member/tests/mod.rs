@@ -25,6 +25,7 @@ mod multi_ap;
 mod nat;
 mod registration;
 mod restart;
+mod roaming;
 mod route_optimization;
 mod shim_peer;
 

@@ -99,7 +99,8 @@ fn direct_data_is_sealed_in_the_binding_session_both_ways() {
             member: M1
         }]
     );
-    // The member's sealed data, from any endpoint (the seal proves it).
+    // The member's sealed data, from any endpoint (the seal proves it;
+    // the binding follows the newest frame: roaming).
     let data = tcp(server(), app(40000), ACK, 101, 3);
     let sealed = seal(&mut member, Some(M1), &data);
     assert_eq!(
@@ -218,4 +219,47 @@ fn a_shim_for_an_ipv4_home_address_carries_ipv4_packets() {
         s.handle_udp(now, ap_ep(), &mut ap.data(Some(M1), &v6_answer)),
         DataAction::Drop(DropReason::SpoofedSource)
     );
+}
+
+#[test]
+fn the_binding_follows_a_newer_sealed_frame_and_a_replay_moves_nothing() {
+    let now = t0();
+    let (mut s, mut ap) = shim(now);
+    let (_, mut member) = bound(&mut s, &mut ap, now, M1);
+    let data = tcp(server(), app(40000), ACK, 101, 2);
+    let older = seal(&mut member, Some(M1), &data);
+    let newer = seal(&mut member, Some(M1), &data);
+    // The member's NAT gave it a new public port.
+    let rebound = ep("[2001:db8:1::1]:31000");
+    assert_eq!(
+        s.handle_udp(now, rebound, &mut newer.clone()),
+        DataAction::ToTun
+    );
+    assert_eq!(s.counters().roams, 1);
+    assert_eq!(s.bindings().next().map(|(_, b)| b.care_of), Some(rebound));
+    assert_eq!(
+        events(&mut s),
+        [ShimEvent::BindingUpdated {
+            member: M1,
+            care_of: rebound,
+            moved_from: Some(care_of(M1)),
+        }]
+    );
+    // An attacker's copies from its own endpoint move nothing: the replay
+    // is refused, the older frame opens but is not the newest.
+    let attacker = ep("[2001:db8:bad::1]:666");
+    assert_eq!(
+        s.handle_udp(now, attacker, &mut newer.clone()),
+        DataAction::Drop(DropReason::Replay)
+    );
+    assert_eq!(
+        s.handle_udp(now, attacker, &mut older.clone()),
+        DataAction::ToTun
+    );
+    assert_eq!(s.counters().roams, 1);
+    assert_eq!(s.bindings().next().map(|(_, b)| b.care_of), Some(rebound));
+    // What we send direct goes to the new endpoint.
+    let syn = tcp(app(40001), server(), SYN, 1, 0);
+    let (to, _) = out(&mut s, now, &syn).expect("sent");
+    assert_eq!(to, rebound);
 }

@@ -30,7 +30,9 @@ fn the_handshake_takes_a_cookie_round_trip_and_seals_both_ways() {
         events(&mut s),
         [ShimEvent::ApSession {
             index: first.1,
-            renewed: false
+            renewed: false,
+            client: CLIENT,
+            observed: Some(local()),
         }]
     );
     assert!(transmits(&mut s).is_empty());
@@ -144,7 +146,8 @@ fn a_welcome_needs_our_nonce_from_the_ap_and_a_good_key() {
             index: AP_INDEX,
             ap_nonce: [3; 16],
             public: [0; 32],
-        }),
+        })
+        .with(MobilityOption::ClientAddress(CLIENT)),
     );
     assert_eq!(
         s.handle_udp(now, ap_ep(), &mut low),
@@ -187,7 +190,9 @@ fn a_zero_nonce_cookie_starts_a_new_handshake_and_the_old_session_works_until_th
         events(&mut s),
         [ShimEvent::ApSession {
             index: fresh.1,
-            renewed: true
+            renewed: true,
+            client: CLIENT,
+            observed: Some(local()),
         }]
     );
     let mut new_ap = TestAp {
@@ -213,4 +218,95 @@ fn a_zero_nonce_cookie_starts_a_new_handshake_and_the_old_session_works_until_th
         DataAction::Drop(DropReason::UnknownPeer),
         "grace over"
     );
+}
+
+#[test]
+fn the_hello_says_our_local_endpoint_and_home_address() {
+    let mut s = Shim::new(t0(), config());
+    let t = transmits(&mut s);
+    let msg = unsealed_msg(&t[0].payload);
+    assert_eq!(msg.endpoint(), Some(local()));
+    assert_eq!(msg.home_address(), Some(HOA));
+}
+
+#[test]
+fn behind_a_nat_the_welcome_gives_the_client_address_and_keepalives_come_faster() {
+    let now = t0();
+    let mut s = Shim::new(now, config());
+    let first = one_hello(&mut s);
+    s.handle_udp(now, ap_ep(), &mut cookie_frame(first.2, [0xc0; 16]));
+    let second = one_hello(&mut s);
+    assert!(!s.behind_nat());
+    let c: Ipv6Addr = "fd00:4841:cccc::42".parse().unwrap();
+    let public = ep("198.18.0.10:40000");
+    let (mut w, session) = welcome_for(&second, AP_INDEX, 1, c, public);
+    assert_eq!(s.handle_udp(now, ap_ep(), &mut w), DataAction::Consumed);
+    assert_eq!(s.client_address(), Some(c));
+    assert_eq!(s.observed(), Some(public));
+    assert!(s.behind_nat());
+    assert_eq!(
+        events(&mut s),
+        [ShimEvent::ApSession {
+            index: first.1,
+            renewed: false,
+            client: c,
+            observed: Some(public),
+        }]
+    );
+    // The session's keys are bound to C: the AP opens what we seal.
+    let mut ap = TestAp {
+        sessions: PeerSessions::new(session),
+    };
+    let syn = tcp(v6(c, 40000), server(), SYN, 1, 0);
+    let (to, frame) = out(&mut s, now, &syn).expect("sent");
+    assert_eq!(to, ap_ep());
+    assert_eq!(ap.open(now, &frame).1, syn);
+    // With a flow, the keepalive comes every nat_keepalive (25 s).
+    run_until(&mut s, now + DEFAULT_NAT_KEEPALIVE);
+    assert_eq!(ap.messages(&mut s, now).len(), 1);
+    run_until(&mut s, now + DEFAULT_NAT_KEEPALIVE * 2);
+    assert_eq!(ap.messages(&mut s, now).len(), 1);
+    assert_eq!(s.counters().keepalives, 2);
+}
+
+#[test]
+fn a_welcome_without_client_address_draws_a_new_instance_and_hand_shakes_again() {
+    let now = t0();
+    let mut s = Shim::new(now, config());
+    let old = s.instance();
+    let first = one_hello(&mut s);
+    s.handle_udp(now, ap_ep(), &mut cookie_frame(first.2, [0xc0; 16]));
+    let second = one_hello(&mut s);
+    let taken = unsealed_frame(
+        None,
+        &MobilityMessage::new(MessageBody::ShimWelcome {
+            nonce: second.2,
+            index: 0,
+            ap_nonce: [0; 16],
+            public: [0; 32],
+        })
+        .with(MobilityOption::Endpoint(ep("198.18.0.10:40000"))),
+    );
+    // Only the echo of our nonce counts.
+    let mut forged = taken.clone();
+    forged[HEADER_LEN + 8] ^= 1;
+    assert_eq!(
+        s.handle_udp(now, ap_ep(), &mut forged),
+        DataAction::Drop(DropReason::AuthFailed)
+    );
+    assert_eq!(s.instance(), old);
+    assert_eq!(
+        s.handle_udp(at(now, 100), ap_ep(), &mut taken.clone()),
+        DataAction::Consumed
+    );
+    assert_ne!(s.instance(), old, "a new instance");
+    assert_eq!(s.counters().pool_collisions, 1);
+    assert!(!s.has_ap_session());
+    // At most one handshake a second: the new Hello 1 s after the last.
+    run_until(&mut s, at(now, 999));
+    assert!(transmits(&mut s).is_empty());
+    run_until(&mut s, at(now, 1000));
+    let again = one_hello(&mut s);
+    assert_eq!(again.0, s.instance());
+    assert_ne!(again.2, second.2, "a new nonce");
 }

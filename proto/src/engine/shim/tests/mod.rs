@@ -14,7 +14,7 @@ use crate::crypto::{
     self, DhKeyPair, Kbm, Protection, Role, Session, member_shim_keys, shim_ap_keys,
 };
 use crate::engine::sealed::{PeerSessions, SESSION_GRACE, seal_data, sealed_control};
-use crate::engine::testutil::{ACK, HOA, SYN, bid, ep, run_until, t0, tcp, transmits, tun, v6};
+use crate::engine::testutil::{ACK, HOA, SYN, at, bid, ep, run_until, t0, tcp, transmits, tun, v6};
 use crate::engine::{to_units, verify_binding};
 use crate::wire::inner;
 use crate::wire::mh::{MessageBody, ba_status, revocation_trigger};
@@ -107,6 +107,17 @@ fn cookie_frame(nonce: [u8; 16], cookie: [u8; 16]) -> Vec<u8> {
 /// The AP's side of a Welcome answering `hello`: the frame and the AP's
 /// session (the AP is the responder).
 fn welcome(hello: &Hello, ap_index: u32, seed: u64) -> (Vec<u8>, Session) {
+    welcome_for(hello, ap_index, seed, CLIENT, local())
+}
+
+/// [`welcome`] giving client address `client`, having seen `observed`.
+fn welcome_for(
+    hello: &Hello,
+    ap_index: u32,
+    seed: u64,
+    client: Ipv6Addr,
+    observed: SocketAddr,
+) -> (Vec<u8>, Session) {
     let (_, is, ns, _, shim_pub) = *hello;
     let mut drbg = crypto::Drbg::from_u64(seed);
     let pair = DhKeyPair::generate(&mut drbg);
@@ -116,7 +127,7 @@ fn welcome(hello: &Hello, ap_index: u32, seed: u64) -> (Vec<u8>, Session) {
         &shared,
         &ns,
         &na,
-        CLIENT,
+        client,
         is,
         ap_index,
         &shim_pub,
@@ -129,7 +140,9 @@ fn welcome(hello: &Hello, ap_index: u32, seed: u64) -> (Vec<u8>, Session) {
             index: ap_index,
             ap_nonce: na,
             public: pair.public,
-        }),
+        })
+        .with(MobilityOption::Endpoint(observed))
+        .with(MobilityOption::ClientAddress(client)),
     );
     (frame, Session::new(&keys, Role::Responder, ap_index, is))
 }
