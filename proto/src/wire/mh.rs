@@ -972,14 +972,6 @@ impl MobilityMessage {
         })
     }
 
-    /// The first Endpoint option.
-    pub fn endpoint(&self) -> Option<SocketAddr> {
-        self.find(|o| match o {
-            MobilityOption::Endpoint(ep) => Some(*ep),
-            _ => None,
-        })
-    }
-
     /// The first Binding Refresh Advice option: interval in 4-second units.
     pub fn refresh_advice(&self) -> Option<u16> {
         self.find(|o| match o {

@@ -622,7 +622,6 @@ impl MobilityOption {
                 value[field::COT_TICKET].copy_from_slice(ticket);
             }
             MobilityOption::ShimInstance(instance) => value.copy_from_slice(instance),
-            MobilityOption::Endpoint(ep) => value.copy_from_slice(&emit_endpoint(*ep)),
             MobilityOption::Flow(flow) => {
                 value[field::FLOW_PROTO] = flow.proto;
                 value[field::FLOW_STATE] = flow.state as u8;

@@ -264,7 +264,7 @@ impl AccessPoint {
 
     /// Is `home` a home address of this AP?
     pub(super) fn serves_home(&self, home: Ipv6Addr) -> bool {
-        home == self.config.home_address
+        self.config.homes().is_home(home)
     }
 
     /// The client address of a proven shim (docs/PROTOCOL.md 4.6): its

@@ -367,7 +367,7 @@ impl Member {
 
     /// Is `home` a home address of ours?
     pub(super) fn serves_home(&self, home: Ipv6Addr) -> bool {
-        home == self.config.home_address
+        self.config.homes().is_home(home)
     }
 
     /// The options every BU of this member carries, to the AP or a shim:
