@@ -213,6 +213,10 @@ fn create_tun(settings: &Settings) -> anyhow::Result<Arc<TunDevice>> {
     if settings.direct_return {
         homeaddr_daemon::netcfg::sysctl("net.ipv6.conf.all.forwarding", "1")
             .context("direct server return forwards answers out of the TUN")?;
+        if settings.home_addresses.v4.is_some() {
+            homeaddr_daemon::netcfg::sysctl("net.ipv4.ip_forward", "1")
+                .context("direct server return forwards IPv4 answers out of the TUN")?;
+        }
     }
     let mut tun_config = TunConfig::new(&common.tun, common.mtu).with_offload(common.offload);
     if let Some(hoa6) = settings.home_addresses.ipv6() {

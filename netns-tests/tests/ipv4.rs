@@ -2,13 +2,15 @@
 //! end: the AP listens on an IPv4 address, a member registers over IPv4
 //! (it has no IPv6 address at all), a legacy IPv4 client downloads from
 //! the IPv4 home address and a legacy IPv6 client from the IPv6 one, both
-//! served by the member.
+//! served by the member; a shim client on IPv4 for the IPv4 home address
+//! downloads through the AP.
 //!
 //! ```text
 //!  one LAN 198.18.0.0/24 + fd00:4842:1::/64
 //!  ap  198.18.0.1, ::1   homeaddr-ap --listen 198.18.0.1:4790
 //!  m1  198.18.0.2        homeaddr-member --access-point 198.18.0.1:4790
 //!  c   198.18.0.3, ::3   routes 198.19.0.1 and fd00:4841:aaaa::1 via the AP
+//!  s   198.18.0.4        homeaddr-shim --home-address 198.19.0.1
 //! ```
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -26,6 +28,7 @@ const HOA4: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 const AP4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const MEMBER4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
+const SHIM4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 4);
 const AP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x4842, 1, 0, 0, 0, 0, 1);
 const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x4842, 1, 0, 0, 0, 0, 3);
 
@@ -48,7 +51,18 @@ fn ipv4_underlay_and_ipv4_home_address_end_to_end() {
     let ap = topo.add_netns("ap").unwrap();
     let m1 = topo.add_netns("m1").unwrap();
     let client = topo.add_netns("c").unwrap();
-    topo.lan("sw", &[(&ap, "eth0"), (&m1, "eth0"), (&client, "eth0")])
+    let shim = topo.add_netns("s").unwrap();
+    topo.lan(
+        "sw",
+        &[
+            (&ap, "eth0"),
+            (&m1, "eth0"),
+            (&client, "eth0"),
+            (&shim, "eth0"),
+        ],
+    )
+    .unwrap();
+    shim.ip(&format!("-4 addr add {SHIM4}/24 dev eth0"))
         .unwrap();
     ap.ip(&format!("-4 addr add {AP4}/24 dev eth0")).unwrap();
     ap.add_addr("eth0", AP6, 64).unwrap();
@@ -168,6 +182,44 @@ fn ipv4_underlay_and_ipv4_home_address_end_to_end() {
             status(&m1_control)
         )
     });
+    // A shim on IPv4 for the IPv4 home address, through the AP (route
+    // optimization of an IPv4 home address is not wired yet).
+    let shim_control = topo.dir().join("shim.sock");
+    let shim_daemon = start_daemon(
+        &shim,
+        "homeaddr-shim",
+        "homeaddr-shim",
+        vec![
+            "--home-address".into(),
+            HOA4.to_string(),
+            "--access-point".into(),
+            SocketAddr::new(AP4.into(), TUNNEL_PORT).to_string(),
+            "--no-route-optimization".into(),
+            "--control".into(),
+            shim_control.display().to_string(),
+        ],
+        &[],
+        "shim up",
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let routes = shim.ip("-4 route show").unwrap();
+    assert!(routes.contains(&format!("{HOA4} dev")), "{routes}");
+    assert!(routes.contains(&format!("src {SHIM4}")), "{routes}");
+    let server = SocketAddr::new(HOA4.into(), SERVICE_PORT);
+    let report = shim
+        .enter(|| testapp::get(server, bytes, Duration::from_secs(30)))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("shim download: {e}\nshim: {}", status(&shim_control)));
+    assert_eq!(report.server, "member1");
+    assert_eq!(report.sha256, testapp::expected_sha256(bytes));
+    let shim_in = status(&ap_control)
+        .pointer("/counters/shim_in")
+        .and_then(Value::as_u64);
+    assert!(shim_in.is_some_and(|n| n > 10), "{shim_in:?}");
+    shim_daemon.stop(Duration::from_secs(5));
+    let routes = shim.ip("-4 route show").unwrap();
+    assert!(!routes.contains(&HOA4.to_string()), "{routes}");
+
     // A clean stop removes the member's IPv4 rule and the AP's route.
     member.stop(Duration::from_secs(5));
     ap_daemon.stop(Duration::from_secs(5));

@@ -29,7 +29,13 @@
 //!    connections succeeded, and every transfer finishing with its SHA-256
 //!    checked, in a table of which AP carried it before and after, which
 //!    member served it and its longest stall;
-//! 8. a summary of every check. The exit status is 0 only if all passed.
+//! 8. today's Internet, in the NAT lab (kernel forwarding, nftables
+//!    masquerade): an IPv4 home address beside the IPv6 one, member 2
+//!    behind a NAT, and behind another NAT two IPv4-only clients: the
+//!    legacy one is served through the access point, the shim's first
+//!    connection too, then it is route-optimized through the NATs and a
+//!    download goes direct with its SHA-256 checked;
+//! 9. a summary of every check. The exit status is 0 only if all passed.
 //!
 //! Needs root (namespaces, TUN). Daemon logs go to files in the topology's
 //! log directory, printed at the start and kept when anything fails.
@@ -54,9 +60,11 @@ use homeaddr_netns_tests::service::Service;
 use crate::output::secs;
 use crate::report::Report;
 use crate::signals::install_signal_handlers;
-use crate::steps::{build, drain, geo_dns, legacy, member_move, route_optimization, several_aps};
+use crate::steps::{
+    build, drain, geo_dns, legacy, member_move, nat, route_optimization, several_aps,
+};
 
-const STEPS: [&str; 10] = [
+const STEPS: [&str; 11] = [
     "three members registered and active",
     "legacy client served through the access point",
     "route optimization on an open connection",
@@ -67,6 +75,7 @@ const STEPS: [&str; 10] = [
     geo_dns::FAILOVER,
     several_aps::NO_FLOW_LOST,
     several_aps::WITHDRAWN,
+    nat::NAT_CLIENT,
 ];
 
 fn steps(svc: &mut Service, report: &mut Report) -> anyhow::Result<()> {
@@ -77,6 +86,7 @@ fn steps(svc: &mut Service, report: &mut Report) -> anyhow::Result<()> {
     drain::step_drain(svc, report, member, legacy_member)?;
     geo_dns::step_geo_dns(svc, report)?;
     several_aps::step_several_aps(report)?;
+    nat::step_nat(report)?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@ pub(crate) mod drain;
 pub(crate) mod geo_dns;
 pub(crate) mod legacy;
 pub(crate) mod member_move;
+pub(crate) mod nat;
 pub(crate) mod route_optimization;
 pub(crate) mod several_aps;
 
@@ -43,7 +44,7 @@ pub(crate) fn print_members(svc: &Service) -> anyhow::Result<Vec<MemberRow>> {
 
 /// The number after the slash in a step's header: the steps, then the
 /// summary.
-const LAST_STEP: usize = 8;
+const LAST_STEP: usize = 9;
 
 pub(crate) fn header(n: usize, title: &str) -> anyhow::Result<()> {
     check_interrupted()?;

@@ -147,3 +147,25 @@ fn a_flow_report_of_an_ipv4_client_pins_the_ipv4_home_address_flow() {
     );
     assert_eq!(ap.counters().flows_reported, 0);
 }
+
+#[test]
+fn a_member_on_an_ipv4_underlay_registers_and_serves_both_families() {
+    let mut ap = ap_with(|c| c.home_address_v4 = Some(HOA4));
+    let now = t0();
+    let care_of = ep("198.18.0.2:4790");
+    let mut m = TestMember::new(M1, care_of);
+    m.register(&mut ap, now);
+    assert_eq!(ap.member(M1).map(|e| e.care_of), Some(care_of));
+    // IPv6 and IPv4 clients both go to the member's IPv4 endpoint.
+    for (c, h) in [
+        (v6(client(1), 40000), v6(HOA, 80)),
+        (client4(1), mapped(HOA4, 80)),
+    ] {
+        assert_eq!(
+            from_tun(&mut ap, now, &tcp(c, h, SYN, 1, 0)),
+            send_to(care_of)
+        );
+        let mut answer = sealed_data(m.sessions(), Some(M1), &tcp(h, c, ACK, 1, 2));
+        assert_eq!(ap.handle_udp(now, care_of, &mut answer), DataAction::ToTun);
+    }
+}
