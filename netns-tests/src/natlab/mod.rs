@@ -109,6 +109,15 @@ pub struct LabConfig {
 }
 
 impl LabConfig {
+    /// The IPv6 home address and the shim pools: what a shim behind a NAT
+    /// or on another family than the home address's needs.
+    pub fn pools() -> Self {
+        Self {
+            shim_pools: true,
+            ..Self::default()
+        }
+    }
+
     /// Everything of issue 11: both home addresses, the shim pools.
     pub fn full() -> Self {
         Self {

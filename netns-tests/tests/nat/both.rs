@@ -10,7 +10,7 @@ use crate::support::*;
 /// Member 1 behind NAT 1, shim "s" behind NAT 2, both NATs with `options`;
 /// the first connection made (through the AP).
 fn both_behind_nats(tag: &str, options: NatOptions) -> Lab {
-    let mut lab = lab(tag, LabConfig::full());
+    let mut lab = lab(tag, LabConfig::pools());
     let n1 = lab.add_nat(options).expect("NAT 1");
     let n2 = lab.add_nat(options).expect("NAT 2");
     lab.add_member(1, Site::Nat(n1), &DaemonOptions::default())

@@ -55,7 +55,7 @@ fn nat_flush_mid_transfer_the_transfer_finishes() {
     let Some(_guard) = heavy_test() else { return };
     let lab = bound_shim_behind_nat(
         "natflush",
-        LabConfig::full(),
+        LabConfig::pools(),
         NatOptions {
             random: true,
             udp_timeouts: None,
@@ -112,7 +112,7 @@ fn nat_timeout_shorter_than_idle_keepalive_holds_the_mapping() {
     let Some(_guard) = heavy_test() else { return };
     let config = LabConfig {
         nat_keepalive_s: Some(2),
-        ..LabConfig::full()
+        ..LabConfig::pools()
     };
     let lab = bound_shim_behind_nat(
         "natidle",

@@ -54,7 +54,7 @@ fn member_behind_nat_registers_and_serves_a_legacy_client() {
 #[test]
 fn member_behind_nat_route_optimizes_with_a_public_shim() {
     let Some(_guard) = heavy_test() else { return };
-    let mut lab = lab("natmemro", LabConfig::full());
+    let mut lab = lab("natmemro", LabConfig::pools());
     let n = lab.add_nat(NatOptions::default()).expect("NAT");
     lab.add_member(1, Site::Nat(n), &DaemonOptions::default())
         .unwrap_or_else(|e| panic!("{e:#}"));
