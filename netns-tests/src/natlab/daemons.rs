@@ -1,5 +1,6 @@
 //! Starting the daemons of the lab with the flags of the spec: the AP
-//! (`--home-address` once per family, IPv4 `--listen`, `--shim-prefix`,
+//! (`--home-address` once per family, IPv4 `--listen` or the dual-stack
+//! `[::]:4790`, `--shim-prefix`,
 //! `--shim-pool`), members (`--access-point` the AP's IPv4 endpoint, their
 //! local care-of endpoint) with their servers, shims (`--home-address` of
 //! the family asked for, `--local` their own address).
@@ -43,15 +44,19 @@ impl Lab {
         if self.config.hoa_v4 {
             args.extend(["--home-address".into(), HOA4.to_string()]);
         }
+        // One socket: the IPv4 endpoint, or with `ap_listen_v6` the
+        // dual-stack `[::]:4790` (the AP takes both families on it).
+        let listen = if self.config.ap_listen_v6 {
+            SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), TUNNEL_PORT)
+        } else {
+            SocketAddr::new(AP4.into(), TUNNEL_PORT)
+        };
         args.extend([
             "--key".into(),
             KEY.into(),
             "--listen".into(),
-            SocketAddr::new(AP4.into(), TUNNEL_PORT).to_string(),
+            listen.to_string(),
         ]);
-        if self.config.ap_listen_v6 {
-            args.extend(["--listen".into(), self.ap_endpoint_v6().to_string()]);
-        }
         if self.config.shim_pools {
             args.extend([
                 "--shim-prefix".into(),

@@ -99,7 +99,8 @@ pub struct LabConfig {
     pub hoa_v4: bool,
     /// The AP has the shim pools (`--shim-prefix`, `--shim-pool`).
     pub shim_pools: bool,
-    /// The AP also listens on its IPv6 address (a second `--listen`).
+    /// The AP listens on the dual-stack `[::]:4790` (both families on one
+    /// socket) instead of its IPv4 endpoint.
     pub ap_listen_v6: bool,
     /// `nat_keepalive_s` in the member and shim config files (`None`: no
     /// config file, the daemons' default).
@@ -218,7 +219,7 @@ impl Lab {
         SocketAddr::new(AP4.into(), TUNNEL_PORT)
     }
 
-    /// The AP's IPv6 tunnel endpoint (only with `ap_listen_v6`).
+    /// The AP's IPv6 tunnel endpoint (listened on only with `ap_listen_v6`).
     pub fn ap_endpoint_v6(&self) -> SocketAddr {
         SocketAddr::new(AP6.into(), TUNNEL_PORT)
     }
