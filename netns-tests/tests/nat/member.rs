@@ -109,3 +109,48 @@ fn legacy_ipv4_client_behind_nat_reaches_the_ipv4_home_address() {
     );
     assert!(ap_legacy_packets(&lab) > before, "through the AP");
 }
+
+/// Mixed underlays in one service: the AP on the dual-stack `[::]:4790`,
+/// member 1 public on IPv6, member 2 behind a NAT on IPv4. Both register;
+/// public legacy clients (the AP picks by client address) reach both.
+#[test]
+fn mixed_underlays_in_one_service() {
+    let Some(_guard) = heavy_test() else { return };
+    let config = LabConfig {
+        ap_listen_v6: true,
+        ..LabConfig::default()
+    };
+    let mut lab = lab("natmixed", config);
+    let n = lab.add_nat(NatOptions::default()).expect("NAT");
+    let v6 = DaemonOptions {
+        underlay: Family::V6,
+        ..DaemonOptions::default()
+    };
+    lab.add_member(1, Site::Public, &v6)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    lab.add_member(2, Site::Nat(n), &DaemonOptions::default())
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let rows: Vec<MemberRow> = lab.ap.ask(Request::Members).expect("AP members");
+    println!(
+        "AP members: {:?}",
+        rows.iter()
+            .map(|m| (m.id, m.state.name(), m.care_of))
+            .collect::<Vec<_>>()
+    );
+    assert!(rows.iter().all(|m| m.state == MemberState::Active));
+    assert!(rows.iter().any(|m| m.id == 1 && m.care_of.is_ipv6()));
+    assert!(rows.iter().any(|m| m.id == 2 && m.care_of.is_ipv4()));
+    // The AP picks a member by the client's address: one connection from
+    // each of 8 clients (addresses and table are deterministic).
+    let mut served = std::collections::BTreeMap::<String, u32>::new();
+    for i in 0..8 {
+        let name = format!("c{i}");
+        lab.add_legacy(&name, Site::Public).expect("client");
+        let c = lab.client(&name);
+        *served
+            .entry(who(&lab, c, lab.service(Family::V6)))
+            .or_default() += 1;
+    }
+    println!("8 clients: {served:?}");
+    assert_eq!(served.len(), 2, "one member served all: {served:?}");
+}
