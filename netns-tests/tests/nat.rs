@@ -7,7 +7,8 @@
 //!   reload does not, UDP timeouts per router).
 //! - `member`: a member behind a NAT registers and serves a legacy client;
 //!   it route-optimizes with a public shim; an IPv4 legacy client behind a
-//!   NAT reaches the IPv4 home address.
+//!   NAT reaches the IPv4 home address; mixed underlays (an IPv6 member and
+//!   an IPv4 member behind a NAT) in one service.
 //! - `shim`: a shim behind a NAT reaches the home address through the AP
 //!   and gets route optimization (50 MB, SHA-256, AP counters flat); the
 //!   same for the IPv4 home address.
