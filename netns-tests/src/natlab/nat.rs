@@ -143,19 +143,20 @@ impl NatRouter {
         Ok(())
     }
 
-    /// The UDP mappings the router holds now.
+    /// The UDP mappings the router holds now (`conntrack -L -p udp`, or
+    /// the kernel's `/proc/net/nf_conntrack` without the tool).
     pub fn udp_mappings(&self) -> anyhow::Result<Vec<Mapping>> {
-        let out = self
-            .ns
-            .output(
-                "conntrack",
-                ["-L", "-p", "udp"],
-                crate::topology::COMMAND_TIMEOUT,
-            )
-            .context("conntrack -L (install the conntrack package)")?;
+        let timeout = crate::topology::COMMAND_TIMEOUT;
+        let out = match self.ns.output("conntrack", ["-L", "-p", "udp"], timeout) {
+            Ok(out) if out.status.success() => out,
+            _ => self
+                .ns
+                .output("cat", ["/proc/net/nf_conntrack"], timeout)
+                .context("reading the conntrack table")?,
+        };
         anyhow::ensure!(
             out.status.success(),
-            "conntrack -L in {}: {}",
+            "reading the conntrack table in {} (install the conntrack package): {}",
             self.ns.name(),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -191,12 +192,14 @@ impl NatRouter {
     }
 }
 
-/// The UDP entries of `conntrack -L` output: the first src/dst/sport/dport
-/// are the original direction, the second the reply.
+/// The UDP entries of `conntrack -L` output (or `/proc/net/nf_conntrack`,
+/// whose lines start with `ipv4 2`): the first src/dst/sport/dport are the
+/// original direction, the second the reply.
 pub fn parse_conntrack(text: &str) -> Vec<Mapping> {
     let mut out = Vec::new();
     for line in text.lines() {
-        if !line.starts_with("udp") {
+        let words: Vec<&str> = line.split_whitespace().take(3).collect();
+        if words.first() != Some(&"udp") && words.get(2) != Some(&"udp") {
             continue;
         }
         let mut src = Vec::new();
@@ -239,6 +242,9 @@ mod tests {
                     tcp      6 431999 ESTABLISHED src=1.2.3.4 dst=5.6.7.8 sport=1 dport=2\n";
         let m = parse_conntrack(text);
         assert_eq!(m.len(), 2);
+        let procfs = "ipv4     2 udp      17 25 src=100.64.1.2 dst=198.18.0.2 sport=4000 \
+                      dport=5000 src=198.18.0.2 dst=198.18.0.100 sport=5000 dport=9 mark=0 zone=0 use=2\n";
+        assert_eq!(parse_conntrack(procfs)[0].mapped.port(), 9);
         assert_eq!(m[0].inside, "100.64.1.2:4000".parse().unwrap());
         assert_eq!(m[0].remote, "198.18.0.2:5000".parse().unwrap());
         assert_eq!(m[0].mapped, "198.18.0.100:63274".parse().unwrap());
