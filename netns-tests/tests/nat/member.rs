@@ -69,6 +69,17 @@ fn member_behind_nat_route_optimizes_with_a_public_shim() {
         member.status()["aps"],
         member_rows(member)
     );
+    let status = member.status();
+    assert_eq!(
+        status["behind_nat"],
+        serde_json::Value::Bool(true),
+        "{status}"
+    );
+    let observed = status["aps"][0]["observed"].as_str().unwrap_or_default();
+    assert!(
+        observed.starts_with(&format!("{}:", lab.nat(n).outside)),
+        "the member learnt its mapped endpoint from the AP: {status}"
+    );
     let before = ap_shim_packets(&lab);
     let get = get_intact(&lab, shim, lab.service(Family::V6), 16 << 20);
     let after = ap_shim_packets(&lab);

@@ -11,8 +11,9 @@ use crate::support::*;
 const BULK: u64 = 50 << 20;
 
 /// A shim behind a NAT serving `hoa`, a public member: the first
-/// connection through the AP, then route optimization (shim `bindings`,
-/// member binding `bound`), a 50 MB download direct with its SHA-256
+/// connection through the AP, its client address from the AP's pool and
+/// `behind_nat`, then route optimization (shim `bindings`, member binding
+/// `bound`), a 50 MB download direct with its SHA-256
 /// intact while the AP's shim counters stay flat.
 fn shim_behind_nat(tag: &str, hoa: Family) {
     let mut lab = lab(tag, LabConfig::full());
@@ -35,6 +36,18 @@ fn shim_behind_nat(tag: &str, hoa: Family) {
         status["bindings"],
         member_rows(member)
     );
+    let pool = match hoa {
+        Family::V6 => "fd00:4841:cccc:",
+        Family::V4 => "::ffff:100.127.",
+    };
+    assert!(
+        status["client_address"]
+            .as_str()
+            .is_some_and(|c| c.starts_with(pool)),
+        "the shim's client address is not from the AP's pool ({pool}...)\n{}",
+        lab.dump()
+    );
+    assert_eq!(status["behind_nat"], serde_json::Value::Bool(true));
     let before = ap_shim_packets(&lab);
     let get = get_intact(&lab, shim, service, BULK);
     let after = ap_shim_packets(&lab);
