@@ -119,6 +119,14 @@ impl LabConfig {
         }
     }
 
+    /// Both home addresses, no shim pools (legacy IPv4 clients).
+    pub fn v4() -> Self {
+        Self {
+            hoa_v4: true,
+            ..Self::default()
+        }
+    }
+
     /// Everything of issue 11: both home addresses, the shim pools.
     pub fn full() -> Self {
         Self {

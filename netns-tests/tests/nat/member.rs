@@ -102,7 +102,7 @@ fn member_behind_nat_route_optimizes_with_a_public_shim() {
 #[test]
 fn legacy_ipv4_client_behind_nat_reaches_the_ipv4_home_address() {
     let Some(_guard) = heavy_test() else { return };
-    let mut lab = lab("natleg4", LabConfig::full());
+    let mut lab = lab("natleg4", LabConfig::v4());
     let n = lab.add_nat(NatOptions::default()).expect("NAT");
     lab.add_member(1, Site::Public, &DaemonOptions::default())
         .unwrap_or_else(|e| panic!("{e:#}"));
