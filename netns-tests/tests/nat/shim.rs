@@ -16,7 +16,11 @@ const BULK: u64 = 50 << 20;
 /// `bound`), a 50 MB download direct with its SHA-256
 /// intact while the AP's shim counters stay flat.
 fn shim_behind_nat(tag: &str, hoa: Family) {
-    let mut lab = lab(tag, LabConfig::full());
+    let config = match hoa {
+        Family::V4 => LabConfig::full(),
+        Family::V6 => LabConfig::pools(),
+    };
+    let mut lab = lab(tag, config);
     let n = lab.add_nat(NatOptions::default()).expect("NAT");
     lab.add_member(1, Site::Public, &DaemonOptions::default())
         .unwrap_or_else(|e| panic!("{e:#}"));
