@@ -7,7 +7,9 @@
 //! RTT probe ([`testapp`]) whose results a test can check exactly (SHA-256 of
 //! a download, per-round-trip RTTs inside one TCP connection). [`cluster`]
 //! puts several access points behind a real router instead (LANs, L4
-//! multipath, BIRD 2 with eBGP).
+//! multipath, BIRD 2 with eBGP). [`natlab`] is today's Internet: IPv4, an
+//! IPv4 home address and the kernel's NAT (nftables masquerade) in front of
+//! members and shims.
 //!
 //! Every namespace, process and TUN device created here is owned by an RAII
 //! handle and removed on drop, also when a test panics; the host's own
@@ -19,6 +21,7 @@
 
 pub mod attacker;
 pub mod cluster;
+pub mod natlab;
 mod nsenter;
 pub mod scenario;
 pub mod service;

@@ -58,7 +58,11 @@ pub fn paced_get(
     progress: &AtomicU64,
 ) -> anyhow::Result<PacedGet> {
     let start = Instant::now();
-    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(server),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
     socket.set_recv_buffer_size(PACED_RCVBUF)?;
     socket
         .connect_timeout(&SockAddr::from(server), TRANSFER_OP_TIMEOUT)

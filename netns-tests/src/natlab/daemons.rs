@@ -1,0 +1,193 @@
+//! Starting the daemons of the lab with the flags of the spec: the AP
+//! (`--home-address` once per family, IPv4 `--listen` or the dual-stack
+//! `[::]:4790`, `--shim-prefix`,
+//! `--shim-pool`), members (`--access-point` the AP's IPv4 endpoint, their
+//! local care-of endpoint) with their servers, shims (`--home-address` of
+//! the family asked for, `--local` their own address).
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+
+use super::{AP4, Family, HOA4, HOA6, Lab, LabHost, SHIM_POOL_V4, SHIM_PREFIX_V6, Site};
+use crate::service::{KEY, TUNNEL_PORT, member_server, start_daemon};
+
+/// The log line of a member that registered.
+pub const MEMBER_READY: &str = "registered with the access point";
+/// The log line of a shim that is up.
+pub const SHIM_READY: &str = "shim up";
+/// The log line of an AP that is up.
+pub const AP_READY: &str = "access point up";
+
+/// How a member or shim is started beyond the lab's config.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Underlay family for a public host (hosts behind a NAT use IPv4).
+    pub underlay: Family,
+    /// Extra flags.
+    pub flags: Vec<String>,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        Self {
+            underlay: Family::V4,
+            flags: Vec::new(),
+        }
+    }
+}
+
+impl Lab {
+    /// The flags of the AP daemon.
+    pub fn ap_args(&self) -> Vec<String> {
+        let mut args = vec!["--home-address".to_string(), HOA6.to_string()];
+        if self.config.hoa_v4 {
+            args.extend(["--home-address".into(), HOA4.to_string()]);
+        }
+        // One socket: the IPv4 endpoint, or with `ap_listen_v6` the
+        // dual-stack `[::]:4790` (the AP takes both families on it).
+        let listen = if self.config.ap_listen_v6 {
+            SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), TUNNEL_PORT)
+        } else {
+            SocketAddr::new(AP4.into(), TUNNEL_PORT)
+        };
+        args.extend([
+            "--key".into(),
+            KEY.into(),
+            "--listen".into(),
+            listen.to_string(),
+        ]);
+        if self.config.shim_pools {
+            args.extend([
+                "--shim-prefix".into(),
+                SHIM_PREFIX_V6.into(),
+                "--shim-pool".into(),
+                SHIM_POOL_V4.into(),
+            ]);
+        }
+        args.extend(["--control".into(), self.ap.control.display().to_string()]);
+        args.extend(self.config.ap_flags.iter().cloned());
+        args
+    }
+
+    /// Starts `homeaddr-ap` on the AP host; returns once it is up.
+    pub fn start_ap(&mut self) -> anyhow::Result<()> {
+        let args = self.ap_args();
+        let daemon = start_daemon(
+            &self.ap.ns,
+            "homeaddr-ap",
+            "homeaddr-ap",
+            args,
+            &[],
+            AP_READY,
+        )
+        .context("starting the AP")?;
+        self.ap.daemon = Some(daemon);
+        Ok(())
+    }
+
+    /// The AP endpoint a host of `underlay` uses.
+    fn ap_for(&self, host: &LabHost, underlay: Family) -> SocketAddr {
+        match (underlay, host.site) {
+            (Family::V6, Site::Public) => self.ap_endpoint_v6(),
+            _ => self.ap_endpoint(),
+        }
+    }
+
+    /// A config file `<name>.toml` with `nat_keepalive_s` when the lab has
+    /// one: the flags that name it.
+    fn config_flags(&self, name: &str) -> anyhow::Result<Vec<String>> {
+        let Some(k) = self.config.nat_keepalive_s else {
+            return Ok(Vec::new());
+        };
+        let path = self.topo.dir().join(format!("{name}.toml"));
+        std::fs::write(&path, format!("nat_keepalive_s = {k}\n"))?;
+        Ok(vec!["--config".into(), path.display().to_string()])
+    }
+
+    /// Starts member `id` at `site`: its server, then `homeaddr-member`
+    /// registered with the AP (its care-of endpoint the local one, port
+    /// 4790); returns once it logs that it registered.
+    pub fn add_member(
+        &mut self,
+        id: u16,
+        site: Site,
+        options: &DaemonOptions,
+    ) -> anyhow::Result<&LabHost> {
+        let name = format!("m{id}");
+        let mut host = self.add_host(&name, site)?;
+        let care_of = host.endpoint(options.underlay, TUNNEL_PORT);
+        let mut args = vec![
+            "--id".to_string(),
+            id.to_string(),
+            "--home-address".into(),
+            HOA6.to_string(),
+        ];
+        if self.config.hoa_v4 {
+            args.extend(["--home-address".into(), HOA4.to_string()]);
+        }
+        args.extend([
+            "--access-point".into(),
+            self.ap_for(&host, options.underlay).to_string(),
+            "--care-of".into(),
+            care_of.to_string(),
+            "--key".into(),
+            KEY.into(),
+            "--control".into(),
+            host.host.control.display().to_string(),
+        ]);
+        args.extend(self.config_flags(&name)?);
+        args.extend(options.flags.iter().cloned());
+        host.host.extra.push(member_server(&host.host.ns, id)?);
+        let daemon = start_daemon(
+            &host.host.ns,
+            &format!("homeaddr-member-{id}"),
+            "homeaddr-member",
+            args,
+            &[],
+            MEMBER_READY,
+        )
+        .map_err(|e| anyhow::anyhow!("member {id} at {site:?}: {e:#}\n{}", self.dump()))?;
+        host.host.daemon = Some(daemon);
+        self.members.insert(id, host);
+        Ok(&self.members[&id])
+    }
+
+    /// Starts shim client `name` at `site` serving `hoa`'s home address,
+    /// with the AP's endpoint and `--local` its own address (port 0);
+    /// returns once it is up.
+    pub fn add_shim(
+        &mut self,
+        name: &str,
+        site: Site,
+        hoa: Family,
+        options: &DaemonOptions,
+    ) -> anyhow::Result<&LabHost> {
+        let mut host = self.add_host(name, site)?;
+        let local = host.endpoint(options.underlay, 0);
+        let mut args = vec![
+            "--home-address".to_string(),
+            hoa.hoa().to_string(),
+            "--access-point".into(),
+            self.ap_for(&host, options.underlay).to_string(),
+            "--local".into(),
+            local.to_string(),
+            "--control".into(),
+            host.host.control.display().to_string(),
+        ];
+        args.extend(self.config_flags(name)?);
+        args.extend(options.flags.iter().cloned());
+        let daemon = start_daemon(
+            &host.host.ns,
+            &format!("homeaddr-shim-{name}"),
+            "homeaddr-shim",
+            args,
+            &[],
+            SHIM_READY,
+        )
+        .map_err(|e| anyhow::anyhow!("shim {name} at {site:?}: {e:#}\n{}", self.dump()))?;
+        host.host.daemon = Some(daemon);
+        self.clients.insert(name.into(), host);
+        Ok(&self.clients[name])
+    }
+}

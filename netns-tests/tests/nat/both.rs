@@ -1,0 +1,106 @@
+//! Shim and member behind two different NATs.
+
+use homeaddr_netns_tests::natlab::daemons::DaemonOptions;
+use homeaddr_netns_tests::natlab::{Family, Lab, LabConfig, NatOptions, Site};
+use serde_json::Value;
+
+use crate::common::heavy_test;
+use crate::support::*;
+
+/// Member 1 behind NAT 1, shim "s" behind NAT 2, both NATs with `options`;
+/// the first connection made (through the AP).
+fn both_behind_nats(tag: &str, options: NatOptions) -> Lab {
+    let mut lab = lab(tag, LabConfig::pools());
+    let n1 = lab.add_nat(options).expect("NAT 1");
+    let n2 = lab.add_nat(options).expect("NAT 2");
+    lab.add_member(1, Site::Nat(n1), &DaemonOptions::default())
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    lab.add_shim("s", Site::Nat(n2), Family::V6, &DaemonOptions::default())
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(
+        who(&lab, lab.client("s"), lab.service(Family::V6)),
+        "member1"
+    );
+    lab
+}
+
+/// What the member's status says about its correspondent (the `ro`
+/// reason, else the route-optimization state).
+fn member_reason(lab: &Lab) -> String {
+    member_rows(lab.member(1))
+        .iter()
+        .map(|r| match &r["ro"] {
+            Value::String(s) => s.clone(),
+            _ => r["route_optimization"].to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// (d) Port-preserving NATs (Linux masquerade without `random` keeps the
+/// inside port, so each side's mapping towards the other is the one the
+/// AP saw): the shim's Punch, sent when it answers the relayed home test,
+/// opens its NAT for the member's care-of test: route optimization, the
+/// download direct and intact.
+#[test]
+fn both_behind_nats_route_optimize_through_the_punch() {
+    let Some(_guard) = heavy_test() else { return };
+    let lab = both_behind_nats("natboth", NatOptions::default());
+    let (shim, member) = (lab.client("s"), lab.member(1));
+    let took = await_ro(&lab, shim, member, 1);
+    println!(
+        "both behind NATs (port-preserving): route optimization after {} ms; member punches {}, \
+         status: {}",
+        took.as_millis(),
+        member.status()["counters"]["punches"],
+        member_reason(&lab)
+    );
+    let get = get_intact(&lab, shim, lab.service(Family::V6), 8 << 20);
+    println!(
+        "8 MB: {:.1} Mbit/s, path {}",
+        get.mbit_per_s(),
+        shim_path(shim)
+    );
+    assert_eq!(shim_path(shim), "direct", "{}", lab.dump());
+}
+
+/// (d) NATs with `random` mappings: the shim's NAT maps its flow towards
+/// the member to another port than the one the AP saw, so the member's
+/// care-of test never gets through. The flow stays on the AP path, intact,
+/// and the member's status says why route optimization failed.
+#[test]
+fn both_behind_random_nats_fall_back_to_the_ap_saying_why() {
+    let Some(_guard) = heavy_test() else { return };
+    let lab = both_behind_nats(
+        "natbothr",
+        NatOptions {
+            random: true,
+            udp_timeouts: None,
+        },
+    );
+    let (shim, member) = (lab.client("s"), lab.member(1));
+    let took = lab
+        .wait(
+            "the member to say why it has no binding",
+            RO_TIMEOUT * 2,
+            || {
+                let reason = member_reason(&lab).to_lowercase();
+                reason.contains("unanswered") || reason.contains("nat")
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    println!(
+        "both behind random NATs: after {} ms the member says: {}; shim bindings {:?}",
+        took.as_millis(),
+        member_reason(&lab),
+        shim_bindings(shim)
+    );
+    assert!(!member_bound(member), "{}", lab.dump());
+    let get = get_intact(&lab, shim, lab.service(Family::V6), 4 << 20);
+    println!(
+        "4 MB on the fallback: {:.1} Mbit/s, path {}",
+        get.mbit_per_s(),
+        shim_path(shim)
+    );
+    assert_eq!(shim_path(shim), "access-point", "{}", lab.dump());
+}
