@@ -75,12 +75,12 @@ fn story(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let service = lab.service(Family::V4);
     let phone = lab.client("phone");
     let served = who(phone, service)?;
-    let get = get(phone, service, 1 << 20)?;
-    let phone_ok = member_of(&served).is_some() && scenario::intact(&get);
+    let small = get(phone, service, 1 << 20)?;
+    let phone_ok = member_of(&served).is_some() && scenario::intact(&small);
     say(&format!(
         "legacy client {} -> {service}: served by {served} through the access point, 1 MiB SHA-256 {}",
         phone.v4,
-        verified(scenario::intact(&get))
+        verified(scenario::intact(&small))
     ));
 
     let laptop = lab.client("laptop");
