@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -114,6 +114,13 @@ impl Role for ShimNode {
             udp,
         );
         let metrics = metrics::metrics(engine.clone(), IoSource::of(&driver));
+        match client_address.wait_ready(FIRST_SESSION_WAIT).await {
+            Some(c) => debug!(client_address = %c, "client address in place"),
+            None => warn!(
+                waited_s = FIRST_SESSION_WAIT.as_secs(),
+                "no session with the access point yet: applications that connect to the home address before it comes may take a source address the access point refuses"
+            ),
+        }
         info!(home_address = %hoa, access_point = %ap, local = %local, tun = tun.name(), control = %common.control.display(), "shim up");
         Ok(Self {
             engine,
@@ -163,6 +170,10 @@ async fn access_point(source: &AccessPointSource) -> anyhow::Result<SocketAddr> 
     }
 }
 
+/// How long the start waits for the first session (its client address)
+/// before it reports the shim up anyway.
+const FIRST_SESSION_WAIT: Duration = Duration::from_secs(5);
+
 /// The client address on the TUN and as the HoA route's source, set when
 /// a Welcome gives it (and moved when a later one gives another): `ip`
 /// runs in a task of its own, not under the engine's lock.
@@ -170,6 +181,8 @@ struct ClientAddress {
     tx: mpsc::UnboundedSender<Ipv6Addr>,
     tun: String,
     current: Arc<std::sync::Mutex<Option<Ipv6Addr>>>,
+    /// The client address once it is the route's source (`None` before).
+    ready: tokio::sync::watch::Receiver<Option<Ipv6Addr>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -178,6 +191,7 @@ impl ClientAddress {
         let (tx, mut rx) = mpsc::unbounded_channel::<Ipv6Addr>();
         let current = Arc::new(std::sync::Mutex::new(None::<Ipv6Addr>));
         let (set, dev) = (current.clone(), tun.clone());
+        let (ready_tx, ready) = tokio::sync::watch::channel(None);
         let task = tokio::spawn(async move {
             while let Some(c) = rx.recv().await {
                 let mut cur = set.lock().unwrap_or_else(|p| p.into_inner());
@@ -200,6 +214,7 @@ impl ClientAddress {
                         if homeaddr_proto::wire::ip_to_v6(local) != c {
                             *cur = Some(c);
                         }
+                        ready_tx.send_replace(Some(c));
                     }
                     Err(e) => {
                         warn!(client_address = %c, error = %e, "cannot set the client address")
@@ -211,7 +226,20 @@ impl ClientAddress {
             tx,
             tun,
             current,
+            ready,
             task,
+        }
+    }
+
+    /// Waits (at most `limit`) until the AP gave the client address and
+    /// the HoA's route has it as source: an application that connects
+    /// earlier takes another source address, which the AP would refuse,
+    /// and keeps it for the connection's life.
+    async fn wait_ready(&self, limit: Duration) -> Option<Ipv6Addr> {
+        let mut rx = self.ready.clone();
+        match tokio::time::timeout(limit, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(c)) => *c,
+            _ => None,
         }
     }
 
