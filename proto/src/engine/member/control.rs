@@ -102,14 +102,32 @@ impl Member {
             Err(_) => return self.counters.drops.drop(DropReason::Malformed),
         };
         if msg.body == MessageBody::Punch {
-            // A shim opening its NAT towards us: nothing to do, no answer.
+            // A shim opening its NAT towards us: no answer. From another
+            // port of a correspondent's shim address (a NAT that maps per
+            // destination), it is where that shim's NAT lets us in: the
+            // care-of test goes there too (docs/PROTOCOL.md 5.3).
             self.counters.punches += 1;
+            self.note_punch(from);
             return DataAction::Consumed;
         }
         if let Some(ap) = self.ap_at(from) {
             return self.ap_unsealed_control(now, ap, mh, &msg);
         }
         self.shim_control(now, from, mh, &msg)
+    }
+
+    /// Records a Punch from `from` for the correspondent whose shim has
+    /// that address on another port and no binding yet; at most one per
+    /// correspondent (the latest), so spoofed punches cost a CoTI to the
+    /// shim's own address at the member's retransmission pace, no more.
+    fn note_punch(&mut self, from: SocketAddr) {
+        if let Some(c) = self
+            .correspondents
+            .values_mut()
+            .find(|c| c.shim.ip() == from.ip() && c.shim != from && c.binding.is_none())
+        {
+            c.punched = Some(from);
+        }
     }
 
     /// An unsealed control message from a shim: the care-of test and BAs.
@@ -126,6 +144,29 @@ impl Member {
             .find(|c| c.shim == from)
             .map(|c| c.client)
         else {
+            // Only a CoT may come from a punched endpoint.
+            let punched = self
+                .correspondents
+                .values()
+                .find(|c| c.punched == Some(from))
+                .map(|c| c.client);
+            if let (Some(client), MessageBody::CareOfTest {
+                nonce_index,
+                cookie,
+                token,
+            }) = (punched, &msg.body)
+            {
+                return self.handle_test(
+                    now,
+                    client,
+                    false,
+                    *nonce_index,
+                    *cookie,
+                    *token,
+                    None,
+                    Some(from),
+                );
+            }
             return self.counters.drops.drop(DropReason::UnknownPeer);
         };
         match msg.body {
@@ -133,7 +174,7 @@ impl Member {
                 nonce_index,
                 cookie,
                 token,
-            } => self.handle_test(now, client, false, nonce_index, cookie, token, None),
+            } => self.handle_test(now, client, false, nonce_index, cookie, token, None, None),
             MessageBody::BindingAck {
                 status,
                 sequence,
@@ -242,7 +283,7 @@ impl Member {
                 let Some(ticket) = msg.care_of_ticket() else {
                     return self.counters.drops.drop(DropReason::Malformed);
                 };
-                self.handle_test(now, client, true, nonce_index, cookie, token, Some(ticket))
+                self.handle_test(now, client, true, nonce_index, cookie, token, Some(ticket), None)
             }
             _ => self.counters.drops.drop(DropReason::UnexpectedMessage),
         }

@@ -111,6 +111,7 @@ impl Member {
                 sessions: None,
                 last_direct_out: now,
                 care_of_unanswered: 0,
+                punched: None,
             },
         );
         self.start_rr(now, client);
@@ -196,8 +197,8 @@ impl Member {
         let Some(c) = self.correspondents.get(&client) else {
             return;
         };
-        let (shim, ap, home_cookie, care_of_cookie) =
-            (c.shim, c.ap, c.home_cookie, c.care_of_cookie);
+        let (shim, ap, home_cookie, care_of_cookie, punched) =
+            (c.shim, c.ap, c.home_cookie, c.care_of_cookie, c.punched);
         let ticket = c.home.and_then(|h| h.ticket);
         let attempt = match c.rr {
             RoState::Testing { attempt } => attempt,
@@ -222,9 +223,16 @@ impl Member {
                     nonce_index,
                     ticket,
                 });
+                let frame = control_frame(Some(self.config.id), &coti);
+                if let Some(p) = punched.filter(|p| *p != shim) {
+                    self.transmits.push_back(Transmit {
+                        to: p,
+                        payload: frame.clone(),
+                    });
+                }
                 self.transmits.push_back(Transmit {
                     to: shim,
-                    payload: control_frame(Some(self.config.id), &coti),
+                    payload: frame,
                 });
                 if let Some(c) = self.correspondents.get_mut(&client) {
                     c.care_of_unanswered += 1;
@@ -282,6 +290,7 @@ impl Member {
         cookie: Token,
         token: Token,
         ticket: Option<(u16, Token)>,
+        from: Option<SocketAddr>,
     ) -> DataAction {
         let Some(c) = self.correspondents.get_mut(&client) else {
             return self.counters.drops.drop(DropReason::UnknownPeer);
@@ -314,6 +323,15 @@ impl Member {
         } else {
             c.care_of = got;
             c.care_of_unanswered = 0;
+            // A CoT from the punched endpoint: the shim answers there (it
+            // echoed the cookie), so the BU and direct answers go there.
+            if let Some(from) = from
+                && c.punched == Some(from)
+            {
+                c.shim = from;
+                c.punched = None;
+                self.counters.roams += 1;
+            }
         }
         self.tokens_complete(now, client);
         DataAction::Consumed

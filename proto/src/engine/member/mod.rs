@@ -230,6 +230,10 @@ pub struct Correspondent {
     last_direct_out: Instant,
     /// Care-of tests sent in a row without a CoT back.
     care_of_unanswered: u32,
+    /// Where a Punch from the shim's address came from, when that is not
+    /// `shim` (its NAT maps per destination: this is its mapping towards
+    /// us). Care-of tests go there too; a CoT from it moves `shim` there.
+    punched: Option<SocketAddr>,
 }
 
 /// Care-of tests unanswered in a row after which the status says why

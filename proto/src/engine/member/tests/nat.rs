@@ -118,3 +118,54 @@ fn an_unanswered_care_of_test_says_why_there_is_no_binding() {
         Some("care-of test unanswered (3 tries): NAT without a hole?")
     );
 }
+
+/// A shim behind a NAT that maps per destination: its Punch comes from
+/// another port of its address than the AP saw. The CoTI goes to both;
+/// the CoT from the punched endpoint moves the shim's endpoint there and
+/// the BU follows. A Punch from another address records nothing.
+#[test]
+fn a_punch_from_another_port_of_the_shim_gets_the_care_of_test_too() {
+    let now = t0();
+    let (mut m, mut ap) = registered(now);
+    let home_cookie = notice(&mut m, &mut ap, now, 1);
+    let punched = SocketAddr::new(shim_ep().ip(), shim_ep().port() + 7);
+    let stranger: SocketAddr = "[2001:db8:99::1]:4000".parse().unwrap();
+    let punch = MobilityMessage::new(MessageBody::Punch);
+    for from in [stranger, punched] {
+        assert_eq!(
+            m.handle_udp(now, from, &mut unsigned(None, &punch)),
+            DataAction::Consumed
+        );
+    }
+    assert!(transmits(&mut m).is_empty(), "a Punch is never answered");
+    assert_eq!(
+        m.handle_udp(
+            now,
+            ap_ep(),
+            &mut ap.seal(shim_peer::home_test_msg(home_cookie, Some(TICKET)))
+        ),
+        DataAction::Consumed
+    );
+    let t = transmits(&mut m);
+    let mut to: Vec<_> = t.iter().map(|t| t.to).collect();
+    to.sort();
+    let mut want = vec![shim_ep(), punched];
+    want.sort();
+    assert_eq!(to, want, "the CoTI goes to the notice's and the punched endpoint");
+    let MessageBody::CareOfTestInit { cookie } = unsealed_msg(&t[0]).body else {
+        panic!("expected CoTIs: {t:?}");
+    };
+    // A CoT from an endpoint that is neither: unknown.
+    assert_eq!(
+        m.handle_udp(now, stranger, &mut care_of_test(cookie, [6; 8])),
+        DataAction::Drop(DropReason::UnknownPeer)
+    );
+    assert_eq!(
+        m.handle_udp(now, punched, &mut care_of_test(cookie, [6; 8])),
+        DataAction::Consumed
+    );
+    let bu = transmits(&mut m);
+    assert_eq!(bu.len(), 1, "{bu:?}");
+    assert_eq!(bu[0].to, punched, "the BU goes where the CoT came from");
+    assert_eq!(m.correspondents().next().map(|c| c.shim), Some(punched));
+}
