@@ -104,6 +104,7 @@ fn both_behind_random_nats_fall_back_to_the_ap_saying_why() {
         NatOptions {
             random: true,
             udp_timeouts: None,
+            ..NatOptions::default()
         },
     );
     let (shim, member) = (lab.client("s"), lab.member(1));

@@ -109,6 +109,7 @@ fn nat_flush_mid_transfer_random_ports_via_the_ap() {
     let options = NatOptions {
         random: true,
         udp_timeouts: None,
+        ..NatOptions::default()
     };
     let lab = shim_behind_nat("natflush", LabConfig::pools(), options, false);
     flush_mid_transfer(&lab, "access-point");
@@ -146,6 +147,7 @@ fn nat_timeout_shorter_than_idle_keepalive_holds_the_mapping() {
     let options = NatOptions {
         random: false,
         udp_timeouts: Some((5, 5)),
+        ..NatOptions::default()
     };
     let lab = shim_behind_nat("natidle", config, options, true);
     let (shim, member) = (lab.client("s"), lab.member(1));
