@@ -13,10 +13,11 @@
 //!   and gets route optimization (50 MB, SHA-256, AP counters flat); the
 //!   same for the IPv4 home address.
 //! - `both`: shim and member behind two NATs: route optimization by the
-//!   punch through port-preserving NATs, the AP path with the member's
-//!   reason through `random` ones.
-//! - `events`: the NAT's mappings flushed mid-transfer; a NAT UDP timeout
-//!   shorter than an idle period, held by the NAT keepalive.
+//!   punch or the AP path with the member's reason (port-preserving NATs,
+//!   the test prints which); the AP path with the reason (`random` NATs).
+//! - `events`: the NAT's mappings flushed mid-transfer (`random`, through
+//!   the AP; port-preserving, route-optimized); a NAT UDP timeout shorter
+//!   than an idle period, held by the NAT keepalive.
 //!
 //! Every test runs alone (`common::heavy_test`).
 

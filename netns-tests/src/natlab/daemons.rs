@@ -6,6 +6,7 @@
 //! the family asked for, `--local` their own address).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -187,7 +188,41 @@ impl Lab {
         )
         .map_err(|e| anyhow::anyhow!("shim {name} at {site:?}: {e:#}\n{}", self.dump()))?;
         host.host.daemon = Some(daemon);
+        if self.config.shim_pools {
+            self.wait_client_address(&host, hoa)?;
+        }
         self.clients.insert(name.into(), host);
         Ok(&self.clients[name])
+    }
+
+    /// Waits until the shim's AP session gave it its client address and
+    /// the kernel routes the home address from it (`ip route get` shows
+    /// `src C`): an application's connection made before would leave from
+    /// another source, which the AP refuses.
+    fn wait_client_address(&self, shim: &LabHost, hoa: Family) -> anyhow::Result<()> {
+        let get = match hoa {
+            Family::V4 => format!("-4 route get {HOA4}"),
+            Family::V6 => format!("-6 route get {HOA6}"),
+        };
+        let routed = || {
+            let status = shim.status();
+            let Some(c) = status["client_address"].as_str() else {
+                return false;
+            };
+            let c = c.strip_prefix("::ffff:").unwrap_or(c);
+            shim.host
+                .ns
+                .ip(&get)
+                .is_ok_and(|r| r.contains(&format!("src {c} ")))
+        };
+        self.wait(
+            &format!(
+                "shim {}: its client address and the route from it",
+                shim.host.name
+            ),
+            Duration::from_secs(10),
+            routed,
+        )?;
+        Ok(())
     }
 }

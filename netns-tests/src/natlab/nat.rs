@@ -33,6 +33,15 @@ pub struct NatOptions {
     /// `nf_conntrack_udp_timeout_stream`) in the router's namespace; the
     /// kernel's defaults (30 s, 120 s) when `None`.
     pub udp_timeouts: Option<(u32, u32)>,
+    /// Accept unsolicited packets to the router's own outside address
+    /// (no input firewall). By default the router drops them in an nft
+    /// input chain (`iifname wan0 ct state new drop`), as home routers
+    /// do: the kernel then keeps no conntrack entry for them. Accepted,
+    /// each one leaves an entry (outside peer -> router:port) that makes
+    /// masquerade map a later outbound flow to that peer to another port:
+    /// a Punch or care-of test that arrives before the other side's packet
+    /// leaves moves that packet's mapping, and the hole never matches.
+    pub open_input: bool,
 }
 
 /// One UDP conntrack entry: the inside endpoint, the remote one, and the
@@ -69,10 +78,18 @@ impl NatRouter {
     /// The nft ruleset of the masquerade.
     fn ruleset(&self) -> String {
         let random = if self.options.random { " random" } else { "" };
+        let input = if self.options.open_input {
+            String::new()
+        } else {
+            format!(
+                "  chain input {{\n    type filter hook input priority filter; policy accept;\n    \
+                 iifname \"{OUTSIDE_IF}\" ct state new drop\n  }}\n"
+            )
+        };
         format!(
             "table ip {NFT_TABLE} {{\n  chain postrouting {{\n    \
              type nat hook postrouting priority srcnat; policy accept;\n    \
-             oifname \"{OUTSIDE_IF}\" masquerade{random}\n  }}\n}}\n"
+             oifname \"{OUTSIDE_IF}\" masquerade{random}\n  }}\n{input}}}\n"
         )
     }
 

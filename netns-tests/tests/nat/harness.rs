@@ -40,6 +40,7 @@ fn plain_kernel_nat_in_namespaces() {
         .add_nat(NatOptions {
             random: true,
             udp_timeouts: None,
+            ..NatOptions::default()
         })
         .expect("NAT router (needs nft)");
     let inside = lab.add_host("in", Site::Nat(n)).expect("inside host");
