@@ -150,11 +150,14 @@ impl Member {
                 .values()
                 .find(|c| c.punched == Some(from))
                 .map(|c| c.client);
-            if let (Some(client), MessageBody::CareOfTest {
-                nonce_index,
-                cookie,
-                token,
-            }) = (punched, &msg.body)
+            if let (
+                Some(client),
+                MessageBody::CareOfTest {
+                    nonce_index,
+                    cookie,
+                    token,
+                },
+            ) = (punched, &msg.body)
             {
                 return self.handle_test(
                     now,
@@ -283,7 +286,16 @@ impl Member {
                 let Some(ticket) = msg.care_of_ticket() else {
                     return self.counters.drops.drop(DropReason::Malformed);
                 };
-                self.handle_test(now, client, true, nonce_index, cookie, token, Some(ticket), None)
+                self.handle_test(
+                    now,
+                    client,
+                    true,
+                    nonce_index,
+                    cookie,
+                    token,
+                    Some(ticket),
+                    None,
+                )
             }
             _ => self.counters.drops.drop(DropReason::UnexpectedMessage),
         }

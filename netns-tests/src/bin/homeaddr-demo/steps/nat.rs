@@ -38,8 +38,12 @@ pub(crate) fn step_nat(report: &mut Report) -> anyhow::Result<()> {
         8,
         "Today's Internet: IPv4-only clients behind a NAT, a member behind another",
     )?;
-    say("new namespaces: an IPv4 internet segment (198.18.0.0/24) with the access point and member 1;");
-    say("NAT router 1 (nftables masquerade) with two IPv4-only clients on 100.64.1.0/24, NAT router 2 with member 2");
+    say(
+        "new namespaces: an IPv4 internet segment (198.18.0.0/24) with the access point and member 1;",
+    );
+    say(
+        "NAT router 1 (nftables masquerade) with two IPv4-only clients on 100.64.1.0/24, NAT router 2 with member 2",
+    );
     let mut lab = Lab::start("demonat", LabConfig::full()).context("starting the NAT lab")?;
     let clients_nat = lab.add_nat(NatOptions::default()).context("NAT router 1")?;
     let members_nat = lab.add_nat(NatOptions::default()).context("NAT router 2")?;
@@ -59,7 +63,10 @@ pub(crate) fn step_nat(report: &mut Report) -> anyhow::Result<()> {
     let result = story(&lab, report);
     if result.is_err() || !report.all_ok() {
         lab.topo.keep_logs();
-        say(&format!("NAT lab logs kept in {}", lab.topo.dir().display()));
+        say(&format!(
+            "NAT lab logs kept in {}",
+            lab.topo.dir().display()
+        ));
     }
     result
 }
@@ -101,11 +108,9 @@ fn story(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
         .members
         .get(&id)
         .with_context(|| format!("no member behind {first}"))?;
-    let took = lab.wait(
-        "route optimization through the NAT",
-        RO_TIMEOUT,
-        || bound(laptop, member, id),
-    )?;
+    let took = lab.wait("route optimization through the NAT", RO_TIMEOUT, || {
+        bound(laptop, member, id)
+    })?;
     say(&format!(
         "route optimization with member {id} ({}) {} later: the return routability test went through the access point, the care-of test and binding update straight through the NAT{}",
         match member.site {
@@ -173,12 +178,14 @@ fn get(client: &LabHost, server: SocketAddr, bytes: u64) -> anyhow::Result<testa
 /// Whether the shim holds a binding with member `id` and the member one
 /// with a correspondent.
 fn bound(shim: &LabHost, member: &LabHost, id: u16) -> bool {
-    let shim_has = shim.status()["bindings"]
-        .as_array()
-        .is_some_and(|b| b.iter().any(|r| r["member"].as_u64() == Some(u64::from(id))));
-    let member_has = member.status()["bindings"]
-        .as_array()
-        .is_some_and(|b| b.iter().any(|r| r["bound"] == serde_json::Value::Bool(true)));
+    let shim_has = shim.status()["bindings"].as_array().is_some_and(|b| {
+        b.iter()
+            .any(|r| r["member"].as_u64() == Some(u64::from(id)))
+    });
+    let member_has = member.status()["bindings"].as_array().is_some_and(|b| {
+        b.iter()
+            .any(|r| r["bound"] == serde_json::Value::Bool(true))
+    });
     shim_has && member_has
 }
 

@@ -151,7 +151,10 @@ fn a_punch_from_another_port_of_the_shim_gets_the_care_of_test_too() {
     to.sort();
     let mut want = vec![shim_ep(), punched];
     want.sort();
-    assert_eq!(to, want, "the CoTI goes to the notice's and the punched endpoint");
+    assert_eq!(
+        to, want,
+        "the CoTI goes to the notice's and the punched endpoint"
+    );
     let MessageBody::CareOfTestInit { cookie } = unsealed_msg(&t[0]).body else {
         panic!("expected CoTIs: {t:?}");
     };
