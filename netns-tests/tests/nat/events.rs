@@ -14,13 +14,22 @@ use crate::common::heavy_test;
 use crate::support::*;
 
 /// A public member 1 and shim "s" behind NAT 1 (`options`), its first
-/// connection made; with `bind`, route-optimized.
+/// connection made; with `bind`, route-optimized, else the shim runs with
+/// `--no-route-optimization` (everything through the AP).
 fn shim_behind_nat(tag: &str, config: LabConfig, options: NatOptions, bind: bool) -> Lab {
     let mut lab = lab(tag, config);
     let n = lab.add_nat(options).expect("NAT");
     lab.add_member(1, Site::Public, &DaemonOptions::default())
         .unwrap_or_else(|e| panic!("{e:#}"));
-    lab.add_shim("s", Site::Nat(n), Family::V6, &DaemonOptions::default())
+    let shim_options = DaemonOptions {
+        flags: if bind {
+            Vec::new()
+        } else {
+            vec!["--no-route-optimization".into()]
+        },
+        ..DaemonOptions::default()
+    };
+    lab.add_shim("s", Site::Nat(n), Family::V6, &shim_options)
         .unwrap_or_else(|e| panic!("{e:#}"));
     let (shim, member) = (lab.client("s"), lab.member(1));
     assert_eq!(who(&lab, shim, lab.service(Family::V6)), "member1");
@@ -99,10 +108,8 @@ fn flush_mid_transfer(lab: &Lab, path: &str) {
 }
 
 /// (e) The shim's NAT has `random` mappings, so the flush gives the shim
-/// new ports. With `random` a shim behind a NAT gets no route
-/// optimization (its NAT maps the flow towards the member to another port
-/// than the one the AP saw, where the member's care-of test goes), so
-/// this download goes through the AP: the AP roams the shim record.
+/// new ports; the shim goes through the AP only (no route optimization):
+/// the AP roams the shim record to the new mapping.
 #[test]
 fn nat_flush_mid_transfer_random_ports_via_the_ap() {
     let Some(_guard) = heavy_test() else { return };
@@ -113,6 +120,23 @@ fn nat_flush_mid_transfer_random_ports_via_the_ap() {
     };
     let lab = shim_behind_nat("natflush", LabConfig::pools(), options, false);
     flush_mid_transfer(&lab, "access-point");
+}
+
+/// (e) `random` mappings and route optimization: the shim's NAT maps its
+/// flow to the member to another port than the one the AP saw; the member
+/// learns it from the shim's Punch (PROTOCOL 5.3). The flush gives both
+/// new ports mid-transfer: the AP and the member roam, and the direct
+/// download finishes intact.
+#[test]
+fn nat_flush_mid_transfer_random_ports_route_optimized() {
+    let Some(_guard) = heavy_test() else { return };
+    let options = NatOptions {
+        random: true,
+        udp_timeouts: None,
+        ..NatOptions::default()
+    };
+    let lab = shim_behind_nat("natflushrr", LabConfig::pools(), options, true);
+    flush_mid_transfer(&lab, "direct");
 }
 
 /// (e) A port-preserving NAT, the shim route-optimized: the flush drops
