@@ -816,6 +816,13 @@ mod tests {
     /// A TCP SYN from client:40000 to hoa:80 with the given options, with a
     /// correct checksum.
     fn tcp_syn(options: &[u8]) -> Vec<u8> {
+        let seg = syn_segment(options, IpAddress::Ipv6(client()), IpAddress::Ipv6(hoa()));
+        ipv6(next_header::TCP, &seg)
+    }
+
+    /// A TCP SYN segment 40000 -> 80 with `options`, its checksum over the
+    /// pseudo-header of `src` and `dst`.
+    fn syn_segment(options: &[u8], src: IpAddress, dst: IpAddress) -> Vec<u8> {
         let header_len = field::TCP_HEADER_LEN + options.len();
         let mut seg = vec![0u8; header_len];
         seg[field::TCP_OPTIONS..].copy_from_slice(options);
@@ -826,8 +833,8 @@ mod tests {
         tcp.set_header_len(header_len as u8);
         tcp.set_syn(true);
         tcp.set_window_len(65535);
-        tcp.fill_checksum(&IpAddress::Ipv6(client()), &IpAddress::Ipv6(hoa()));
-        ipv6(next_header::TCP, &seg)
+        tcp.fill_checksum(&src, &dst);
+        seg
     }
 
     fn tcp_checksum_ok(packet: &[u8]) -> bool {
@@ -884,17 +891,7 @@ mod tests {
 
     /// A TCP SYN from client4:40000 to hoa4:80 with the given options.
     fn tcp_syn4(options: &[u8]) -> Vec<u8> {
-        let header_len = field::TCP_HEADER_LEN + options.len();
-        let mut seg = vec![0u8; header_len];
-        seg[field::TCP_OPTIONS..].copy_from_slice(options);
-        let mut tcp = TcpPacket::new_unchecked(&mut seg[..]);
-        tcp.set_src_port(40000);
-        tcp.set_dst_port(80);
-        tcp.set_seq_number(TcpSeqNumber(1000));
-        tcp.set_header_len(header_len as u8);
-        tcp.set_syn(true);
-        tcp.set_window_len(65535);
-        tcp.fill_checksum(&IpAddress::Ipv4(client4()), &IpAddress::Ipv4(hoa4()));
+        let seg = syn_segment(options, IpAddress::Ipv4(client4()), IpAddress::Ipv4(hoa4()));
         ipv4(next_header::TCP, &seg)
     }
 
