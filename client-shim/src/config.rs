@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use homeaddr_daemon::common::{CommonArgs, CommonConfig, CommonSettings, DaemonSettings};
+use homeaddr_proto::engine::ApEndpoints;
 use homeaddr_proto::engine::shim::{DEFAULT_KEEPALIVE, DEFAULT_NAT_KEEPALIVE};
 use serde::Deserialize;
 
@@ -23,16 +24,19 @@ pub struct Cli {
     /// The service's home address this shim serves: IPv6 or IPv4 (one).
     #[arg(long)]
     pub home_address: Option<IpAddr>,
-    /// The access point's tunnel endpoint (or use --dns-server and --service).
-    #[arg(long)]
-    pub access_point: Option<SocketAddr>,
+    /// The access point's tunnel endpoint, or one per family comma-separated
+    /// (IPV4:PORT,[IPV6]:PORT: the shim follows its host across families);
+    /// or use --dns-server and --service.
+    #[arg(long, value_parser = ApEndpoints::parse)]
+    pub access_point: Option<ApEndpoints>,
     /// A homeaddr-dns server (or resolver) to discover the nearest access point.
     #[arg(long)]
     pub dns_server: Option<SocketAddr>,
     /// The service name to discover.
     #[arg(long)]
     pub service: Option<String>,
-    /// Local tunnel endpoint (default: the address that reaches the AP, an ephemeral port).
+    /// Local tunnel endpoint (default: the address that reaches the AP, an
+    /// ephemeral port, followed when the host's address changes).
     #[arg(long)]
     pub local: Option<SocketAddr>,
     /// Never accept binding updates (everything through the AP).
@@ -46,8 +50,8 @@ pub struct Cli {
 pub struct FileConfig {
     /// Home address (IPv6 or IPv4).
     pub home_address: Option<IpAddr>,
-    /// AP endpoint.
-    pub access_point: Option<SocketAddr>,
+    /// AP endpoint, or one per family comma-separated.
+    pub access_point: Option<String>,
     /// DNS server for discovery.
     pub dns_server: Option<SocketAddr>,
     /// Service name.
@@ -70,8 +74,8 @@ pub struct FileConfig {
 /// Where the AP endpoint comes from.
 #[derive(Debug, Clone)]
 pub enum AccessPointSource {
-    /// Given.
-    Fixed(SocketAddr),
+    /// Given: one endpoint, or one per family.
+    Fixed(ApEndpoints),
     /// From the discovery record of `service` at `server`.
     Discover {
         /// DNS server.
@@ -88,7 +92,7 @@ pub struct Settings {
     pub home_address: Ipv6Addr,
     /// AP endpoint source.
     pub access_point: AccessPointSource,
-    /// Local endpoint.
+    /// Local endpoint (`None`: from the route to the AP, and followed).
     pub local: Option<SocketAddr>,
     /// Route optimization.
     pub route_optimization: bool,
@@ -109,8 +113,14 @@ impl DaemonSettings for Settings {
     }
 
     fn merge(cli: &Cli, file: FileConfig) -> anyhow::Result<Self> {
+        let file_ap = file
+            .access_point
+            .as_deref()
+            .map(ApEndpoints::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("access_point in the configuration file: {e}"))?;
         let access_point = match (
-            cli.access_point.or(file.access_point),
+            cli.access_point.or(file_ap),
             cli.dns_server.or(file.dns_server),
         ) {
             (Some(ap), _) => AccessPointSource::Fixed(ap),
@@ -123,7 +133,7 @@ impl DaemonSettings for Settings {
                     .context("--dns-server needs --service: the service name to discover")?,
             },
             (None, None) => bail!(
-                "no access point: give --access-point [ADDR]:PORT, or --dns-server and --service to discover it"
+                "no access point: give --access-point [ADDR]:PORT (or IPV4:PORT,[IPV6]:PORT, one per family), or --dns-server and --service to discover it"
             ),
         };
         let keepalive = match file.keepalive_s {
@@ -216,5 +226,41 @@ mod tests {
         assert_eq!(s.keepalive, Duration::from_secs(30));
         let e = Settings::merge_error(&args, file(0));
         assert!(e.contains("keepalive_s = 0"), "{e}");
+    }
+
+    #[test]
+    fn access_point_takes_one_endpoint_per_family() {
+        let s = Settings::from_args(
+            &[
+                "--home-address",
+                "fd00::1",
+                "--access-point",
+                "198.18.0.10:4790,[fd00::10]:4790",
+            ],
+            FileConfig::default(),
+        )
+        .unwrap();
+        let AccessPointSource::Fixed(aps) = s.access_point else {
+            panic!("given, not discovered");
+        };
+        assert_eq!(aps.to_string(), "198.18.0.10:4790,[fd00::10]:4790");
+        let e = <Cli as clap::Parser>::try_parse_from([
+            "homeaddr-shim",
+            "--home-address",
+            "fd00::1",
+            "--access-point",
+            "198.18.0.10:4790,198.18.0.11:4790",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("two IPv4 endpoints"), "{e}");
+        let file = FileConfig {
+            access_point: Some("[fd00::10]:4790,[fd00::11]:4790".into()),
+            ..FileConfig::default()
+        };
+        let e = Settings::merge_error(&["--home-address", "fd00::1"], file);
+        assert!(
+            e.contains("access_point in the configuration file") && e.contains("two IPv6"),
+            "{e}"
+        );
     }
 }

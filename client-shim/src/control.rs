@@ -106,6 +106,8 @@ pub fn status(s: &Shim, now: Instant, io: IoStatus) -> ShimStatus {
             resets: c.resets,
             roams: c.roams,
             pool_collisions: c.pool_collisions,
+            moves: c.moves,
+            fallbacks: c.fallbacks,
             drops: drops(&c.drops),
         },
         io,

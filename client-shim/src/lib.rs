@@ -11,3 +11,4 @@
 pub mod config;
 pub mod control;
 pub mod metrics;
+pub mod path;

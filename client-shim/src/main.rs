@@ -1,6 +1,6 @@
 //! `homeaddr-shim`: see the crate documentation of `homeaddr_shim`.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,13 +14,19 @@ use homeaddr_daemon::metrics::{IoSource, Metrics};
 use homeaddr_daemon::netcfg::{Claim, NetConfig, claim_route_and_tun};
 use homeaddr_daemon::shell::{self, Context, Role, Stop};
 use homeaddr_io::{TunConfig, TunDevice, UdpTunnel};
+use homeaddr_proto::engine::ApEndpoints;
 use homeaddr_proto::engine::DropCounters;
 use homeaddr_proto::engine::shim::{Shim, ShimConfig, ShimEvent};
 use homeaddr_shim::config::{AccessPointSource, Cli, Settings};
 use homeaddr_shim::control::handle;
 use homeaddr_shim::metrics;
-use tokio::sync::{Mutex, mpsc};
+use homeaddr_shim::path::Path;
+use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
+
+mod client_address;
+
+use client_address::ClientAddress;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -34,6 +40,11 @@ struct ShimNode {
     net: NetConfig,
     metrics: Metrics,
     client_address: ClientAddress,
+    /// The route to the AP, followed once a second (`None` with `--local`).
+    path: Option<Path>,
+    /// Receive tasks of old sockets, stopped at these times after a move.
+    retire: Vec<(Instant, usize)>,
+    receive_task: usize,
     _claims: Vec<Claim>,
 }
 
@@ -51,7 +62,8 @@ impl Role for ShimNode {
         let common = &settings.common;
         // Before anything on the host changes (see the AP's setup).
         let claims = claim_route_and_tun(hoa, &common.tun)?;
-        let ap = access_point(&settings.access_point).await?;
+        let endpoints = access_point(&settings.access_point).await?;
+        let ap = endpoints.first();
         let local = match settings.local {
             Some(l) => l,
             None => {
@@ -121,13 +133,22 @@ impl Role for ShimNode {
                 "no session with the access point yet: applications that connect to the home address before it comes may take a source address the access point refuses"
             ),
         }
-        info!(home_address = %hoa, access_point = %ap, local = %local, tun = tun.name(), control = %common.control.display(), "shim up");
+        info!(home_address = %hoa, access_point = %ap, access_points = %endpoints, local = %local, tun = tun.name(), control = %common.control.display(), "shim up");
+        // An explicit --local is the operator's: it is not followed.
+        let path = settings.local.is_none().then(|| Path {
+            endpoints,
+            access_point: ap,
+            local: local.ip(),
+        });
         Ok(Self {
             engine,
             driver,
             net,
             metrics,
             client_address,
+            path,
+            retire: Vec::new(),
+            receive_task: 1,
             _claims: claims,
         })
     }
@@ -148,6 +169,21 @@ impl Role for ShimNode {
         handle(&self.engine, req, self.driver.io_status()).await;
     }
 
+    async fn housekeeping(&mut self) {
+        let now = Instant::now();
+        let due: Vec<usize> = self
+            .retire
+            .iter()
+            .filter(|(at, _)| *at <= now)
+            .map(|(_, t)| *t)
+            .collect();
+        self.retire.retain(|(at, _)| *at > now);
+        for t in due {
+            self.driver.stop_task(t);
+        }
+        self.follow_the_route().await;
+    }
+
     async fn stop(mut self, _why: &Stop) {
         self.driver.shutdown();
         self.client_address.stop().await;
@@ -155,7 +191,44 @@ impl Role for ShimNode {
     }
 }
 
-async fn access_point(source: &AccessPointSource) -> anyhow::Result<SocketAddr> {
+impl ShimNode {
+    /// The route to the AP left from another address, or is gone while the
+    /// AP's endpoint of the other family has one: bind there and move the
+    /// engine (make before break: the old socket receives for
+    /// [`MOVE_GRACE`]).
+    async fn follow_the_route(&mut self) {
+        let Some(path) = self.path.as_mut() else {
+            return;
+        };
+        let Some((ap, ip)) = path.check(source_address_for) else {
+            return;
+        };
+        let udp = match UdpTunnel::bind(SocketAddr::new(ip, 0)) {
+            Ok(u) => Arc::new(u),
+            Err(e) => {
+                warn!(address = %ip, error = %e, "the route to the access point moved, but its source address cannot be bound; staying");
+                return;
+            }
+        };
+        let (from, local) = (path.local, udp.local_addr());
+        path.access_point = ap;
+        path.local = ip;
+        let task = self.driver.add_receive_socket(udp.clone());
+        self.driver
+            .move_send_socket(udp, |s| s.moved(Instant::now(), ap, local))
+            .await;
+        self.retire
+            .push((Instant::now() + MOVE_GRACE, self.receive_task));
+        self.receive_task = task;
+        self.client_address.moved(local.ip());
+        info!(%from, %local, access_point = %ap, "moved: the host's address changed; the session follows");
+    }
+}
+
+/// How long the old socket still receives after a move.
+const MOVE_GRACE: Duration = Duration::from_secs(5);
+
+async fn access_point(source: &AccessPointSource) -> anyhow::Result<ApEndpoints> {
     match source {
         AccessPointSource::Fixed(ap) => Ok(*ap),
         AccessPointSource::Discover { server, service } => {
@@ -165,7 +238,7 @@ async fn access_point(source: &AccessPointSource) -> anyhow::Result<SocketAddr> 
                     format!("cannot discover the access point of {service} from {server}")
                 })?;
             info!(%service, %server, access_point = %ap, "discovered the nearest access point");
-            Ok(ap)
+            Ok(ap.into())
         }
     }
 }
@@ -174,136 +247,9 @@ async fn access_point(source: &AccessPointSource) -> anyhow::Result<SocketAddr> 
 /// before it reports the shim up anyway.
 const FIRST_SESSION_WAIT: Duration = Duration::from_secs(5);
 
-/// The client address on the TUN and as the HoA route's source, set when
-/// a Welcome gives it (and moved when a later one gives another): `ip`
-/// runs in a task of its own, not under the engine's lock.
-struct ClientAddress {
-    tx: mpsc::UnboundedSender<Ipv6Addr>,
-    tun: String,
-    current: Arc<std::sync::Mutex<Option<Ipv6Addr>>>,
-    /// The client address once it is the route's source (`None` before).
-    ready: tokio::sync::watch::Receiver<Option<Ipv6Addr>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl ClientAddress {
-    fn start(hoa: Ipv6Addr, local: std::net::IpAddr, tun: String) -> ClientAddress {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Ipv6Addr>();
-        let current = Arc::new(std::sync::Mutex::new(None::<Ipv6Addr>));
-        let (set, dev) = (current.clone(), tun.clone());
-        let (ready_tx, ready) = tokio::sync::watch::channel(None);
-        let task = tokio::spawn(async move {
-            while let Some(c) = rx.recv().await {
-                let mut cur = set.lock().unwrap_or_else(|p| p.into_inner());
-                if *cur == Some(c) {
-                    continue;
-                }
-                if let Some(old) = cur.take() {
-                    del_address(old, &dev);
-                }
-                let result = if homeaddr_proto::wire::ip_to_v6(local) == c {
-                    // No NAT: the local address, which is on another
-                    // interface already; the route names it.
-                    set_route(hoa, c, &dev)
-                } else {
-                    set_address(hoa, c, &dev)
-                };
-                match result {
-                    Ok(()) => {
-                        info!(client_address = %c, "the access point gave our client address: applications' source for the home address");
-                        if homeaddr_proto::wire::ip_to_v6(local) != c {
-                            *cur = Some(c);
-                        }
-                        ready_tx.send_replace(Some(c));
-                    }
-                    Err(e) => {
-                        warn!(client_address = %c, error = %e, "cannot set the client address")
-                    }
-                }
-            }
-        });
-        ClientAddress {
-            tx,
-            tun,
-            current,
-            ready,
-            task,
-        }
-    }
-
-    /// Waits (at most `limit`) until the AP gave the client address and
-    /// the HoA's route has it as source: an application that connects
-    /// earlier takes another source address, which the AP would refuse,
-    /// and keeps it for the connection's life.
-    async fn wait_ready(&self, limit: Duration) -> Option<Ipv6Addr> {
-        let mut rx = self.ready.clone();
-        match tokio::time::timeout(limit, rx.wait_for(Option::is_some)).await {
-            Ok(Ok(c)) => *c,
-            _ => None,
-        }
-    }
-
-    fn sender(&self) -> mpsc::UnboundedSender<Ipv6Addr> {
-        self.tx.clone()
-    }
-
-    /// Remove the address (the route goes with the rest of the setup).
-    async fn stop(self) {
-        self.task.abort();
-        let _ = self.task.await;
-        let c = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(c) = c {
-            del_address(c, &self.tun);
-        }
-    }
-}
-
-/// `ip` arguments for address `c` on `tun`: /128 (IPv6) or /32 (IPv4).
-fn address_args(c: Ipv6Addr) -> (&'static str, String) {
-    match c.to_ipv4_mapped() {
-        Some(v4) => ("-4", format!("{v4}/32")),
-        None => ("-6", format!("{c}/128")),
-    }
-}
-
-fn set_address(hoa: Ipv6Addr, c: Ipv6Addr, tun: &str) -> anyhow::Result<()> {
-    let (family, addr) = address_args(c);
-    let mut args = vec![family, "addr", "replace", &addr, "dev", tun];
-    if family == "-6" {
-        args.push("nodad");
-    }
-    homeaddr_daemon::netcfg::ip(&args)?;
-    set_route(hoa, c, tun)
-}
-
-/// The HoA's route through `tun` with source `c`.
-fn set_route(hoa: Ipv6Addr, c: Ipv6Addr, tun: &str) -> anyhow::Result<()> {
-    let (src, route) = match (c.to_ipv4_mapped(), hoa.to_ipv4_mapped()) {
-        (Some(c4), Some(h4)) => (c4.to_string(), format!("{h4}/32")),
-        _ => (c.to_string(), format!("{hoa}/128")),
-    };
-    let family = if hoa.to_ipv4_mapped().is_some() {
-        "-4"
-    } else {
-        "-6"
-    };
-    homeaddr_daemon::netcfg::ip(&[family, "route", "replace", &route, "dev", tun, "src", &src])
-}
-
-fn del_address(c: Ipv6Addr, tun: &str) {
-    let (family, addr) = address_args(c);
-    if let Err(e) = homeaddr_daemon::netcfg::ip(&[family, "addr", "del", &addr, "dev", tun]) {
-        warn!(client_address = %c, error = %e, "cannot remove the old client address");
-    }
-}
-
 /// Log engine events: bindings at INFO, one line per flow only at DEBUG;
 /// a new AP session's client address goes to `sessions`.
-fn on_events(s: &mut Shim, sessions: &mpsc::UnboundedSender<Ipv6Addr>) {
+fn on_events(s: &mut Shim, sessions: &client_address::ClientAddressSender) {
     while let Some(e) = s.poll_event() {
         match e {
             ShimEvent::ApSession {
@@ -311,7 +257,7 @@ fn on_events(s: &mut Shim, sessions: &mpsc::UnboundedSender<Ipv6Addr>) {
             } => {
                 let behind_nat = s.behind_nat();
                 info!(client_address = %client, observed = ?observed, behind_nat, "session with the access point up");
-                let _ = sessions.send(client);
+                sessions.send(client);
             }
             ShimEvent::BindingUpdated {
                 member,

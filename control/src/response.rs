@@ -713,6 +713,12 @@ pub struct ShimCounters {
     /// Welcomes without a Client Address (a new instance was drawn).
     #[serde(default)]
     pub pool_collisions: u64,
+    /// Our own moves (the host's address changed).
+    #[serde(default)]
+    pub moves: u64,
+    /// Bindings dropped because their member answered through the AP.
+    #[serde(default)]
+    pub fallbacks: u64,
     /// Drops by reason.
     pub drops: Drops,
 }

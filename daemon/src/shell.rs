@@ -98,7 +98,7 @@ pub trait Role: Sized {
     async fn reload(&mut self, _cx: &Context) {}
 
     /// Once a second on the main task (a member retires old sockets).
-    fn housekeeping(&mut self) {}
+    async fn housekeeping(&mut self) {}
 
     /// Stop the data plane and undo the network setup; log the role's
     /// summary (and, for a member, deregister).
@@ -216,7 +216,7 @@ async fn serve<R: Role>(settings: R::Settings, log: LogLevel) -> Stop {
             }
             _ = tick.tick() => {
                 drop_log.observe(R::drops(&*role.driver().engine().lock().await));
-                role.housekeeping();
+                role.housekeeping().await;
             }
         }
     };

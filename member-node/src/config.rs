@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use homeaddr_daemon::common::{CommonArgs, CommonConfig, CommonSettings, DaemonSettings};
-use homeaddr_proto::engine::member;
+use homeaddr_proto::engine::{ApEndpoints, member};
 use serde::Deserialize;
 
 /// Command line of `homeaddr-member`.
@@ -27,11 +27,12 @@ pub struct Cli {
     /// most once per family.
     #[arg(long)]
     pub home_address: Vec<IpAddr>,
-    /// An access point's tunnel endpoint, e.g. [2001:db8::1]:4790; repeat
-    /// it for several APs in front of the home address (the member
-    /// registers with each).
+    /// An access point's tunnel endpoint, e.g. [2001:db8::1]:4790, or one
+    /// per family comma-separated (IPV4:PORT,[IPV6]:PORT: a move to the
+    /// other family takes the AP's endpoint of it); repeat it for several
+    /// APs in front of the home address (the member registers with each).
     #[arg(long = "access-point", value_parser = parse_access_point)]
-    pub access_point: Vec<SocketAddr>,
+    pub access_point: Vec<ApEndpoints>,
     /// This member's tunnel endpoint (default: the address that reaches the AP, port 4790).
     #[arg(long)]
     pub care_of: Option<SocketAddr>,
@@ -104,8 +105,9 @@ pub struct Settings {
     pub id: u16,
     /// Home addresses.
     pub home_addresses: homeaddr_proto::engine::HomeAddresses,
-    /// AP endpoints, in configured order (non-empty, distinct).
-    pub access_points: Vec<SocketAddr>,
+    /// The APs, in configured order (non-empty, distinct), each at one
+    /// endpoint or one per family.
+    pub access_points: Vec<ApEndpoints>,
     /// Own endpoint, if given.
     pub care_of: Option<SocketAddr>,
     /// Key bytes.
@@ -218,30 +220,21 @@ impl DaemonSettings for Settings {
     }
 }
 
-/// An access point endpoint from text: `[IPv6]:PORT` or `IPv4:PORT`, a
-/// real address and port (the error says how to write one).
-pub fn parse_access_point(text: &str) -> Result<SocketAddr, String> {
-    let ep: SocketAddr = text.trim().parse().map_err(|_| {
-        format!(
-            "access point {text:?} is not ADDRESS:PORT (an IPv6 address in brackets, e.g. [2001:db8::1]:4790)"
-        )
-    })?;
-    if ep.ip().is_unspecified() || ep.ip().is_multicast() || ep.port() == 0 {
-        return Err(format!(
-            "access point {ep} is not an endpoint one can send to: give the AP's unicast address and tunnel port"
-        ));
-    }
-    Ok(ep)
+/// An access point from text: `[IPv6]:PORT` or `IPv4:PORT`, or one of
+/// each family comma-separated; real addresses and ports (the error says
+/// how to write one).
+pub fn parse_access_point(text: &str) -> Result<ApEndpoints, String> {
+    ApEndpoints::parse(text)
 }
 
 /// The access points: the `--access-point` flags if any, else the file's
 /// `access_point` (`one`) or `access_points` (`list`), exactly one of
 /// them; none, a bad address or one given twice is an error.
 fn access_points(
-    flags: &[SocketAddr],
+    flags: &[ApEndpoints],
     one: Option<&str>,
     list: Option<&[String]>,
-) -> anyhow::Result<Vec<SocketAddr>> {
+) -> anyhow::Result<Vec<ApEndpoints>> {
     let from_file: Vec<&str> = match (one, list) {
         (Some(_), Some(_)) => bail!(
             "the configuration file gives both access_point and access_points: keep one (access_points = [\"...\", ...] for several)"
@@ -369,6 +362,15 @@ mod tests {
         let s = Settings::from_args(&BASE, file(None, Some(&list))).unwrap();
         assert_eq!(aps(&s), list);
         assert_eq!(s.max_flows, member::DEFAULT_MAX_FLOWS);
+        // One AP at one endpoint per family, next to another AP.
+        let mut args = BASE.to_vec();
+        args.extend(["--access-point", "198.18.0.1:4790,[2001:db8::a]:4790"]);
+        args.extend(["--access-point", "[2001:db8::b]:4790"]);
+        let s = Settings::from_args(&args, FileConfig::default()).unwrap();
+        assert_eq!(
+            aps(&s),
+            ["198.18.0.1:4790,[2001:db8::a]:4790", "[2001:db8::b]:4790"]
+        );
     }
 
     #[test]
@@ -392,6 +394,12 @@ mod tests {
         ];
         let e = Settings::merge_error(&BASE, file(None, Some(&twice)));
         assert!(e.contains("[2001:db8::a]:4790 is given twice"), "{e}");
+        // An endpoint shared by two APs is one AP given twice.
+        let shared = ["198.18.0.1:4790,[2001:db8::a]:4790", "[2001:db8::a]:4790"];
+        let e = Settings::merge_error(&BASE, file(None, Some(&shared)));
+        assert!(e.contains("given twice"), "{e}");
+        let e = Settings::merge_error(&BASE, file(Some("198.18.0.1:4790,198.18.0.2:4790"), None));
+        assert!(e.contains("two IPv4 endpoints"), "{e}");
         let e = Settings::merge_error(&BASE, file(Some("2001:db8::a:4790"), None));
         assert!(e.contains("in brackets"), "{e}");
         let e = Settings::merge_error(&BASE, file(None, Some(&["[::]:4790"])));

@@ -86,7 +86,7 @@ pub fn status(m: &Member, now: Instant, io: IoStatus) -> MemberStatus {
             lifetime_left_s: c
                 .binding
                 .map(|b| b.expires.saturating_duration_since(now).as_secs_f64()),
-            ro: c.why_unbound(),
+            ro: c.why_unbound(m.config().care_of),
         })
         .collect();
     MemberStatus {
@@ -143,7 +143,12 @@ mod tests {
             [1; 32],
         );
         let mut config = config;
-        config.access_points.push("[fd00::b]:4790".parse().unwrap());
+        config.access_points.push(
+            "[fd00::b]:4790"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        );
         let mut m = Member::new(config);
         let now = Instant::now();
         let io = IoStatus::default();

@@ -138,7 +138,7 @@ impl Role for MemberNode {
         }
     }
 
-    fn housekeeping(&mut self) {
+    async fn housekeeping(&mut self) {
         let now = Instant::now();
         let due: Vec<usize> = self
             .retire
@@ -172,7 +172,7 @@ fn care_of_endpoint(settings: &Settings) -> anyhow::Result<SocketAddr> {
     if let Some(c) = settings.care_of {
         return Ok(c);
     }
-    let first = settings.access_points[0];
+    let first = settings.access_points[0].first();
     let ip = source_address_for(first)
         .with_context(|| format!("no route to the access point {first}; give --care-of"))?;
     Ok(SocketAddr::new(ip, 4790))
@@ -292,7 +292,7 @@ fn start_engine(settings: &Settings, care_of: SocketAddr) -> anyhow::Result<Memb
     let mut config = MemberConfig::new(
         MemberId(settings.id),
         settings.home_addresses.primary,
-        settings.access_points[0],
+        settings.access_points[0].first(),
         care_of,
         settings.key.clone(),
         homeaddr_daemon::random_seed()?,
@@ -402,6 +402,12 @@ async fn handle(state: &mut MemberNode, req: ControlRequest) {
 /// Re-register from a new care-of endpoint (make before break: the old
 /// endpoint keeps receiving for a while).
 async fn move_to(state: &mut MemberNode, to: SocketAddr) -> Result<Response, ControlError> {
+    if !state.driver.engine().lock().await.reaches_an_ap_from(to) {
+        let family = homeaddr_proto::engine::family_name(to);
+        return Err(ControlError::refused(format!(
+            "no access point has an {family} endpoint, so {to} would reach none: give the APs' {family} endpoints (--access-point IPV4:PORT,[IPV6]:PORT) or move within the family"
+        )));
+    }
     let udp = UdpTunnel::bind(to).map_err(|e| {
         ControlError::refused(format!(
             "cannot bind {to} (is the address configured on an interface?): {e}"

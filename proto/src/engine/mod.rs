@@ -8,6 +8,7 @@
 //! of [`Engine::poll_timeout`]. No engine reads the clock or the OS.
 
 pub mod ap;
+mod endpoints;
 mod fragments;
 pub mod member;
 pub mod sealed;
@@ -19,6 +20,7 @@ mod timer;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+pub use endpoints::{ApEndpoints, family_name, is_ipv4};
 pub use timer::TimerQueue;
 
 /// NAT keepalive: a side behind a NAT sends an empty sealed data frame on

@@ -168,7 +168,7 @@ fn member(j: usize, aps: &[SocketAddr], rng: &mut SimRng) -> Member {
         KEY.to_vec(),
         rng.seed(),
     );
-    config.access_points = aps.to_vec();
+    config.access_points = aps.iter().map(|&a| a.into()).collect();
     Member::new(config)
 }
 

@@ -8,14 +8,17 @@ use std::time::Instant;
 
 use super::{Member, MemberConfig, PendingBu, RegistrationState, SessionId};
 use crate::crypto::{COOKIE_LEN, Drbg};
-use crate::engine::canonical;
 use crate::engine::sealed::PeerSessions;
+use crate::engine::{ApEndpoints, canonical};
 
 /// What the operator sees of one access point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApView {
-    /// Its tunnel endpoint, as configured.
+    /// Its tunnel endpoint in use: the configured one of our care-of's
+    /// family (else its first).
     pub endpoint: SocketAddr,
+    /// Every endpoint configured for it (one per family at most).
+    pub endpoints: ApEndpoints,
     /// Our registration with it.
     pub state: RegistrationState,
     /// A member - AP session is in place.
@@ -33,8 +36,10 @@ pub struct ApView {
 /// 4.1): each AP grants, refreshes and forgets us on its own.
 #[derive(Debug)]
 pub(super) struct ApLink {
-    /// Its tunnel endpoint, as configured.
+    /// Its tunnel endpoint in use (of our care-of's family, if it has one).
     pub(super) endpoint: SocketAddr,
+    /// Its configured endpoints.
+    pub(super) endpoints: ApEndpoints,
     pub(super) state: RegistrationState,
     pub(super) pending: Option<PendingBu>,
     pub(super) next_seq: u16,
@@ -70,11 +75,8 @@ impl ApLink {
     /// and Session {Im, Nm}.
     pub(super) fn for_config(config: &MemberConfig, rng: &mut Drbg) -> Vec<ApLink> {
         let mut aps: Vec<ApLink> = Vec::with_capacity(config.access_points.len());
-        for &endpoint in &config.access_points {
-            if aps
-                .iter()
-                .any(|a| canonical(a.endpoint) == canonical(endpoint))
-            {
+        for &endpoints in &config.access_points {
+            if aps.iter().any(|a| a.endpoints.overlaps(&endpoints)) {
                 continue;
             }
             let next_seq = rng.next_u16();
@@ -85,7 +87,8 @@ impl ApLink {
                 }
             };
             aps.push(ApLink {
-                endpoint,
+                endpoint: endpoints.for_local(config.care_of),
+                endpoints,
                 state: RegistrationState::Idle,
                 pending: None,
                 next_seq,
@@ -132,6 +135,7 @@ impl ApLink {
     fn view(&self) -> ApView {
         ApView {
             endpoint: self.endpoint,
+            endpoints: self.endpoints,
             state: self.state,
             has_session: self.sessions.is_some(),
             last_heard: self.heard,
@@ -197,9 +201,17 @@ impl Member {
         self.aps.iter().map(ApLink::view)
     }
 
-    /// The AP whose endpoint is `from` (canonical).
+    /// The AP one of whose endpoints is `from` (canonical).
     pub(super) fn ap_at(&self, from: SocketAddr) -> Option<usize> {
-        self.aps.iter().position(|a| canonical(a.endpoint) == from)
+        self.aps.iter().position(|a| a.endpoints.contains(from))
+    }
+
+    /// Does some AP have an endpoint of `care_of`'s family? A move to a
+    /// care-of of a family none has would reach no AP.
+    pub fn reaches_an_ap_from(&self, care_of: SocketAddr) -> bool {
+        self.aps
+            .iter()
+            .any(|a| a.endpoints.of_family(care_of).is_some())
     }
 
     /// The AP whose session our receive index `index` names.

@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::crypto::Protection;
-use crate::engine::{HomeAddresses, canonical};
+use crate::engine::{ApEndpoints, HomeAddresses};
 use crate::wire::MemberId;
 
 pub use crate::engine::ap::DEFAULT_WEIGHT;
@@ -47,10 +47,11 @@ pub struct MemberConfig {
     pub home_address: Ipv6Addr,
     /// The shared IPv4 home address, if any.
     pub home_address_v4: Option<Ipv4Addr>,
-    /// The access points' tunnel endpoints, in order of preference (answers
-    /// whose flow's AP is silent go to the first registered one). Non-empty,
-    /// no duplicates ([`MemberConfig::check`]).
-    pub access_points: Vec<SocketAddr>,
+    /// The access points, in order of preference (answers whose flow's AP
+    /// is silent go to the first registered one), each at one endpoint or
+    /// one per family (the care-of's family picks). Non-empty, no endpoint
+    /// twice ([`MemberConfig::check`]).
+    pub access_points: Vec<ApEndpoints>,
     /// This member's tunnel endpoint.
     pub care_of: SocketAddr,
     /// Mobility SPI of the registration key.
@@ -122,7 +123,7 @@ impl MemberConfig {
             id,
             home_address,
             home_address_v4: home_address.to_ipv4_mapped(),
-            access_points: vec![access_point],
+            access_points: vec![access_point.into()],
             care_of,
             spi: DEFAULT_SPI,
             key,
@@ -153,7 +154,7 @@ pub enum MemberConfigError {
     NoAccessPoint,
     /// The same access point twice.
     #[error("access point {0} is given twice: list each one once")]
-    DuplicateAccessPoint(SocketAddr),
+    DuplicateAccessPoint(ApEndpoints),
 }
 
 impl MemberConfig {
@@ -181,14 +182,14 @@ impl MemberConfig {
     }
 }
 
-/// At least one access point, none twice (an IPv4-mapped address is the
-/// same as its IPv4 form).
-pub fn check_access_points(aps: &[SocketAddr]) -> Result<(), MemberConfigError> {
+/// At least one access point, no endpoint in two (an IPv4-mapped address
+/// is the same as its IPv4 form).
+pub fn check_access_points(aps: &[ApEndpoints]) -> Result<(), MemberConfigError> {
     if aps.is_empty() {
         return Err(MemberConfigError::NoAccessPoint);
     }
     for (i, ap) in aps.iter().enumerate() {
-        if aps[..i].iter().any(|a| canonical(*a) == canonical(*ap)) {
+        if aps[..i].iter().any(|a| a.overlaps(ap)) {
             return Err(MemberConfigError::DuplicateAccessPoint(*ap));
         }
     }

@@ -9,7 +9,9 @@ use super::{
     Correspondent, GotToken, MAX_TOKEN_LIFETIME, Member, MemberEvent, MemberTimer, RoState,
 };
 use crate::crypto::{self, Token};
-use crate::engine::{DataAction, DropReason, Transmit, binding_id, canonical, control_frame};
+use crate::engine::{
+    DataAction, DropReason, Transmit, binding_id, canonical, control_frame, is_ipv4,
+};
 use crate::wire::mh::MessageBody;
 use crate::wire::{MobilityMessage, MobilityOption};
 
@@ -44,11 +46,21 @@ impl Member {
             }
             Some(c) if instance.is_some() && c.instance == instance && c.home_address == home => {
                 // The same shim process at a new endpoint (it roamed, and
-                // the AP followed it): its binding and session stay.
+                // the AP followed it): its binding and session stay, unless
+                // it moved to the other family (it took its own binding
+                // down then: its packets come through the AP).
                 c.shim = shim;
                 c.last_activity = now;
                 c.ap = ap;
                 self.counters.roams += 1;
+                let shares = is_ipv4(shim) == is_ipv4(self.config.care_of);
+                if !shares {
+                    c.binding = None;
+                    c.rr = RoState::Idle;
+                } else if c.binding.is_none() && !matches!(c.rr, RoState::Testing { .. }) {
+                    // Back in our family: route optimization again.
+                    self.start_rr(now, client);
+                }
             }
             Some(_) => {
                 // Another shim endpoint or a new shim process: what we had
@@ -66,6 +78,11 @@ impl Member {
                 self.new_correspondent(now, ap, client, shim, instance, home);
             }
         }
+    }
+
+    /// Can we reach `shim` directly: is it of our care-of's family?
+    pub(super) fn shares_family(&self, shim: SocketAddr) -> bool {
+        is_ipv4(shim) == is_ipv4(self.config.care_of)
     }
 
     /// A frame that opened in `client`'s binding session with its newest
@@ -168,6 +185,15 @@ impl Member {
 
     pub(super) fn start_rr(&mut self, now: Instant, client: Ipv6Addr) {
         if !self.config.route_optimization {
+            return;
+        }
+        // No direct path between two families: the client stays on the AP
+        // path (its status says why) until one of us moves.
+        if self
+            .correspondents
+            .get(&client)
+            .is_some_and(|c| !self.shares_family(c.shim))
+        {
             return;
         }
         let home_cookie = self.rng.token();

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::data::Via;
 use super::{Hold, MOVE_HOLD, Member};
-use crate::engine::{Transmit, canonical, to_units};
+use crate::engine::{Transmit, canonical, is_ipv4, to_units};
 
 impl Member {
     /// The care-of endpoint changed: re-register with every AP and re-bind
@@ -20,7 +20,9 @@ impl Member {
         self.config.care_of = care_of;
         // The APs' cookies are bound to the old endpoint: each AP answers
         // the new one's BU with a fresh cookie (BA 202) and we send it again.
+        // A move to the other family takes each AP's endpoint of it.
         for ap in 0..self.aps.len() {
+            self.aps[ap].endpoint = self.aps[ap].endpoints.for_local(care_of);
             self.aps[ap].cookie = None;
             self.aps[ap].observed = None;
             if self.aps[ap].active() {
@@ -33,8 +35,11 @@ impl Member {
                 // The old care-of token is worthless now; the binding is
                 // stale. Hold the answers for a bound shim until the new
                 // binding is in place (a care-of test and a BU: about two
-                // round trips to the shim), rather than detour via the AP.
-                if c.binding.take().is_some() {
+                // round trips to the shim), rather than detour via the AP;
+                // a shim of the other family cannot be bound again: its
+                // answers go through the AP at once.
+                let rebinds = is_ipv4(c.shim) == is_ipv4(care_of);
+                if c.binding.take().is_some() && rebinds {
                     c.hold = Some(Hold {
                         until: now + MOVE_HOLD,
                         packets: c.hold.take().map(|h| h.packets).unwrap_or_default(),

@@ -82,7 +82,7 @@ use std::time::{Duration, Instant};
 use self::aps::ApLink;
 use self::flows::FlowTable;
 use super::sealed::PeerSessions;
-use super::{DataAction, Engine, TimerQueue, Transmit, TunPacket};
+use super::{DataAction, Engine, TimerQueue, Transmit, TunPacket, family_name, is_ipv4};
 use crate::crypto::{Drbg, Kbm, Token};
 use crate::wire::mh::ba_status;
 use crate::wire::{MobilityMessage, MobilityOption};
@@ -246,13 +246,23 @@ impl Correspondent {
         self.care_of_unanswered
     }
 
-    /// Why there is no binding, when return routability keeps failing in a
-    /// way we can name: the care-of test goes unanswered (the shim's NAT
-    /// has no hole for us, or a firewall drops it); answers then stay on
-    /// the AP path.
-    pub fn why_unbound(&self) -> Option<String> {
+    /// Why there is no binding from our `care_of`, when we can name it:
+    /// the shim's endpoint is of the other family (no direct path), or the
+    /// care-of test goes unanswered (the shim's NAT has no hole for us, or
+    /// a firewall drops it); answers then stay on the AP path.
+    pub fn why_unbound(&self, care_of: SocketAddr) -> Option<String> {
+        if self.binding.is_some() {
+            return None;
+        }
+        if is_ipv4(self.shim) != is_ipv4(care_of) {
+            return Some(format!(
+                "no common family: the shim is on {}, our care-of on {} (through the AP)",
+                family_name(self.shim),
+                family_name(care_of)
+            ));
+        }
         let n = self.care_of_unanswered;
-        (self.binding.is_none() && n >= CARE_OF_TESTS_BEFORE_NOTE)
+        (n >= CARE_OF_TESTS_BEFORE_NOTE)
             .then(|| format!("care-of test unanswered ({n} tries): NAT without a hole?"))
     }
 

@@ -394,6 +394,7 @@ impl Shim {
                 expires: now + granted,
                 draining,
                 created: previous.map_or(now, |b| b.created),
+                updated: now,
             },
         );
         self.timers
@@ -407,8 +408,9 @@ impl Shim {
         }
     }
 
-    /// Delete `member`'s binding (deregistration).
-    fn delete_binding(&mut self, member: MemberId) {
+    /// Delete `member`'s binding (deregistration, a move to the other
+    /// family, a fallback); its flows stay pinned to it.
+    pub(super) fn delete_binding(&mut self, member: MemberId) {
         if self.bindings.remove(&member).is_some() {
             self.events.push_back(ShimEvent::BindingRemoved { member });
         }

@@ -26,6 +26,9 @@ impl Shim {
             return self.counters.drops.drop(DropReason::SpoofedSource);
         }
         self.counters.via_ap_in += 1;
+        if let Some(m) = header.member {
+            self.member_answers_via_ap(now, m);
+        }
         self.track_incoming(now, packet, header.member);
         DataAction::ToTun
     }

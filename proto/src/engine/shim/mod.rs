@@ -48,6 +48,7 @@ mod control;
 mod data;
 mod flows;
 mod keepalive;
+mod moves;
 #[cfg(test)]
 mod tests;
 
@@ -83,6 +84,8 @@ pub struct ShimBinding {
     pub draining: bool,
     /// When it was first created.
     pub created: Instant,
+    /// When its last BU was accepted.
+    pub updated: Instant,
 }
 
 /// Which way a flow goes now.
@@ -153,6 +156,15 @@ pub enum ShimEvent {
         member: MemberId,
         /// TCP flows reset locally.
         flows_reset: usize,
+    },
+    /// Our own endpoint moved (the host's address changed).
+    Moved {
+        /// The endpoint we had.
+        from: SocketAddr,
+        /// The endpoint we have now.
+        local: SocketAddr,
+        /// The AP's endpoint we use from it.
+        access_point: SocketAddr,
     },
     /// A session with the AP is up (the first one, or a new one after the
     /// AP lost ours).
@@ -232,6 +244,11 @@ pub struct ShimCounters {
     pub keepalives_in: u64,
     /// NAT keepalives sent on idle direct binding sessions.
     pub nat_keepalives: u64,
+    /// Our own moves (the host's address changed).
+    pub moves: u64,
+    /// Bindings dropped because their member answered through the AP (it
+    /// had dropped its side: a move to another family).
+    pub fallbacks: u64,
 }
 
 /// The client shim engine.

@@ -12,7 +12,7 @@ pub(super) fn ap_b() -> SocketAddr {
 /// The member's configuration with APs A (first) and B.
 pub(super) fn two_aps() -> MemberConfig {
     let mut c = config();
-    c.access_points.push(ap_b());
+    c.access_points.push(ap_b().into());
     c
 }
 
@@ -110,10 +110,10 @@ fn registers_with_two_aps_in_two_sessions() {
     // A duplicate endpoint in the configuration is refused by `check`.
     let mut dup = two_aps();
     assert_eq!(dup.check(), Ok(()));
-    dup.access_points.push(ap_ep());
+    dup.access_points.push(ap_ep().into());
     assert_eq!(
         dup.check(),
-        Err(MemberConfigError::DuplicateAccessPoint(ap_ep()))
+        Err(MemberConfigError::DuplicateAccessPoint(ap_ep().into()))
     );
     dup.access_points.clear();
     assert_eq!(dup.check(), Err(MemberConfigError::NoAccessPoint));

@@ -107,7 +107,11 @@ fn an_unanswered_care_of_test_says_why_there_is_no_binding() {
     let (mut m, mut ap) = registered(now);
     let home_cookie = notice(&mut m, &mut ap, now, 1);
     home_test(&mut m, &mut ap, now, home_cookie);
-    let why = |m: &Member| m.correspondents().next().and_then(|c| c.why_unbound());
+    let why = |m: &Member| {
+        m.correspondents()
+            .next()
+            .and_then(|c| c.why_unbound(m.config().care_of))
+    };
     assert_eq!(why(&m), None);
     // The CoTI goes again on its backoff (1 s, then 2 s): no CoT comes.
     run_until(&mut m, at(now, 3_000));
