@@ -84,6 +84,16 @@ pub fn encode(s: &Shim, now: Instant, e: &mut DescriptorEncoder<'_>) -> std::fmt
             "Welcomes without a Client Address (a new instance was drawn).",
             c.pool_collisions,
         ),
+        (
+            "homeaddr_shim_moves",
+            "Moves of the shim's own endpoint (the host's address changed).",
+            c.moves,
+        ),
+        (
+            "homeaddr_shim_fallbacks",
+            "Bindings dropped because their member answered through the AP.",
+            c.fallbacks,
+        ),
     ] {
         counter(e, name, help, n)?;
     }
@@ -148,6 +158,8 @@ mod tests {
             "homeaddr_shim_ap_session_up 0",
             "homeaddr_shim_behind_nat 0",
             "homeaddr_shim_roams_total 0",
+            "homeaddr_shim_moves_total 0",
+            "homeaddr_shim_fallbacks_total 0",
             "homeaddr_shim_dropped_packets_total{reason=\"no_session\"} 0",
             "# TYPE homeaddr_shim_binding_lifetime_seconds gauge",
             "homeaddr_shim_flows 0",
