@@ -133,7 +133,7 @@ mod tests {
     use super::*;
 
     fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([192, 0, 2, 1], port))
+        SocketAddr::from(([198, 18, 7, 1], port))
     }
 
     /// Lays out datagrams back to back from offset 0.

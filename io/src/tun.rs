@@ -821,7 +821,7 @@ mod tests {
     use super::*;
 
     fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([192, 0, 2, 1], port))
+        SocketAddr::from(([198, 18, 7, 1], port))
     }
 
     /// Simulates tun-rs splitting a super-packet into slots.

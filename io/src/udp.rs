@@ -624,7 +624,7 @@ mod tests {
     use super::*;
 
     fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([192, 0, 2, 1], port))
+        SocketAddr::from(([198, 18, 7, 1], port))
     }
 
     #[test]
@@ -687,7 +687,7 @@ mod tests {
         for (i, byte) in b.buf[..240].iter_mut().enumerate() {
             *byte = (i / 100) as u8;
         }
-        b.meta[0].addr = "[::ffff:192.0.2.9]:4790".parse().unwrap();
+        b.meta[0].addr = "[::ffff:198.18.7.9]:4790".parse().unwrap();
         b.meta[0].len = 240;
         b.meta[0].stride = 100;
         // Message 1: one datagram.
@@ -701,7 +701,7 @@ mod tests {
             b.iter_mut().map(|d| (d.from, d.data.to_vec())).collect();
         assert_eq!(got.len(), 4);
         // IPv4-mapped senders come out as IPv4.
-        assert_eq!(got[0].0, "192.0.2.9:4790".parse::<SocketAddr>().unwrap());
+        assert_eq!(got[0].0, "198.18.7.9:4790".parse::<SocketAddr>().unwrap());
         assert_eq!(got[0].1, vec![0; 100]);
         assert_eq!(got[1].1, vec![1; 100]);
         assert_eq!(got[2].1, vec![2; 40]);

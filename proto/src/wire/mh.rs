@@ -1171,7 +1171,7 @@ mod tests {
     #[test]
     fn shim_notice_fixture() {
         let client: Ipv6Addr = "2001:db8:c::5".parse().unwrap();
-        let shim: SocketAddr = "198.51.100.2:40000".parse().unwrap();
+        let shim: SocketAddr = "198.19.7.2:40000".parse().unwrap();
         let msg = MobilityMessage::new(MessageBody::ShimNotice { client, shim })
             .with(MobilityOption::HomeAddress(hoa()));
         let bytes = msg.to_bytes();
@@ -1466,7 +1466,7 @@ mod tests {
             .with(MobilityOption::BindingAuthorization([0x22; 12]));
         let notice = MobilityMessage::new(MessageBody::ShimNotice {
             client: hoa(),
-            shim: "198.51.100.2:40000".parse().unwrap(),
+            shim: "198.19.7.2:40000".parse().unwrap(),
         })
         .with(MobilityOption::ShimInstance([8; 8]))
         .with(MobilityOption::Authentication {

@@ -840,9 +840,9 @@ pub(crate) mod tests {
                 id: MemberId(0x0203),
                 status: 128,
                 flags: 0,
-                care_of: Some("192.0.2.1".parse().unwrap()),
+                care_of: Some("198.18.7.1".parse().unwrap()),
             },
-            &[35, 8, 2, 3, 128, 0, 192, 0, 2, 1],
+            &[35, 8, 2, 3, 128, 0, 198, 18, 7, 1],
         );
         let mut bid6 = vec![35, 20, 0, 1, 0, 0];
         bid6.extend_from_slice(&"2001:db8::9".parse::<Ipv6Addr>().unwrap().octets());

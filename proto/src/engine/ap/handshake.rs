@@ -116,7 +116,7 @@ impl AccessPoint {
             return DataAction::Consumed;
         }
         let home = hello.home.unwrap_or(self.config.home_address);
-        if !self.serves_home(home) {
+        if !self.config.homes().is_home(home) {
             return self.counters.drops.drop(DropReason::UnknownHomeAddress);
         }
         let client = match self.client_address_for(from, &hello, home) {
@@ -260,11 +260,6 @@ impl AccessPoint {
             }
         }
         DataAction::Consumed
-    }
-
-    /// Is `home` a home address of this AP?
-    pub(super) fn serves_home(&self, home: Ipv6Addr) -> bool {
-        self.config.homes().is_home(home)
     }
 
     /// The client address of a proven shim (docs/PROTOCOL.md 4.6): its

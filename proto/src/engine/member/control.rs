@@ -268,7 +268,7 @@ impl Member {
             MessageBody::ShimNotice { client, shim } => {
                 // The HoA the shim serves (absent: our primary one).
                 let home = msg.home_address().unwrap_or(self.config.home_address);
-                if !self.serves_home(home) {
+                if !self.config.homes().is_home(home) {
                     return self.counters.drops.drop(DropReason::UnknownHomeAddress);
                 }
                 self.handle_shim_notice(now, ap, client, shim, msg.shim_instance(), home);

@@ -61,14 +61,22 @@ impl Member {
         if src != client {
             return self.counters.drops.drop(DropReason::SpoofedSource);
         }
-        let home = self
-            .correspondents
-            .get(&client)
+        let lifetime = self.config.binding_lifetime;
+        let correspondent = self.correspondents.get_mut(&client);
+        let home = correspondent
+            .as_ref()
             .map_or(self.config.home_address, |c| c.home_address);
         if dst != home {
             return self.counters.drops.drop(DropReason::UnknownHomeAddress);
         }
-        self.touch(now, client);
+        // What `touch` does, on the entry already in hand.
+        let lapsing = correspondent.is_some_and(|c| {
+            c.last_activity = now;
+            c.lapsing(now, lifetime)
+        });
+        if lapsing {
+            self.start_rr(now, client);
+        }
         self.counters.direct_in += 1;
         DataAction::ToTun
     }

@@ -379,11 +379,6 @@ impl Member {
         self.correspondents.values()
     }
 
-    /// Is `home` a home address of ours?
-    pub(super) fn serves_home(&self, home: Ipv6Addr) -> bool {
-        self.config.homes().is_home(home)
-    }
-
     /// The options every BU of this member carries, to the AP or a shim:
     /// Binding ID with the care-of address, HoA (`home`: ours to the AP,
     /// the shim's to a shim), Member State.

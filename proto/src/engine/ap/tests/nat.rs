@@ -224,7 +224,7 @@ fn a_newer_sealed_frame_from_a_new_source_moves_the_record_and_a_replay_moves_no
     );
     // An attacker's copies from its own endpoint: the replay is refused,
     // the older (never seen) frame opens but is not the newest: no move.
-    let attacker = ep("203.0.113.66:1234");
+    let attacker = ep("198.19.7.66:1234");
     let mut replay = newer.clone();
     assert_eq!(
         ap.handle_udp(at(now, 20), attacker, &mut replay),
