@@ -7,7 +7,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
 use super::data::Via;
-use super::{Hold, MOVE_HOLD, Member};
+use super::{Hold, MOVE_HOLD, Member, RoState};
 use crate::engine::{Transmit, canonical, is_ipv4, to_units};
 
 impl Member {
@@ -46,6 +46,11 @@ impl Member {
                     });
                 }
                 c.care_of = None;
+                if !rebinds {
+                    // Nor does a run under way go on: its tests would go
+                    // from our new family to the shim's other one.
+                    c.rr = RoState::Idle;
+                }
             }
             self.start_rr(now, client);
         }

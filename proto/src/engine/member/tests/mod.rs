@@ -19,6 +19,7 @@ use crate::wire::mh::{MessageBody, ba_status};
 use crate::wire::{MemberId, MobilityMessage, MobilityOption};
 
 mod data;
+mod family;
 mod flow_report;
 mod limits;
 mod multi_ap;

@@ -22,6 +22,7 @@ use crate::wire::{MobilityMessage, MobilityOption, TunnelHeader};
 
 mod bindings;
 mod data;
+mod family;
 mod handshake;
 mod nat;
 mod revocation;
