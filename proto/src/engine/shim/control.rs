@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::Shim;
 use crate::crypto::session::{HEADER_LEN, TAG_LEN, session_index_of};
 use crate::engine::sealed::open_drop_reason;
-use crate::engine::{DataAction, DropReason, ReceivedBu, canonical, parse_header};
+use crate::engine::{DataAction, DropReason, ReceivedBu, canonical, is_ipv4, parse_header};
 use crate::wire::mh::MessageBody;
 use crate::wire::{FrameKind, MobilityMessage, TunnelHeader, WireError};
 
@@ -76,6 +76,9 @@ impl Shim {
             return self.counters.drops.drop(DropReason::Unauthenticated);
         }
         let from_ap = from == canonical(self.config.access_point);
+        // A member of the other family than ours (a test or BU that was on
+        // its way to our old socket when we moved, 6.5.2): no direct path.
+        let our_family = is_ipv4(from) == is_ipv4(self.config.local);
         match msg.body {
             MessageBody::ShimCookie { nonce, cookie } if from_ap => {
                 self.shim_cookie(now, nonce, cookie)
@@ -96,7 +99,7 @@ impl Shim {
                     client: msg.client_address(),
                 },
             ),
-            MessageBody::CareOfTestInit { cookie } if !from_ap => {
+            MessageBody::CareOfTestInit { cookie } if !from_ap && our_family => {
                 self.answer_care_of_test(from, &msg, cookie)
             }
             MessageBody::BindingUpdate {
@@ -104,7 +107,7 @@ impl Shim {
                 ack,
                 home: false,
                 lifetime,
-            } if !from_ap => self.handle_binding_update(
+            } if !from_ap && our_family => self.handle_binding_update(
                 now,
                 &ReceivedBu {
                     from,

@@ -242,7 +242,7 @@ fn a_move_to_the_other_family_drops_its_bindings_and_keeps_the_flows_pinned() {
     let now = t0();
     let (mut s, mut ap) = shim_at(now, ap_v4(), local_v4());
     pinned_flow(&mut s, &mut ap, now, 40000, M1);
-    let (_m1, _) = bind(&mut s, &mut ap, now, M1, care_of_v4(M1));
+    let (m1, _) = bind(&mut s, &mut ap, now, M1, care_of_v4(M1));
     let (to, _) = out(&mut s, now, &ack(40000)).expect("sent");
     assert_eq!(to, care_of_v4(M1), "direct while bound");
     events(&mut s);
@@ -301,6 +301,18 @@ fn a_move_to_the_other_family_drops_its_bindings_and_keeps_the_flows_pinned() {
     assert_eq!(s.config().access_point, ap_v6());
     assert!(transmits(&mut s).is_empty());
     assert!(events(&mut s).is_empty());
+
+    // A BU from the IPv4 member that was on its way to our old socket
+    // binds nothing: we cannot reach it from IPv6.
+    let accepted = s.counters().bus_accepted;
+    let mut late_bu = bu_from(&m1, care_of_v4(M1), 2);
+    assert_eq!(
+        s.handle_udp(at(later, 1_100), care_of_v4(M1), &mut late_bu),
+        DataAction::Drop(DropReason::UnexpectedMessage)
+    );
+    assert_eq!(s.counters().bus_accepted, accepted);
+    assert!(!bound_to(&s, M1));
+    assert!(transmits(&mut s).is_empty(), "no BA to the other family");
 }
 
 #[test]
