@@ -109,7 +109,7 @@ fn member_and_shim_change_family_mid_transfer() {
         ap_listen_v6: true,
         ..LabConfig::full()
     };
-    let mut lab = lab("natfamily", config);
+    let mut lab = lab("natfam", config);
     let (ap4, ap6) = (lab.ap_endpoint(), lab.ap_endpoint_v6());
     let both = DaemonOptions {
         access_point: Some(format!("{ap4},{ap6}")),
@@ -163,26 +163,26 @@ fn member_and_shim_change_family_mid_transfer() {
 
     // 2. The download, route-optimized on IPv4.
     let service = lab.service(Family::V6);
+    let started = Instant::now();
     let t = Transfers::start(&[&shim.host], service, BULK, RATE).expect("the transfer starts");
     t.wait_progress(RATE / 2, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.dump()));
-    let took = lab
-        .wait(
-            "route optimization on IPv4 (shim binding with member 1 at its IPv4 care-of, \
+    lab.wait(
+        "route optimization on IPv4 (shim binding with member 1 at its IPv4 care-of, \
              the member's row bound, the transfer direct)",
-            RO_TIMEOUT,
-            || {
-                shim_care_of(shim, 1) == Some(member_v4)
-                    && member_row(member, client).is_some_and(|r| r["bound"] == true)
-                    && shim_path(shim) == "direct"
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e:#}"));
+        RO_TIMEOUT,
+        || {
+            shim_care_of(shim, 1) == Some(member_v4)
+                && member_row(member, client).is_some_and(|r| r["bound"] == true)
+                && shim_path(shim) == "direct"
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(t.running(), 1, "the transfer ended before the moves");
     println!(
-        "IPv4: route-optimized {} ms into the transfer; shim client address {client}, \
-         bindings {}; member rows {:?}",
-        took.as_millis(),
+        "IPv4: route-optimized and the transfer direct {} ms after it started; shim client \
+         address {client}, bindings {}; member rows {:?}",
+        started.elapsed().as_millis(),
         shim.status()["bindings"],
         member_rows(member)
     );
