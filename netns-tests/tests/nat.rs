@@ -18,6 +18,10 @@
 //! - `events`: the NAT's mappings flushed mid-transfer (`random`, through
 //!   the AP; port-preserving, route-optimized); a NAT UDP timeout shorter
 //!   than an idle period, held by the NAT keepalive.
+//! - `family`: a member and a shim that know the AP in both families move
+//!   from IPv4 to IPv6 mid-transfer, one after the other: through the AP
+//!   while their families differ, route-optimized again on IPv6, the
+//!   download intact.
 //!
 //! Every test runs alone (`common::heavy_test`).
 
@@ -27,6 +31,8 @@ mod common;
 mod both;
 #[path = "nat/events.rs"]
 mod events;
+#[path = "nat/family.rs"]
+mod family;
 #[path = "nat/harness.rs"]
 mod harness;
 #[path = "nat/member.rs"]

@@ -33,6 +33,19 @@ const PACED_RCVBUF: usize = 32 * 1024;
 pub const PACED_READ: usize = 8 * 1024;
 /// Each socket operation of a paced download times out after this.
 pub const TRANSFER_OP_TIMEOUT: Duration = Duration::from_secs(10);
+/// A paced download notes every gap between two reads at least this long
+/// ([`PacedGet::pauses`]): longer than the pacing's own gaps at the rates
+/// the tests use (256 KiB/s and up), so what is noted is the path pausing.
+pub const PAUSE_NOTED: Duration = Duration::from_millis(50);
+
+/// A gap between two reads of a paced download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pause {
+    /// When the read that ended it returned.
+    pub ended: Instant,
+    /// How long it was.
+    pub length: Duration,
+}
 
 /// A finished paced download.
 #[derive(Debug, Clone)]
@@ -47,6 +60,22 @@ pub struct PacedGet {
     pub elapsed: Duration,
     /// The longest time between two reads.
     pub longest_stall: Duration,
+    /// Every gap between two reads of at least [`PAUSE_NOTED`], in order.
+    pub pauses: Vec<Pause>,
+}
+
+impl PacedGet {
+    /// The longest pause that overlaps `[from, to]` (zero when none of at
+    /// least [`PAUSE_NOTED`] does): what an event at `from` cost the flow
+    /// until the next one at `to`.
+    pub fn longest_pause_between(&self, from: Instant, to: Instant) -> Duration {
+        self.pauses
+            .iter()
+            .filter(|p| p.ended >= from && p.ended - p.length <= to)
+            .map(|p| p.length)
+            .max()
+            .unwrap_or_default()
+    }
 }
 
 /// Downloads `bytes` from `server` at about `rate` bytes per second,
@@ -77,6 +106,7 @@ pub fn paced_get(
     let mut received = 0u64;
     let mut last_read = Instant::now();
     let mut longest_stall = Duration::ZERO;
+    let mut pauses = Vec::new();
     loop {
         let n = stream.read(&mut buf).with_context(|| {
             format!(
@@ -85,7 +115,14 @@ pub fn paced_get(
             )
         })?;
         let now = Instant::now();
-        longest_stall = longest_stall.max(now - last_read);
+        let gap = now - last_read;
+        longest_stall = longest_stall.max(gap);
+        if gap >= PAUSE_NOTED {
+            pauses.push(Pause {
+                ended: now,
+                length: gap,
+            });
+        }
         last_read = now;
         if n == 0 {
             break;
@@ -104,6 +141,7 @@ pub fn paced_get(
         intact: testapp::is_intact_download(hasher, received, bytes),
         elapsed: start.elapsed(),
         longest_stall,
+        pauses,
     })
 }
 
@@ -197,6 +235,14 @@ impl Transfers {
                 })
             },
         )?)
+    }
+
+    /// The bytes each has received so far, in the order of the clients.
+    pub fn progress(&self) -> Vec<u64> {
+        self.runs
+            .iter()
+            .map(|r| r.progress.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// How many are still running.

@@ -27,6 +27,12 @@ pub struct DaemonOptions {
     pub underlay: Family,
     /// Extra flags.
     pub flags: Vec<String>,
+    /// The `--access-point` value as given (`None`: the AP's endpoint of
+    /// the underlay family), e.g. `198.18.0.10:4790,[fd00:4842:ffff::10]:4790`.
+    pub access_point: Option<String>,
+    /// A shim gets no `--local`: it takes the source address of its route
+    /// to the access point (members always get `--care-of`).
+    pub no_local: bool,
 }
 
 impl Default for DaemonOptions {
@@ -34,7 +40,19 @@ impl Default for DaemonOptions {
         Self {
             underlay: Family::V4,
             flags: Vec::new(),
+            access_point: None,
+            no_local: false,
         }
+    }
+}
+
+impl DaemonOptions {
+    /// The `--access-point` value for `host`: the one given, else the AP's
+    /// endpoint a host of the underlay family uses.
+    fn access_point_for(&self, lab: &Lab, host: &LabHost) -> String {
+        self.access_point
+            .clone()
+            .unwrap_or_else(|| lab.ap_for(host, self.underlay).to_string())
     }
 }
 
@@ -129,7 +147,7 @@ impl Lab {
         }
         args.extend([
             "--access-point".into(),
-            self.ap_for(&host, options.underlay).to_string(),
+            options.access_point_for(self, &host),
             "--care-of".into(),
             care_of.to_string(),
             "--key".into(),
@@ -155,8 +173,8 @@ impl Lab {
     }
 
     /// Starts shim client `name` at `site` serving `hoa`'s home address,
-    /// with the AP's endpoint and `--local` its own address (port 0);
-    /// returns once it is up.
+    /// with the AP's endpoint and `--local` its own address (port 0; none
+    /// with `no_local`); returns once it is up.
     pub fn add_shim(
         &mut self,
         name: &str,
@@ -165,17 +183,17 @@ impl Lab {
         options: &DaemonOptions,
     ) -> anyhow::Result<&LabHost> {
         let mut host = self.add_host(name, site)?;
-        let local = host.endpoint(options.underlay, 0);
         let mut args = vec![
             "--home-address".to_string(),
             hoa.hoa().to_string(),
             "--access-point".into(),
-            self.ap_for(&host, options.underlay).to_string(),
-            "--local".into(),
-            local.to_string(),
-            "--control".into(),
-            host.host.control.display().to_string(),
+            options.access_point_for(self, &host),
         ];
+        if !options.no_local {
+            let local = host.endpoint(options.underlay, 0);
+            args.extend(["--local".into(), local.to_string()]);
+        }
+        args.extend(["--control".into(), host.host.control.display().to_string()]);
         args.extend(self.config_flags(name)?);
         args.extend(options.flags.iter().cloned());
         let daemon = start_daemon(
