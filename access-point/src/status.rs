@@ -102,6 +102,7 @@ pub fn counters(ap: &AccessPoint) -> ApCounters {
         revocations: c.revocations,
         registrations: c.registrations,
         mss_clamped: c.mss_clamped,
+        shim_roams: c.roams,
         drops: drops(&c.drops),
     }
 }

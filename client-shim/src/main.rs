@@ -40,8 +40,11 @@ struct ShimNode {
     net: NetConfig,
     metrics: Metrics,
     client_address: ClientAddress,
-    /// The route to the AP, followed once a second (`None` with `--local`).
+    /// The route to the AP, followed once a second and on every address or
+    /// route change (`None` with `--local`).
     path: Option<Path>,
+    /// The kernel's address and route announcements, while `path` is followed.
+    changes: Option<Arc<tokio::sync::Notify>>,
     /// Receive tasks of old sockets, stopped at these times after a move.
     retire: Vec<(Instant, usize)>,
     receive_task: usize,
@@ -140,6 +143,12 @@ impl Role for ShimNode {
             access_point: ap,
             local: local.ip(),
         });
+        let changes = match path {
+            Some(_) => homeaddr_daemon::netwatch::watch()
+                .inspect_err(|e| warn!(error = %e, "cannot watch address and route changes; the route to the access point is checked once a second"))
+                .ok(),
+            None => None,
+        };
         Ok(Self {
             engine,
             driver,
@@ -147,6 +156,7 @@ impl Role for ShimNode {
             metrics,
             client_address,
             path,
+            changes,
             retire: Vec::new(),
             receive_task: 1,
             _claims: claims,
@@ -167,6 +177,10 @@ impl Role for ShimNode {
 
     async fn control(&mut self, req: ControlRequest, _cx: &Context) {
         handle(&self.engine, req, self.driver.io_status()).await;
+    }
+
+    fn network_changes(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.changes.clone()
     }
 
     async fn housekeeping(&mut self) {

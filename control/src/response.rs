@@ -338,6 +338,9 @@ pub struct ApCounters {
     pub registrations: u64,
     /// TCP SYNs whose MSS was clamped.
     pub mss_clamped: u64,
+    /// Shim records moved to the source of a newer sealed frame (roaming).
+    #[serde(default)]
+    pub shim_roams: u64,
     /// Drops by reason.
     pub drops: Drops,
 }
@@ -580,6 +583,10 @@ pub struct MemberCounters {
     /// NAT keepalives sent.
     #[serde(default)]
     pub nat_keepalives: u64,
+    /// Shim endpoints moved (roaming, a Shim Notice of a roamed shim, a CoT
+    /// from the punched endpoint).
+    #[serde(default)]
+    pub roams: u64,
     /// Drops by reason.
     pub drops: Drops,
 }

@@ -15,6 +15,7 @@ pub mod control;
 pub mod driver;
 pub mod metrics;
 pub mod netcfg;
+pub mod netwatch;
 pub mod shell;
 
 use std::path::Path;

@@ -11,6 +11,7 @@
 //! which the driver calls after every batch.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -97,8 +98,15 @@ pub trait Role: Sized {
     /// Re-read the configuration (SIGHUP), if [`Role::RELOADS`].
     async fn reload(&mut self, _cx: &Context) {}
 
-    /// Once a second on the main task (a member retires old sockets).
+    /// Once a second on the main task (a member retires old sockets), and
+    /// whenever [`Role::network_changes`] is notified.
     async fn housekeeping(&mut self) {}
+
+    /// Notified when the host's addresses or routes change (the shim's
+    /// [`netwatch`](crate::netwatch)): housekeeping runs at once.
+    fn network_changes(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 
     /// Stop the data plane and undo the network setup; log the role's
     /// summary (and, for a member, deregister).
@@ -186,6 +194,7 @@ async fn serve<R: Role>(settings: R::Settings, log: LogLevel) -> Stop {
         }
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let changes = role.network_changes();
     let mut drop_log = DropLog::default();
     let why = loop {
         tokio::select! {
@@ -218,6 +227,7 @@ async fn serve<R: Role>(settings: R::Settings, log: LogLevel) -> Stop {
                 drop_log.observe(R::drops(&*role.driver().engine().lock().await));
                 role.housekeeping().await;
             }
+            _ = notified(changes.as_deref()) => role.housekeeping().await,
         }
     };
     role.stop(&why).await;
@@ -225,4 +235,12 @@ async fn serve<R: Role>(settings: R::Settings, log: LogLevel) -> Stop {
         info!("stopped on {sig}");
     }
     why
+}
+
+/// Wait for `n`, or forever without one.
+async fn notified(n: Option<&tokio::sync::Notify>) {
+    match n {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
 }

@@ -119,6 +119,7 @@ pub fn status(m: &Member, now: Instant, io: IoStatus) -> MemberStatus {
             punches: c.punches,
             keepalives: c.keepalives,
             nat_keepalives: c.nat_keepalives,
+            roams: c.roams,
             drops: drops(&c.drops),
         },
         io,

@@ -319,6 +319,7 @@ fn member_and_shim_change_family_mid_transfer() {
             &shim_status,
             &[
                 "moves",
+                "fallbacks",
                 "roams",
                 "via_ap_in",
                 "via_ap_out",
@@ -337,8 +338,17 @@ fn member_and_shim_change_family_mid_transfer() {
                 "roams"
             ]
         ),
-        counters(&ap_status, &["shim_in", "shim_out", "roams"]),
+        counters(&ap_status, &["shim_in", "shim_out", "shim_roams"]),
     );
+    // How each side learnt of the other's move: the shim dropped its IPv4
+    // binding when the member's answers came through the AP (fallback); the
+    // AP followed the shim to IPv6 (roam) and its Shim Notice moved the
+    // member's correspondent there (roam, not a new client).
+    let n = |status: &Value, name: &str| read::counter(status, name);
+    assert_eq!(n(&shim_status, "moves"), 1, "{}", lab.dump());
+    assert!(n(&shim_status, "fallbacks") >= 1, "{}", lab.dump());
+    assert!(n(&ap_status, "shim_roams") >= 1, "{}", lab.dump());
+    assert!(n(&member_status, "roams") >= 1, "{}", lab.dump());
     assert!(results[0].kept(), "{summary}\n{}", lab.dump());
     assert_eq!(get.server, "member1", "{summary}");
     assert_eq!(get.bytes, BULK, "{summary}");
