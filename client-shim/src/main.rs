@@ -45,9 +45,6 @@ struct ShimNode {
     path: Option<Path>,
     /// The kernel's address and route announcements, while `path` is followed.
     changes: Option<Arc<tokio::sync::Notify>>,
-    /// Receive tasks of old sockets, stopped at these times after a move.
-    retire: Vec<(Instant, usize)>,
-    receive_task: usize,
     _claims: Vec<Claim>,
 }
 
@@ -157,8 +154,6 @@ impl Role for ShimNode {
             client_address,
             path,
             changes,
-            retire: Vec::new(),
-            receive_task: 1,
             _claims: claims,
         })
     }
@@ -184,17 +179,7 @@ impl Role for ShimNode {
     }
 
     async fn housekeeping(&mut self) {
-        let now = Instant::now();
-        let due: Vec<usize> = self
-            .retire
-            .iter()
-            .filter(|(at, _)| *at <= now)
-            .map(|(_, t)| *t)
-            .collect();
-        self.retire.retain(|(at, _)| *at > now);
-        for t in due {
-            self.driver.stop_task(t);
-        }
+        self.driver.stop_retired(Instant::now());
         self.follow_the_route().await;
     }
 
@@ -227,13 +212,9 @@ impl ShimNode {
         let (from, local) = (path.local, udp.local_addr());
         path.access_point = ap;
         path.local = ip;
-        let task = self.driver.add_receive_socket(udp.clone());
         self.driver
-            .move_send_socket(udp, |s| s.moved(Instant::now(), ap, local))
+            .move_to_socket(udp, MOVE_GRACE, |s| s.moved(Instant::now(), ap, local))
             .await;
-        self.retire
-            .push((Instant::now() + MOVE_GRACE, self.receive_task));
-        self.receive_task = task;
         self.client_address.moved(local.ip());
         info!(%from, %local, access_point = %ap, "moved: the host's address changed; the session follows");
     }

@@ -99,6 +99,10 @@ pub struct Driver<E> {
     send: Arc<SendSocket>,
     wake: Arc<Notify>,
     tasks: Vec<JoinHandle<()>>,
+    /// The task receiving on the socket in use.
+    receiving: usize,
+    /// Receive tasks of earlier sockets, stopped at these times.
+    retiring: Vec<(Instant, usize)>,
     failures_tx: mpsc::UnboundedSender<String>,
     failures: mpsc::UnboundedReceiver<String>,
 }
@@ -120,6 +124,8 @@ impl<E: Engine + Send + 'static> Driver<E> {
             send,
             wake,
             tasks: Vec::new(),
+            receiving: 0,
+            retiring: Vec::new(),
             failures_tx,
             failures,
         };
@@ -130,7 +136,7 @@ impl<E: Engine + Send + 'static> Driver<E> {
             driver.wake.clone(),
         );
         driver.spawn("TUN -> UDP", t);
-        driver.add_receive_socket(udp);
+        driver.receiving = driver.add_receive_socket(udp);
         let t = timers(
             driver.core.clone(),
             driver.tun.clone(),
@@ -174,6 +180,34 @@ impl<E: Engine + Send + 'static> Driver<E> {
     pub fn stop_task(&mut self, index: usize) {
         if let Some(t) = self.tasks.get(index) {
             t.abort();
+        }
+    }
+
+    /// Move to the socket `udp` (a member's new care-of, a shim whose
+    /// host's address changed), make before break: receive on it too,
+    /// apply `change` and send from it as [`Driver::move_send_socket`]
+    /// does, and stop receiving on the previous socket `grace` later
+    /// (at the [`Driver::stop_retired`] after that).
+    pub async fn move_to_socket(
+        &mut self,
+        udp: Arc<UdpTunnel>,
+        grace: std::time::Duration,
+        change: impl FnOnce(&mut E),
+    ) {
+        let task = self.add_receive_socket(udp.clone());
+        self.move_send_socket(udp, change).await;
+        self.retiring.push((
+            Instant::now() + grace,
+            std::mem::replace(&mut self.receiving, task),
+        ));
+    }
+
+    /// Stop receiving on the sockets whose grace after a move ended by `now`.
+    pub fn stop_retired(&mut self, now: Instant) {
+        let (due, keep): (Vec<_>, Vec<_>) = self.retiring.iter().partition(|(at, _)| *at <= now);
+        self.retiring = keep;
+        for (_, t) in due {
+            self.stop_task(t);
         }
     }
 

@@ -61,8 +61,6 @@ struct MemberNode {
     /// The routing table and the TUN are ours until the network setup is
     /// undone.
     _claims: [Option<Claim>; 2],
-    receive_task: usize,
-    retire: Vec<(Instant, usize)>,
     timings: Arc<Timings>,
     metrics: Metrics,
 }
@@ -111,8 +109,6 @@ impl Role for MemberNode {
             driver,
             net,
             _claims: [Some(claim), tun_claim],
-            receive_task: 1,
-            retire: Vec::new(),
             timings,
             metrics,
         })
@@ -139,17 +135,7 @@ impl Role for MemberNode {
     }
 
     async fn housekeeping(&mut self) {
-        let now = Instant::now();
-        let due: Vec<usize> = self
-            .retire
-            .iter()
-            .filter(|(at, _)| *at <= now)
-            .map(|(_, t)| *t)
-            .collect();
-        self.retire.retain(|(at, _)| *at > now);
-        for t in due {
-            self.driver.stop_task(t);
-        }
+        self.driver.stop_retired(Instant::now());
     }
 
     async fn stop(mut self, why: &Stop) {
@@ -414,7 +400,6 @@ async fn move_to(state: &mut MemberNode, to: SocketAddr) -> Result<Response, Con
         ))
     })?;
     let udp = Arc::new(udp);
-    let task = state.driver.add_receive_socket(udp.clone());
     // The re-registration leaves from the new endpoint before any data:
     // the AP drops data from an endpoint until it has registered it.
     let care_of = udp.local_addr();
@@ -429,12 +414,10 @@ async fn move_to(state: &mut MemberNode, to: SocketAddr) -> Result<Response, Con
     }
     state
         .driver
-        .move_send_socket(udp.clone(), |m| m.set_care_of(Instant::now(), care_of))
+        .move_to_socket(udp.clone(), MOVE_GRACE, |m| {
+            m.set_care_of(Instant::now(), care_of)
+        })
         .await;
-    state
-        .retire
-        .push((Instant::now() + MOVE_GRACE, state.receive_task));
-    state.receive_task = task;
     info!(care_of = %udp.local_addr(), "moved: re-registering and re-binding shims");
     Ok(Response::Moved(Moved {
         care_of: udp.local_addr(),

@@ -85,9 +85,10 @@ fn the_authenticator_covers_no_endpoint_but_the_care_of_token_binds_the_source()
     // The member's CoTI came from its (NAT-mapped) endpoint care_of(M1); it
     // signs without knowing that endpoint or the one it sees us at.
     let m = return_routability(&mut s, &mut ap, now, M1);
-    // The same BU from any other source: the care-of token the shim
+    // The same BU from any other source (of our family: one of the other
+    // family is not even looked at, 6.5.2): the care-of token the shim
     // recomputes for that source gives another Kbm, so it fails.
-    let elsewhere = ep("198.18.0.66:4790");
+    let elsewhere = ep("[fd00:66::66]:4790");
     assert_eq!(
         s.handle_udp(now, elsewhere, &mut m.bu(1, 120)),
         DataAction::Drop(DropReason::AuthFailed)
