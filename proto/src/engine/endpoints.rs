@@ -20,6 +20,12 @@ pub fn is_ipv4(ep: SocketAddr) -> bool {
     canonical(ep).is_ipv4()
 }
 
+/// Can a socket bound to `local` send to `peer` directly: the same family,
+/// or `local` is a wildcard (a dual-stack `[::]` socket reaches both)?
+pub fn reaches(local: SocketAddr, peer: SocketAddr) -> bool {
+    local.ip().is_unspecified() || is_ipv4(local) == is_ipv4(peer)
+}
+
 /// "IPv4" or "IPv6", for messages.
 pub fn family_name(ep: SocketAddr) -> &'static str {
     if is_ipv4(ep) { "IPv4" } else { "IPv6" }
@@ -155,6 +161,14 @@ mod tests {
         assert_eq!(one.of_family(ep("198.18.0.5:0")), None);
         assert_eq!(one.for_local(ep("198.18.0.5:0")), ep("[fd00::10]:4790"));
         assert!(one.overlaps(&aps) && aps.overlaps(&one));
+
+        assert!(reaches(ep("198.18.0.5:1"), ep("[::ffff:198.18.0.6]:1")));
+        assert!(!reaches(ep("198.18.0.5:1"), ep("[fd00::6]:1")));
+        assert!(!reaches(ep("[fd00::5]:1"), ep("198.18.0.6:1")));
+        assert!(
+            reaches(ep("[::]:1"), ep("198.18.0.6:1")),
+            "a wildcard reaches both"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ mod timer;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-pub use endpoints::{ApEndpoints, family_name, is_ipv4};
+pub use endpoints::{ApEndpoints, family_name, is_ipv4, reaches};
 pub use timer::TimerQueue;
 
 /// NAT keepalive: a side behind a NAT sends an empty sealed data frame on

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::crypto::{self, Token};
 use crate::engine::{
-    DataAction, DropReason, Transmit, binding_id, canonical, control_frame, is_ipv4,
+    DataAction, DropReason, Transmit, binding_id, canonical, control_frame, reaches,
 };
 use crate::wire::mh::MessageBody;
 use crate::wire::{MobilityMessage, MobilityOption};
@@ -53,7 +53,7 @@ impl Member {
                 c.last_activity = now;
                 c.ap = ap;
                 self.counters.roams += 1;
-                let shares = is_ipv4(shim) == is_ipv4(self.config.care_of);
+                let shares = reaches(self.config.care_of, shim);
                 if !shares {
                     c.binding = None;
                     c.rr = RoState::Idle;
@@ -82,7 +82,7 @@ impl Member {
 
     /// Can we reach `shim` directly: is it of our care-of's family?
     pub(super) fn shares_family(&self, shim: SocketAddr) -> bool {
-        is_ipv4(shim) == is_ipv4(self.config.care_of)
+        reaches(self.config.care_of, shim)
     }
 
     /// A frame that opened in `client`'s binding session with its newest

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::data::Via;
 use super::{Hold, MOVE_HOLD, Member, RoState};
-use crate::engine::{Transmit, canonical, is_ipv4, to_units};
+use crate::engine::{Transmit, canonical, reaches, to_units};
 
 impl Member {
     /// The care-of endpoint changed: re-register with every AP and re-bind
@@ -38,7 +38,7 @@ impl Member {
                 // round trips to the shim), rather than detour via the AP;
                 // a shim of the other family cannot be bound again: its
                 // answers go through the AP at once.
-                let rebinds = is_ipv4(c.shim) == is_ipv4(care_of);
+                let rebinds = reaches(care_of, c.shim);
                 if c.binding.take().is_some() && rebinds {
                     c.hold = Some(Hold {
                         until: now + MOVE_HOLD,

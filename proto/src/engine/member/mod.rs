@@ -82,7 +82,7 @@ use std::time::{Duration, Instant};
 use self::aps::ApLink;
 use self::flows::FlowTable;
 use super::sealed::PeerSessions;
-use super::{DataAction, Engine, TimerQueue, Transmit, TunPacket, family_name, is_ipv4};
+use super::{DataAction, Engine, TimerQueue, Transmit, TunPacket, family_name, reaches};
 use crate::crypto::{Drbg, Kbm, Token};
 use crate::wire::mh::ba_status;
 use crate::wire::{MobilityMessage, MobilityOption};
@@ -254,7 +254,7 @@ impl Correspondent {
         if self.binding.is_some() {
             return None;
         }
-        if is_ipv4(self.shim) != is_ipv4(care_of) {
+        if !reaches(care_of, self.shim) {
             return Some(format!(
                 "no common family: the shim is on {}, our care-of on {} (through the AP)",
                 family_name(self.shim),

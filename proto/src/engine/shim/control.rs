@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::Shim;
 use crate::crypto::session::{HEADER_LEN, TAG_LEN, session_index_of};
 use crate::engine::sealed::open_drop_reason;
-use crate::engine::{DataAction, DropReason, ReceivedBu, canonical, is_ipv4, parse_header};
+use crate::engine::{DataAction, DropReason, ReceivedBu, canonical, parse_header, reaches};
 use crate::wire::mh::MessageBody;
 use crate::wire::{FrameKind, MobilityMessage, TunnelHeader, WireError};
 
@@ -78,7 +78,7 @@ impl Shim {
         let from_ap = from == canonical(self.config.access_point);
         // A member of the other family than ours (a test or BU that was on
         // its way to our old socket when we moved, 6.5.2): no direct path.
-        let our_family = is_ipv4(from) == is_ipv4(self.config.local);
+        let our_family = reaches(self.config.local, from);
         match msg.body {
             MessageBody::ShimCookie { nonce, cookie } if from_ap => {
                 self.shim_cookie(now, nonce, cookie)

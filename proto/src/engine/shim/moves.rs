@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::{Shim, ShimEvent};
 use crate::crypto::session::HEADER_LEN;
 use crate::engine::sealed::seal_data;
-use crate::engine::{Transmit, canonical, is_ipv4};
+use crate::engine::{Transmit, canonical, reaches};
 use crate::wire::mh::MessageBody;
 use crate::wire::{MemberId, MobilityMessage, TAG_LEN};
 
@@ -38,7 +38,7 @@ impl Shim {
         let other_family: Vec<MemberId> = self
             .bindings
             .iter()
-            .filter(|(_, b)| is_ipv4(b.care_of) != is_ipv4(local))
+            .filter(|(_, b)| !reaches(local, b.care_of))
             .map(|(m, _)| *m)
             .collect();
         for member in other_family {
