@@ -102,7 +102,13 @@ impl Role for Ap {
             AccessPoint::new(engine_config).context("invalid access point configuration")?;
         let engine = Arc::new(Mutex::new(engine));
         let hook = Arc::new(on_events);
-        let driver = Driver::start(engine.clone(), hook, tun.clone(), udp.clone());
+        let driver = Driver::start(
+            engine.clone(),
+            hook,
+            tun.clone(),
+            udp.clone(),
+            common.busy_poll,
+        );
         let metrics = metrics::metrics(engine.clone(), IoSource::of(&driver));
         let home_addresses = homes
             .all()

@@ -124,6 +124,7 @@ impl Role for ShimNode {
             Arc::new(move |s: &mut Shim| on_events(s, &sessions)),
             tun.clone(),
             udp,
+            common.busy_poll,
         );
         let metrics = metrics::metrics(engine.clone(), IoSource::of(&driver));
         match client_address.wait_ready(FIRST_SESSION_WAIT).await {

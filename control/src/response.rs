@@ -164,6 +164,20 @@ pub struct IoStatus {
     pub tun: TunIo,
     /// The UDP tunnel socket in use.
     pub udp: UdpIo,
+    /// Busy polling after traffic (absent from daemons that predate it).
+    #[serde(default)]
+    pub busy_poll: BusyPollIo,
+}
+
+/// Busy polling after traffic: the window and how often it paid.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BusyPollIo {
+    /// The window after traffic, microseconds (0: off).
+    pub window_us: u64,
+    /// Windows opened: traffic that found the daemon asleep.
+    pub windows: u64,
+    /// Batches that found the daemon polling (no wake-up needed).
+    pub hits: u64,
 }
 
 /// TUN device counters.
@@ -747,6 +761,11 @@ pub(crate) mod tests {
                 tx_dropped: 1,
                 ..UdpIo::default()
             },
+            busy_poll: BusyPollIo {
+                window_us: 200,
+                windows: 4,
+                hits: 40,
+            },
         }
     }
 
@@ -1013,6 +1032,10 @@ pub(crate) mod tests {
         assert_eq!(v["shim_clients"][0]["flows_by_member"], json!({"1": 2}));
         assert_eq!(v["counters"]["drops"]["spoofed_source"], 2);
         assert_eq!(v["io"]["tun"]["rx_packets"], 3);
+        assert_eq!(
+            v["io"]["busy_poll"],
+            json!({"window_us": 200, "windows": 4, "hits": 40})
+        );
         assert_eq!(v["table_digest"], "0123456789abcdef");
         assert_eq!(
             (&v["settling"], &v["flows_reported"], &v["flows_moved"]),
@@ -1024,10 +1047,13 @@ pub(crate) mod tests {
         for field in ["table_digest", "settling", "flows_reported", "flows_moved"] {
             old.as_object_mut().unwrap().remove(field);
         }
+        // ... and from before busy polling: none.
+        old["io"].as_object_mut().unwrap().remove("busy_poll");
         let Status::AccessPoint(old) = serde_json::from_value(old).unwrap() else {
             panic!("an AP status");
         };
         assert_eq!((old.table_digest.as_str(), old.settling), ("", false));
+        assert_eq!(old.io.busy_poll, BusyPollIo::default());
         let v = serde_json::to_value(shim_status()).unwrap();
         assert_eq!(v["flows"][0]["path"], "access-point");
         assert_eq!(v["flows"][0]["member"], Value::Null);

@@ -41,6 +41,11 @@ pub struct CommonArgs {
     /// an `encrypt` node refuses frames that are not encrypted.
     #[arg(long, value_name = "encrypt|integrity")]
     pub protection: Option<Protection>,
+    /// After traffic, keep polling the TUN and the sockets for this many
+    /// microseconds before sleeping (lower latency, a core's worth of CPU
+    /// while traffic flows); 0 turns it off, for shared hosts. Default 200.
+    #[arg(long, value_name = "MICROSECONDS", value_parser = crate::busy::parse_window_us)]
+    pub busy_poll_us: Option<std::time::Duration>,
 }
 
 /// Keys of every daemon's configuration file. Unknown keys are left to
@@ -62,6 +67,8 @@ pub struct CommonConfig {
     pub metrics: Option<String>,
     /// Frame protection, `encrypt` or `integrity`.
     pub protection: Option<String>,
+    /// Busy-poll window after traffic, microseconds (0: off).
+    pub busy_poll_us: Option<u64>,
 }
 
 /// The common settings, resolved and checked.
@@ -83,6 +90,8 @@ pub struct CommonSettings {
     pub metrics: Option<SocketAddr>,
     /// Frame protection.
     pub protection: Protection,
+    /// Busy-poll window after traffic (zero: off).
+    pub busy_poll: std::time::Duration,
 }
 
 /// Where the control sockets live: `/run/homeaddr/<name>.sock`.
@@ -113,6 +122,12 @@ impl CommonSettings {
                 .map_err(|e: String| anyhow::anyhow!("config key protection: {e}"))?,
             (None, None) => Protection::default(),
         };
+        let busy_poll = match (args.busy_poll_us, file.busy_poll_us) {
+            (Some(w), _) => w,
+            (None, Some(us)) => crate::busy::parse_window_us(&us.to_string())
+                .map_err(|e| anyhow::anyhow!("config key busy_poll_us: {e}"))?,
+            (None, None) => crate::busy::DEFAULT_WINDOW,
+        };
         Ok(Self {
             config: args.config.clone(),
             tun: args
@@ -134,6 +149,7 @@ impl CommonSettings {
             offload: !args.no_offload && file.offload.unwrap_or(true),
             metrics,
             protection,
+            busy_poll,
         })
     }
 }
@@ -277,6 +293,7 @@ mod tests {
                 offload: true,
                 metrics: None,
                 protection: Protection::Encrypt,
+                busy_poll: crate::busy::DEFAULT_WINDOW,
             }
         );
         let s = CommonSettings::resolve(
@@ -313,6 +330,29 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("protection") && e.contains("integrity"), "{e}");
+    }
+
+    #[test]
+    fn busy_poll_window_from_flag_file_or_default() {
+        let resolve = |a: &[&str], f: &str| {
+            CommonSettings::resolve(&args(a), &file(f).unwrap().common, "ap", "ha-ap")
+        };
+        let us = |s: CommonSettings| s.busy_poll.as_micros();
+        assert_eq!(us(resolve(&[], "").unwrap()), 200);
+        assert_eq!(us(resolve(&[], "busy_poll_us = 0\n").unwrap()), 0);
+        assert_eq!(
+            us(resolve(&["--busy-poll-us", "50"], "busy_poll_us = 0\n").unwrap()),
+            50,
+            "the flag wins"
+        );
+        let e = resolve(&[], "busy_poll_us = 99999\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("busy_poll_us") && e.contains("at most"), "{e}");
+        let e = Cli::try_parse_from(["d", "--busy-poll-us", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("microseconds"), "{e}");
     }
 
     #[test]

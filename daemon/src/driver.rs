@@ -28,12 +28,14 @@ use homeaddr_io::{
 };
 use homeaddr_proto::engine::{DataAction, Engine, Transmit, TunPacket};
 use homeaddr_proto::wire::{FRAME_HEADER_LEN, TAG_LEN};
-
-// The I/O layer's room around a TUN packet is exactly a frame's header and tag.
-const _: () = assert!(HEADROOM == FRAME_HEADER_LEN && TAILROOM == TAG_LEN);
 use tokio::sync::{Mutex, Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
+
+use crate::busy::BusyPoll;
+
+// The I/O layer's room around a TUN packet is exactly a frame's header and tag.
+const _: () = assert!(HEADROOM == FRAME_HEADER_LEN && TAILROOM == TAG_LEN);
 
 /// The engine, shared by the tasks of one daemon and its control socket.
 pub type Shared<E> = Arc<Mutex<E>>;
@@ -47,6 +49,7 @@ pub type EventHook<E> = Arc<dyn Fn(&mut E) + Send + Sync>;
 struct Core<E> {
     engine: Shared<E>,
     hook: EventHook<E>,
+    busy: Arc<BusyPoll>,
 }
 
 impl<E> Clone for Core<E> {
@@ -54,6 +57,7 @@ impl<E> Clone for Core<E> {
         Self {
             engine: self.engine.clone(),
             hook: self.hook.clone(),
+            busy: self.busy.clone(),
         }
     }
 }
@@ -109,17 +113,24 @@ pub struct Driver<E> {
 
 impl<E: Engine + Send + 'static> Driver<E> {
     /// Start the TUN, UDP and timer tasks; `hook` runs after every batch.
+    /// `busy_poll` is the busy-poll window after traffic (zero: off; see
+    /// [`crate::busy`]).
     pub fn start(
         engine: Shared<E>,
         hook: EventHook<E>,
         tun: Arc<TunDevice>,
         udp: Arc<UdpTunnel>,
+        busy_poll: std::time::Duration,
     ) -> Self {
         let send = SendSocket::new(udp.clone());
         let wake = Arc::new(Notify::new());
         let (failures_tx, failures) = mpsc::unbounded_channel();
         let mut driver = Self {
-            core: Core { engine, hook },
+            core: Core {
+                engine,
+                hook,
+                busy: BusyPoll::new(busy_poll),
+            },
             tun,
             send,
             wake,
@@ -144,6 +155,13 @@ impl<E: Engine + Send + 'static> Driver<E> {
             driver.wake.clone(),
         );
         driver.spawn("timers", t);
+        if !busy_poll.is_zero() {
+            let spin = driver.core.busy.clone().spin();
+            driver.spawn("busy poll", async move {
+                spin.await;
+                Ok(())
+            });
+        }
         driver
     }
 
@@ -248,6 +266,11 @@ impl<E: Engine + Send + 'static> Driver<E> {
         &self.core.engine
     }
 
+    /// The busy-poll state (window and counters).
+    pub fn busy_poll(&self) -> &Arc<BusyPoll> {
+        &self.core.busy
+    }
+
     /// The TUN device.
     pub fn tun(&self) -> &Arc<TunDevice> {
         &self.tun
@@ -258,7 +281,12 @@ impl<E: Engine + Send + 'static> Driver<E> {
     pub fn io_status(&self) -> serde_json::Value {
         let t = self.tun.counters().snapshot();
         let u = self.send.get().counters().snapshot();
+        let (windows, hits) = self.core.busy.counts();
         serde_json::json!({
+            "busy_poll": {
+                "window_us": self.core.busy.window().as_micros(),
+                "windows": windows, "hits": hits,
+            },
             "tun": {
                 "rx_packets": t.rx_packets, "rx_bytes": t.rx_bytes, "rx_reads": t.rx_reads, "rx_errors": t.rx_errors,
                 "tx_packets": t.tx_packets, "tx_bytes": t.tx_bytes, "tx_errors": t.tx_errors, "tx_dropped": t.tx_dropped,
@@ -360,6 +388,7 @@ async fn tun_to_udp<E: Engine>(
         let (transmits, tun_packets) = {
             let mut e = core.engine.lock().await;
             let now = Instant::now();
+            core.busy.traffic(now);
             let before = e.poll_timeout();
             for p in batch.iter_mut() {
                 // The batch's frames always have header and tag room.
@@ -409,6 +438,7 @@ async fn udp_to_tun<E: Engine>(
         let mut guard = Some(core.engine.lock().await);
         let mut before = guard.as_ref().and_then(|e| e.poll_timeout());
         let mut now = Instant::now();
+        core.busy.traffic(now);
         for d in rx.iter_mut() {
             if guard.is_none() {
                 let e = core.engine.lock().await;

@@ -10,6 +10,7 @@
 //! [`Role`](shell::Role); this module loads configuration files, seeds
 //! engines and starts logging.
 
+pub mod busy;
 pub mod common;
 pub mod control;
 pub mod driver;

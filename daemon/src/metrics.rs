@@ -259,6 +259,7 @@ impl<E: Send + 'static> Collector for EngineCollector<E> {
 pub struct IoSource {
     tun: Arc<TunDevice>,
     send: Arc<SendSocket>,
+    busy: Arc<crate::busy::BusyPoll>,
 }
 
 impl IoSource {
@@ -267,6 +268,7 @@ impl IoSource {
         Self {
             tun: driver.tun().clone(),
             send: driver.send_sockets(),
+            busy: driver.busy_poll().clone(),
         }
     }
 }
@@ -275,7 +277,8 @@ impl Collector for IoSource {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
         let tun = self.tun.counters().snapshot();
         let udp = self.send.get().counters().snapshot();
-        encode_io(&mut encoder, &tun, &udp)
+        encode_io(&mut encoder, &tun, &udp)?;
+        encode_busy(&mut encoder, &self.busy)
     }
 }
 
@@ -360,6 +363,28 @@ pub fn encode_io(
         "I/O errors and drops of the TUN device and UDP socket.",
         errors.map(|(device, kind, n)| (DeviceLabels { device, kind }, n)),
     )
+}
+
+/// The busy-poll counters (see [`crate::busy`]).
+pub fn encode_busy(
+    encoder: &mut DescriptorEncoder<'_>,
+    busy: &crate::busy::BusyPoll,
+) -> std::fmt::Result {
+    let (windows, hits) = busy.counts();
+    counters(
+        encoder,
+        "homeaddr_busy_poll_events",
+        "Busy polling: event=\"window\", traffic found the daemon asleep and a window opened; event=\"hit\", a batch found it polling (no wake-up).",
+        [
+            (EventLabels { event: "window" }, windows),
+            (EventLabels { event: "hit" }, hits),
+        ],
+    )
+}
+
+#[derive(Debug, EncodeLabelSet)]
+struct EventLabels {
+    event: &'static str,
 }
 
 /// Drops by reason as one labelled counter family `name` (without `_total`).
@@ -486,6 +511,31 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn busy_poll_counters_are_one_family_by_event() {
+        #[derive(Debug)]
+        struct Busy(Arc<crate::busy::BusyPoll>);
+        impl Collector for Busy {
+            fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
+                encode_busy(&mut e, &self.0)
+            }
+        }
+        let busy = crate::busy::BusyPoll::new(std::time::Duration::from_micros(200));
+        // Not spinning: the first batch wakes the spinner (a window opens
+        // when it runs, which no task does here), no hit is counted.
+        busy.traffic(std::time::Instant::now());
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Busy(busy)));
+        let text = encode(&registry);
+        for line in [
+            "# TYPE homeaddr_busy_poll_events counter",
+            "homeaddr_busy_poll_events_total{event=\"window\"} 0",
+            "homeaddr_busy_poll_events_total{event=\"hit\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
     }
 
     #[test]

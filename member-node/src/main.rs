@@ -92,7 +92,13 @@ impl Role for MemberNode {
         let timings = Arc::new(Timings::default());
         let (hook_timings, stop) = (timings.clone(), cx.stop.clone());
         let hook = Arc::new(move |m: &mut Member| on_events(m, &hook_timings, &stop));
-        let driver = Driver::start(engine.clone(), hook, tun.clone(), udp.clone());
+        let driver = Driver::start(
+            engine.clone(),
+            hook,
+            tun.clone(),
+            udp.clone(),
+            settings.common.busy_poll,
+        );
         let metrics = metrics::metrics(engine, &timings, IoSource::of(&driver));
         driver.kick().await;
         let aps = settings
