@@ -878,3 +878,42 @@ fn inner_udp(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, payload: &[u8
     p.extend_from_slice(payload);
     p
 }
+
+/// Busy polling (issue 12): a member with the default window finds most
+/// batches of a download while it polls (no wake-up); an AP started with
+/// `--busy-poll-us 0` forwards the same download without ever opening a
+/// window. Both say so in `status`.
+#[test]
+fn busy_polling_is_on_by_default_and_off_with_zero() {
+    let Some(_cpu) = common::timing_test() else {
+        return;
+    };
+    let mut svc =
+        Service::start_with("busy", &["--busy-poll-us", "0"]).unwrap_or_else(|e| panic!("{e:#}"));
+    svc.add_member(1, &[]).unwrap_or_else(|e| panic!("{e:#}"));
+    let legacy = svc.add_client(false, &[]).unwrap();
+    download(&svc, legacy, 4 << 20);
+    let busy = |v: &Value| {
+        let b = &v["io"]["busy_poll"];
+        let n = |k: &str| b[k].as_u64().unwrap_or_else(|| panic!("no {k} in {b}"));
+        (n("window_us"), n("windows"), n("hits"))
+    };
+    let ap = svc.ap.status();
+    assert!(
+        ap["io"]["tun"]["rx_packets"].as_u64().unwrap() > 100,
+        "the AP forwarded the download: {}",
+        ap["io"]
+    );
+    assert_eq!(busy(&ap), (0, 0, 0), "off at the AP");
+    let m1 = svc.members[&1].status();
+    let (window, windows, hits) = busy(&m1);
+    assert_eq!(window, 200, "the default window");
+    assert!(windows >= 1, "traffic opened a window: {}", m1["io"]);
+    let batches = m1["io"]["udp"]["rx_syscalls"].as_u64().unwrap();
+    eprintln!("member 1 busy poll: {windows} windows, {hits} hits, {batches} UDP batches");
+    assert!(
+        hits > 0 && hits <= batches + m1["io"]["tun"]["rx_reads"].as_u64().unwrap(),
+        "batches found the member polling, no more than it handled: {}",
+        m1["io"]
+    );
+}
