@@ -19,6 +19,10 @@ use crate::topology::{Bed, CLIENT_NET, SERVER_NET};
 
 const DAEMONS: [&str; 3] = ["homeaddr-ap", "homeaddr-member", "homeaddr-shim"];
 
+/// The label of the rows of the current daemons, encrypting, with busy
+/// polling off (`--busy-poll-us 0`).
+pub const NO_BUSY_POLL: &str = "encrypt, no busy-poll";
+
 /// The label of the rows of the v1 daemons from `HOMEADDR_V1_BIN_DIR`.
 pub const V1: &str = "none (v1)";
 
@@ -54,6 +58,8 @@ fn daemons_offer_protection(dir: Option<&Path>) -> anyhow::Result<bool> {
 pub struct DaemonSet {
     pub label: &'static str,
     pub protection: Option<&'static str>,
+    /// More flags for all three daemons.
+    pub extra: &'static [&'static str],
     /// `None`: the daemons of `HOMEADDR_BIN_DIR`.
     pub dir: Option<PathBuf>,
 }
@@ -67,11 +73,20 @@ pub fn daemon_sets() -> anyhow::Result<Vec<DaemonSet>> {
             DaemonSet {
                 label: "encrypt",
                 protection: Some("encrypt"),
+                extra: &[],
+                dir: None,
+            },
+            // What busy polling buys: the same daemons without it.
+            DaemonSet {
+                label: NO_BUSY_POLL,
+                protection: Some("encrypt"),
+                extra: &["--busy-poll-us", "0"],
                 dir: None,
             },
             DaemonSet {
                 label: "integrity",
                 protection: Some("integrity"),
+                extra: &[],
                 dir: None,
             },
         ]
@@ -79,6 +94,7 @@ pub fn daemon_sets() -> anyhow::Result<Vec<DaemonSet>> {
         vec![DaemonSet {
             label: "v1 (unprotected)",
             protection: None,
+            extra: &[],
             dir: None,
         }]
     };
@@ -90,6 +106,7 @@ pub fn daemon_sets() -> anyhow::Result<Vec<DaemonSet>> {
             Ok(false) => sets.push(DaemonSet {
                 label: V1,
                 protection: None,
+                extra: &[],
                 dir: Some(dir),
             }),
             Ok(true) => eprintln!(
@@ -133,6 +150,7 @@ pub fn start(bed: &Bed, set: &DaemonSet, run_no: u32) -> anyhow::Result<Homeaddr
     if let Some(p) = set.protection {
         common.extend(["--protection".into(), p.into()]);
     }
+    common.extend(set.extra.iter().map(|a| a.to_string()));
     let warn = ["--log-level".to_string(), "warn".into()];
     let mut daemons = Vec::new();
     let mut args = vec![
@@ -281,14 +299,14 @@ pub fn io_rows(h: &Homeaddr, protection: &str) -> anyhow::Result<Vec<IoRow>> {
 pub fn print_io(io: &[IoRow]) {
     println!();
     println!(
-        "| protection        | daemon | TUN packets/read | TUN packets written | UDP datagrams/recv | UDP datagrams/send |"
+        "| protection            | daemon | TUN packets/read | TUN packets written | UDP datagrams/recv | UDP datagrams/send |"
     );
     println!(
-        "|-------------------|--------|-----------------:|--------------------:|-------------------:|-------------------:|"
+        "|-----------------------|--------|-----------------:|--------------------:|-------------------:|-------------------:|"
     );
     for r in io {
         println!(
-            "| {:<17} | {:<6} | {:>16.1} | {:>19} | {:>18.1} | {:>18.1} |",
+            "| {:<21} | {:<6} | {:>16.1} | {:>19} | {:>18.1} | {:>18.1} |",
             r.protection, r.daemon, r.tun_per_read, r.tun_written, r.udp_per_recv, r.udp_per_send,
         );
     }

@@ -81,14 +81,14 @@ pub fn print_table(rows: &[Row]) {
     let bt = find(rows, BORINGTUN);
     println!();
     println!(
-        "| path                      | protection        | Gbit/s | keep-alive req/s | new-conn req/s | c=1 latency | vs direct              | vs haproxy             | vs boringtun           |"
+        "| path                      | protection            | Gbit/s | keep-alive req/s | new-conn req/s | c=1 latency | vs direct              | vs haproxy             | vs boringtun           |"
     );
     println!(
-        "|---------------------------|-------------------|-------:|-----------------:|---------------:|------------:|-----------------------:|-----------------------:|-----------------------:|"
+        "|---------------------------|-----------------------|-------:|-----------------:|---------------:|------------:|-----------------------:|-----------------------:|-----------------------:|"
     );
     for r in rows {
         println!(
-            "| {:<25} | {:<17} | {:>6.2} | {:>16.0} | {:>14.0} | {:>8.0} us | {:>22} | {:>22} | {:>22} |",
+            "| {:<25} | {:<21} | {:>6.2} | {:>16.0} | {:>14.0} | {:>8.0} us | {:>22} | {:>22} | {:>22} |",
             r.path,
             r.protection,
             r.f.gbps,
