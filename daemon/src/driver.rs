@@ -438,7 +438,11 @@ async fn udp_to_tun<E: Engine>(
         let mut guard = Some(core.engine.lock().await);
         let mut before = guard.as_ref().and_then(|e| e.poll_timeout());
         let mut now = Instant::now();
-        core.busy.traffic(now);
+        // Only frames the engine accepted as data (authenticated, see
+        // `handle_udp`) keep the daemon polling: garbage, or a stream of
+        // cookie requests, costs an attacker a datagram per wake-up as it
+        // always did, never a window of spinning per datagram.
+        let mut data = false;
         for d in rx.iter_mut() {
             if guard.is_none() {
                 let e = core.engine.lock().await;
@@ -449,6 +453,7 @@ async fn udp_to_tun<E: Engine>(
             let Some(e) = guard.as_mut() else { continue };
             match e.handle_udp(now, d.from, d.data) {
                 DataAction::ToTun => {
+                    data = true;
                     if to_tun.is_full() {
                         flush_engine(&core, &mut guard, &wake, before, &send, &tun).await;
                         tun.send_batch(&mut to_tun).await?;
@@ -462,6 +467,7 @@ async fn udp_to_tun<E: Engine>(
                 }
                 // A relay: the engine rewrote the frame in place.
                 DataAction::Send { to } => {
+                    data = true;
                     if forward.push(to, d.data).is_err() {
                         flush_engine(&core, &mut guard, &wake, before, &send, &tun).await;
                         send.get().send_batch(&mut forward).await?;
@@ -472,6 +478,9 @@ async fn udp_to_tun<E: Engine>(
             }
         }
         flush_engine(&core, &mut guard, &wake, before, &send, &tun).await;
+        if data {
+            core.busy.traffic(now);
+        }
         if !to_tun.is_empty() {
             tun.send_batch(&mut to_tun).await?;
         }

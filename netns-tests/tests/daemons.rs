@@ -916,4 +916,39 @@ fn busy_polling_is_on_by_default_and_off_with_zero() {
         "batches found the member polling, no more than it handled: {}",
         m1["io"]
     );
+
+    // Garbage keeps nobody spinning: 100 datagrams that are no frame of
+    // any session, 1 ms apart (each would open a window of its own), open
+    // none. Only accepted data frames and TUN traffic reopen the window.
+    let drops = || drop_total(&svc.members[&1].status()["counters"]["drops"]);
+    let dropped_before = drops();
+    let windows_before = busy(&svc.members[&1].status()).1;
+    let member = SocketAddr::new(svc.members[&1].addr.into(), TUNNEL_PORT);
+    let from = svc.clients[legacy].addr;
+    in_ns(&svc.clients[legacy], || {
+        let socket = UdpSocket::bind(SocketAddr::new(from.into(), 0))?;
+        let mut rng = SplitMix64::new(7);
+        for _ in 0..100 {
+            let bytes: Vec<u8> = (0..64).map(|_| rng.next_u64() as u8).collect();
+            socket.send_to(&bytes, member)?;
+            std::thread::sleep(MS);
+        }
+        std::io::Result::Ok(())
+    })
+    .expect("send the garbage");
+    wait_until(
+        Duration::from_secs(10),
+        POLL,
+        "the member to drop the 100 datagrams",
+        || drops() >= dropped_before + 100,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let opened = busy(&svc.members[&1].status()).1 - windows_before;
+    eprintln!("member 1 busy poll: {opened} windows opened by 100 garbage datagrams");
+    // Background traffic through the TUN (a late ACK or retransmission
+    // of the download) may open one or two.
+    assert!(
+        opened <= 5,
+        "garbage opened {opened} busy-poll windows at the member"
+    );
 }
