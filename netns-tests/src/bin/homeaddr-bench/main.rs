@@ -11,7 +11,8 @@
 //! path (client -> HoA through the AP's tunnel) and its route-optimized
 //! shim path (shim client -> HoA, tunnelled straight to the member). The
 //! homeaddr paths run once per protection mode the daemons offer
-//! (`--protection encrypt|integrity`, when their `--help` lists it), else
+//! (`--protection encrypt|integrity`, when their `--help` lists it) and
+//! once encrypting with `--busy-poll-us 0` ("encrypt, no busy-poll"), else
 //! once as "v1 (unprotected)"; and once more with the daemons in
 //! `HOMEADDR_V1_BIN_DIR` (when set: `scripts/bench` builds the last v1
 //! release there, wire version 1, no protection), labelled "none (v1)"
