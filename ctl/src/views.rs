@@ -6,8 +6,8 @@ use std::fmt::Display;
 use std::net::{Ipv6Addr, SocketAddr};
 
 use homeaddr_control::{
-    ApStatus, FlowTable, MemberApRow, MemberRow, MemberState, Registration, ShimFlowRow,
-    ShimStatus, Status,
+    ApStatus, BusyPollIo, FlowTable, MemberApRow, MemberRow, MemberState, Registration,
+    ShimFlowRow, ShimStatus, Status,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -264,6 +264,15 @@ fn member_ap(ap: &MemberApRow) -> String {
     out
 }
 
+/// The busy-poll window and its counters: `200us (40 windows, 137 hits)`
+/// or `off`.
+fn busy_poll(b: &BusyPollIo) -> String {
+    if b.window_us == 0 {
+        return "off".into();
+    }
+    format!("{}us ({} windows, {} hits)", b.window_us, b.windows, b.hits)
+}
+
 fn entries<T>(list: &[T]) -> String {
     format!("{} entries", list.len())
 }
@@ -319,6 +328,12 @@ pub fn status(status: &Status) -> Table {
             ("local", s.local.to_string()),
         ],
     };
+    let io = match status {
+        Status::AccessPoint(s) => &s.io,
+        Status::Member(s) => &s.io,
+        Status::Shim(s) => &s.io,
+    };
+    rows.push(("busy_poll", busy_poll(&io.busy_poll)));
     rows.push(("role", role));
     rows.sort_by_key(|(k, _)| *k);
     let mut t = Table::new(&["FIELD", "VALUE"]);
@@ -420,7 +435,7 @@ pub(crate) mod tests {
         let s = ap_status(vec![member(1, MemberState::Active, 100)], Vec::new());
         assert_eq!(
             status(&Status::AccessPoint(s)).render(),
-            "FIELD           VALUE\nflows           2\nflows_moved     0\nflows_reported  0\n\
+            "FIELD           VALUE\nbusy_poll       off\nflows           2\nflows_moved     0\nflows_reported  0\n\
              home_address    fd00::1\nmembers         1 entries\nrole            access-point\n\
              settling        false\nshim_clients    0 entries\ntable_digest    00000000000000aa\n"
         );
@@ -471,5 +486,17 @@ pub(crate) mod tests {
             "{out}"
         );
         assert!(out.contains("flows         7\n"), "{out}");
+        assert!(out.contains("busy_poll     off\n"), "{out}");
+    }
+
+    #[test]
+    fn status_shows_the_busy_poll_window_and_counters() {
+        let b = BusyPollIo {
+            window_us: 200,
+            windows: 40,
+            hits: 137,
+        };
+        assert_eq!(busy_poll(&b), "200us (40 windows, 137 hits)");
+        assert_eq!(busy_poll(&BusyPollIo::default()), "off");
     }
 }
