@@ -328,12 +328,7 @@ pub fn status(status: &Status) -> Table {
             ("local", s.local.to_string()),
         ],
     };
-    let io = match status {
-        Status::AccessPoint(s) => &s.io,
-        Status::Member(s) => &s.io,
-        Status::Shim(s) => &s.io,
-    };
-    rows.push(("busy_poll", busy_poll(&io.busy_poll)));
+    rows.push(("busy_poll", busy_poll(&status.io().busy_poll)));
     rows.push(("role", role));
     rows.sort_by_key(|(k, _)| *k);
     let mut t = Table::new(&["FIELD", "VALUE"]);

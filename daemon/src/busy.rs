@@ -94,11 +94,9 @@ impl BusyPoll {
     }
 
     /// The spinner task: sleeps until traffic, spins while the window is
-    /// open. Never returns while busy polling is on.
+    /// open. Never returns.
+    /// With a zero window it sleeps for ever (`traffic` never wakes it).
     pub async fn spin(self: Arc<Self>) {
-        if self.window.is_zero() {
-            return std::future::pending().await;
-        }
         loop {
             self.wake.notified().await;
             self.windows.fetch_add(1, Ordering::Relaxed);
@@ -122,6 +120,12 @@ pub fn parse_window_us(s: &str) -> Result<Duration, String> {
             "{s:?} is not a number of microseconds: give e.g. 200, or 0 to turn busy polling off"
         )
     })?;
+    window_from_us(us)
+}
+
+/// The window of `us` microseconds (the flag's or the config key's), at
+/// most [`MAX_WINDOW`].
+pub fn window_from_us(us: u64) -> Result<Duration, String> {
     let window = Duration::from_micros(us);
     if window > MAX_WINDOW {
         return Err(format!(

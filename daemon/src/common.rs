@@ -124,7 +124,7 @@ impl CommonSettings {
         };
         let busy_poll = match (args.busy_poll_us, file.busy_poll_us) {
             (Some(w), _) => w,
-            (None, Some(us)) => crate::busy::parse_window_us(&us.to_string())
+            (None, Some(us)) => crate::busy::window_from_us(us)
                 .map_err(|e| anyhow::anyhow!("config key busy_poll_us: {e}"))?,
             (None, None) => crate::busy::DEFAULT_WINDOW,
         };
