@@ -784,11 +784,16 @@ impl Targets {
         (0..count)
             .map(|i| {
                 let len = (rng.next_u64() % 1400) as usize + 1;
-                let bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+                let bytes = random_bytes(&mut rng, len);
                 ([self.ap, self.member, self.shim][i % 3], bytes)
             })
             .collect()
     }
+}
+
+/// `len` bytes from `rng`: a datagram that is no frame of any session.
+fn random_bytes(rng: &mut SplitMix64, len: usize) -> Vec<u8> {
+    (0..len).map(|_| rng.next_u64() as u8).collect()
 }
 
 /// The sum of a daemon's drop counters.
@@ -929,8 +934,7 @@ fn busy_polling_is_on_by_default_and_off_with_zero() {
         let socket = UdpSocket::bind(SocketAddr::new(from.into(), 0))?;
         let mut rng = SplitMix64::new(7);
         for _ in 0..100 {
-            let bytes: Vec<u8> = (0..64).map(|_| rng.next_u64() as u8).collect();
-            socket.send_to(&bytes, member)?;
+            socket.send_to(&random_bytes(&mut rng, 64), member)?;
             std::thread::sleep(MS);
         }
         std::io::Result::Ok(())
