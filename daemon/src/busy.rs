@@ -9,9 +9,10 @@
 //! driver with a zero timeout (tokio's deferred yield) and runs whatever
 //! became ready at once, and it yields the CPU to other runnable
 //! processes (`sched_yield`) so that the applications behind the tunnel
-//! keep running on a small machine. The window reopens at every batch the
-//! data tasks handle and closes `window` after the last one; an idle daemon
-//! sleeps as before. `--busy-poll-us 0` turns it off (shared hosts where a
+//! keep running on a small machine. The window reopens at every TUN batch
+//! and every UDP batch with a data frame the engine accepted (the driver
+//! decides: garbage never reopens it), and closes `window` after the last
+//! one; an idle daemon sleeps as before. `--busy-poll-us 0` turns it off (shared hosts where a
 //! core's worth of spinning after traffic is not welcome).
 
 use std::sync::Arc;
