@@ -5,7 +5,8 @@
 //! protocol logic: [`driver`] runs any [`Engine`](homeaddr_proto::engine::Engine)
 //! over a TUN device and UDP sockets; [`control`] is the local control
 //! socket; [`metrics`] the Prometheus endpoint; [`netcfg`] sets up routes
-//! and undoes them; [`common`] holds the flags, file keys and defaults of
+//! and undoes them; [`routes`] changes host routes at run time over
+//! rtnetlink; [`common`] holds the flags, file keys and defaults of
 //! every daemon; [`shell`] is the one run loop around a daemon's
 //! [`Role`](shell::Role); this module loads configuration files, seeds
 //! engines and starts logging.
@@ -17,6 +18,7 @@ pub mod driver;
 pub mod metrics;
 pub mod netcfg;
 pub mod netwatch;
+pub mod routes;
 pub mod shell;
 
 use std::path::Path;
