@@ -131,6 +131,10 @@ impl Member {
                 punched: None,
             },
         );
+        if self.config.direct_return {
+            self.events
+                .push_back(MemberEvent::ShimClientAdded { client });
+        }
         self.start_rr(now, client);
     }
 
@@ -173,11 +177,13 @@ impl Member {
 
     /// Drop everything about `client`: entry, sessions, timer.
     pub(super) fn forget_correspondent(&mut self, client: Ipv6Addr) {
-        if let Some(c) = self.correspondents.remove(&client)
-            && let Some(s) = c.sessions
-        {
-            for index in s.local_indices() {
+        if let Some(c) = self.correspondents.remove(&client) {
+            for index in c.sessions.iter().flat_map(|s| s.local_indices()) {
                 self.shim_indices.remove(&index);
+            }
+            if self.config.direct_return {
+                self.events
+                    .push_back(MemberEvent::ShimClientRemoved { client });
             }
         }
         self.timers.cancel(MemberTimer::Correspondent(client));

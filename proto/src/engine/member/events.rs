@@ -67,6 +67,20 @@ pub enum MemberEvent {
         /// BA or BE status.
         status: u8,
     },
+    /// With direct server return: `client` runs a shim (an AP's sealed
+    /// Shim Notice made it a correspondent), so answers to it must come
+    /// back to the engine to be sealed: the daemon routes them into the
+    /// TUN before it writes any packet of this batch there.
+    ShimClientAdded {
+        /// Client.
+        client: Ipv6Addr,
+    },
+    /// With direct server return: `client` is no longer a correspondent;
+    /// its route into the TUN goes, and answers to it leave natively.
+    ShimClientRemoved {
+        /// Client.
+        client: Ipv6Addr,
+    },
 }
 
 /// Member counters.
@@ -82,7 +96,10 @@ pub struct MemberCounters {
     pub via_ap_out: u64,
     /// Packets sent directly to shims.
     pub direct_out: u64,
-    /// Packets to legacy clients returned natively (direct server return).
+    /// Answers to legacy clients that reached the engine with direct
+    /// server return on and went back to the kernel to leave natively.
+    /// The kernel routes legacy answers past the member daemon, so only
+    /// stragglers land here (an answer to a correspondent just forgotten).
     pub direct_return: u64,
     /// Registration BUs sent, retransmissions included.
     pub registration_bus: u64,

@@ -225,3 +225,59 @@ fn the_ipv4_home_address_is_served_beside_the_ipv6_one() {
         DataAction::Drop(DropReason::UnknownHomeAddress)
     );
 }
+
+/// The daemon's routes into the TUN with direct server return.
+fn route_events(m: &mut Member) -> Vec<(bool, Ipv6Addr)> {
+    events(m)
+        .into_iter()
+        .filter_map(|e| match e {
+            MemberEvent::ShimClientAdded { client } => Some((true, client)),
+            MemberEvent::ShimClientRemoved { client } => Some((false, client)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn direct_return_reports_each_shim_client_as_it_comes_and_goes() {
+    let now = t0();
+    let mut config = self::config();
+    config.direct_return = true;
+    config.max_correspondents = 1;
+    let (mut m, mut ap) = registered_with(config, now);
+    // A Shim Notice makes CLIENT a correspondent: route its answers in.
+    notice(&mut m, &mut ap, now, 1);
+    assert_eq!(route_events(&mut m), [(true, CLIENT)]);
+    // The same shim again: nothing changes.
+    m.handle_udp(
+        now,
+        ap_ep(),
+        &mut shim_notice(&mut ap, CLIENT, shim_ep(), 1),
+    );
+    assert_eq!(route_events(&mut m), []);
+    // Its answers still come to the engine and go through the AP, sealed;
+    // a legacy client's go back to the kernel (the straggler path).
+    let (action, out) = tun_out(&mut m, now, &mut answer());
+    assert_eq!(action, DataAction::Send { to: ap_ep() });
+    assert!(out.is_some());
+    let (legacy, _) = client_ep(7);
+    let mut other = tcp(v6(HOA, 80), v6(legacy, 40000), ACK, 1, 1);
+    assert_eq!(tun_out(&mut m, now, &mut other).0, DataAction::ToTun);
+    assert_eq!(m.counters().direct_return, 1);
+    // A full table evicts CLIENT for another: one route goes, one comes.
+    let (c2, s2) = client_ep(2);
+    m.handle_udp(now, ap_ep(), &mut shim_notice(&mut ap, c2, s2, 2));
+    assert_eq!(route_events(&mut m), [(false, CLIENT), (true, c2)]);
+    // Leaving forgets every correspondent.
+    m.leave(now);
+    assert_eq!(route_events(&mut m), [(false, c2)]);
+}
+
+#[test]
+fn without_direct_return_no_route_events() {
+    let now = t0();
+    let (mut m, mut ap) = registered(now);
+    notice(&mut m, &mut ap, now, 1);
+    m.leave(now);
+    assert_eq!(route_events(&mut m), []);
+}
