@@ -51,8 +51,10 @@ pub struct Cli {
     /// Do not offer route optimization to shims.
     #[arg(long)]
     pub no_route_optimization: bool,
-    /// Direct server return: answer clients without a shim natively, from
-    /// the home address, instead of through the access point.
+    /// Direct server return: answers to clients without a shim leave this
+    /// host natively, from the home address, past the daemon and the
+    /// access point (needs nftables for the MSS clamp, and a network that
+    /// carries packets from the home address: no NAT, no source filter).
     #[arg(long)]
     pub direct_return: bool,
 }

@@ -18,6 +18,7 @@ use homeaddr_daemon::netcfg::{Claim, NetConfig, ip, ip_output};
 use homeaddr_daemon::shell::{self, Context, Role, Stop, StopHandle};
 use homeaddr_io::{TunConfig, TunDevice, UdpTunnel};
 use homeaddr_member::config::{Cli, Settings};
+use homeaddr_member::direct_return::DirectReturn;
 use homeaddr_member::metrics::{self, Timings};
 use homeaddr_proto::engine::member::{Member, MemberConfig, MemberEvent, RegistrationState};
 use homeaddr_proto::engine::{DropCounters, HomeAddresses};
@@ -61,6 +62,8 @@ struct MemberNode {
     /// The routing table and the TUN are ours until the network setup is
     /// undone.
     _claims: [Option<Claim>; 2],
+    /// The MSS clamp and the shim clients' routes of direct server return.
+    _direct_return: Option<Arc<DirectReturn>>,
     timings: Arc<Timings>,
     metrics: Metrics,
 }
@@ -83,7 +86,20 @@ impl Role for MemberNode {
         let tun_claim = Claim::tun(Path::new(RUN_DIR), &common.tun)?;
         let tun = create_tun(&settings)?;
         let mut net = NetConfig::new();
-        route_answers_into_tun(&mut net, claim.stale, &homes, tun.name(), &table)?;
+        route_answers_into_tun(
+            &mut net,
+            claim.stale,
+            &homes,
+            tun.name(),
+            &table,
+            settings.direct_return,
+        )?;
+        let direct_return = if settings.direct_return {
+            let d = DirectReturn::setup(settings.table, tun.name(), &homes, common.mtu)?;
+            Some(Arc::new(d))
+        } else {
+            None
+        };
         let udp = Arc::new(
             UdpTunnel::bind(care_of)
                 .with_context(|| format!("cannot bind the care-of endpoint {care_of}"))?,
@@ -91,7 +107,11 @@ impl Role for MemberNode {
         let engine = Arc::new(Mutex::new(start_engine(&settings, udp.local_addr())?));
         let timings = Arc::new(Timings::default());
         let (hook_timings, stop) = (timings.clone(), cx.stop.clone());
-        let hook = Arc::new(move |m: &mut Member| on_events(m, &hook_timings, &stop));
+        let answers = direct_return.as_ref().map(Arc::downgrade);
+        let hook = Arc::new(move |m: &mut Member| {
+            let answers = answers.as_ref().and_then(std::sync::Weak::upgrade);
+            on_events(m, &hook_timings, &stop, answers.as_deref())
+        });
         let driver = Driver::start(
             engine.clone(),
             hook,
@@ -115,6 +135,7 @@ impl Role for MemberNode {
             driver,
             net,
             _claims: [Some(claim), tun_claim],
+            _direct_return: direct_return,
             timings,
             metrics,
         })
@@ -234,13 +255,16 @@ fn source_rule<'a>(family: &'a str, op: &'a str, from: &'a str, table: &'a str) 
 /// Answers from the home address go back into the TUN, to the engine: a
 /// default route into `tun` in `table` and a source rule to it (after
 /// removing the rule a dead member left behind, if the table's claim was
-/// `stale`).
+/// `stale`). With `direct_return` the table starts empty: only shim
+/// clients get routes into the TUN (`direct_return.rs`), and every other
+/// answer falls through to the main table.
 fn route_answers_into_tun(
     net: &mut NetConfig,
     stale: bool,
     homes: &HomeAddresses,
     tun: &str,
     table: &str,
+    direct_return: bool,
 ) -> anyhow::Result<()> {
     let mut families = Vec::new();
     if let Some(hoa6) = homes.ipv6() {
@@ -267,7 +291,9 @@ fn route_answers_into_tun(
             info!(table = %table, "removed the source rule a dead member left behind");
         }
         let default_route = |op| [*family, "route", op, "default", "dev", tun, "table", table];
-        net.apply(&default_route("replace"), &default_route("del"))?;
+        if !direct_return {
+            net.apply(&default_route("replace"), &default_route("del"))?;
+        }
         // `iif lo`: only locally generated answers; packets the engine
         // writes back for direct server return come in on the TUN and are
         // routed natively.
@@ -323,9 +349,27 @@ async fn leave(driver: &Driver<Member>) {
 
 /// Log engine events and time route optimization; a registration every
 /// AP refused stops the daemon (exit status 3).
-fn on_events(m: &mut Member, timings: &Timings, stop: &StopHandle) {
+fn on_events(
+    m: &mut Member,
+    timings: &Timings,
+    stop: &StopHandle,
+    direct_return: Option<&DirectReturn>,
+) {
     while let Some(e) = m.poll_event() {
         match e {
+            // Before this batch writes anything into the TUN (the driver
+            // calls the hook first): the answers to its packets find the
+            // route.
+            MemberEvent::ShimClientAdded { client } => {
+                if let Some(d) = direct_return {
+                    d.shim_client(client, true);
+                }
+            }
+            MemberEvent::ShimClientRemoved { client } => {
+                if let Some(d) = direct_return {
+                    d.shim_client(client, false);
+                }
+            }
             MemberEvent::Registered {
                 ap,
                 care_of,
