@@ -60,6 +60,8 @@ pub struct DaemonSet {
     pub protection: Option<&'static str>,
     /// More flags for all three daemons.
     pub extra: &'static [&'static str],
+    /// More flags for the member only.
+    pub member_extra: &'static [&'static str],
     /// `None`: the daemons of `HOMEADDR_BIN_DIR`.
     pub dir: Option<PathBuf>,
 }
@@ -74,6 +76,7 @@ pub fn daemon_sets() -> anyhow::Result<Vec<DaemonSet>> {
                 label: "encrypt",
                 protection: Some("encrypt"),
                 extra: &[],
+                member_extra: &[],
                 dir: None,
             },
             // What busy polling buys: the same daemons without it.
@@ -81,12 +84,21 @@ pub fn daemon_sets() -> anyhow::Result<Vec<DaemonSet>> {
                 label: NO_BUSY_POLL,
                 protection: Some("encrypt"),
                 extra: &["--busy-poll-us", "0"],
+                member_extra: &[],
+                dir: None,
+            },
+            DaemonSet {
+                label: "encrypt, direct return",
+                protection: Some("encrypt"),
+                extra: &[],
+                member_extra: &["--direct-return"],
                 dir: None,
             },
             DaemonSet {
                 label: "integrity",
                 protection: Some("integrity"),
                 extra: &[],
+                member_extra: &[],
                 dir: None,
             },
         ]
@@ -95,6 +107,7 @@ pub fn daemon_sets() -> anyhow::Result<Vec<DaemonSet>> {
             label: "v1 (unprotected)",
             protection: None,
             extra: &[],
+            member_extra: &[],
             dir: None,
         }]
     };
@@ -107,6 +120,7 @@ pub fn daemon_sets() -> anyhow::Result<Vec<DaemonSet>> {
                 label: V1,
                 protection: None,
                 extra: &[],
+                member_extra: &[],
                 dir: Some(dir),
             }),
             Ok(true) => eprintln!(
@@ -188,6 +202,7 @@ pub fn start(bed: &Bed, set: &DaemonSet, run_no: u32) -> anyhow::Result<Homeaddr
         sock("m1").display().to_string(),
     ];
     args.extend(common.clone());
+    args.extend(set.member_extra.iter().map(|a| a.to_string()));
     // The readiness line is logged at info.
     args.extend(["--log-level".into(), "info".into()]);
     let d = bed
