@@ -23,6 +23,11 @@ const DAEMONS: [&str; 3] = ["homeaddr-ap", "homeaddr-member", "homeaddr-shim"];
 /// polling off (`--busy-poll-us 0`).
 pub const NO_BUSY_POLL: &str = "encrypt, no busy-poll";
 
+/// The label of the rows of the current daemons, encrypting, the member
+/// with `--direct-return` (legacy answers leave natively, past the member
+/// daemon and the AP).
+pub const DIRECT_RETURN: &str = "encrypt, direct return";
+
 /// The label of the rows of the v1 daemons from `HOMEADDR_V1_BIN_DIR`.
 pub const V1: &str = "none (v1)";
 
@@ -88,7 +93,7 @@ pub fn daemon_sets() -> anyhow::Result<Vec<DaemonSet>> {
                 dir: None,
             },
             DaemonSet {
-                label: "encrypt, direct return",
+                label: DIRECT_RETURN,
                 protection: Some("encrypt"),
                 extra: &[],
                 member_extra: &["--direct-return"],

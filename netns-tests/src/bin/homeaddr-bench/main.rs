@@ -12,7 +12,9 @@
 //! shim path (shim client -> HoA, tunnelled straight to the member). The
 //! homeaddr paths run once per protection mode the daemons offer
 //! (`--protection encrypt|integrity`, when their `--help` lists it) and
-//! once encrypting with `--busy-poll-us 0` ("encrypt, no busy-poll"), else
+//! once encrypting with `--busy-poll-us 0` ("encrypt, no busy-poll") and
+//! once encrypting with the member's `--direct-return` ("encrypt, direct
+//! return": legacy answers leave the member natively), else
 //! once as "v1 (unprotected)"; and once more with the daemons in
 //! `HOMEADDR_V1_BIN_DIR` (when set: `scripts/bench` builds the last v1
 //! release there, wire version 1, no protection), labelled "none (v1)"
@@ -135,6 +137,13 @@ fn run() -> anyhow::Result<()> {
     table::print_table(&rows);
     table::print_protection_cost(&rows);
     table::print_targets(&rows, sets[0].label);
+    if rows.iter().any(|r| r.protection == homeaddr::DIRECT_RETURN) {
+        println!(
+            "  with direct server return (\"{}\" rows):",
+            homeaddr::DIRECT_RETURN
+        );
+        table::via_ap_targets(&rows, homeaddr::DIRECT_RETURN);
+    }
     homeaddr::print_io(&io);
     memory::print_memory();
     println!();

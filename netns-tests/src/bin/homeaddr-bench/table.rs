@@ -154,40 +154,10 @@ pub fn print_targets(rows: &[Row], label: &str) {
         rows.iter()
             .find(|r| r.path == path && r.protection == label)
     };
-    let (direct, haproxy, bt) = (
-        find(rows, DIRECT),
-        find(rows, HAPROXY),
-        find(rows, BORINGTUN),
-    );
+    let (direct, bt) = (find(rows, DIRECT), find(rows, BORINGTUN));
     println!();
     println!("targets (issue 12), on the \"{label}\" rows (informational):");
-    match (row(LEGACY), haproxy) {
-        (Some(ap), Some(h)) => {
-            let (a, h) = (&ap.f, &h.f);
-            let vs = |v: f64, b: f64| format!("{v:.0} vs {b:.0}");
-            target(
-                "via the AP: Gbit/s >= haproxy's",
-                format!("{:.2} vs {:.2}", a.gbps, h.gbps),
-                a.gbps >= h.gbps,
-            );
-            target(
-                "via the AP: keep-alive req/s >= haproxy's",
-                vs(a.keepalive_rps, h.keepalive_rps),
-                a.keepalive_rps >= h.keepalive_rps,
-            );
-            target(
-                "via the AP: new-conn req/s >= haproxy's",
-                vs(a.newconn_rps, h.newconn_rps),
-                a.newconn_rps >= h.newconn_rps,
-            );
-            target(
-                "via the AP: c=1 latency <= haproxy's (us)",
-                vs(a.latency_us, h.latency_us),
-                a.latency_us <= h.latency_us,
-            );
-        }
-        _ => println!("  via the AP: no row to compare (haproxy or the AP path missing)"),
-    }
+    via_ap_targets(rows, label);
     let Some(ro) = row(RO) else {
         println!("  route-optimized: no row");
         return;
@@ -222,6 +192,40 @@ pub fn print_targets(rows: &[Row], label: &str) {
             );
         }
         None => println!("  boringtun targets: no boringtun row"),
+    }
+}
+
+/// The via-the-AP targets (against haproxy) on the rows of `label`.
+pub fn via_ap_targets(rows: &[Row], label: &str) {
+    let ap = rows
+        .iter()
+        .find(|r| r.path == LEGACY && r.protection == label);
+    match (ap, find(rows, HAPROXY)) {
+        (Some(ap), Some(h)) => {
+            let (a, h) = (&ap.f, &h.f);
+            let vs = |v: f64, b: f64| format!("{v:.0} vs {b:.0}");
+            target(
+                "via the AP: Gbit/s >= haproxy's",
+                format!("{:.2} vs {:.2}", a.gbps, h.gbps),
+                a.gbps >= h.gbps,
+            );
+            target(
+                "via the AP: keep-alive req/s >= haproxy's",
+                vs(a.keepalive_rps, h.keepalive_rps),
+                a.keepalive_rps >= h.keepalive_rps,
+            );
+            target(
+                "via the AP: new-conn req/s >= haproxy's",
+                vs(a.newconn_rps, h.newconn_rps),
+                a.newconn_rps >= h.newconn_rps,
+            );
+            target(
+                "via the AP: c=1 latency <= haproxy's (us)",
+                vs(a.latency_us, h.latency_us),
+                a.latency_us <= h.latency_us,
+            );
+        }
+        _ => println!("  via the AP: no row to compare (haproxy or the AP path missing)"),
     }
 }
 
