@@ -484,6 +484,10 @@ pub struct MemberStatus {
     /// socket's local one): it is behind a NAT and sends NAT keepalives.
     #[serde(default)]
     pub behind_nat: bool,
+    /// It runs with direct server return: its kernel sends legacy
+    /// clients' answers natively, past the daemon and the APs.
+    #[serde(default)]
+    pub direct_return: bool,
     /// Correspondent shims and their bindings.
     pub bindings: Vec<CorrespondentRow>,
     /// Engine counters.
@@ -842,6 +846,7 @@ pub(crate) mod tests {
             flows: 3,
             draining: false,
             behind_nat: true,
+            direct_return: false,
             bindings: vec![CorrespondentRow {
                 client: "fd00::9".parse().unwrap(),
                 shim: "[fd00::9]:5000".parse().unwrap(),

@@ -302,8 +302,14 @@ pub fn status(status: &Status) -> Table {
             rows
         }
         Status::Member(s) => {
+            let answers = if s.direct_return {
+                "direct return (legacy clients natively)"
+            } else {
+                "through the APs"
+            };
             let mut rows = vec![
                 ("access_point", s.access_point.to_string()),
+                ("answers", answers.to_string()),
                 ("bindings", entries(&s.bindings)),
                 ("care_of", s.care_of.to_string()),
                 ("draining", s.draining.to_string()),
@@ -465,6 +471,7 @@ pub(crate) mod tests {
             flows: 7,
             draining: false,
             behind_nat: false,
+            direct_return: true,
             bindings: Vec::new(),
             counters: MemberCounters::default(),
             io: IoStatus::default(),
@@ -482,6 +489,10 @@ pub(crate) mod tests {
         );
         assert!(out.contains("flows         7\n"), "{out}");
         assert!(out.contains("busy_poll     off\n"), "{out}");
+        assert!(
+            out.contains("answers       direct return (legacy clients natively)\n"),
+            "{out}"
+        );
     }
 
     #[test]

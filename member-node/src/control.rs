@@ -102,6 +102,7 @@ pub fn status(m: &Member, now: Instant, io: IoStatus) -> MemberStatus {
         flows: m.flows() as u64,
         draining: m.is_draining(),
         behind_nat: m.behind_nat(),
+        direct_return: m.config().direct_return,
         bindings,
         counters: MemberCounters {
             direct_return: c.direct_return,

@@ -39,6 +39,7 @@ fn legacy_answers_leave_natively_past_the_member_daemon_with_direct_return() {
     let read = member["io"]["tun"]["rx_packets"].as_u64().unwrap();
     assert!(read < 50, "answers crossed the member daemon: {member}");
     assert_eq!(member["counters"]["via_ap_out"], 0, "{member}");
+    assert_eq!(member["direct_return"], true, "status says so: {member}");
 
     // The SYN-ACK's MSS is clamped to what the tunnel carries: the
     // client's segments to the HoA fit the 1420-byte inner MTU (IPv6:
