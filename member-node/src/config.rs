@@ -181,6 +181,17 @@ impl DaemonSettings for Settings {
                 member::DEFAULT_MAX_FLOWS
             );
         }
+        let route_optimization =
+            !cli.no_route_optimization && file.route_optimization.unwrap_or(true);
+        let direct_return = cli.direct_return || file.direct_return.unwrap_or(false);
+        if direct_return && !route_optimization {
+            // Without correspondents the member cannot tell shim clients
+            // from legacy ones: their answers would leave natively, and a
+            // shim client with a pool address (behind a NAT) gets none.
+            bail!(
+                "direct return needs route optimization: it keeps a shim client's answers on the tunnel by its correspondent entry; drop --no-route-optimization (route_optimization = false) or --direct-return"
+            );
+        }
         let common = CommonSettings::resolve(
             &cli.common,
             &file.common,
@@ -204,12 +215,11 @@ impl DaemonSettings for Settings {
             spi: cli.spi.or(file.spi).unwrap_or(member::DEFAULT_SPI),
             weight: cli.weight.or(file.weight).unwrap_or(member::DEFAULT_WEIGHT),
             table: cli.table.or(file.table).unwrap_or(4790),
-            route_optimization: !cli.no_route_optimization
-                && file.route_optimization.unwrap_or(true),
+            route_optimization,
             lifetime: file.lifetime_s.map_or(member::DEFAULT_LIFETIME, |s| {
                 Duration::from_secs(s.clamp(8, 3600))
             }),
-            direct_return: cli.direct_return || file.direct_return.unwrap_or(false),
+            direct_return,
             max_correspondents,
             max_flows,
             nat_keepalive: file
@@ -324,6 +334,33 @@ mod tests {
         };
         let e = Settings::merge_error(&args, file);
         assert!(e.contains("max_correspondents"), "{e}");
+    }
+
+    #[test]
+    fn direct_return_without_route_optimization_is_refused() {
+        let args = [
+            "--id",
+            "3",
+            "--key",
+            "0123456789abcdef",
+            "--home-address",
+            "2001:db8::1",
+            "--access-point",
+            "[2001:db8::2]:4790",
+            "--direct-return",
+        ];
+        let s = Settings::from_args(&args, FileConfig::default()).unwrap();
+        assert!(s.direct_return && s.route_optimization);
+        let file = FileConfig {
+            route_optimization: Some(false),
+            ..FileConfig::default()
+        };
+        let e = Settings::merge_error(&args, file);
+        assert!(e.contains("direct return needs route optimization"), "{e}");
+        let mut no_ro = args.to_vec();
+        no_ro.push("--no-route-optimization");
+        let e = Settings::merge_error(&no_ro, FileConfig::default());
+        assert!(e.contains("drop --no-route-optimization"), "{e}");
     }
 
     const BASE: [&str; 6] = [
