@@ -29,6 +29,7 @@
 //! peer, the cost of each protection mode against "none (v1)", the
 //! issue-12 targets with PASS/MISS (informational: the exit status only
 //! reports errors), the daemons' I/O batching and memory per flow entry.
+//! `BENCH_SET=LABEL` runs only that daemon set next to the peers.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -67,6 +68,27 @@ fn rounds() -> u64 {
     env_number("BENCH_ROUNDS", 3)
 }
 
+/// With `BENCH_SET=LABEL`, only the homeaddr daemon set of that label
+/// (the peers always run: the ratios need them); an unknown label is an
+/// error that lists the labels.
+fn only_set(sets: Vec<homeaddr::DaemonSet>) -> anyhow::Result<Vec<homeaddr::DaemonSet>> {
+    let Ok(want) = std::env::var("BENCH_SET") else {
+        return Ok(sets);
+    };
+    let labels: Vec<&str> = sets.iter().map(|s| s.label).collect();
+    if !labels.contains(&want.as_str()) {
+        anyhow::bail!(
+            "BENCH_SET={want:?} names no daemon set; give one of: {}",
+            labels
+                .iter()
+                .map(|l| format!("{l:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(sets.into_iter().filter(|s| s.label == want).collect())
+}
+
 fn main() -> ExitCode {
     if !require_root("homeaddr-bench") {
         return ExitCode::FAILURE;
@@ -95,11 +117,12 @@ fn run() -> anyhow::Result<()> {
     let secs = seconds();
     let rounds = rounds();
     let started = Instant::now();
+    // Before any namespace exists: a bad BENCH_SET costs nothing.
+    let sets = only_set(homeaddr::daemon_sets()?)?;
     let bed = topology::setup()?;
     let script = tools::write_wrk_script(bed.topo.dir())?;
     let peers = paths::start_peers(&bed)?;
     let fixed = paths::peer_paths(&bed, &peers);
-    let sets = homeaddr::daemon_sets()?;
     let n_paths = fixed.len() + 2 * sets.len();
     // Four figures per path plus about 1 s of checks and daemon starts.
     let estimate = rounds * n_paths as u64 * (4 * secs + 1);
@@ -137,7 +160,9 @@ fn run() -> anyhow::Result<()> {
     table::print_table(&rows);
     table::print_protection_cost(&rows);
     table::print_targets(&rows, sets[0].label);
-    if rows.iter().any(|r| r.protection == homeaddr::DIRECT_RETURN) {
+    if sets[0].label != homeaddr::DIRECT_RETURN
+        && rows.iter().any(|r| r.protection == homeaddr::DIRECT_RETURN)
+    {
         println!(
             "  with direct server return (\"{}\" rows):",
             homeaddr::DIRECT_RETURN
