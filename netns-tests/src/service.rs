@@ -97,15 +97,24 @@ impl Host {
     /// The daemon's `status` as its JSON (for reads by JSON pointer), or
     /// `{"error": ...}` when it cannot be had.
     pub fn status(&self) -> Value {
-        match self.ask::<Status>(Request::Status) {
-            Ok(s) => serde_json::to_value(s).unwrap_or_else(|e| json!({"error": e.to_string()})),
-            Err(e) => json!({"error": e.to_string()}),
-        }
+        status_at(&self.control)
     }
 
     /// The daemon, which must exist.
     pub fn daemon(&self) -> &Daemon {
         self.daemon.as_ref().expect("host runs a daemon")
+    }
+}
+
+/// The `status` of the daemon whose control socket is `path`, as its JSON
+/// (for reads by JSON pointer), or `{"error": ...}` when it cannot be had.
+pub fn status_at(path: &Path) -> Value {
+    let status = call_blocking(path, &Request::Status)
+        .map_err(|e| e.to_string())
+        .and_then(|r| Status::try_from(r).map_err(|e| e.to_string()));
+    match status {
+        Ok(s) => serde_json::to_value(s).unwrap_or_else(|e| json!({"error": e.to_string()})),
+        Err(e) => json!({ "error": e }),
     }
 }
 

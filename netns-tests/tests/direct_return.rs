@@ -100,3 +100,104 @@ fn legacy_answers_leave_natively_past_the_member_daemon_with_direct_return() {
     )
     .expect("the clamp and the rule are removed on stop");
 }
+
+/// IPv4: the IPv4 home address's answers fall through the member's table to
+/// the main one as well, and their SYN-ACKs are clamped to `mtu - 40`.
+///
+/// ```text
+///  one LAN 198.18.0.0/24
+///  ap  198.18.0.1   homeaddr-ap --listen 198.18.0.1:4790
+///  m1  198.18.0.2   homeaddr-member --direct-return
+///  c   198.18.0.3   routes 198.19.0.1 via the AP
+/// ```
+#[test]
+fn ipv4_answers_leave_natively_with_direct_return() {
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use homeaddr_netns_tests::Topology;
+    use homeaddr_netns_tests::service::{
+        HOME_ADDRESS, KEY, SERVICE_PORT, TUNNEL_PORT, member_args, member_server, start_daemon,
+        status_at,
+    };
+
+    if !require_root("ipv4_answers_leave_natively_with_direct_return") {
+        return;
+    }
+    const HOA4: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+    const AP4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+    const MEMBER4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+    const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
+    let topo = Topology::new("dsr4").expect("topology");
+    let ap = topo.add_netns("ap").unwrap();
+    let m1 = topo.add_netns("m1").unwrap();
+    let client = topo.add_netns("c").unwrap();
+    topo.lan("sw", &[(&ap, "eth0"), (&m1, "eth0"), (&client, "eth0")])
+        .unwrap();
+    for (ns, addr) in [(&ap, AP4), (&m1, MEMBER4), (&client, CLIENT4)] {
+        ns.ip(&format!("-4 addr add {addr}/24 dev eth0")).unwrap();
+    }
+    client
+        .ip(&format!("-4 route add {HOA4}/32 via {AP4}"))
+        .unwrap();
+    let ap_ep = SocketAddr::new(AP4.into(), TUNNEL_PORT);
+    let ap_control = topo.dir().join("ap.sock");
+    let _ap = start_daemon(
+        &ap,
+        "homeaddr-ap",
+        "homeaddr-ap",
+        vec![
+            "--home-address".into(),
+            HOA4.to_string(),
+            "--home-address".into(),
+            HOME_ADDRESS.to_string(),
+            "--key".into(),
+            KEY.into(),
+            "--listen".into(),
+            ap_ep.to_string(),
+            "--control".into(),
+            ap_control.display().to_string(),
+        ],
+        &[],
+        "access point up",
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let _server = member_server(&m1, 1).unwrap_or_else(|e| panic!("{e:#}"));
+    let m1_control = topo.dir().join("m1.sock");
+    let care_of = SocketAddr::new(MEMBER4.into(), TUNNEL_PORT);
+    let mut args = member_args(1, &[ap_ep], care_of, KEY, &m1_control);
+    args.extend(["--home-address".into(), HOA4.to_string()]);
+    let _member = start_daemon(
+        &m1,
+        "homeaddr-member-1",
+        "homeaddr-member",
+        args,
+        &["--direct-return"],
+        "registered with the access point",
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+
+    let server = SocketAddr::new(HOA4.into(), SERVICE_PORT);
+    let bytes = 4 << 20;
+    let report = client
+        .enter(|| testapp::get(server, bytes, Duration::from_secs(30)))
+        .unwrap()
+        .expect("IPv4 download through direct server return");
+    assert_eq!(report.sha256, testapp::expected_sha256(bytes));
+    assert_eq!(report.server, "member1");
+    let (ap, member) = (status_at(&ap_control), status_at(&m1_control));
+    assert!(ap["counters"]["legacy_in"].as_u64().unwrap() > 0, "{ap}");
+    assert_eq!(
+        ap["counters"]["legacy_out"], 0,
+        "answers went through the AP: {ap}"
+    );
+    let read = member["io"]["tun"]["rx_packets"].as_u64().unwrap();
+    assert!(read < 50, "answers crossed the member daemon: {member}");
+    let mss = client
+        .enter(|| {
+            let s = TcpStream::connect_timeout(&server, Duration::from_secs(5))?;
+            socket2::SockRef::from(&s).tcp_mss()
+        })
+        .unwrap()
+        .expect("connect and read TCP_MAXSEG");
+    assert!(mss <= 1380, "client MSS {mss}: the SYN-ACK was not clamped");
+}

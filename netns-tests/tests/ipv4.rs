@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use homeaddr_netns_tests::service::{
     HOME_ADDRESS, KEY, SERVICE_PORT, START_TIMEOUT, TUNNEL_PORT, bin, log_args, member_server,
-    start_daemon,
+    start_daemon, status_at as status,
 };
 use homeaddr_netns_tests::{Topology, require_root, testapp, wait_until};
 use serde_json::Value;
@@ -31,16 +31,6 @@ const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
 const SHIM4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 4);
 const AP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x4842, 1, 0, 0, 0, 0, 1);
 const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x4842, 1, 0, 0, 0, 0, 3);
-
-/// A daemon's `status` as JSON, or `{"error": ...}`.
-fn status(control: &std::path::Path) -> Value {
-    use homeaddr_control::{Request, Status, call_blocking};
-    call_blocking(control, &Request::Status)
-        .map_err(|e| e.to_string())
-        .and_then(|r| Status::try_from(r).map_err(|e| e.to_string()))
-        .and_then(|s| serde_json::to_value(s).map_err(|e| e.to_string()))
-        .unwrap_or_else(|e| serde_json::json!({ "error": e }))
-}
 
 #[test]
 fn ipv4_underlay_and_ipv4_home_address_end_to_end() {
