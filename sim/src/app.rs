@@ -30,10 +30,22 @@ pub struct MemberApp {
     pub resets_sent: u64,
     /// Packets that are not TCP segments (e.g. fragments), as received.
     pub other: Vec<Vec<u8>>,
+    /// The host's table with direct return: the shim clients whose answers
+    /// the kernel routes into the TUN, to the engine (the daemon follows
+    /// the engine's `ShimClientAdded` / `ShimClientRemoved` events); every
+    /// other answer leaves natively without reaching the engine.
+    pub routed: BTreeSet<std::net::Ipv6Addr>,
     seen: HashSet<(FlowKey, u32)>,
 }
 
 impl MemberApp {
+    /// Whether the host routes `answer` into the TUN with direct return: its
+    /// destination is a shim client the engine reported.
+    pub(crate) fn routes_into_tun(&self, answer: &[u8]) -> bool {
+        homeaddr_proto::wire::inner::addresses(answer)
+            .is_ok_and(|(_, dst)| self.routed.contains(&dst))
+    }
+
     pub(crate) fn receive(&mut self, id: MemberId, packet: &[u8]) -> Option<Vec<u8>> {
         let Some(s) = parse_segment(packet) else {
             self.other.push(packet.to_vec());

@@ -164,14 +164,11 @@ impl Node {
                     out.events.push(LoggedEvent::Ap(e));
                 }
             }
-            NodeKind::Member(m, _) => {
+            NodeKind::Member(m, app) => {
                 while let Some(t) = m.poll_transmit() {
                     transmits.push(t);
                 }
-                let id = m.config().id;
-                while let Some(e) = m.poll_event() {
-                    out.events.push(LoggedEvent::Member(id, e));
-                }
+                member_events(m, app, out);
             }
             NodeKind::Shim(s, app) => {
                 while let Some(t) = s.poll_transmit() {
@@ -280,9 +277,20 @@ impl Node {
             NodeKind::Member(m, app) => {
                 let Some(from) = from else { return };
                 let action = m.handle_udp(now, from, &mut payload);
+                // As the daemon's event hook: routes change before the
+                // packet reaches the TUN and the application answers.
+                member_events(m, app, out);
                 if action == DataAction::ToTun {
                     let id = m.config().id;
                     if let Some(answer) = app.receive(id, tun_packet(&payload)) {
+                        if m.config().direct_return && !app.routes_into_tun(&answer) {
+                            // The kernel sends it natively; the engine
+                            // never sees it.
+                            out.packets.push(Outgoing::Native(answer));
+                            self.flush(out);
+                            self.app_tick(out);
+                            return;
+                        }
                         let (action, framed) = handle_tun(&mut **m, now, &answer);
                         if action == DataAction::ToTun {
                             // Direct server return: the member's kernel routes it.
@@ -310,6 +318,24 @@ impl Node {
         }
         self.flush(out);
         self.app_tick(out);
+    }
+}
+
+/// Log a member's events; with direct return, follow its shim clients in
+/// the host's table (`MemberApp::routed`).
+fn member_events(m: &mut Member, app: &mut MemberApp, out: &mut Outbox) {
+    let id = m.config().id;
+    while let Some(e) = m.poll_event() {
+        match &e {
+            MemberEvent::ShimClientAdded { client } => {
+                app.routed.insert(*client);
+            }
+            MemberEvent::ShimClientRemoved { client } => {
+                app.routed.remove(client);
+            }
+            _ => {}
+        }
+        out.events.push(LoggedEvent::Member(id, e));
     }
 }
 

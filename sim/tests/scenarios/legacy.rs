@@ -87,5 +87,36 @@ fn direct_server_return_skips_the_access_point_on_the_way_back() {
         0,
         "answers went through the AP"
     );
-    assert!(sim.member(m).counters().direct_return >= 20);
+    // The host's table sent them natively: the engine saw none.
+    let counters = sim.member(m).counters();
+    assert_eq!((counters.via_ap_out, counters.direct_return), (0, 0));
+    assert!(counters.via_ap_in >= 20);
+}
+
+#[test]
+fn direct_server_return_still_seals_a_shim_clients_answers() {
+    let mut sim = Sim::new(18);
+    let m = sim.add_member_with(1, |c| c.direct_return = true);
+    sim.start_member(m);
+    let c = sim.add_shim_client();
+    sim.net.set_latency(c, Sim::AP, ms(30));
+    sim.net.set_latency(c, m, ms(2));
+    sim.net.set_latency(Sim::AP, m, ms(2));
+    all_active(&mut sim, &[1]);
+    ap_session(&mut sim, c);
+    let s = sim.start_session(c, 40, ms(50));
+    run_sessions(&mut sim, &[(c, s)], secs(20));
+    assert_eq!(sim.session(c, s).state, SessionState::Done);
+    // The Shim Notice put the client in the host's table before any
+    // answer: every answer reached the engine, sealed through the AP until
+    // the binding, then direct.
+    let client = sim.nodes[c].addr;
+    assert!(sim.member_app(m).routed.contains(&client));
+    let counters = sim.member(m).counters();
+    assert_eq!(counters.direct_return, 0, "an answer left unsealed");
+    assert!(
+        counters.via_ap_out > 0 && counters.direct_out > 0,
+        "{counters:?}"
+    );
+    assert!(first_direct(&sim, c).is_some(), "never route-optimized");
 }
