@@ -338,17 +338,8 @@ mod tests {
 
     #[test]
     fn direct_return_without_route_optimization_is_refused() {
-        let args = [
-            "--id",
-            "3",
-            "--key",
-            "0123456789abcdef",
-            "--home-address",
-            "2001:db8::1",
-            "--access-point",
-            "[2001:db8::2]:4790",
-            "--direct-return",
-        ];
+        let mut args = BASE.to_vec();
+        args.extend(["--access-point", "[2001:db8::2]:4790", "--direct-return"]);
         let s = Settings::from_args(&args, FileConfig::default()).unwrap();
         assert!(s.direct_return && s.route_optimization);
         let file = FileConfig {
@@ -357,7 +348,7 @@ mod tests {
         };
         let e = Settings::merge_error(&args, file);
         assert!(e.contains("direct return needs route optimization"), "{e}");
-        let mut no_ro = args.to_vec();
+        let mut no_ro = args.clone();
         no_ro.push("--no-route-optimization");
         let e = Settings::merge_error(&no_ro, FileConfig::default());
         assert!(e.contains("drop --no-route-optimization"), "{e}");

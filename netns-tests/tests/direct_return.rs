@@ -3,11 +3,22 @@
 //! the member daemon; a shim client of the same member is still answered
 //! through the engine, sealed.
 
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use homeaddr_netns_tests::service::Service;
-use homeaddr_netns_tests::{require_root, testapp, wait_until};
+use homeaddr_netns_tests::{Netns, require_root, testapp, wait_until};
+
+/// The send MSS of a connection from `ns` to `server` (TCP_MAXSEG after
+/// the handshake: the SYN-ACK's MSS less the timestamp option).
+fn client_mss(ns: &Netns, server: SocketAddr) -> u32 {
+    ns.enter(|| {
+        let s = TcpStream::connect_timeout(&server, Duration::from_secs(5))?;
+        socket2::SockRef::from(&s).tcp_mss()
+    })
+    .unwrap()
+    .expect("connect and read TCP_MAXSEG")
+}
 
 #[test]
 fn legacy_answers_leave_natively_past_the_member_daemon_with_direct_return() {
@@ -44,14 +55,7 @@ fn legacy_answers_leave_natively_past_the_member_daemon_with_direct_return() {
     // The SYN-ACK's MSS is clamped to what the tunnel carries: the
     // client's segments to the HoA fit the 1420-byte inner MTU (IPv6:
     // 1360), not the 1500-byte path the answers take (1440).
-    let mss = svc.clients[legacy]
-        .ns
-        .enter(|| {
-            let s = TcpStream::connect_timeout(&server, Duration::from_secs(5))?;
-            socket2::SockRef::from(&s).tcp_mss()
-        })
-        .unwrap()
-        .expect("connect and read TCP_MAXSEG");
+    let mss = client_mss(&svc.clients[legacy].ns, server);
     assert!(mss <= 1360, "client MSS {mss}: the SYN-ACK was not clamped");
 
     // A shim client of the same member: its answers get a route into the
@@ -112,7 +116,7 @@ fn legacy_answers_leave_natively_past_the_member_daemon_with_direct_return() {
 /// ```
 #[test]
 fn ipv4_answers_leave_natively_with_direct_return() {
-    use std::net::{Ipv4Addr, SocketAddr};
+    use std::net::Ipv4Addr;
 
     use homeaddr_netns_tests::Topology;
     use homeaddr_netns_tests::service::{
@@ -192,12 +196,6 @@ fn ipv4_answers_leave_natively_with_direct_return() {
     );
     let read = member["io"]["tun"]["rx_packets"].as_u64().unwrap();
     assert!(read < 50, "answers crossed the member daemon: {member}");
-    let mss = client
-        .enter(|| {
-            let s = TcpStream::connect_timeout(&server, Duration::from_secs(5))?;
-            socket2::SockRef::from(&s).tcp_mss()
-        })
-        .unwrap()
-        .expect("connect and read TCP_MAXSEG");
+    let mss = client_mss(&client, server);
     assert!(mss <= 1380, "client MSS {mss}: the SYN-ACK was not clamped");
 }
