@@ -9,6 +9,19 @@ use std::time::Duration;
 use homeaddr_netns_tests::service::Service;
 use homeaddr_netns_tests::{Netns, require_root, testapp, wait_until};
 
+/// After a 4 MiB download: requests went in through the AP, and no answer
+/// came back through it or reached the member's TUN reader (~3,000
+/// packets; the kernel routed them natively).
+fn answers_bypassed_ap_and_member(ap: &serde_json::Value, member: &serde_json::Value) {
+    assert!(ap["counters"]["legacy_in"].as_u64().unwrap() > 0, "{ap}");
+    assert_eq!(
+        ap["counters"]["legacy_out"], 0,
+        "answers went through the AP: {ap}"
+    );
+    let read = member["io"]["tun"]["rx_packets"].as_u64().unwrap();
+    assert!(read < 50, "answers crossed the member daemon: {member}");
+}
+
 /// The send MSS of a connection from `ns` to `server` (TCP_MAXSEG after
 /// the handshake: the SYN-ACK's MSS less the timestamp option).
 fn client_mss(ns: &Netns, server: SocketAddr) -> u32 {
@@ -39,16 +52,7 @@ fn legacy_answers_leave_natively_past_the_member_daemon_with_direct_return() {
     assert_eq!(report.server, "member1");
     let ap = svc.ap.status();
     let member = svc.members[&1].status();
-    // Requests went in through the AP; no answer came back through it.
-    assert!(ap["counters"]["legacy_in"].as_u64().unwrap() > 0, "{ap}");
-    assert_eq!(
-        ap["counters"]["legacy_out"], 0,
-        "answers went through the AP: {ap}"
-    );
-    // 4 MiB of answers is ~3,000 packets: none reached the member's TUN
-    // reader (the kernel routed them natively).
-    let read = member["io"]["tun"]["rx_packets"].as_u64().unwrap();
-    assert!(read < 50, "answers crossed the member daemon: {member}");
+    answers_bypassed_ap_and_member(&ap, &member);
     assert_eq!(member["counters"]["via_ap_out"], 0, "{member}");
     assert_eq!(member["direct_return"], true, "status says so: {member}");
 
@@ -120,8 +124,8 @@ fn ipv4_answers_leave_natively_with_direct_return() {
 
     use homeaddr_netns_tests::Topology;
     use homeaddr_netns_tests::service::{
-        HOME_ADDRESS, KEY, SERVICE_PORT, TUNNEL_PORT, member_args, member_server, start_daemon,
-        status_at,
+        HOME_ADDRESS, KEY, SERVICE_PORT, TUNNEL_PORT, ap_args, member_args, member_server,
+        start_daemon, status_at,
     };
 
     if !require_root("ipv4_answers_leave_natively_with_direct_return") {
@@ -145,22 +149,13 @@ fn ipv4_answers_leave_natively_with_direct_return() {
         .unwrap();
     let ap_ep = SocketAddr::new(AP4.into(), TUNNEL_PORT);
     let ap_control = topo.dir().join("ap.sock");
+    let mut ap_flags = ap_args(HOME_ADDRESS, ap_ep, &ap_control);
+    ap_flags.extend(["--home-address".into(), HOA4.to_string()]);
     let _ap = start_daemon(
         &ap,
         "homeaddr-ap",
         "homeaddr-ap",
-        vec![
-            "--home-address".into(),
-            HOA4.to_string(),
-            "--home-address".into(),
-            HOME_ADDRESS.to_string(),
-            "--key".into(),
-            KEY.into(),
-            "--listen".into(),
-            ap_ep.to_string(),
-            "--control".into(),
-            ap_control.display().to_string(),
-        ],
+        ap_flags,
         &[],
         "access point up",
     )
@@ -188,14 +183,7 @@ fn ipv4_answers_leave_natively_with_direct_return() {
         .expect("IPv4 download through direct server return");
     assert_eq!(report.sha256, testapp::expected_sha256(bytes));
     assert_eq!(report.server, "member1");
-    let (ap, member) = (status_at(&ap_control), status_at(&m1_control));
-    assert!(ap["counters"]["legacy_in"].as_u64().unwrap() > 0, "{ap}");
-    assert_eq!(
-        ap["counters"]["legacy_out"], 0,
-        "answers went through the AP: {ap}"
-    );
-    let read = member["io"]["tun"]["rx_packets"].as_u64().unwrap();
-    assert!(read < 50, "answers crossed the member daemon: {member}");
+    answers_bypassed_ap_and_member(&status_at(&ap_control), &status_at(&m1_control));
     let mss = client_mss(&client, server);
     assert!(mss <= 1380, "client MSS {mss}: the SYN-ACK was not clamped");
 }
