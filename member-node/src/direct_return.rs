@@ -30,7 +30,7 @@ use std::sync::Mutex;
 use anyhow::Context as _;
 use homeaddr_daemon::routes::HostRoutes;
 use homeaddr_proto::engine::HomeAddresses;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// The kernel half of direct server return, for as long as the member runs.
 #[derive(Debug)]
@@ -79,6 +79,17 @@ impl DirectReturn {
                 warn!(%client, error = %e, "cannot remove the route of a forgotten shim client: its answers still come to the engine");
             }
         }
+    }
+}
+
+/// A member of `table` died before it could remove its MSS clamp, and this
+/// one runs without direct return: remove the clamp if it is there (no
+/// nftables, or no such table, is fine).
+pub fn remove_stale_clamp(table: u32) {
+    let name = format!("homeaddr-member-{table}");
+    match nft(&format!("delete table inet {name}\n")) {
+        Ok(()) => info!(clamp = %name, "removed the MSS clamp a dead member left behind"),
+        Err(e) => debug!(error = %e, "no stale MSS clamp"),
     }
 }
 

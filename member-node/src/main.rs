@@ -18,7 +18,7 @@ use homeaddr_daemon::netcfg::{Claim, NetConfig, ip, ip_output};
 use homeaddr_daemon::shell::{self, Context, Role, Stop, StopHandle};
 use homeaddr_io::{TunConfig, TunDevice, UdpTunnel};
 use homeaddr_member::config::{Cli, Settings};
-use homeaddr_member::direct_return::DirectReturn;
+use homeaddr_member::direct_return::{self, DirectReturn};
 use homeaddr_member::metrics::{self, Timings};
 use homeaddr_proto::engine::member::{Member, MemberConfig, MemberEvent, RegistrationState};
 use homeaddr_proto::engine::{DropCounters, HomeAddresses};
@@ -98,6 +98,9 @@ impl Role for MemberNode {
             let d = DirectReturn::setup(settings.table, tun.name(), &homes, common.mtu)?;
             Some(Arc::new(d))
         } else {
+            if claim.stale {
+                direct_return::remove_stale_clamp(settings.table);
+            }
             None
         };
         let udp = Arc::new(

@@ -165,11 +165,11 @@ fn ipv4_answers_leave_natively_with_direct_return() {
     let care_of = SocketAddr::new(MEMBER4.into(), TUNNEL_PORT);
     let mut args = member_args(1, &[ap_ep], care_of, KEY, &m1_control);
     args.extend(["--home-address".into(), HOA4.to_string()]);
-    let _member = start_daemon(
+    let member = start_daemon(
         &m1,
         "homeaddr-member-1",
         "homeaddr-member",
-        args,
+        args.clone(),
         &["--direct-return"],
         "registered with the access point",
     )
@@ -186,4 +186,21 @@ fn ipv4_answers_leave_natively_with_direct_return() {
     answers_bypassed_ap_and_member(&status_at(&ap_control), &status_at(&m1_control));
     let mss = client_mss(&client, server);
     assert!(mss <= 1380, "client MSS {mss}: the SYN-ACK was not clamped");
+
+    // Killed, the member leaves its clamp behind; the next member of the
+    // table, without direct return, removes it (the claim was stale).
+    member.kill();
+    let tables = m1.run("nft", ["list", "tables"]).unwrap();
+    assert!(tables.contains("homeaddr-member-4790"), "{tables}");
+    let _member = start_daemon(
+        &m1,
+        "homeaddr-member-1",
+        "homeaddr-member",
+        args,
+        &[],
+        "registered with the access point",
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let tables = m1.run("nft", ["list", "tables"]).unwrap();
+    assert!(!tables.contains("homeaddr-member"), "{tables}");
 }
