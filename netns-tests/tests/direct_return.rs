@@ -204,3 +204,47 @@ fn ipv4_answers_leave_natively_with_direct_return() {
     let tables = m1.run("nft", ["list", "tables"]).unwrap();
     assert!(!tables.contains("homeaddr-member"), "{tables}");
 }
+
+/// `daemon::routes` over rtnetlink in a namespace: host routes of both
+/// families appear in the table through the device and go again; removing
+/// one that is gone is not an error; an unknown device is.
+#[test]
+fn host_routes_come_and_go_over_rtnetlink() {
+    use homeaddr_daemon::routes::HostRoutes;
+    use homeaddr_netns_tests::Topology;
+
+    if !require_root("host_routes_come_and_go_over_rtnetlink") {
+        return;
+    }
+    let topo = Topology::new("rtnl").expect("topology");
+    let a = topo.add_netns("a").unwrap();
+    let b = topo.add_netns("b").unwrap();
+    topo.veth(&a, "eth0", &b, "eth0").unwrap();
+    let v6: std::net::Ipv6Addr = "fd00:4841:1::c1".parse().unwrap();
+    let v4: std::net::Ipv6Addr = "::ffff:100.64.0.9".parse().unwrap();
+    let show = |family: &str| a.ip(&format!("{family} route show table 4790")).unwrap();
+    a.enter(|| {
+        assert!(HostRoutes::open(4790, "nosuchdev0").is_err());
+        let mut routes = HostRoutes::open(4790, "eth0").unwrap();
+        routes.add(v6).unwrap();
+        routes.add(v4).unwrap();
+        // Again: replaced, not an error.
+        routes.add(v6).unwrap();
+    })
+    .unwrap();
+    assert!(
+        show("-6").contains("fd00:4841:1::c1 dev eth0"),
+        "{}",
+        show("-6")
+    );
+    assert!(show("-4").contains("100.64.0.9 dev eth0"), "{}", show("-4"));
+    a.enter(|| {
+        let mut routes = HostRoutes::open(4790, "eth0").unwrap();
+        routes.remove(v6).unwrap();
+        routes.remove(v4).unwrap();
+        routes.remove(v6).unwrap();
+    })
+    .unwrap();
+    assert!(!show("-6").contains("fd00:4841:1::c1"), "{}", show("-6"));
+    assert!(!show("-4").contains("100.64.0.9"), "{}", show("-4"));
+}
