@@ -287,17 +287,16 @@ impl Node {
                             // The kernel sends it natively; the engine
                             // never sees it.
                             out.packets.push(Outgoing::Native(answer));
-                            self.flush(out);
-                            self.app_tick(out);
-                            return;
-                        }
-                        let (action, framed) = handle_tun(&mut **m, now, &answer);
-                        if action == DataAction::ToTun {
-                            // Direct server return: the member's kernel routes it.
-                            out.packets
-                                .push(Outgoing::Native(tun_packet(&framed).to_vec()));
                         } else {
-                            out.encap(src, action, framed);
+                            let (action, framed) = handle_tun(&mut **m, now, &answer);
+                            if action == DataAction::ToTun {
+                                // A straggler the engine returned: the
+                                // member's kernel routes it natively.
+                                out.packets
+                                    .push(Outgoing::Native(tun_packet(&framed).to_vec()));
+                            } else {
+                                out.encap(src, action, framed);
+                            }
                         }
                     }
                 }
