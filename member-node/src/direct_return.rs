@@ -43,19 +43,14 @@ impl DirectReturn {
     /// Install the MSS clamp for `homes` at tunnel MTU `mtu` and open the
     /// route socket for `table` through `tun` (whose routes vanish with it).
     pub fn setup(table: u32, tun: &str, homes: &HomeAddresses, mtu: u16) -> anyhow::Result<Self> {
+        // The socket first: it changes nothing, so a failure leaves
+        // nothing to undo.
+        let routes = HostRoutes::open(table, tun)
+            .with_context(|| format!("cannot open rtnetlink for the routes of table {table}"))?;
         let clamp = format!("homeaddr-member-{table}");
         nft(&clamp_ruleset(&clamp, homes, mtu)).with_context(|| {
             format!("direct server return clamps the MSS of answers with nftables (table inet {clamp}): is nftables installed (apt-get install nftables)?")
         })?;
-        let routes = HostRoutes::open(table, tun)
-            .with_context(|| format!("cannot open rtnetlink for the routes of table {table}"));
-        let routes = match routes {
-            Ok(r) => r,
-            Err(e) => {
-                remove_clamp(&clamp);
-                return Err(e);
-            }
-        };
         info!(table, clamp = %clamp, "direct server return: answers to legacy clients leave natively");
         Ok(Self {
             routes: Mutex::new(routes),
