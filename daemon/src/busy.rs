@@ -12,8 +12,9 @@
 //! keep running on a small machine. The window reopens at every TUN batch
 //! and every UDP batch with a data frame the engine accepted (the driver
 //! decides: garbage never reopens it), and closes `window` after the last
-//! one; an idle daemon sleeps as before. `--busy-poll-us 0` turns it off (shared hosts where a
-//! core's worth of spinning after traffic is not welcome).
+//! one; an idle daemon sleeps as before. `--busy-poll-us 0` turns it off
+//! (shared hosts where a core's worth of spinning after traffic is not
+//! welcome).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -95,8 +96,8 @@ impl BusyPoll {
     }
 
     /// The spinner task: sleeps until traffic, spins while the window is
-    /// open. Never returns.
-    /// With a zero window it sleeps for ever (`traffic` never wakes it).
+    /// open. Never returns; with a zero window it sleeps for ever
+    /// (`traffic` never wakes it).
     pub async fn spin(self: Arc<Self>) {
         loop {
             self.wake.notified().await;
